@@ -1,0 +1,184 @@
+// Package commands turns the text of a `/tf …` slash command into a typed
+// command. It does no I/O and knows nothing of Slack or configuration: whether
+// an environment exists or a user may use it is decided by the caller.
+package commands
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Command is one parsed `/tf` command. The set of commands is closed.
+type Command interface{ command() }
+
+// Plan asks for a terraform plan of a revision in one environment.
+// Project is empty when the text did not name one.
+type Plan struct {
+	Project string
+	Env     string
+	Ref     Ref
+}
+
+// Status asks for the locks and pending plans, optionally of one environment.
+type Status struct {
+	Project string
+	Env     string
+}
+
+// Help asks for usage.
+type Help struct{}
+
+func (Plan) command()   {}
+func (Status) command() {}
+func (Help) command()   {}
+
+// Ref names the revision to plan.
+type Ref struct {
+	PR int // pull request number, > 0
+}
+
+// String renders the ref the way a user types it.
+func (r Ref) String() string { return "pr-" + strconv.Itoa(r.PR) }
+
+// Errors returned by Parse, wrapped in a *Error that carries the usage line.
+var (
+	ErrUnknownCommand = errors.New("unknown command")
+	ErrUsage          = errors.New("wrong arguments")
+	ErrMalformedRef   = errors.New("malformed revision")
+	ErrMalformedName  = errors.New("malformed name")
+)
+
+// Error is a parse failure: what was wrong and how the command is used.
+type Error struct {
+	Err    error  // one of the sentinels above
+	Detail string // what exactly was wrong, safe to show the user
+	Usage  string // the usage line of the command, if known
+}
+
+func (e *Error) Error() string { return e.Detail }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Usage is the help text shown by `/tf help` and after a usage error.
+const Usage = "```" + `
+/tf plan [project] <env> pr-<number>   plan a pull request's head commit in an environment
+/tf status [project] [env]             locks and pending plans, with age and approvals
+/tf help                               this text
+` + "```"
+
+const (
+	usagePlan   = "/tf plan [project] <env> pr-<number>"
+	usageStatus = "/tf status [project] [env]"
+)
+
+// maxTextLen bounds what Parse reads; Slack's own limit on command text is
+// lower, so anything longer is not a real command.
+const maxTextLen = 4000
+
+var (
+	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	prRE   = regexp.MustCompile(`^(?:(?i:pr)-?|#)([0-9]{1,9})$`)
+)
+
+// Parse parses the text after `/tf`.
+func Parse(text string) (Command, error) {
+	if len(text) > maxTextLen {
+		return nil, &Error{Err: ErrUsage, Detail: "command text is too long"}
+	}
+	args := strings.Fields(text)
+	if len(args) == 0 {
+		return Help{}, nil
+	}
+	verb, args := strings.ToLower(args[0]), args[1:]
+	switch verb {
+	case "plan":
+		return parsePlan(args)
+	case "status":
+		return parseStatus(args)
+	case "help", "-h", "--help":
+		return Help{}, nil
+	}
+	return nil, &Error{
+		Err:    ErrUnknownCommand,
+		Detail: fmt.Sprintf("unknown command %q; try `/tf help`", truncate(verb, 40)),
+	}
+}
+
+func parsePlan(args []string) (Command, error) {
+	if len(args) < 2 || len(args) > 3 {
+		return nil, &Error{Err: ErrUsage, Detail: "plan needs an environment and a pull request", Usage: usagePlan}
+	}
+	names, refText := args[:len(args)-1], args[len(args)-1]
+	ref, err := parseRef(refText)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkNames(names, usagePlan); err != nil {
+		return nil, err
+	}
+	p := Plan{Env: names[len(names)-1], Ref: ref}
+	if len(names) == 2 {
+		p.Project = names[0]
+	}
+	return p, nil
+}
+
+func parseStatus(args []string) (Command, error) {
+	if len(args) > 2 {
+		return nil, &Error{Err: ErrUsage, Detail: "status takes at most a project and an environment", Usage: usageStatus}
+	}
+	if err := checkNames(args, usageStatus); err != nil {
+		return nil, err
+	}
+	s := Status{}
+	switch len(args) {
+	case 1:
+		s.Env = args[0]
+	case 2:
+		s.Project, s.Env = args[0], args[1]
+	}
+	return s, nil
+}
+
+func parseRef(s string) (Ref, error) {
+	m := prRE.FindStringSubmatch(s)
+	if m == nil {
+		return Ref{}, &Error{
+			Err:    ErrMalformedRef,
+			Detail: fmt.Sprintf("%q is not a pull request; write it as pr-<number>, e.g. pr-42", truncate(s, 40)),
+			Usage:  usagePlan,
+		}
+	}
+	n, _ := strconv.Atoi(m[1]) // at most nine digits: always fits
+	if n == 0 {
+		return Ref{}, &Error{Err: ErrMalformedRef, Detail: "pull request numbers start at 1", Usage: usagePlan}
+	}
+	return Ref{PR: n}, nil
+}
+
+func checkNames(names []string, usage string) error {
+	for _, n := range names {
+		if !nameRE.MatchString(n) {
+			return &Error{
+				Err:    ErrMalformedName,
+				Detail: fmt.Sprintf("%q is not a valid project or environment name (lowercase letters, digits, - and _)", truncate(n, 40)),
+				Usage:  usage,
+			}
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !isRuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }

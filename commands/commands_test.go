@@ -1,0 +1,132 @@
+package commands
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		text    string
+		want    Command
+		wantErr error
+	}{
+		{text: "plan staging pr-42", want: Plan{Env: "staging", Ref: Ref{PR: 42}}},
+		{text: "  plan   prod   PR-7  ", want: Plan{Env: "prod", Ref: Ref{PR: 7}}},
+		{text: "plan prod pr42", want: Plan{Env: "prod", Ref: Ref{PR: 42}}},
+		{text: "plan prod #42", want: Plan{Env: "prod", Ref: Ref{PR: 42}}},
+		{text: "PLAN prod pr-1", want: Plan{Env: "prod", Ref: Ref{PR: 1}}},
+		{text: "plan network prod pr-42", want: Plan{Project: "network", Env: "prod", Ref: Ref{PR: 42}}},
+		{text: "status", want: Status{}},
+		{text: "status prod", want: Status{Env: "prod"}},
+		{text: "status network prod", want: Status{Project: "network", Env: "prod"}},
+		{text: "", want: Help{}},
+		{text: "help", want: Help{}},
+		{text: "--help", want: Help{}},
+
+		{text: "plan", wantErr: ErrUsage},
+		{text: "plan staging", wantErr: ErrUsage},
+		{text: "plan prod #", wantErr: ErrMalformedRef},
+		{text: "plan a b c pr-1", wantErr: ErrUsage},
+		{text: "plan staging 42", wantErr: ErrMalformedRef},
+		{text: "plan staging pr-", wantErr: ErrMalformedRef},
+		{text: "plan staging pr-0", wantErr: ErrMalformedRef},
+		{text: "plan staging pr--1", wantErr: ErrMalformedRef},
+		{text: "plan staging pr-1234567890", wantErr: ErrMalformedRef},
+		{text: "plan staging pr-4x", wantErr: ErrMalformedRef},
+		{text: "plan Staging pr-4", wantErr: ErrMalformedName},
+		{text: "plan ../prod pr-4", wantErr: ErrMalformedName},
+		{text: "plan st*ging pr-4", wantErr: ErrMalformedName},
+		{text: "status a b c", wantErr: ErrUsage},
+		{text: "status PROD", wantErr: ErrMalformedName},
+		{text: "apply prod", wantErr: ErrUnknownCommand},
+		{text: "destroy everything", wantErr: ErrUnknownCommand},
+		{text: "plan prod pr-1 " + strings.Repeat("x", maxTextLen), wantErr: ErrUsage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.text, func(t *testing.T) {
+			got, err := Parse(tt.text)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Parse(%q) error = %v, want %v", tt.text, err, tt.wantErr)
+				}
+				var pe *Error
+				if !errors.As(err, &pe) || pe.Detail == "" {
+					t.Fatalf("Parse(%q) error %#v is not a *Error with detail", tt.text, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse(%q) unexpected error: %v", tt.text, err)
+			}
+			if got != tt.want {
+				t.Fatalf("Parse(%q) = %#v, want %#v", tt.text, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestUsageNamesEveryCommand(t *testing.T) {
+	for _, verb := range []string{"/tf plan", "/tf status", "/tf help"} {
+		if !strings.Contains(Usage, verb) {
+			t.Errorf("Usage does not mention %q", verb)
+		}
+	}
+}
+
+func TestErrorDetailIsBounded(t *testing.T) {
+	_, err := Parse(strings.Repeat("é", 1000))
+	var pe *Error
+	if !errors.As(err, &pe) {
+		t.Fatalf("want *Error, got %v", err)
+	}
+	if len(pe.Detail) > 200 || !utf8.ValidString(pe.Detail) {
+		t.Fatalf("detail not bounded or not UTF-8: %q", pe.Detail)
+	}
+}
+
+// FuzzParse checks that Parse never panics, that every error is a *Error
+// carrying a known sentinel and a short detail, and that every accepted
+// command holds only well-formed names and refs.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"plan staging pr-42", "plan network prod #7", "status", "status prod",
+		"help", "apply prod", "plan ../x pr-1", "plan prod pr-99999999999", "\x00plan",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		cmd, err := Parse(text)
+		if err != nil {
+			var pe *Error
+			if !errors.As(err, &pe) {
+				t.Fatalf("error is not *Error: %v", err)
+			}
+			known := errors.Is(err, ErrUnknownCommand) || errors.Is(err, ErrUsage) ||
+				errors.Is(err, ErrMalformedRef) || errors.Is(err, ErrMalformedName)
+			if !known || pe.Detail == "" || len(pe.Detail) > 300 {
+				t.Fatalf("bad error for %q: %#v", text, pe)
+			}
+			return
+		}
+		switch c := cmd.(type) {
+		case Plan:
+			if c.Ref.PR <= 0 || !nameRE.MatchString(c.Env) || (c.Project != "" && !nameRE.MatchString(c.Project)) {
+				t.Fatalf("accepted malformed plan %#v from %q", c, text)
+			}
+			again, err := Parse("plan " + strings.TrimSpace(c.Project+" "+c.Env) + " " + c.Ref.String())
+			if err != nil || again != cmd {
+				t.Fatalf("round trip of %#v gave %#v, %v", c, again, err)
+			}
+		case Status:
+			if (c.Env != "" && !nameRE.MatchString(c.Env)) || (c.Project != "" && !nameRE.MatchString(c.Project)) {
+				t.Fatalf("accepted malformed status %#v from %q", c, text)
+			}
+		case Help:
+		default:
+			t.Fatalf("unexpected command type %T", cmd)
+		}
+	})
+}
