@@ -1,0 +1,350 @@
+// Package approvals is the two-person rule: the life of one plan from
+// planning to applied, and the rules that decide whether a click counts.
+//
+// Every function here is pure: it takes a Plan and the time and returns the
+// next Plan and a decision. Storage is behind Store, a versioned
+// compare-and-swap, so a duplicate delivery or a second bot process can never
+// count a click twice or start a second apply. The only way to get a Grant —
+// the value runner.Apply requires — is BeginApply on a plan with quorum.
+package approvals
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Status is where a plan is in its life.
+type Status string
+
+const (
+	StatusPlanning    Status = "planning"    // lock held, terraform plan running
+	StatusPending     Status = "pending"     // planned, waiting for approvals
+	StatusApplying    Status = "applying"    // quorum reached, apply running
+	StatusApplied     Status = "applied"     // apply succeeded
+	StatusFailed      Status = "failed"      // apply failed
+	StatusPlanFailed  Status = "plan_failed" // terraform plan failed
+	StatusNoChanges   Status = "no_changes"  // nothing to apply
+	StatusRejected    Status = "rejected"    // someone clicked Reject
+	StatusInvalidated Status = "invalidated" // expired, replaced, or otherwise void
+	StatusInterrupted Status = "interrupted" // apply cut short; never retried
+)
+
+// Terminal reports whether nothing can happen to a plan any more.
+func (s Status) Terminal() bool {
+	switch s {
+	case StatusPlanning, StatusPending, StatusApplying:
+		return false
+	}
+	return true
+}
+
+// Plan is one proposed change and everything decided about it.
+type Plan struct {
+	ID        string `json:"id"`
+	Project   string `json:"project"`
+	Env       string `json:"env"`
+	PR        int    `json:"pr"`
+	SHA       string `json:"sha"`       // PR head commit that was planned
+	Requester string `json:"requester"` // Slack user ID
+	Channel   string `json:"channel"`
+	MessageTS string `json:"message_ts,omitempty"`
+
+	// The environment lock this plan holds: its fencing number and the
+	// owner token that lets any bot process refresh or release it.
+	Fence     int64  `json:"fence"`
+	LockOwner string `json:"lock_owner"`
+
+	Digest  string  `json:"digest,omitempty"` // sha256 of the saved plan file
+	Summary Summary `json:"summary"`
+
+	Required  int        `json:"required"`
+	Approvals []Approval `json:"approvals,omitempty"`
+
+	Status Status `json:"status"`
+	Reason string `json:"reason,omitempty"` // why it ended, in words a person reads
+	Actor  string `json:"actor,omitempty"`  // who ended it (rejecter), if a person
+
+	CreatedAt time.Time `json:"created_at"`
+	PlannedAt time.Time `json:"planned_at,omitzero"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// Version is the store's compare-and-swap counter; Store.Put rejects a
+	// plan whose Version is not the stored one.
+	Version int64 `json:"version"`
+}
+
+// Approval is one person's approval, bound to the exact plan it was given for.
+type Approval struct {
+	User   string    `json:"user"`
+	At     time.Time `json:"at"`
+	Digest string    `json:"digest"`
+	SHA    string    `json:"sha"`
+	Fence  int64     `json:"fence"`
+}
+
+// Summary is what the plan would do, without any values.
+type Summary struct {
+	Add       int        `json:"add"`
+	Change    int        `json:"change"`
+	Destroy   int        `json:"destroy"`
+	Resources []Resource `json:"resources,omitempty"`
+}
+
+// Resource is one resource the plan touches.
+type Resource struct {
+	Address string `json:"address"`
+	Action  Action `json:"action"`
+}
+
+// Action is what happens to a resource.
+type Action string
+
+const (
+	ActionCreate  Action = "create"
+	ActionUpdate  Action = "update"
+	ActionDelete  Action = "delete"
+	ActionReplace Action = "replace" // delete and create
+)
+
+// HasChanges reports whether applying would change anything.
+func (s Summary) HasChanges() bool { return s.Add+s.Change+s.Destroy > 0 }
+
+// Errors. Callers use errors.Is; all of them are expected outcomes that a
+// person is told about, not faults.
+var (
+	ErrSelfApproval  = errors.New("the requester cannot approve their own plan")
+	ErrNotAuthorized = errors.New("not authorized for this environment")
+	ErrNotPending    = errors.New("plan is not waiting for approval")
+	ErrExpired       = errors.New("plan has expired")
+	ErrNoQuorum      = errors.New("plan does not have enough approvals")
+	ErrGrantMismatch = errors.New("grant does not belong to this plan")
+)
+
+// StateError says which state a plan was in when an action needed another.
+type StateError struct {
+	Status Status
+	Want   error // ErrNotPending, ErrExpired, …
+}
+
+func (e *StateError) Error() string { return fmt.Sprintf("%v (plan is %s)", e.Want, e.Status) }
+func (e *StateError) Unwrap() error { return e.Want }
+
+// Request describes a plan that is about to run.
+type Request struct {
+	ID, Project, Env string
+	PR               int
+	SHA              string
+	Requester        string
+	Channel          string
+	Fence            int64
+	LockOwner        string
+	Required         int  // approvals needed
+	Protected        bool // protected environments never need fewer than two
+	TTL              time.Duration
+}
+
+// MinProtectedApprovals is the floor for protected environments.
+const MinProtectedApprovals = 2
+
+// New starts a plan in StatusPlanning.
+func New(r Request, now time.Time) (Plan, error) {
+	if r.ID == "" || r.Env == "" || r.Requester == "" || r.SHA == "" || r.LockOwner == "" || r.Fence <= 0 {
+		return Plan{}, fmt.Errorf("incomplete plan request %+v", r)
+	}
+	if r.TTL <= 0 {
+		return Plan{}, errors.New("plan TTL must be positive")
+	}
+	required := max(r.Required, 1)
+	if r.Protected {
+		required = max(required, MinProtectedApprovals)
+	}
+	return Plan{
+		ID: r.ID, Project: r.Project, Env: r.Env, PR: r.PR, SHA: r.SHA,
+		Requester: r.Requester, Channel: r.Channel, Fence: r.Fence, LockOwner: r.LockOwner,
+		Required: required, Status: StatusPlanning,
+		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(r.TTL),
+	}, nil
+}
+
+// Planned records the result of a successful terraform plan. A plan with
+// changes waits for approvals; one without ends as StatusNoChanges.
+func Planned(p Plan, digest string, s Summary, ttl time.Duration, now time.Time) (Plan, error) {
+	if p.Status != StatusPlanning {
+		return p, &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	if digest == "" {
+		return p, errors.New("planned without a plan digest")
+	}
+	p.Digest, p.Summary, p.PlannedAt, p.UpdatedAt = digest, s, now, now
+	p.ExpiresAt = now.Add(ttl)
+	p.Status = StatusPending
+	if !s.HasChanges() {
+		p.Status, p.Reason = StatusNoChanges, "no changes"
+	}
+	return p, nil
+}
+
+// Expired reports whether a plan that is still open has passed its TTL.
+// An applying plan never expires: its lease governs it.
+func Expired(p Plan, now time.Time) bool {
+	return (p.Status == StatusPlanning || p.Status == StatusPending) && !now.Before(p.ExpiresAt)
+}
+
+// Result says what an approval click did.
+type Result struct {
+	Counted   bool // a new approval was recorded
+	Duplicate bool // this user had already approved this exact plan
+	Quorum    bool // the plan now has enough approvals
+}
+
+// Approve records user's approval. authorized is the caller's decision, made
+// at click time, that user may approve in this plan's environment.
+func Approve(p Plan, user string, authorized bool, now time.Time) (Plan, Result, error) {
+	if err := open(p, now); err != nil {
+		return p, Result{}, err
+	}
+	if user == p.Requester {
+		return p, Result{}, ErrSelfApproval
+	}
+	if !authorized {
+		return p, Result{}, ErrNotAuthorized
+	}
+	if slices.ContainsFunc(p.Approvals, func(a Approval) bool { return a.User == user && bound(p, a) }) {
+		return p, Result{Duplicate: true, Quorum: HasQuorum(p)}, nil
+	}
+	p.Approvals = append(slices.Clone(p.Approvals), Approval{
+		User: user, At: now, Digest: p.Digest, SHA: p.SHA, Fence: p.Fence,
+	})
+	p.UpdatedAt = now
+	return p, Result{Counted: true, Quorum: HasQuorum(p)}, nil
+}
+
+// Approvers returns the distinct users whose approvals count for the plan
+// as it is now, in the order they approved.
+func Approvers(p Plan) []string {
+	var users []string
+	for _, a := range p.Approvals {
+		if bound(p, a) && a.User != p.Requester && !slices.Contains(users, a.User) {
+			users = append(users, a.User)
+		}
+	}
+	return users
+}
+
+// HasQuorum reports whether enough distinct people approved this exact plan.
+func HasQuorum(p Plan) bool {
+	return p.Required > 0 && len(Approvers(p)) >= p.Required
+}
+
+// Missing is how many more approvals the plan needs.
+func Missing(p Plan) int { return max(p.Required-len(Approvers(p)), 0) }
+
+func bound(p Plan, a Approval) bool {
+	return a.Digest == p.Digest && a.SHA == p.SHA && a.Fence == p.Fence
+}
+
+// Reject ends a pending plan. The requester may always withdraw their own
+// plan; anyone else must be authorized to approve.
+func Reject(p Plan, user string, authorized bool, reason string, now time.Time) (Plan, error) {
+	if p.Status != StatusPending && p.Status != StatusPlanning {
+		return p, &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	if user != p.Requester && !authorized {
+		return p, ErrNotAuthorized
+	}
+	p.Status, p.Actor, p.Reason, p.UpdatedAt = StatusRejected, user, reason, now
+	return p, nil
+}
+
+// End moves an open plan to a terminal status other than applied/failed:
+// plan failures, invalidation (expiry, replacement, a moved PR, an unlock)
+// and interruption. It refuses to end a plan that is already over.
+func End(p Plan, to Status, reason string, now time.Time) (Plan, error) {
+	if p.Status.Terminal() {
+		return p, &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	switch to {
+	case StatusPlanFailed, StatusInvalidated, StatusInterrupted:
+	default:
+		return p, fmt.Errorf("End cannot move a plan to %s", to)
+	}
+	if to == StatusPlanFailed && p.Status != StatusPlanning {
+		return p, &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	p.Status, p.Reason, p.UpdatedAt = to, reason, now
+	return p, nil
+}
+
+// Grant is permission to apply one exact plan once. Only BeginApply makes
+// one; its fields cannot be set from outside this package.
+type Grant struct {
+	planID, project, env string
+	pr                   int
+	sha, digest          string
+	fence                int64
+	lockOwner            string
+	approvers            []string
+}
+
+func (g Grant) PlanID() string      { return g.planID }
+func (g Grant) Project() string     { return g.project }
+func (g Grant) Env() string         { return g.env }
+func (g Grant) PR() int             { return g.pr }
+func (g Grant) SHA() string         { return g.sha }
+func (g Grant) Digest() string      { return g.digest }
+func (g Grant) Fence() int64        { return g.fence }
+func (g Grant) LockOwner() string   { return g.lockOwner }
+func (g Grant) Approvers() []string { return slices.Clone(g.approvers) }
+
+// Valid reports whether g came from BeginApply (the zero Grant does not).
+func (g Grant) Valid() bool { return g.planID != "" && g.digest != "" && len(g.approvers) > 0 }
+
+// BeginApply moves a pending plan with quorum to StatusApplying and returns
+// the Grant for it. The caller must store the returned plan with a
+// compare-and-swap before using the Grant: only the process whose write wins
+// may apply.
+func BeginApply(p Plan, now time.Time) (Plan, Grant, error) {
+	if err := open(p, now); err != nil {
+		return p, Grant{}, err
+	}
+	if p.Status != StatusPending {
+		return p, Grant{}, &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	if !HasQuorum(p) {
+		return p, Grant{}, ErrNoQuorum
+	}
+	p.Status, p.UpdatedAt = StatusApplying, now
+	return p, Grant{
+		planID: p.ID, project: p.Project, env: p.Env, pr: p.PR, sha: p.SHA, digest: p.Digest,
+		fence: p.Fence, lockOwner: p.LockOwner, approvers: Approvers(p),
+	}, nil
+}
+
+// Finish records the end of an apply started with g.
+func Finish(p Plan, g Grant, applyErr error, reason string, now time.Time) (Plan, error) {
+	if p.Status != StatusApplying {
+		return p, &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	if g.planID != p.ID || g.digest != p.Digest || g.fence != p.Fence {
+		return p, ErrGrantMismatch
+	}
+	p.Status, p.Reason, p.UpdatedAt = StatusApplied, reason, now
+	if applyErr != nil {
+		p.Status = StatusFailed
+	}
+	return p, nil
+}
+
+// open checks that p can still take approvals.
+func open(p Plan, now time.Time) error {
+	if p.Status != StatusPending {
+		return &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	if Expired(p, now) {
+		return &StateError{Status: p.Status, Want: ErrExpired}
+	}
+	return nil
+}
