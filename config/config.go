@@ -1,0 +1,558 @@
+// Package config reads twokey's YAML configuration: which projects and
+// environments exist, who may plan and approve in each, and which Vault roles
+// and secrets an apply gets. Unknown keys are rejected, secrets come only from
+// environment variables, and Validate lists every problem at once.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole file.
+type Config struct {
+	Slack     Slack     `yaml:"slack"`
+	GitHub    GitHub    `yaml:"github"`
+	Redis     Redis     `yaml:"redis"`
+	Vault     Vault     `yaml:"vault"`
+	Terraform Terraform `yaml:"terraform"`
+	// DataDir holds workspaces, repository mirrors and saved plan files.
+	DataDir  string    `yaml:"data_dir"`
+	Projects []Project `yaml:"projects"`
+}
+
+// Slack is the Slack app twokey runs as.
+type Slack struct {
+	// APIURL is the Web API base; tests and the demo point it at a local server.
+	APIURL string `yaml:"api_url"`
+	// TeamID, when set, refuses commands and clicks from any other workspace.
+	TeamID string `yaml:"team_id"`
+	// Environment variables holding the bot token (xoxb-) and the app-level
+	// token (xapp-) used for Socket Mode.
+	BotTokenEnv string `yaml:"bot_token_env"`
+	AppTokenEnv string `yaml:"app_token_env"`
+}
+
+// GitHub is where pull requests are resolved and fetched from.
+type GitHub struct {
+	APIURL   string `yaml:"api_url"`
+	TokenEnv string `yaml:"token_env"`
+}
+
+// Redis holds locks and plan state.
+type Redis struct {
+	// URL is a redis:// or rediss:// URL without a password; the password,
+	// if any, comes from PasswordEnv.
+	URL         string `yaml:"url"`
+	PasswordEnv string `yaml:"password_env"`
+}
+
+// Vault is where apply credentials come from.
+type Vault struct {
+	Address string    `yaml:"address"`
+	Auth    VaultAuth `yaml:"auth"`
+}
+
+// VaultAuth is how the bot logs in to Vault. It needs only the right to
+// create tokens on the environments' token roles and revoke them.
+type VaultAuth struct {
+	Method      string `yaml:"method"` // "token" or "approle"
+	TokenEnv    string `yaml:"token_env"`
+	Mount       string `yaml:"mount"` // approle mount path
+	RoleIDEnv   string `yaml:"role_id_env"`
+	SecretIDEnv string `yaml:"secret_id_env"`
+}
+
+// Terraform is the binary plans and applies run with.
+type Terraform struct {
+	// Path to terraform (or tofu); looked up in PATH when not absolute.
+	Path string `yaml:"path"`
+	// Version the binary must report; the runner refuses any other.
+	Version string `yaml:"version"`
+	// Env is extra, non-secret environment for every terraform process
+	// (TF_PLUGIN_CACHE_DIR, proxies, …).
+	Env map[string]string `yaml:"env"`
+}
+
+// Project is one Terraform root module in one repository.
+type Project struct {
+	Name         string        `yaml:"name"`
+	Repo         string        `yaml:"repo"` // owner/name
+	Dir          string        `yaml:"dir"`  // directory in the repository, default the root
+	Environments []Environment `yaml:"environments"`
+}
+
+// Environment is one place a project is applied to.
+type Environment struct {
+	Name string `yaml:"name"`
+	// Protected environments need at least two approvals. Default true.
+	Protected         *bool `yaml:"protected"`
+	RequiredApprovals int   `yaml:"required_approvals"`
+	Approvers         Who   `yaml:"approvers"`
+	// Planners may run /tf plan; empty means anyone in an allowed channel.
+	Planners Who `yaml:"planners"`
+	// Channels where commands for this environment are accepted; empty means any.
+	Channels []string `yaml:"channels"`
+	// Dir overrides the project's directory for this environment.
+	Dir           string            `yaml:"dir"`
+	VarFiles      []string          `yaml:"var_files"`
+	BackendConfig map[string]string `yaml:"backend_config"`
+	// LockTTL is the lease on the environment lock while work runs; it is
+	// refreshed at a third of its length, so a dead bot frees it within LockTTL.
+	LockTTL Duration `yaml:"lock_ttl"`
+	// PlanTTL is how long a plan waits for approvals before it is void.
+	PlanTTL      Duration `yaml:"plan_ttl"`
+	PlanTimeout  Duration `yaml:"plan_timeout"`
+	ApplyTimeout Duration `yaml:"apply_timeout"`
+	Vault        EnvVault `yaml:"vault"`
+}
+
+// Who lists Slack user IDs and user group IDs.
+type Who struct {
+	Users  []string `yaml:"users"`
+	Groups []string `yaml:"groups"`
+}
+
+// Empty reports whether nobody is listed.
+func (w Who) Empty() bool { return len(w.Users) == 0 && len(w.Groups) == 0 }
+
+// EnvVault is the credentials of one environment: read-only ones for plan,
+// write ones for apply.
+type EnvVault struct {
+	Plan  *Credential `yaml:"plan"`
+	Apply Credential  `yaml:"apply"`
+}
+
+// Credential is a Vault token role to mint a child token from and the
+// secrets to read with that token.
+type Credential struct {
+	Role    string   `yaml:"role"`
+	TTL     Duration `yaml:"ttl"`
+	NumUses int      `yaml:"num_uses"`
+	Secrets []VaultSecret `yaml:"secrets"`
+}
+
+// VaultSecret maps fields of one Vault secret to environment variables.
+// KV version 2 paths (secret/data/…) are read like any other.
+type VaultSecret struct {
+	Path string            `yaml:"path"`
+	Env  map[string]string `yaml:"env"` // ENV_VAR: field
+}
+
+// Defaults.
+const (
+	DefaultSlackAPIURL   = "https://slack.com/api/"
+	DefaultGitHubAPIURL  = "https://api.github.com/"
+	DefaultLockTTL       = 2 * time.Minute
+	DefaultPlanTTL       = 4 * time.Hour
+	DefaultPlanTimeout   = 10 * time.Minute
+	DefaultApplyTimeout  = 15 * time.Minute
+	DefaultCredentialTTL = 15 * time.Minute
+	DefaultNumUses       = 10
+	DefaultApprovals     = 2
+)
+
+// Load reads and parses a config file, fills in defaults and validates it.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return Parse(f)
+}
+
+// Parse reads a config, fills in defaults and validates it.
+func Parse(r io.Reader) (*Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("config is empty")
+		}
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	setDefault(&c.Slack.APIURL, DefaultSlackAPIURL)
+	setDefault(&c.Slack.BotTokenEnv, "SLACK_BOT_TOKEN")
+	setDefault(&c.Slack.AppTokenEnv, "SLACK_APP_TOKEN")
+	setDefault(&c.GitHub.APIURL, DefaultGitHubAPIURL)
+	setDefault(&c.GitHub.TokenEnv, "GITHUB_TOKEN")
+	setDefault(&c.Redis.URL, "redis://127.0.0.1:6379/0")
+	setDefault(&c.Vault.Auth.Method, "token")
+	setDefault(&c.Vault.Auth.TokenEnv, "VAULT_TOKEN")
+	setDefault(&c.Vault.Auth.Mount, "approle")
+	setDefault(&c.Vault.Auth.RoleIDEnv, "VAULT_ROLE_ID")
+	setDefault(&c.Vault.Auth.SecretIDEnv, "VAULT_SECRET_ID")
+	setDefault(&c.Terraform.Path, "terraform")
+	setDefault(&c.DataDir, "/var/lib/twokey")
+	for i := range c.Projects {
+		for j := range c.Projects[i].Environments {
+			e := &c.Projects[i].Environments[j]
+			if e.Protected == nil {
+				t := true
+				e.Protected = &t
+			}
+			if e.RequiredApprovals == 0 {
+				e.RequiredApprovals = DefaultApprovals
+			}
+			setDefault(&e.LockTTL, Duration(DefaultLockTTL))
+			setDefault(&e.PlanTTL, Duration(DefaultPlanTTL))
+			setDefault(&e.PlanTimeout, Duration(DefaultPlanTimeout))
+			setDefault(&e.ApplyTimeout, Duration(DefaultApplyTimeout))
+			e.Vault.Apply.setDefaults()
+			if e.Vault.Plan != nil {
+				e.Vault.Plan.setDefaults()
+			}
+		}
+	}
+}
+
+func (cr *Credential) setDefaults() {
+	setDefault(&cr.TTL, Duration(DefaultCredentialTTL))
+	setDefault(&cr.NumUses, DefaultNumUses)
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+var (
+	nameRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	repoRE     = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
+	userRE     = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
+	groupRE    = regexp.MustCompile(`^S[A-Z0-9]{2,}$`)
+	channelRE  = regexp.MustCompile(`^[CGD][A-Z0-9]{2,}$`)
+	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	vaultPathR = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`)
+)
+
+// ReservedEnv are environment variables twokey sets itself for terraform;
+// secrets may not map onto them.
+var ReservedEnv = []string{"PATH", "HOME", "TMPDIR", "VAULT_TOKEN", "VAULT_ADDR",
+	"TF_CLI_CONFIG_FILE", "TF_IN_AUTOMATION", "CHECKPOINT_DISABLE", "TF_DATA_DIR", "TF_WORKSPACE"}
+
+// Validate reports every problem in the config at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	for _, u := range []struct{ name, v string }{{"slack.api_url", c.Slack.APIURL}, {"github.api_url", c.GitHub.APIURL}} {
+		if !strings.HasPrefix(u.v, "https://") && !strings.HasPrefix(u.v, "http://") {
+			bad("%s: %q is not an http(s) URL", u.name, u.v)
+		} else if !strings.HasSuffix(u.v, "/") {
+			bad("%s: %q must end with /", u.name, u.v)
+		}
+	}
+	if !strings.HasPrefix(c.Redis.URL, "redis://") && !strings.HasPrefix(c.Redis.URL, "rediss://") {
+		bad("redis.url: %q is not a redis:// or rediss:// URL", c.Redis.URL)
+	} else if strings.Contains(strings.SplitN(strings.SplitN(c.Redis.URL, "://", 2)[1], "/", 2)[0], "@") {
+		bad("redis.url: put the password in the variable named by redis.password_env, not in the URL")
+	}
+	if c.Vault.Address == "" {
+		bad("vault.address is required")
+	}
+	switch c.Vault.Auth.Method {
+	case "token", "approle":
+	default:
+		bad("vault.auth.method: %q is not token or approle", c.Vault.Auth.Method)
+	}
+	if c.Terraform.Version == "" {
+		bad("terraform.version is required: the runner refuses a binary that does not report it")
+	}
+	for k := range c.Terraform.Env {
+		if !envNameRE.MatchString(k) || slices.Contains(ReservedEnv, k) || strings.HasPrefix(k, "TF_VAR_") {
+			bad("terraform.env: %q cannot be set here", k)
+		}
+	}
+	if len(c.Projects) == 0 {
+		bad("projects: at least one project is required")
+	}
+
+	seenProjects := map[string]bool{}
+	for i, p := range c.Projects {
+		where := fmt.Sprintf("projects[%d]", i)
+		if p.Name != "" {
+			where = fmt.Sprintf("project %q", p.Name)
+		}
+		if !nameRE.MatchString(p.Name) {
+			bad("%s: name %q must be lowercase letters, digits, - and _", where, p.Name)
+		}
+		if seenProjects[p.Name] {
+			bad("%s: defined twice", where)
+		}
+		seenProjects[p.Name] = true
+		if !repoRE.MatchString(p.Repo) {
+			bad("%s: repo %q must be owner/name", where, p.Repo)
+		}
+		if err := checkRelDir(p.Dir); err != nil {
+			bad("%s: dir: %v", where, err)
+		}
+		if len(p.Environments) == 0 {
+			bad("%s: at least one environment is required", where)
+		}
+		seenEnvs := map[string]bool{}
+		for j, e := range p.Environments {
+			ew := fmt.Sprintf("%s environments[%d]", where, j)
+			if e.Name != "" {
+				ew = fmt.Sprintf("%s environment %q", where, e.Name)
+			}
+			if !nameRE.MatchString(e.Name) {
+				bad("%s: name %q must be lowercase letters, digits, - and _", ew, e.Name)
+			}
+			if seenEnvs[e.Name] {
+				bad("%s: defined twice", ew)
+			}
+			seenEnvs[e.Name] = true
+			errs = append(errs, e.validate(ew)...)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Environment) validate(where string) []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{where}, args...)...))
+	}
+	if *e.Protected && e.RequiredApprovals < 2 {
+		bad("required_approvals is %d; a protected environment needs at least 2", e.RequiredApprovals)
+	}
+	if e.RequiredApprovals < 1 {
+		bad("required_approvals must be at least 1")
+	}
+	if e.Approvers.Empty() {
+		bad("approvers: nobody could approve a plan; list users or groups")
+	}
+	for _, w := range []struct {
+		name string
+		who  Who
+	}{{"approvers", e.Approvers}, {"planners", e.Planners}} {
+		for _, u := range w.who.Users {
+			if !userRE.MatchString(u) {
+				bad("%s.users: %q is not a Slack user ID (U…); names are never used for decisions", w.name, u)
+			}
+		}
+		for _, g := range w.who.Groups {
+			if !groupRE.MatchString(g) {
+				bad("%s.groups: %q is not a Slack user group ID (S…)", w.name, g)
+			}
+		}
+	}
+	for _, ch := range e.Channels {
+		if !channelRE.MatchString(ch) {
+			bad("channels: %q is not a Slack channel ID (C…)", ch)
+		}
+	}
+	if err := checkRelDir(e.Dir); err != nil {
+		bad("dir: %v", err)
+	}
+	for _, vf := range e.VarFiles {
+		if err := checkRelDir(vf); err != nil || vf == "" {
+			bad("var_files: %q must be a relative path inside the repository", vf)
+		}
+	}
+	for name, d := range map[string]Duration{"lock_ttl": e.LockTTL, "plan_ttl": e.PlanTTL,
+		"plan_timeout": e.PlanTimeout, "apply_timeout": e.ApplyTimeout} {
+		if d < Duration(time.Second) {
+			bad("%s must be at least 1s", name)
+		}
+	}
+	if e.Vault.Apply.TTL < e.ApplyTimeout {
+		bad("vault.apply.ttl (%v) is shorter than apply_timeout (%v): the credentials would die mid-apply",
+			e.Vault.Apply.TTL, e.ApplyTimeout)
+	}
+	errs = append(errs, e.Vault.Apply.validate(where+": vault.apply")...)
+	if e.Vault.Plan != nil {
+		errs = append(errs, e.Vault.Plan.validate(where+": vault.plan")...)
+	}
+	return errs
+}
+
+func (cr *Credential) validate(where string) []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{where}, args...)...))
+	}
+	if cr.Role == "" {
+		bad("role is required (a Vault token role to mint child tokens from)")
+	}
+	if cr.TTL < Duration(time.Second) {
+		bad("ttl must be at least 1s")
+	}
+	if cr.NumUses < len(cr.Secrets) {
+		bad("num_uses (%d) is less than the number of secrets to read (%d)", cr.NumUses, len(cr.Secrets))
+	}
+	seen := map[string]bool{}
+	for _, s := range cr.Secrets {
+		if !vaultPathR.MatchString(s.Path) {
+			bad("secrets: path %q is not a Vault path", s.Path)
+		}
+		if len(s.Env) == 0 {
+			bad("secrets: %q maps no fields to environment variables", s.Path)
+		}
+		for env, field := range s.Env {
+			switch {
+			case strings.HasPrefix(env, "TF_VAR_"):
+				bad("secrets: %q: variables are saved in the plan file; map secrets to provider environment variables instead", env)
+			case !envNameRE.MatchString(env) || slices.Contains(ReservedEnv, env):
+				bad("secrets: %q cannot be set from a secret", env)
+			case seen[env]:
+				bad("secrets: %q is set by two secrets", env)
+			case field == "":
+				bad("secrets: %q names no field of %q", env, s.Path)
+			}
+			seen[env] = true
+		}
+	}
+	return errs
+}
+
+func checkRelDir(d string) error {
+	if d == "" {
+		return nil
+	}
+	if strings.HasPrefix(d, "/") || slices.Contains(strings.Split(d, "/"), "..") {
+		return fmt.Errorf("%q must be a relative path inside the repository", d)
+	}
+	return nil
+}
+
+// Errors from Resolve.
+var (
+	ErrUnknownProject = errors.New("unknown project")
+	ErrUnknownEnv     = errors.New("unknown environment")
+	ErrNeedProject    = errors.New("project needed")
+)
+
+// LookupError says what could not be resolved and what exists.
+type LookupError struct {
+	Err       error
+	Name      string
+	Available []string
+}
+
+func (e *LookupError) Error() string {
+	switch {
+	case errors.Is(e.Err, ErrNeedProject):
+		return fmt.Sprintf("name the project: several define %q (projects: %s)", e.Name, strings.Join(e.Available, ", "))
+	default:
+		return fmt.Sprintf("%v %q (known: %s)", e.Err, e.Name, strings.Join(e.Available, ", "))
+	}
+}
+func (e *LookupError) Unwrap() error { return e.Err }
+
+// Resolve finds an environment. project may be empty when only one project
+// defines an environment of that name.
+func (c *Config) Resolve(project, env string) (*Project, *Environment, error) {
+	var candidates []*Project
+	for i := range c.Projects {
+		p := &c.Projects[i]
+		if project == "" || p.Name == project {
+			candidates = append(candidates, p)
+		}
+	}
+	if len(candidates) == 0 {
+		return nil, nil, &LookupError{Err: ErrUnknownProject, Name: project, Available: c.projectNames()}
+	}
+	var found []*Project
+	for _, p := range candidates {
+		if p.Env(env) != nil {
+			found = append(found, p)
+		}
+	}
+	switch len(found) {
+	case 0:
+		var names []string
+		for _, p := range candidates {
+			for _, e := range p.Environments {
+				names = append(names, e.Name)
+			}
+		}
+		return nil, nil, &LookupError{Err: ErrUnknownEnv, Name: env, Available: unique(names)}
+	case 1:
+		return found[0], found[0].Env(env), nil
+	}
+	var names []string
+	for _, p := range found {
+		names = append(names, p.Name)
+	}
+	return nil, nil, &LookupError{Err: ErrNeedProject, Name: env, Available: names}
+}
+
+// Env returns the named environment of p, or nil.
+func (p *Project) Env(name string) *Environment {
+	for i := range p.Environments {
+		if p.Environments[i].Name == name {
+			return &p.Environments[i]
+		}
+	}
+	return nil
+}
+
+func (c *Config) projectNames() []string {
+	var names []string
+	for _, p := range c.Projects {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+func unique(s []string) []string {
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// WorkDir is the directory inside the repository terraform runs in.
+func (p *Project) WorkDir(e *Environment) string {
+	if e.Dir != "" {
+		return e.Dir
+	}
+	return p.Dir
+}
+
+// Duration is a time.Duration written as "15m" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 90s or 15m", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }

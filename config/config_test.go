@@ -1,0 +1,210 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimal = `
+vault: {address: "http://127.0.0.1:8200"}
+terraform: {version: 1.12.2}
+projects:
+  - name: infra
+    repo: acme/infra
+    environments:
+      - name: staging
+        approvers: {users: [UAPPROVE1]}
+        vault: {apply: {role: staging-apply}}
+`
+
+func TestExampleConfigIsValid(t *testing.T) {
+	c, err := Load("../deploy/twokey.example.yaml")
+	if err != nil {
+		t.Fatalf("deploy/twokey.example.yaml: %v", err)
+	}
+	_, prod, err := c.Resolve("", "prod")
+	if err != nil || prod.Vault.Apply.Role != "twokey-prod-apply" {
+		t.Fatalf("resolve prod: %v", err)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := c.Projects[0].Environments[0]
+	if !*e.Protected || e.RequiredApprovals != 2 || e.LockTTL.D() != DefaultLockTTL || e.PlanTTL.D() != DefaultPlanTTL {
+		t.Fatalf("defaults not applied: %+v", e)
+	}
+	if e.Vault.Apply.TTL.D() != DefaultCredentialTTL || e.Vault.Apply.NumUses != DefaultNumUses {
+		t.Fatalf("credential defaults not applied: %+v", e.Vault.Apply)
+	}
+	if c.Slack.APIURL != DefaultSlackAPIURL || c.Slack.BotTokenEnv != "SLACK_BOT_TOKEN" || c.Vault.Auth.Method != "token" {
+		t.Fatalf("top-level defaults not applied: %+v", c.Slack)
+	}
+}
+
+func TestUnknownKeyRejected(t *testing.T) {
+	_, err := Parse(strings.NewReader(minimal + "extra_key: 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "extra_key") {
+		t.Fatalf("err = %v, want unknown field named", err)
+	}
+	_, err = Parse(strings.NewReader(strings.Replace(minimal, "approvers:", "aprovers:", 1)))
+	if err == nil || !strings.Contains(err.Error(), "aprovers") {
+		t.Fatalf("misspelt key: err = %v", err)
+	}
+}
+
+func TestValidateListsEveryProblem(t *testing.T) {
+	bad := `
+slack: {api_url: "slack.com"}
+redis: {url: "redis://user:pw@host:6379"}
+vault: {auth: {method: kerberos}}
+terraform: {env: {PATH: /x}}
+projects:
+  - name: Infra
+    repo: acme
+    dir: ../escape
+    environments:
+      - name: prod
+        required_approvals: 1
+        approvers: {users: [alice], groups: [platform]}
+        channels: [general]
+        lock_ttl: 500ms
+        vault:
+          apply:
+            role: ""
+            ttl: 1m
+            num_uses: 1
+            secrets:
+              - path: secret/data/a
+                env: {TF_VAR_password: password, VAULT_TOKEN: token}
+              - path: aws/creds/x
+                env: {AWS_ACCESS_KEY_ID: access_key}
+      - name: prod
+        approvers: {users: [UOK1]}
+        vault: {apply: {role: r}}
+`
+	_, err := Parse(strings.NewReader(bad))
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{
+		"slack.api_url", "redis.url", "vault.address", "vault.auth.method", "terraform.version",
+		`terraform.env: "PATH"`, `name "Infra"`, `repo "acme"`, "../escape",
+		"required_approvals is 1", `"alice" is not a Slack user ID`, `"platform" is not a Slack user group ID`,
+		`"general" is not a Slack channel ID`, "lock_ttl must be at least 1s", "role is required",
+		"shorter than apply_timeout", "num_uses (1) is less than", "saved in the plan file",
+		`"VAULT_TOKEN" cannot be set`, "defined twice",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("validation error does not mention %q", want)
+		}
+	}
+	if n := len(strings.Split(err.Error(), "\n")); n < 19 {
+		t.Errorf("only %d problems reported:\n%v", n, err)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	two := minimal + `
+  - name: network
+    repo: acme/network
+    environments:
+      - name: staging
+        approvers: {users: [UAPPROVE1]}
+        vault: {apply: {role: r}}
+      - name: prod
+        approvers: {users: [UAPPROVE1]}
+        vault: {apply: {role: r}}
+`
+	c, err := Parse(strings.NewReader(two))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		project, env string
+		wantProject  string
+		wantErr      error
+	}{
+		{project: "", env: "prod", wantProject: "network"},
+		{project: "infra", env: "staging", wantProject: "infra"},
+		{project: "network", env: "staging", wantProject: "network"},
+		{project: "", env: "staging", wantErr: ErrNeedProject},
+		{project: "", env: "qa", wantErr: ErrUnknownEnv},
+		{project: "infra", env: "prod", wantErr: ErrUnknownEnv},
+		{project: "nope", env: "prod", wantErr: ErrUnknownProject},
+	}
+	for _, tt := range tests {
+		p, e, err := c.Resolve(tt.project, tt.env)
+		if !errors.Is(err, tt.wantErr) {
+			t.Errorf("Resolve(%q, %q) err = %v, want %v", tt.project, tt.env, err, tt.wantErr)
+			continue
+		}
+		if err == nil && (p.Name != tt.wantProject || e.Name != tt.env) {
+			t.Errorf("Resolve(%q, %q) = %s/%s", tt.project, tt.env, p.Name, e.Name)
+		}
+		if err != nil && err.Error() == "" {
+			t.Errorf("empty error message")
+		}
+	}
+}
+
+func TestSecretsNeverPrint(t *testing.T) {
+	const value = "xoxb-very-secret"
+	s := Secret(value)
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "token", s, "struct", Secrets{SlackBotToken: s})
+	js, _ := json.Marshal(Secrets{SlackBotToken: s})
+	for _, out := range []string{
+		fmt.Sprint(s), fmt.Sprintf("%v %s %q %+v %#v", s, s, s, s, s),
+		fmt.Sprintf("%+v %#v", Secrets{SlackBotToken: s}, Secrets{SlackBotToken: s}),
+		buf.String(), string(js),
+	} {
+		if strings.Contains(out, value) {
+			t.Errorf("secret printed: %s", out)
+		}
+	}
+	if s.Reveal() != value {
+		t.Fatal("Reveal lost the value")
+	}
+}
+
+func TestLoadSecrets(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.LoadSecrets(func(string) string { return "" })
+	for _, want := range []string{"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "VAULT_TOKEN"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %s not reported: %v", want, err)
+		}
+	}
+	env := map[string]string{"SLACK_BOT_TOKEN": "b", "SLACK_APP_TOKEN": "a", "VAULT_TOKEN": "v"}
+	s, err := c.LoadSecrets(func(k string) string { return env[k] })
+	if err != nil || s.VaultToken.Reveal() != "v" {
+		t.Fatalf("LoadSecrets: %v", err)
+	}
+}
+
+func TestDurationYAML(t *testing.T) {
+	c, err := Parse(strings.NewReader(strings.Replace(minimal, "name: staging", "name: staging\n        plan_ttl: 90m", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Projects[0].Environments[0].PlanTTL.D(); got != 90*time.Minute {
+		t.Fatalf("plan_ttl = %v", got)
+	}
+	_, err = Parse(strings.NewReader(strings.Replace(minimal, "name: staging", "name: staging\n        plan_ttl: soon", 1)))
+	if err == nil || !strings.Contains(err.Error(), "not a duration") {
+		t.Fatalf("bad duration: %v", err)
+	}
+}
