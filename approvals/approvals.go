@@ -338,6 +338,20 @@ func Finish(p Plan, g Grant, applyErr error, reason string, now time.Time) (Plan
 	return p, nil
 }
 
+// Abort returns a plan from StatusApplying to StatusPending when the apply
+// could not start — credentials unavailable, say — and nothing was changed.
+// Its approvals stay; the next Approve click retries.
+func Abort(p Plan, g Grant, reason string, now time.Time) (Plan, error) {
+	if p.Status != StatusApplying {
+		return p, &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	if g.planID != p.ID || g.digest != p.Digest || g.fence != p.Fence {
+		return p, ErrGrantMismatch
+	}
+	p.Status, p.Reason, p.UpdatedAt = StatusPending, reason, now
+	return p, nil
+}
+
 // open checks that p can still take approvals.
 func open(p Plan, now time.Time) error {
 	if p.Status != StatusPending {

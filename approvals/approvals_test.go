@@ -249,3 +249,24 @@ func TestEnd(t *testing.T) {
 		t.Fatal("End allowed applied")
 	}
 }
+
+func TestAbortKeepsApprovals(t *testing.T) {
+	p := pendingPlan(t, 2, true)
+	p, _, _ = Approve(p, "UA", true, t0.Add(2*time.Minute))
+	p, _, _ = Approve(p, "UB", true, t0.Add(3*time.Minute))
+	applying, g, err := BeginApply(p, t0.Add(4*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Abort(applying, g, "vault unavailable", t0.Add(5*time.Minute))
+	if err != nil || back.Status != StatusPending || !HasQuorum(back) {
+		t.Fatalf("abort: %v %s quorum=%v", err, back.Status, HasQuorum(back))
+	}
+	if _, err := Abort(back, g, "", t0); !errors.Is(err, ErrNotPending) {
+		t.Fatalf("abort of a pending plan: %v", err)
+	}
+	// A retry after the abort is a fresh BeginApply.
+	if _, _, err := BeginApply(back, t0.Add(6*time.Minute)); err != nil {
+		t.Fatalf("retry after abort: %v", err)
+	}
+}

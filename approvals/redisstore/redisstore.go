@@ -1,0 +1,165 @@
+// Package redisstore is approvals.Store on Redis. Each plan is a hash of its
+// JSON and a version number; Put is a Lua compare-and-swap on the version, so
+// of two processes writing the same read, exactly one wins.
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twokey/twokey/approvals"
+)
+
+// Store is an approvals.Store.
+type Store struct {
+	rdb redis.UniversalClient
+	// prefix namespaces every key, e.g. "twokey:".
+	prefix string
+	// retention is how long a finished plan is kept, so that old buttons
+	// still answer "already applied" rather than "unknown plan".
+	retention time.Duration
+}
+
+// DefaultRetention keeps finished plans for 30 days.
+const DefaultRetention = 30 * 24 * time.Hour
+
+// New returns a store under prefix; retention ≤ 0 means DefaultRetention.
+func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Store {
+	if retention <= 0 {
+		retention = DefaultRetention
+	}
+	return &Store{rdb: rdb, prefix: prefix, retention: retention}
+}
+
+var _ approvals.Store = (*Store)(nil)
+
+func (s *Store) planKey(id string) string { return s.prefix + "plan:{" + id + "}" }
+func (s *Store) activeKey() string       { return s.prefix + "plans:active" }
+
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', 1, 'data', ARGV[1])
+return 1
+`)
+
+// putScript replaces the plan if the stored version is ARGV[1]; a finished
+// plan (ARGV[3] = '1') is kept for ARGV[4] ms.
+var putScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return -1 end
+if v ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 'data', ARGV[2])
+if ARGV[3] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+return 1
+`)
+
+// Create stores a new plan at version 1.
+func (s *Store) Create(ctx context.Context, p approvals.Plan) (approvals.Plan, error) {
+	p.Version = 1
+	data, err := json.Marshal(p)
+	if err != nil {
+		return approvals.Plan{}, err
+	}
+	ok, err := createScript.Run(ctx, s.rdb, []string{s.planKey(p.ID)}, data).Int()
+	if err != nil {
+		return approvals.Plan{}, fmt.Errorf("create plan %s: %w", p.ID, err)
+	}
+	if ok != 1 {
+		return approvals.Plan{}, fmt.Errorf("%w: %s", approvals.ErrExists, p.ID)
+	}
+	if err := s.index(ctx, p); err != nil {
+		return approvals.Plan{}, err
+	}
+	return p, nil
+}
+
+// Get reads a plan.
+func (s *Store) Get(ctx context.Context, id string) (approvals.Plan, error) {
+	data, err := s.rdb.HGet(ctx, s.planKey(id), "data").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return approvals.Plan{}, fmt.Errorf("%w: %s", approvals.ErrNotFound, id)
+	}
+	if err != nil {
+		return approvals.Plan{}, fmt.Errorf("read plan %s: %w", id, err)
+	}
+	var p approvals.Plan
+	if err := json.Unmarshal(data, &p); err != nil {
+		return approvals.Plan{}, fmt.Errorf("decode plan %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// Put writes p if p.Version is still the stored version.
+func (s *Store) Put(ctx context.Context, p approvals.Plan) (approvals.Plan, error) {
+	expected := p.Version
+	p.Version = expected + 1
+	data, err := json.Marshal(p)
+	if err != nil {
+		return approvals.Plan{}, err
+	}
+	terminal := "0"
+	if p.Status.Terminal() {
+		terminal = "1"
+	}
+	res, err := putScript.Run(ctx, s.rdb, []string{s.planKey(p.ID)},
+		expected, data, terminal, s.retention.Milliseconds()).Int()
+	if err != nil {
+		return approvals.Plan{}, fmt.Errorf("write plan %s: %w", p.ID, err)
+	}
+	switch res {
+	case -1:
+		return approvals.Plan{}, fmt.Errorf("%w: %s", approvals.ErrNotFound, p.ID)
+	case 0:
+		return approvals.Plan{}, fmt.Errorf("%w: %s", approvals.ErrConflict, p.ID)
+	}
+	if err := s.index(ctx, p); err != nil {
+		return approvals.Plan{}, err
+	}
+	return p, nil
+}
+
+// index keeps the set of open plans. It is only an index: Active re-reads
+// every plan it names, so a crash between the write and this update is
+// harmless.
+func (s *Store) index(ctx context.Context, p approvals.Plan) error {
+	var err error
+	if p.Status.Terminal() {
+		err = s.rdb.ZRem(ctx, s.activeKey(), p.ID).Err()
+	} else {
+		err = s.rdb.ZAdd(ctx, s.activeKey(), redis.Z{Score: float64(p.CreatedAt.UnixMilli()), Member: p.ID}).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("index plan %s: %w", p.ID, err)
+	}
+	return nil
+}
+
+// Active lists open plans, oldest first.
+func (s *Store) Active(ctx context.Context) ([]approvals.Plan, error) {
+	ids, err := s.rdb.ZRange(ctx, s.activeKey(), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list plans: %w", err)
+	}
+	var plans []approvals.Plan
+	for _, id := range ids {
+		p, err := s.Get(ctx, id)
+		if errors.Is(err, approvals.ErrNotFound) {
+			s.rdb.ZRem(ctx, s.activeKey(), id)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if p.Status.Terminal() {
+			s.rdb.ZRem(ctx, s.activeKey(), id)
+			continue
+		}
+		plans = append(plans, p)
+	}
+	return plans, nil
+}

@@ -1,0 +1,3 @@
+path "aws/creds/prod-deployer" {
+  capabilities = ["read"]
+}

@@ -1,0 +1,50 @@
+# The Vault side of deploy/twokey.example.yaml, as Terraform (provider
+# hashicorp/vault). Apply it once with an admin token.
+#
+# Token roles: twokey mints one child token per plan or apply from these. The
+# tokens are orphans (they survive a rotation of twokey's own login), not
+# renewable, and capped by token_explicit_max_ttl, so no token outlives its
+# run by more than the TTL in the twokey config.
+
+locals {
+  roles = {
+    "twokey-staging-plan"  = { policy = "staging-plan", max_ttl = 900 }
+    "twokey-staging-apply" = { policy = "staging-apply", max_ttl = 1800 }
+    "twokey-prod-plan"     = { policy = "prod-plan", max_ttl = 900 }
+    "twokey-prod-apply"    = { policy = "prod-apply", max_ttl = 1800 }
+  }
+}
+
+resource "vault_policy" "bot" {
+  name   = "twokey-bot"
+  policy = file("${path.module}/twokey-bot.hcl")
+}
+
+resource "vault_policy" "env" {
+  for_each = toset([for r in local.roles : r.policy])
+  name     = each.key
+  policy   = file("${path.module}/${each.key}.hcl")
+}
+
+resource "vault_token_auth_backend_role" "twokey" {
+  for_each                = local.roles
+  role_name               = each.key
+  allowed_policies        = [each.value.policy]
+  orphan                  = true
+  renewable               = false
+  token_explicit_max_ttl  = each.value.max_ttl
+  token_no_default_policy = true
+}
+
+# twokey logs in with AppRole; its secret ID is delivered to the pod out of band.
+resource "vault_auth_backend" "approle" {
+  type = "approle"
+}
+
+resource "vault_approle_auth_backend_role" "twokey" {
+  backend        = vault_auth_backend.approle.path
+  role_name      = "twokey"
+  token_policies = [vault_policy.bot.name]
+  token_ttl      = 3600
+  token_max_ttl  = 14400
+}

@@ -1,0 +1,5 @@
+# What a plan of staging may read: read-only cloud credentials. Plans run
+# code from pull requests, so they never get write credentials.
+path "aws/creds/staging-readonly" {
+  capabilities = ["read"]
+}

@@ -1,0 +1,109 @@
+package devstack
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// RedisOptions configure a redis-server.
+type RedisOptions struct {
+	Dir  string    // working directory for the server's files; required
+	Port int       // 0 picks a free port
+	Args []string  // extra arguments, e.g. "--appendonly", "yes"
+	Log  io.Writer // server output; nil discards it
+}
+
+// Redis is a running redis-server on 127.0.0.1. By default it keeps nothing
+// on disk: no snapshots, no append-only file.
+type Redis struct {
+	Addr string
+	opts RedisOptions
+	bin  string
+	proc *process
+}
+
+// StartRedis starts redis-server and waits until it answers PING.
+func StartRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
+	bin, err := Tool("redis-server")
+	if err != nil {
+		return nil, err
+	}
+	if o.Dir == "" {
+		return nil, fmt.Errorf("redis: Dir is required")
+	}
+	if o.Port == 0 {
+		if o.Port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", o.Port), opts: o, bin: bin}
+	return r, r.start(ctx)
+}
+
+func (r *Redis) start(ctx context.Context) error {
+	args := append([]string{
+		"--port", itoa(r.opts.Port), "--bind", "127.0.0.1", "--dir", r.opts.Dir,
+		"--save", "", "--appendonly", "no", "--protected-mode", "no",
+	}, r.opts.Args...)
+	p, err := start("redis-server", r.bin, args, os.Environ(), r.opts.Dir, r.opts.Log)
+	if err != nil {
+		return err
+	}
+	r.proc = p
+	return p.waitReady(ctx, 10*time.Second, r.ping)
+}
+
+// URL is a redis:// URL for the server.
+func (r *Redis) URL() string { return "redis://" + r.Addr + "/0" }
+
+// Pid is the server's process ID.
+func (r *Redis) Pid() int { return r.proc.Pid() }
+
+// Stop shuts the server down.
+func (r *Redis) Stop() error { return r.proc.stop(5 * time.Second) }
+
+// Kill ends the server at once, like a crash or `SHUTDOWN NOSAVE`: whatever
+// was not yet on disk is lost.
+func (r *Redis) Kill() {
+	_ = r.proc.Signal(syscall.SIGKILL)
+	<-r.proc.done
+}
+
+// Restart starts the server again on the same port and directory after Stop
+// or Kill.
+func (r *Redis) Restart(ctx context.Context) error { return r.start(ctx) }
+
+// Pause stops the server process (SIGSTOP); Resume continues it.
+func (r *Redis) Pause() error  { return r.proc.Signal(syscall.SIGSTOP) }
+func (r *Redis) Resume() error { return r.proc.Signal(syscall.SIGCONT) }
+
+func (r *Redis) ping(ctx context.Context) error {
+	d := net.Dialer{Timeout: time.Second}
+	c, err := d.DialContext(ctx, "tcp", r.Addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("redis answered %q", strings.TrimSpace(line))
+	}
+	return nil
+}

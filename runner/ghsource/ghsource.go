@@ -1,0 +1,241 @@
+// Package ghsource is runner.Source on GitHub: go-github resolves the pull
+// request, and git fetches exactly its head commit into a per-repository
+// bare mirror, from which the tree is exported into a fresh workspace — no
+// full clone, no .git directory for the planned code to read.
+package ghsource
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/google/go-github/v89/github"
+
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/runner"
+)
+
+// Options configure a Source.
+type Options struct {
+	APIURL     string        // e.g. https://api.github.com/ or https://ghe.example/api/v3/
+	Token      config.Secret // optional; sent to the API and, as a header, to git
+	MirrorDir  string        // where bare mirrors live
+	Git        string        // git binary; default "git"
+	HTTPClient *http.Client
+}
+
+// Source is a runner.Source.
+type Source struct {
+	o  Options
+	gh *github.Client
+
+	mu      sync.Mutex
+	mirrors map[string]*sync.Mutex // one fetch at a time per mirror
+}
+
+var _ runner.Source = (*Source)(nil)
+
+// New returns a Source.
+func New(o Options) (*Source, error) {
+	if o.MirrorDir == "" {
+		return nil, errors.New("ghsource: MirrorDir is required")
+	}
+	if o.Git == "" {
+		o.Git = "git"
+	}
+	opts := []github.ClientOptionsFunc{github.WithURLs(&o.APIURL, &o.APIURL)}
+	if o.HTTPClient != nil {
+		opts = append(opts, github.WithHTTPClient(o.HTTPClient))
+	}
+	if o.Token != "" {
+		opts = append(opts, github.WithAuthToken(o.Token.Reveal()))
+	}
+	gh, err := github.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("github client: %w", err)
+	}
+	return &Source{o: o, gh: gh, mirrors: map[string]*sync.Mutex{}}, nil
+}
+
+// Resolve reads pull request pr of repo; it must be open.
+func (s *Source) Resolve(ctx context.Context, repo string, pr int) (runner.Revision, error) {
+	owner, name, ok := strings.Cut(repo, "/")
+	if !ok {
+		return runner.Revision{}, fmt.Errorf("repository %q is not owner/name", repo)
+	}
+	p, resp, err := s.gh.PullRequests.Get(ctx, owner, name, pr)
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return runner.Revision{}, fmt.Errorf("%w: %s#%d", runner.ErrPRNotFound, repo, pr)
+	}
+	if err != nil {
+		return runner.Revision{}, fmt.Errorf("%w: github: %w", runner.ErrSource, err)
+	}
+	if p.GetState() != "open" {
+		state := p.GetState()
+		if p.GetMerged() {
+			state = "merged"
+		}
+		return runner.Revision{}, fmt.Errorf("%w: %s#%d is %s", runner.ErrPRClosed, repo, pr, state)
+	}
+	sha := p.GetHead().GetSHA()
+	cloneURL := p.GetBase().GetRepo().GetCloneURL()
+	if len(sha) != 40 || cloneURL == "" {
+		return runner.Revision{}, fmt.Errorf("%w: %s#%d has no head commit or clone URL", runner.ErrSource, repo, pr)
+	}
+	return runner.Revision{Repo: repo, PR: pr, SHA: sha, CloneURL: cloneURL, Title: p.GetTitle()}, nil
+}
+
+// Checkout fetches rev.SHA into the repository's mirror and writes its tree
+// into dst.
+func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) error {
+	mirror := filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git")
+	lock := s.mirrorLock(mirror)
+	lock.Lock()
+	defer lock.Unlock()
+
+	if _, err := os.Stat(filepath.Join(mirror, "HEAD")); err != nil {
+		if err := os.MkdirAll(mirror, 0o700); err != nil {
+			return err
+		}
+		if _, err := s.git(ctx, rev.CloneURL, "init", "-q", "--bare", mirror); err != nil {
+			return err
+		}
+	}
+	commit := rev.SHA + "^{commit}"
+	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "cat-file", "-e", commit); err != nil {
+		// GitHub publishes every pull request's head as refs/pull/<n>/head.
+		refspec := fmt.Sprintf("+refs/pull/%d/head:refs/pull/%d/head", rev.PR, rev.PR)
+		if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, refspec); err != nil {
+			return fmt.Errorf("%w: %w", runner.ErrSource, err)
+		}
+		if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "cat-file", "-e", commit); err != nil {
+			// The pull request moved on since it was resolved; ask for the commit itself.
+			if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, rev.SHA); err != nil {
+				return fmt.Errorf("%w: commit %s is not in %s", runner.ErrSource, rev.SHA, rev.Repo)
+			}
+		}
+	}
+	tree, err := s.git(ctx, rev.CloneURL, "-C", mirror, "archive", "--format=tar", rev.SHA)
+	if err != nil {
+		return err
+	}
+	return untar(bytes.NewReader(tree), dst)
+}
+
+func (s *Source) mirrorLock(path string) *sync.Mutex {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.mirrors[path]
+	if !ok {
+		m = &sync.Mutex{}
+		s.mirrors[path] = m
+	}
+	return m
+}
+
+// git runs git with an environment built from scratch. The token, if any,
+// travels as an HTTP header scoped to the clone URL's origin, set through
+// GIT_CONFIG_* variables: never in a URL, an argument or a log line.
+func (s *Source) git(ctx context.Context, cloneURL string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, s.o.Git, args...)
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + s.o.MirrorDir,
+		"GIT_TERMINAL_PROMPT=0",
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_CONFIG_GLOBAL=" + os.DevNull,
+	}
+	for _, k := range []string{"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
+	if u, err := url.Parse(cloneURL); err == nil && s.o.Token != "" && (u.Scheme == "https" || u.Scheme == "http") {
+		basic := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + s.o.Token.Reveal()))
+		cmd.Env = append(cmd.Env, "GIT_CONFIG_COUNT=1",
+			"GIT_CONFIG_KEY_0=http."+u.Scheme+"://"+u.Host+"/.extraheader",
+			"GIT_CONFIG_VALUE_0=Authorization: Basic "+basic)
+	}
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := runner.Redact(strings.TrimSpace(stderr.String()), s.o.Token.Reveal())
+		return nil, fmt.Errorf("git %s: %w: %s", args[len(args)-min(len(args), 2)], err, msg)
+	}
+	return out.Bytes(), nil
+}
+
+// untar writes a tar stream into dst, refusing anything that would land
+// outside it.
+func untar(r io.Reader, dst string) error {
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dst)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read tree: %w", err)
+		}
+		name := filepath.FromSlash(strings.TrimSuffix(h.Name, "/"))
+		if name == "" || name == "." {
+			continue
+		}
+		if !filepath.IsLocal(name) {
+			return fmt.Errorf("tree entry %q escapes the workspace", h.Name)
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := root.MkdirAll(name, 0o700); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := root.MkdirAll(filepath.Dir(name), 0o700); err != nil {
+				return err
+			}
+			f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, os.FileMode(h.Mode)&0o700|0o600)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			target := filepath.Join(filepath.Dir(name), h.Linkname)
+			if filepath.IsAbs(h.Linkname) || !filepath.IsLocal(target) {
+				return fmt.Errorf("symlink %q points outside the workspace", h.Name)
+			}
+			if err := root.MkdirAll(filepath.Dir(name), 0o700); err != nil {
+				return err
+			}
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return err
+			}
+		default:
+			// pax headers and the like carry no files.
+		}
+	}
+}

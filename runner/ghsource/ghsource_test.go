@@ -1,0 +1,155 @@
+package ghsource
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/runner"
+	"github.com/twokey/twokey/runner/ghsim"
+)
+
+type fixture struct {
+	gh   *ghsim.Server
+	repo *devstack.GitRepo
+	src  *Source
+	v1   string // PR 42's first head
+}
+
+func setup(t *testing.T) fixture {
+	t.Helper()
+	ctx := context.Background()
+	repo, err := devstack.NewGitRepo(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := repo.Commit(ctx, "main", "", "init", map[string]*string{"main.tf": devstack.Str("# v0\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1, err := repo.Commit(ctx, "feature", base, "v1", map[string]*string{
+		"main.tf": devstack.Str("# v1\n"), "modules/a/a.tf": devstack.Str("# a\n"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.PublishPull(ctx, 42, v1); err != nil {
+		t.Fatal(err)
+	}
+	gh := ghsim.New()
+	gh.Token = "ghs_test_token_0123456789abcdef"
+	gh.AddRepo("acme/infra", repo.CloneURL())
+	gh.SetPull("acme/infra", ghsim.Pull{Number: 42, HeadSHA: v1, HeadRef: "feature", Title: "Add a"})
+	gh.SetPull("acme/infra", ghsim.Pull{Number: 7, HeadSHA: v1, State: "closed"})
+	gh.SetPull("acme/infra", ghsim.Pull{Number: 8, HeadSHA: v1, State: "closed", Merged: true})
+	srv := httptest.NewServer(gh)
+	t.Cleanup(srv.Close)
+	src, err := New(Options{APIURL: srv.URL + "/api/v3/", Token: config.Secret(gh.Token), MirrorDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixture{gh: gh, repo: repo, src: src, v1: v1}
+}
+
+func TestResolve(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	rev, err := f.src.Resolve(ctx, "acme/infra", 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev.SHA != f.v1 || rev.CloneURL != f.repo.CloneURL() || rev.PR != 42 || rev.Title != "Add a" {
+		t.Fatalf("rev = %+v", rev)
+	}
+	for _, tt := range []struct {
+		pr   int
+		want error
+	}{{7, runner.ErrPRClosed}, {8, runner.ErrPRClosed}, {999, runner.ErrPRNotFound}} {
+		if _, err := f.src.Resolve(ctx, "acme/infra", tt.pr); !errors.Is(err, tt.want) {
+			t.Errorf("PR %d: err = %v, want %v", tt.pr, err, tt.want)
+		}
+	}
+	if _, err := f.src.Resolve(ctx, "acme/infra", 8); !strings.Contains(err.Error(), "merged") {
+		t.Errorf("merged PR error does not say merged: %v", err)
+	}
+	f.gh.Fail(10)
+	if _, err := f.src.Resolve(ctx, "acme/infra", 42); !errors.Is(err, runner.ErrSource) {
+		t.Errorf("GitHub down: err = %v, want ErrSource", err)
+	}
+	for _, r := range f.gh.Requests() {
+		if r.Auth != "Bearer "+f.gh.Token {
+			t.Fatalf("request %s without the token", r.Path)
+		}
+	}
+}
+
+func TestCheckoutExactCommit(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	rev, err := f.src.Resolve(ctx, "acme/infra", 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The PR moves on after it was resolved: the checkout still gets v1.
+	v2, err := f.repo.Commit(ctx, "feature", f.v1, "v2", map[string]*string{"main.tf": devstack.Str("# v2\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.repo.PublishPull(ctx, 42, v2); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "src")
+	if err := f.src.Checkout(ctx, rev, dst); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "main.tf")); string(b) != "# v1\n" {
+		t.Fatalf("main.tf = %q, want v1", b)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "modules", "a", "a.tf")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, ".git")); !os.IsNotExist(err) {
+		t.Fatal("workspace contains .git")
+	}
+	// And the new head checks out from the same mirror.
+	dst2 := filepath.Join(t.TempDir(), "src")
+	if err := f.src.Checkout(ctx, runner.Revision{Repo: "acme/infra", PR: 42, SHA: v2, CloneURL: f.repo.CloneURL()}, dst2); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst2, "main.tf")); string(b) != "# v2\n" {
+		t.Fatalf("main.tf = %q, want v2", b)
+	}
+	bogus := runner.Revision{Repo: "acme/infra", PR: 42, SHA: strings.Repeat("0", 40), CloneURL: f.repo.CloneURL()}
+	if err := f.src.Checkout(ctx, bogus, filepath.Join(t.TempDir(), "x")); !errors.Is(err, runner.ErrSource) {
+		t.Fatalf("unknown commit: err = %v", err)
+	}
+}
+
+func TestUntarRefusesEscapes(t *testing.T) {
+	tests := []struct {
+		name string
+		hdr  tar.Header
+	}{
+		{"dotdot", tar.Header{Name: "../evil.tf", Typeflag: tar.TypeReg, Mode: 0o644}},
+		{"absolute", tar.Header{Name: "/etc/evil", Typeflag: tar.TypeReg, Mode: 0o644}},
+		{"symlink out", tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: "../../etc/passwd"}},
+		{"absolute symlink", tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd"}},
+	}
+	for _, tt := range tests {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		_ = tw.WriteHeader(&tt.hdr)
+		_ = tw.Close()
+		if err := untar(&buf, filepath.Join(t.TempDir(), "dst")); err == nil {
+			t.Errorf("%s: accepted", tt.name)
+		}
+	}
+}

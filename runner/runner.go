@@ -1,0 +1,380 @@
+// Package runner does the work behind a plan and an apply: it keeps the
+// environment lock's lease alive, checks out exactly the planned commit into
+// a fresh workspace, runs terraform through terraform-exec with an
+// environment built from an allowlist, and injects Vault credentials that
+// exist only for that one run.
+//
+// Apply takes an approvals.Grant, which only a plan with quorum can produce,
+// so there is no way to call it for an unapproved plan.
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-version"
+	"github.com/hashicorp/terraform-exec/tfexec"
+	tfjson "github.com/hashicorp/terraform-json"
+
+	"github.com/twokey/twokey/approvals"
+)
+
+// Terraform is the part of terraform-exec the runner uses;
+// *tfexec.Terraform satisfies it.
+type Terraform interface {
+	Init(ctx context.Context, opts ...tfexec.InitOption) error
+	Plan(ctx context.Context, opts ...tfexec.PlanOption) (bool, error)
+	ShowPlanFile(ctx context.Context, planPath string, opts ...tfexec.ShowOption) (*tfjson.Plan, error)
+	ApplyJSON(ctx context.Context, w io.Writer, opts ...tfexec.ApplyOption) error
+	SetEnv(env map[string]string) error
+	Version(ctx context.Context, skipCache bool) (*version.Version, map[string]*version.Version, error)
+}
+
+var _ Terraform = (*tfexec.Terraform)(nil)
+
+// NewTerraformFunc makes a Terraform for a working directory and binary.
+type NewTerraformFunc func(workdir, execPath string) (Terraform, error)
+
+func newTfexec(workdir, execPath string) (Terraform, error) {
+	return tfexec.NewTerraform(workdir, execPath)
+}
+
+// Source resolves pull requests and checks out exact commits.
+type Source interface {
+	// Resolve reads a pull request: it must be open; its head SHA is what
+	// will be planned.
+	Resolve(ctx context.Context, repo string, pr int) (Revision, error)
+	// Checkout writes the tree of rev.SHA into dst, which does not exist yet.
+	Checkout(ctx context.Context, rev Revision, dst string) error
+}
+
+// Revision is one commit of a pull request.
+type Revision struct {
+	Repo     string `json:"repo"` // owner/name
+	PR       int    `json:"pr"`
+	SHA      string `json:"sha"`
+	CloneURL string `json:"clone_url"`
+	Title    string `json:"title,omitempty"`
+}
+
+// Source errors.
+var (
+	ErrPRNotFound = errors.New("pull request not found")
+	ErrPRClosed   = errors.New("pull request is not open")
+	ErrSource     = errors.New("source unavailable")
+)
+
+// Target is where and how a project's environment is planned and applied.
+type Target struct {
+	Project       string
+	Env           string
+	Dir           string // directory inside the repository
+	VarFiles      []string
+	BackendConfig map[string]string
+	PlanCreds     *CredentialRequest // nil: plan without credentials
+	ApplyCreds    CredentialRequest
+	LockTTL       time.Duration
+	PlanTimeout   time.Duration
+	ApplyTimeout  time.Duration
+}
+
+// Errors from Plan and Apply.
+var (
+	ErrStalePlan   = errors.New("saved plan does not match the approved plan")
+	ErrInterrupted = errors.New("interrupted")
+	ErrBinary      = errors.New("terraform binary is not the configured version")
+)
+
+// TerraformError is a failed terraform step, with its output redacted of
+// every credential value the runner knows.
+type TerraformError struct {
+	Step   string // init, plan, show, apply
+	Output string
+}
+
+func (e *TerraformError) Error() string { return "terraform " + e.Step + " failed:\n" + e.Output }
+
+// Options configure a Runner.
+type Options struct {
+	Locks   Locker
+	Source  Source
+	Creds   Credentials
+	Binary  string // path to terraform or tofu
+	Version string // the version the binary must report
+	// Env is extra, non-secret environment for terraform.
+	Env     map[string]string
+	DataDir string
+	// VaultAddr is passed to terraform as VAULT_ADDR next to the minted token.
+	VaultAddr    string
+	Logger       *slog.Logger
+	NewTerraform NewTerraformFunc // default terraform-exec
+}
+
+// Runner runs plans and applies.
+type Runner struct {
+	o Options
+
+	mu sync.Mutex
+	// tfs holds one Terraform per workspace directory, so the binary's
+	// version is learned once rather than before every command.
+	tfs map[string]Terraform
+}
+
+// New checks the binary's version and returns a Runner.
+func New(ctx context.Context, o Options) (*Runner, error) {
+	if o.Locks == nil || o.Source == nil || o.Creds == nil || o.DataDir == "" || o.Binary == "" {
+		return nil, errors.New("runner: Locks, Source, Creds, DataDir and Binary are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.NewTerraform == nil {
+		o.NewTerraform = newTfexec
+	}
+	for _, d := range []string{"envs", "plans"} {
+		if err := os.MkdirAll(filepath.Join(o.DataDir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	r := &Runner{o: o, tfs: map[string]Terraform{}}
+	if err := r.checkBinary(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Runner) checkBinary(ctx context.Context) error {
+	dir, err := os.MkdirTemp(r.o.DataDir, "version-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	tf, err := r.o.NewTerraform(dir, r.o.Binary)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBinary, err)
+	}
+	if err := tf.SetEnv(r.baseEnv(dir)); err != nil {
+		return err
+	}
+	got, _, err := tf.Version(ctx, true)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrBinary, r.o.Binary, err)
+	}
+	if want := r.o.Version; want != "" && got.String() != strings.TrimPrefix(want, "v") {
+		return fmt.Errorf("%w: %s reports %s, config pins %s", ErrBinary, r.o.Binary, got, want)
+	}
+	return nil
+}
+
+// Resolve reads a pull request through the Source.
+func (r *Runner) Resolve(ctx context.Context, repo string, pr int) (Revision, error) {
+	return r.o.Source.Resolve(ctx, repo, pr)
+}
+
+// PlanJob is one plan to run.
+type PlanJob struct {
+	PlanID string
+	Rev    Revision
+	Lease  Lease
+	Target Target
+}
+
+// PlanResult is a finished plan.
+type PlanResult struct {
+	Digest  string // sha256 of the saved plan file, hex
+	Summary approvals.Summary
+}
+
+// Plan checks out job.Rev into a fresh workspace and runs init, plan -out
+// and show, keeping the lease alive throughout. A lost lease interrupts it.
+func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
+	ctx, stop := r.guard(ctx, job.Lease, job.Target.LockTTL, job.Target.PlanTimeout)
+	defer stop()
+
+	ws := r.workspace(job.Target)
+	var cred *Credential
+	if job.Target.PlanCreds != nil {
+		req := *job.Target.PlanCreds
+		req.Purpose = "plan " + job.PlanID
+		c, err := r.o.Creds.Mint(ctx, req)
+		if err != nil {
+			return PlanResult{}, err
+		}
+		defer r.revoke(c)
+		cred = c
+	}
+	tf, err := r.materialize(ctx, ws, job.PlanID, job.Rev, job.Target, cred)
+	if err != nil {
+		return PlanResult{}, r.cause(ctx, err)
+	}
+	planFile := r.planFile(job.PlanID)
+	opts := []tfexec.PlanOption{tfexec.Out(planFile), tfexec.Lock(true)}
+	for _, vf := range job.Target.VarFiles {
+		opts = append(opts, tfexec.VarFile(vf))
+	}
+	if _, err := tf.Plan(ctx, opts...); err != nil {
+		return PlanResult{}, r.cause(ctx, tfError("plan", err, cred))
+	}
+	plan, err := tf.ShowPlanFile(ctx, planFile)
+	if err != nil {
+		return PlanResult{}, r.cause(ctx, tfError("show", err, cred))
+	}
+	digest, err := fileDigest(planFile)
+	if err != nil {
+		return PlanResult{}, err
+	}
+	return PlanResult{Digest: digest, Summary: Summarize(plan)}, nil
+}
+
+// ApplyJob is one approved apply.
+type ApplyJob struct {
+	Grant  approvals.Grant
+	Rev    Revision // the planned revision, to rebuild the workspace if needed
+	Target Target
+	// Progress, if set, receives short lines as resources complete.
+	Progress func(line string)
+}
+
+// ApplyResult is a finished apply.
+type ApplyResult struct {
+	Summary  string // e.g. "1 added, 0 changed, 0 destroyed"
+	Accessor string // accessor of the credential that was minted and revoked
+	Duration time.Duration
+}
+
+// Apply applies exactly the saved plan the grant approves. It re-takes the
+// lease, verifies the plan file's digest, mints the apply credentials, runs
+// terraform apply on the saved plan and revokes the credentials, whatever
+// the outcome. Before terraform starts, any failure leaves the environment
+// untouched (errors.Is(err, ErrCredentials) and ErrStalePlan say so).
+func (r *Runner) Apply(ctx context.Context, job ApplyJob) (ApplyResult, error) {
+	g := job.Grant
+	if !g.Valid() {
+		return ApplyResult{}, errors.New("apply without a grant")
+	}
+	if g.Project() != job.Target.Project || g.Env() != job.Target.Env || g.SHA() != job.Rev.SHA {
+		return ApplyResult{}, fmt.Errorf("%w: grant is for %s/%s at %s", ErrStalePlan, g.Project(), g.Env(), g.SHA())
+	}
+	lease := Lease{Key: LockKey(g.Project(), g.Env()), Owner: g.LockOwner(), Fence: g.Fence()}
+	if err := r.o.Locks.Refresh(ctx, lease, job.Target.LockTTL); err != nil {
+		return ApplyResult{}, err
+	}
+	ctx, stop := r.guard(ctx, lease, job.Target.LockTTL, job.Target.ApplyTimeout)
+	defer stop()
+
+	start := time.Now()
+	req := job.Target.ApplyCreds
+	req.Purpose = "apply " + g.PlanID()
+	cred, err := r.o.Creds.Mint(ctx, req)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	defer r.revoke(cred)
+
+	ws := r.workspace(job.Target)
+	tf, err := r.ready(ctx, ws, g.PlanID(), job.Rev, job.Target, cred)
+	if err != nil {
+		return ApplyResult{}, r.cause(ctx, err)
+	}
+	planFile := r.planFile(g.PlanID())
+	digest, err := fileDigest(planFile)
+	if err != nil || digest != g.Digest() {
+		return ApplyResult{}, fmt.Errorf("%w: the saved plan file changed or is missing", ErrStalePlan)
+	}
+	if err := tf.SetEnv(r.env(ws, cred)); err != nil {
+		return ApplyResult{}, err
+	}
+	prog := newProgress(job.Progress, cred)
+	err = tf.ApplyJSON(ctx, prog, tfexec.DirOrPlan(planFile))
+	res := ApplyResult{Accessor: cred.Accessor, Duration: time.Since(start), Summary: prog.summary()}
+	if err != nil {
+		return res, r.cause(ctx, tfError("apply", errors.Join(err, prog.diagnostics()), cred))
+	}
+	_ = os.Remove(planFile)
+	return res, nil
+}
+
+// Discard removes a plan's saved file.
+func (r *Runner) Discard(planID string) error {
+	err := os.Remove(r.planFile(planID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// guard derives the context work runs under: it ends at timeout, and when
+// the lease cannot be kept, with ErrLockLost as its cause.
+func (r *Runner) guard(ctx context.Context, l Lease, ttl, timeout time.Duration) (context.Context, func()) {
+	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		keepLease(ctx, r.o.Locks, l, ttl, func(err error) {
+			r.o.Logger.Warn("lease lost; interrupting terraform", "lock", l.Key, "fence", l.Fence, "err", err)
+			cancel(err)
+		})
+	}()
+	return ctx, func() {
+		cancel(nil)
+		<-done
+		cancelTimeout()
+	}
+}
+
+// cause prefers the reason the context ended over the error it produced.
+func (r *Runner) cause(ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	c := context.Cause(ctx)
+	if errors.Is(c, ErrLockLost) {
+		return fmt.Errorf("%w: %w", ErrInterrupted, c)
+	}
+	if errors.Is(c, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: timed out: %w", ErrInterrupted, err)
+	}
+	return fmt.Errorf("%w: %w", ErrInterrupted, err)
+}
+
+func (r *Runner) revoke(c *Credential) {
+	// Revoke even when the work's context is over: the token must not
+	// outlive the run by more than the time it takes to say so.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.o.Creds.Revoke(ctx, c); err != nil {
+		r.o.Logger.Error("revoke credential; it expires by its TTL", "accessor", c.Accessor, "err", err)
+	}
+}
+
+func (r *Runner) planFile(planID string) string {
+	return filepath.Join(r.o.DataDir, "plans", planID+".tfplan")
+}
+
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func tfError(step string, err error, cred *Credential) error {
+	return &TerraformError{Step: step, Output: Redact(strings.TrimSpace(err.Error()), cred.Values()...)}
+}

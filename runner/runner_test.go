@@ -1,0 +1,343 @@
+package runner_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/devstack/stacktest"
+	"github.com/twokey/twokey/runner"
+	"github.com/twokey/twokey/runner/redislock"
+)
+
+// dirSource checks out files from memory, one tree per SHA.
+type dirSource struct{ trees map[string]map[string]string }
+
+func (s *dirSource) Resolve(context.Context, string, int) (runner.Revision, error) {
+	return runner.Revision{}, errors.New("not used")
+}
+
+func (s *dirSource) Checkout(_ context.Context, rev runner.Revision, dst string) error {
+	tree, ok := s.trees[rev.SHA]
+	if !ok {
+		return fmt.Errorf("%w: no commit %s", runner.ErrSource, rev.SHA)
+	}
+	for name, content := range tree {
+		p := filepath.Join(dst, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fakeCreds mints credentials from memory and records what happened.
+type fakeCreds struct {
+	mu      sync.Mutex
+	fail    error
+	minted  []runner.CredentialRequest
+	revoked []string
+	n       int
+}
+
+func (c *fakeCreds) Mint(_ context.Context, req runner.CredentialRequest) (*runner.Credential, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fail != nil {
+		return nil, fmt.Errorf("%w: %w", runner.ErrCredentials, c.fail)
+	}
+	c.n++
+	c.minted = append(c.minted, req)
+	env := map[string]string{"VAULT_TOKEN": fmt.Sprintf("hvs.child-token-%d-abcdefghijklmnopqrstuvwxyz", c.n)}
+	for _, s := range req.Secrets {
+		for k, field := range s.Env {
+			env[k] = "value-of-" + field
+		}
+	}
+	return runner.NewCredential(fmt.Sprintf("accessor-%d", c.n), time.Now().Add(req.TTL), env), nil
+}
+
+func (c *fakeCreds) Revoke(_ context.Context, cred *runner.Credential) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.revoked = append(c.revoked, cred.Accessor)
+	return nil
+}
+
+type fixture struct {
+	r      *runner.Runner
+	locks  *redislock.Locks
+	rdb    *redis.Client
+	creds  *fakeCreds
+	src    *dirSource
+	target runner.Target
+	dir    string // test scratch: state, env dump
+}
+
+const sha1 = "1111111111111111111111111111111111111111"
+
+// mainTF is a config of built-in resources only. Its provisioner records the
+// environment terraform ran with.
+func mainTF(dir string, extra string) string {
+	return fmt.Sprintf(`
+terraform {
+  backend "local" {}
+}
+resource "terraform_data" "a" {
+  input = "hello"
+  provisioner "local-exec" {
+    command = "env > %s/env.txt%s"
+  }
+}
+`, dir, extra)
+}
+
+func setup(t *testing.T, lockTTL time.Duration) fixture {
+	t.Helper()
+	dir := t.TempDir()
+	srv := stacktest.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	f := fixture{
+		locks: redislock.New(rdb, "t:"),
+		rdb:   rdb,
+		creds: &fakeCreds{},
+		src:   &dirSource{trees: map[string]map[string]string{sha1: {"infra/main.tf": mainTF(dir, "")}}},
+		dir:   dir,
+		target: runner.Target{
+			Project: "acme", Env: "staging", Dir: "infra",
+			BackendConfig: map[string]string{"path": filepath.Join(dir, "terraform.tfstate")},
+			ApplyCreds: runner.CredentialRequest{Role: "twokey-staging-apply", TTL: time.Minute, NumUses: 2,
+				Secrets: []runner.SecretRef{{Path: "secret/data/staging/deploy", Env: map[string]string{"DB_PASSWORD": "password"}}}},
+			LockTTL: lockTTL, PlanTimeout: time.Minute, ApplyTimeout: time.Minute,
+		},
+	}
+	var err error
+	f.r, err = runner.New(context.Background(), runner.Options{
+		Locks: f.locks, Source: f.src, Creds: f.creds, Binary: stacktest.Tool(t, "terraform"),
+		Version: "1.12.2", DataDir: filepath.Join(dir, "data"), VaultAddr: "http://vault.test:8200",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// plan takes the lock and plans sha.
+func (f fixture) plan(t *testing.T, id, sha string) (runner.Lease, runner.PlanResult) {
+	t.Helper()
+	ctx := context.Background()
+	lease, err := f.locks.Acquire(ctx, runner.LockKey("acme", "staging"), runner.Holder{User: "UREQ", PR: 42}, f.target.LockTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.r.Plan(ctx, runner.PlanJob{PlanID: id, Rev: f.rev(sha), Lease: lease, Target: f.target})
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	return lease, res
+}
+
+func (f fixture) rev(sha string) runner.Revision {
+	return runner.Revision{Repo: "acme/infra", PR: 42, SHA: sha}
+}
+
+// grant walks a plan through two approvals, as the bot does.
+func grant(t *testing.T, id string, lease runner.Lease, sha string, res runner.PlanResult) approvals.Grant {
+	t.Helper()
+	now := time.Now()
+	p, err := approvals.New(approvals.Request{ID: id, Project: "acme", Env: "staging", PR: 42, SHA: sha,
+		Requester: "UREQ", Fence: lease.Fence, LockOwner: lease.Owner, Required: 2, Protected: true, TTL: time.Hour}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ = approvals.Planned(p, res.Digest, res.Summary, time.Hour, now)
+	p, _, _ = approvals.Approve(p, "UA", true, now)
+	p, _, _ = approvals.Approve(p, "UB", true, now)
+	_, g, err := approvals.BeginApply(p, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func TestPlanThenApply(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	t.Setenv("TWOKEY_BOT_ONLY_SECRET", "bot-secret-must-not-leak")
+	lease, res := f.plan(t, "p1", sha1)
+	if len(res.Digest) != 64 {
+		t.Fatalf("digest %q", res.Digest)
+	}
+	want := []approvals.Resource{{Address: "terraform_data.a", Action: approvals.ActionCreate}}
+	if res.Summary.Add != 1 || res.Summary.Destroy != 0 || fmt.Sprint(res.Summary.Resources) != fmt.Sprint(want) {
+		t.Fatalf("summary = %+v", res.Summary)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "env.txt")); !os.IsNotExist(err) {
+		t.Fatal("plan ran the provisioner")
+	}
+
+	var lines []string
+	out, err := f.r.Apply(context.Background(), runner.ApplyJob{
+		Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target,
+		Progress: func(l string) { lines = append(lines, l) },
+	})
+	if err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if out.Summary != "1 added, 0 changed, 0 destroyed" || out.Accessor != "accessor-1" {
+		t.Fatalf("result = %+v", out)
+	}
+	if len(lines) == 0 || !strings.Contains(lines[0], "terraform_data.a") {
+		t.Fatalf("progress = %q", lines)
+	}
+	env, err := os.ReadFile(filepath.Join(f.dir, "env.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"DB_PASSWORD=value-of-password", "VAULT_TOKEN=hvs.child-token-1-", "VAULT_ADDR=http://vault.test:8200", "TF_IN_AUTOMATION=1"} {
+		if !strings.Contains(string(env), want) {
+			t.Errorf("terraform environment lacks %s", want)
+		}
+	}
+	if strings.Contains(string(env), "bot-secret-must-not-leak") || strings.Contains(string(env), "TWOKEY_BOT_ONLY_SECRET") {
+		t.Error("terraform saw the bot's own environment")
+	}
+	if len(f.creds.revoked) != 1 || f.creds.revoked[0] != "accessor-1" {
+		t.Fatalf("revoked = %v", f.creds.revoked)
+	}
+	state, err := os.ReadFile(filepath.Join(f.dir, "terraform.tfstate"))
+	if err != nil || !strings.Contains(string(state), `"terraform_data"`) {
+		t.Fatalf("state lacks the resource: %v", err)
+	}
+}
+
+func TestApplyRefusesAChangedPlanFile(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	lease, res := f.plan(t, "p1", sha1)
+	g := grant(t, "p1", lease, sha1, res)
+	plan := filepath.Join(f.dir, "data", "plans", "p1.tfplan")
+	if err := os.WriteFile(plan, []byte("tampered"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: g, Rev: f.rev(sha1), Target: f.target})
+	if !errors.Is(err, runner.ErrStalePlan) {
+		t.Fatalf("err = %v, want ErrStalePlan", err)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "env.txt")); !os.IsNotExist(err) {
+		t.Fatal("terraform applied a tampered plan")
+	}
+	if len(f.creds.revoked) != len(f.creds.minted) {
+		t.Fatalf("minted %d, revoked %d", len(f.creds.minted), len(f.creds.revoked))
+	}
+}
+
+func TestApplyWithoutCredentialsDoesNothing(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	lease, res := f.plan(t, "p1", sha1)
+	f.creds.fail = errors.New("connection refused")
+	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
+	if !errors.Is(err, runner.ErrCredentials) {
+		t.Fatalf("err = %v, want ErrCredentials", err)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "env.txt")); !os.IsNotExist(err) {
+		t.Fatal("applied without credentials")
+	}
+	// The saved plan is still there for a retry.
+	if _, err := os.Stat(filepath.Join(f.dir, "data", "plans", "p1.tfplan")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestApplyRebuildsAMissingWorkspace(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	lease, res := f.plan(t, "p1", sha1)
+	if err := os.RemoveAll(filepath.Join(f.dir, "data", "envs")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
+		t.Fatalf("apply after losing the workspace: %v", err)
+	}
+}
+
+func TestLostLeaseInterruptsApply(t *testing.T) {
+	f := setup(t, 600*time.Millisecond)
+	f.src.trees[sha1]["infra/main.tf"] = mainTF(f.dir, " && sleep 20")
+	lease, res := f.plan(t, "p1", sha1)
+	g := grant(t, "p1", lease, sha1, res)
+	go func() {
+		// Someone else takes the environment while the apply runs.
+		for {
+			if _, err := os.Stat(filepath.Join(f.dir, "env.txt")); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		f.rdb.Set(context.Background(), "t:lock:{acme/staging}", "thief", time.Minute)
+	}()
+	start := time.Now()
+	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: g, Rev: f.rev(sha1), Target: f.target})
+	if !errors.Is(err, runner.ErrInterrupted) || !errors.Is(err, runner.ErrLockLost) {
+		t.Fatalf("err = %v, want ErrInterrupted and ErrLockLost", err)
+	}
+	t.Logf("apply interrupted %v after start", time.Since(start).Round(time.Millisecond))
+	if len(f.creds.revoked) != 1 {
+		t.Fatal("credential not revoked after the interrupt")
+	}
+}
+
+func TestPlanErrorIsRedacted(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	f.src.trees[sha1]["infra/main.tf"] = `resource "terraform_data" "a" { input = var.missing }`
+	f.target.PlanCreds = &runner.CredentialRequest{Role: "twokey-staging-plan", TTL: time.Minute, NumUses: 1}
+	lease, err := f.locks.Acquire(context.Background(), "acme/staging", runner.Holder{}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.r.Plan(context.Background(), runner.PlanJob{PlanID: "p1", Rev: f.rev(sha1), Lease: lease, Target: f.target})
+	var te *runner.TerraformError
+	if !errors.As(err, &te) || te.Step != "plan" || !strings.Contains(te.Output, "missing") {
+		t.Fatalf("err = %#v", err)
+	}
+	if len(f.creds.revoked) != 1 {
+		t.Fatal("plan credential not revoked")
+	}
+}
+
+func TestRefusesWrongBinaryVersion(t *testing.T) {
+	f := setup(t, time.Minute)
+	_, err := runner.New(context.Background(), runner.Options{
+		Locks: f.locks, Source: f.src, Creds: f.creds, Binary: stacktest.Tool(t, "terraform"),
+		Version: "1.9.8", DataDir: t.TempDir(),
+	})
+	if !errors.Is(err, runner.ErrBinary) || !strings.Contains(err.Error(), "1.12.2") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"password is hunter22 ok", "password is [redacted] ok"},
+		{"token hvs.CAESIJ1abcdefghijklmnopqrstuvwxyz leaked", "token [redacted] leaked"},
+		{"slack xoxb-1234-5678-abcdefghij", "slack [redacted]"},
+		{"github ghp_abcdefghijklmnopqrstuvwx", "github [redacted]"},
+		{"no secrets here", "no secrets here"},
+		{"short 1 stays", "short 1 stays"},
+	}
+	for _, tt := range tests {
+		if got := runner.Redact(tt.in, "hunter22", "1"); got != tt.want {
+			t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,197 @@
+package vaultcreds
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/devstack/stacktest"
+	"github.com/twokey/twokey/runner"
+)
+
+type fixture struct {
+	dev   *devstack.Vault
+	root  *vault.Client
+	creds *Client
+}
+
+func setup(t *testing.T) fixture {
+	t.Helper()
+	ctx := context.Background()
+	dev := stacktest.Vault(t)
+	botToken, err := dev.ApplyDeploy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Apply(ctx, devstack.VaultSetup{KV: map[string]map[string]any{
+		"staging/deploy": {"password": "kv-secret-value", "port": 5432},
+		"prod/deploy":    {"password": "prod-secret-value"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	root, err := dev.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := New(Options{Address: dev.Addr, Login: TokenLogin(config.Secret(botToken)), Timeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixture{dev: dev, root: root, creds: creds}
+}
+
+var stagingApply = runner.CredentialRequest{
+	Role: "twokey-staging-apply", TTL: 2 * time.Minute, NumUses: 3, Purpose: "apply p-test",
+	Secrets: []runner.SecretRef{{Path: "secret/data/staging/deploy", Env: map[string]string{"DB_PASSWORD": "password", "DB_PORT": "port"}}},
+}
+
+func TestMintReadsSecretsWithAChildToken(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	cred, err := f.creds.Mint(ctx, stagingApply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := cred.Env()
+	if env["DB_PASSWORD"] != "kv-secret-value" || env["DB_PORT"] != "5432" || env["VAULT_TOKEN"] == "" {
+		t.Fatalf("env = %v", keys(env))
+	}
+	look, err := f.root.Auth().Token().LookupAccessorWithContext(ctx, cred.Accessor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies, _ := look.TokenPolicies()
+	ttl, _ := look.TokenTTL()
+	if !slices.Equal(policies, []string{"staging-apply"}) {
+		t.Errorf("child token policies = %v, want only staging-apply", policies)
+	}
+	if ttl <= 0 || ttl > 2*time.Minute {
+		t.Errorf("child token ttl = %v, want ≤ 2m", ttl)
+	}
+	if renewable, _ := look.TokenIsRenewable(); renewable {
+		t.Error("child token is renewable")
+	}
+	if uses := look.Data["num_uses"]; uses == nil || uses.(interface{ String() string }).String() != "2" {
+		t.Errorf("num_uses after one read = %v, want 2", uses)
+	}
+	// The child token reaches nothing outside its policy.
+	child, _ := f.root.Clone()
+	child.SetToken(env["VAULT_TOKEN"])
+	if _, err := child.Logical().ReadWithContext(ctx, "secret/data/prod/deploy"); !isForbidden(err) {
+		t.Errorf("child read prod secret: err = %v, want 403", err)
+	}
+
+	if err := f.creds.Revoke(ctx, cred); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.root.Auth().Token().LookupAccessorWithContext(ctx, cred.Accessor); err == nil {
+		t.Fatal("token still exists after Revoke")
+	}
+}
+
+func TestTheBotCannotReadSecrets(t *testing.T) {
+	f := setup(t)
+	bot, err := f.creds.authed(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bot.Logical().Read("secret/data/staging/deploy"); !isForbidden(err) {
+		t.Fatalf("bot token read a secret: err = %v", err)
+	}
+	if _, err := bot.Auth().Token().Create(&vault.TokenCreateRequest{Policies: []string{"staging-apply"}}); !isForbidden(err) {
+		t.Fatalf("bot token minted a token outside the roles: err = %v", err)
+	}
+}
+
+func TestMintFailsClosed(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		req  runner.CredentialRequest
+	}{
+		{"unknown role", runner.CredentialRequest{Role: "twokey-nope", TTL: time.Minute, NumUses: 1}},
+		{"role outside the bot policy", runner.CredentialRequest{Role: "other", TTL: time.Minute, NumUses: 1}},
+		{"missing field", runner.CredentialRequest{Role: "twokey-staging-apply", TTL: time.Minute, NumUses: 2,
+			Secrets: []runner.SecretRef{{Path: "secret/data/staging/deploy", Env: map[string]string{"X": "nope"}}}}},
+		{"secret outside the policy", runner.CredentialRequest{Role: "twokey-staging-apply", TTL: time.Minute, NumUses: 2,
+			Secrets: []runner.SecretRef{{Path: "secret/data/prod/deploy", Env: map[string]string{"X": "password"}}}}},
+	}
+	for _, tt := range tests {
+		before := countTokens(t, f.root)
+		cred, err := f.creds.Mint(ctx, tt.req)
+		if !errors.Is(err, runner.ErrCredentials) || cred != nil {
+			t.Errorf("%s: err = %v, want ErrCredentials", tt.name, err)
+		}
+		if after := countTokens(t, f.root); after != before {
+			t.Errorf("%s: %d tokens left behind", tt.name, after-before)
+		}
+	}
+
+	if err := f.dev.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := f.creds.Mint(ctx, stagingApply)
+	if !errors.Is(err, runner.ErrCredentials) {
+		t.Fatalf("vault down: err = %v, want ErrCredentials", err)
+	}
+	t.Logf("vault down reported after %v", time.Since(start).Round(time.Millisecond))
+}
+
+func TestAppRoleLogin(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	if err := f.root.Sys().EnableAuthWithOptionsWithContext(ctx, "approle", &vault.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.root.Logical().Write("auth/approle/role/twokey", map[string]any{
+		"token_policies": []string{"twokey-bot"}, "token_ttl": "1h",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rid, _ := f.root.Logical().Read("auth/approle/role/twokey/role-id")
+	sid, _ := f.root.Logical().Write("auth/approle/role/twokey/secret-id", nil)
+	creds, err := New(Options{Address: f.dev.Addr, Login: AppRoleLogin("approle",
+		config.Secret(rid.Data["role_id"].(string)), config.Secret(sid.Data["secret_id"].(string)))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := creds.Mint(ctx, stagingApply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := creds.Revoke(ctx, cred); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func isForbidden(err error) bool {
+	var re *vault.ResponseError
+	return errors.As(err, &re) && re.StatusCode == 403
+}
+
+func countTokens(t *testing.T, root *vault.Client) int {
+	t.Helper()
+	s, err := root.Logical().List("auth/token/accessors")
+	if err != nil || s == nil {
+		t.Fatalf("list accessors: %v", err)
+	}
+	keys, _ := s.Data["keys"].([]any)
+	return len(keys)
+}
+
+func keys(m map[string]string) []string {
+	var k []string
+	for name := range m {
+		k = append(k, name)
+	}
+	slices.Sort(k)
+	return k
+}
