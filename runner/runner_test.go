@@ -341,3 +341,22 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+func TestOpenTofu(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	r, err := runner.New(context.Background(), runner.Options{
+		Locks: f.locks, Source: f.src, Creds: f.creds, Binary: stacktest.Tool(t, "tofu"),
+		Version: "1.12.6", DataDir: filepath.Join(f.dir, "tofu"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.r = r
+	lease, res := f.plan(t, "p1", sha1)
+	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
+		t.Fatalf("apply with tofu: %v", err)
+	}
+	if env, err := os.ReadFile(filepath.Join(f.dir, "env.txt")); err != nil || !strings.Contains(string(env), "DB_PASSWORD=value-of-password") {
+		t.Fatalf("tofu apply did not run the provisioner with the credential: %v", err)
+	}
+}

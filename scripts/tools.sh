@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Installs the real components twokey's tests and demo run against, and links
+# them into .tools/bin (git-ignored):
+#
+#   terraform, tofu, vault  built from the Go module proxy through the pinned
+#                           wrapper modules in tools/<name>/ (go.mod + go.sum)
+#   redis-server            Debian's package, installed when missing
+#   chromium, chromedriver  Debian's packages, for the demo page's browser test
+#
+# Built binaries are cached by name, version and wrapper go.sum digest in
+# $TWOKEY_TOOLS_CACHE (default ~/.cache/twokey-tools), so a fresh clone on a
+# machine that built them once does not build them again. Idempotent; a cached
+# run takes well under a second.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin="$root/.tools/bin"
+cache="${TWOKEY_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/twokey-tools}"
+mkdir -p "$bin" "$cache"
+
+export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
+
+log() { printf 'tools: %s\n' "$*" >&2; }
+
+# module_version DIR MODULE prints the version DIR/go.mod requires of MODULE.
+module_version() {
+	awk -v m="$2" '$1 == m && $2 ~ /^v/ { sub(/^v/, "", $2); print $2; exit }' "$1/go.mod"
+}
+
+# build NAME MODULE PACKAGE LDFLAGS builds PACKAGE from tools/NAME into the
+# cache unless that exact version is already there, then links it as
+# .tools/bin/NAME.
+build() {
+	local name=$1 module=$2 pkg=$3 ldflags=$4
+	local dir="$root/tools/$name"
+	local version digest out
+	version=$(module_version "$dir" "$module")
+	[ -n "$version" ] || { log "tools/$name/go.mod does not require $module"; exit 1; }
+	digest=$(cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -c1-12)
+	out="$cache/$name-$version-$digest"
+	if [ ! -x "$out" ]; then
+		log "building $name $version (once per version; cached in $cache)"
+		local start=$SECONDS
+		(cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$out.tmp.$$" "$pkg")
+		mv -f "$out.tmp.$$" "$out"
+		log "built $name $version in $((SECONDS - start))s"
+	fi
+	ln -sfn "$out" "$bin/$name"
+}
+
+# apt_install PACKAGE... installs Debian packages (as root, or through sudo).
+apt_install() {
+	local sudo=
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	log "installing Debian packages: $*"
+	local out="$cache/apt.log"
+	if ! { $sudo apt-get update -qq &&
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"; } >"$out" 2>&1; then
+		cat "$out" >&2
+		log "apt-get failed"
+		exit 1
+	fi
+}
+
+# One installer at a time per cache: concurrent runs wait instead of building twice.
+exec 9>"$cache/.lock"
+flock 9
+
+build terraform github.com/hashicorp/terraform github.com/hashicorp/terraform \
+	"-s -w -X github.com/hashicorp/terraform/version.dev=no"
+build tofu github.com/opentofu/opentofu github.com/opentofu/opentofu/cmd/tofu \
+	"-s -w -X github.com/opentofu/opentofu/version.dev=no"
+build vault github.com/hashicorp/vault github.com/hashicorp/vault "-s -w"
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [ "${TWOKEY_SKIP_BROWSER:-}" != 1 ]; then
+	command -v chromium >/dev/null || missing+=(chromium)
+	command -v chromedriver >/dev/null || missing+=(chromium-driver)
+fi
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+ln -sfn "$(command -v redis-server)" "$bin/redis-server"
+if command -v chromium >/dev/null; then ln -sfn "$(command -v chromium)" "$bin/chromium"; fi
+
+log "ready in $bin: $(cd "$bin" && ls | tr '\n' ' ')"
