@@ -46,8 +46,10 @@ type Plan struct {
 	Project   string `json:"project"`
 	Env       string `json:"env"`
 	PR        int    `json:"pr"`
-	SHA       string `json:"sha"`       // PR head commit that was planned
-	Requester string `json:"requester"` // Slack user ID
+	SHA       string `json:"sha"`             // PR head commit that was planned
+	Title     string `json:"title,omitempty"` // PR title, for people reading the message
+	URL       string `json:"url,omitempty"`   // PR web page
+	Requester string `json:"requester"`       // Slack user ID
 	Channel   string `json:"channel"`
 	MessageTS string `json:"message_ts,omitempty"`
 
@@ -136,7 +138,7 @@ func (e *StateError) Unwrap() error { return e.Want }
 type Request struct {
 	ID, Project, Env string
 	PR               int
-	SHA              string
+	SHA, Title, URL  string
 	Requester        string
 	Channel          string
 	Fence            int64
@@ -162,7 +164,7 @@ func New(r Request, now time.Time) (Plan, error) {
 		required = max(required, MinProtectedApprovals)
 	}
 	return Plan{
-		ID: r.ID, Project: r.Project, Env: r.Env, PR: r.PR, SHA: r.SHA,
+		ID: r.ID, Project: r.Project, Env: r.Env, PR: r.PR, SHA: r.SHA, Title: r.Title, URL: r.URL,
 		Requester: r.Requester, Channel: r.Channel, Fence: r.Fence, LockOwner: r.LockOwner,
 		Required: required, Status: StatusPlanning,
 		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(r.TTL),

@@ -65,6 +65,7 @@ type Revision struct {
 	SHA      string `json:"sha"`
 	CloneURL string `json:"clone_url"`
 	Title    string `json:"title,omitempty"`
+	URL      string `json:"url,omitempty"` // the pull request's web page
 }
 
 // Source errors.

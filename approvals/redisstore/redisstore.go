@@ -39,7 +39,7 @@ func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Sto
 var _ approvals.Store = (*Store)(nil)
 
 func (s *Store) planKey(id string) string { return s.prefix + "plan:{" + id + "}" }
-func (s *Store) activeKey() string       { return s.prefix + "plans:active" }
+func (s *Store) activeKey() string        { return s.prefix + "plans:active" }
 
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end

@@ -93,7 +93,7 @@ func (s *Source) Resolve(ctx context.Context, repo string, pr int) (runner.Revis
 	if len(sha) != 40 || cloneURL == "" {
 		return runner.Revision{}, fmt.Errorf("%w: %s#%d has no head commit or clone URL", runner.ErrSource, repo, pr)
 	}
-	return runner.Revision{Repo: repo, PR: pr, SHA: sha, CloneURL: cloneURL, Title: p.GetTitle()}, nil
+	return runner.Revision{Repo: repo, PR: pr, SHA: sha, CloneURL: cloneURL, Title: p.GetTitle(), URL: p.GetHTMLURL()}, nil
 }
 
 // Checkout fetches rev.SHA into the repository's mirror and writes its tree

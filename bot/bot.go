@@ -1,0 +1,206 @@
+// Package bot is twokey's Slack front end and the only importer of
+// slack-go. It holds a Socket Mode connection, acknowledges every envelope at
+// once, and drives the flow: /tf plan → plan message with Approve / Reject →
+// two approvals → apply, reporting each step in the channel and every error
+// to the one user who caused it.
+//
+// All state lives in the approvals store and the environment locks, so any
+// bot process — a restarted one included — can handle any click.
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/socketmode"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/runner"
+)
+
+// Runner runs plans and applies; *runner.Runner is one.
+type Runner interface {
+	Resolve(ctx context.Context, repo string, pr int) (runner.Revision, error)
+	Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResult, error)
+	Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error)
+	Discard(planID string) error
+}
+
+// Options configure a Bot.
+type Options struct {
+	Config   *config.Config
+	BotToken config.Secret
+	AppToken config.Secret
+	Store    approvals.Store
+	Locks    runner.Locker
+	Runner   Runner
+	Logger   *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// GroupTTL bounds how long user group membership is cached; at most
+	// (and by default) 60s.
+	GroupTTL time.Duration
+	// ShutdownGrace is how long Run waits for running plans and applies
+	// after its context ends before interrupting them. Default 2m.
+	ShutdownGrace time.Duration
+}
+
+// Bot is a running Slack front end.
+type Bot struct {
+	o   Options
+	cfg *config.Config
+	log *slog.Logger
+	api *slack.Client
+	sm  *socketmode.Client
+	dir *directory
+
+	// work runs plans and applies; it outlives Run's context by up to
+	// ShutdownGrace so a running apply is never cut off without an interrupt.
+	workCtx    context.Context
+	stopWork   context.CancelFunc
+	work       sync.WaitGroup
+	teamID     string
+	botUserID  string
+	progressIn time.Duration // how often apply progress is posted
+}
+
+// New returns a Bot; Run connects it.
+func New(o Options) (*Bot, error) {
+	if o.Config == nil || o.Store == nil || o.Locks == nil || o.Runner == nil {
+		return nil, errors.New("bot: Config, Store, Locks and Runner are required")
+	}
+	if o.BotToken == "" || o.AppToken == "" {
+		return nil, errors.New("bot: Slack bot and app tokens are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.GroupTTL <= 0 || o.GroupTTL > time.Minute {
+		o.GroupTTL = time.Minute
+	}
+	if o.ShutdownGrace <= 0 {
+		o.ShutdownGrace = 2 * time.Minute
+	}
+	api := slack.New(o.BotToken.Reveal(),
+		slack.OptionAPIURL(o.Config.Slack.APIURL),
+		slack.OptionAppLevelToken(o.AppToken.Reveal()))
+	sm := socketmode.New(api, socketmode.OptionLog(slogOutput{o.Logger}))
+	b := &Bot{
+		o: o, cfg: o.Config, log: o.Logger, api: api, sm: sm,
+		dir:        newDirectory(api, o.GroupTTL, o.Now),
+		progressIn: 2 * time.Second,
+	}
+	b.workCtx, b.stopWork = context.WithCancel(context.Background())
+	return b, nil
+}
+
+// Run connects to Slack and handles envelopes until ctx ends, then waits for
+// running work (interrupting it after ShutdownGrace) and returns.
+func (b *Bot) Run(ctx context.Context) error {
+	defer b.drain()
+	auth, err := b.api.AuthTestContext(ctx)
+	if err != nil {
+		return fmt.Errorf("slack auth.test: %w", err)
+	}
+	b.teamID, b.botUserID = auth.TeamID, auth.UserID
+	if want := b.cfg.Slack.TeamID; want != "" && want != auth.TeamID {
+		return fmt.Errorf("slack: the bot token belongs to team %s, config expects %s", auth.TeamID, want)
+	}
+	b.log.Info("connected to slack", "team", auth.TeamID, "bot_user", auth.UserID)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sockErr := make(chan error, 1)
+	go func() { sockErr <- b.sm.RunContext(ctx) }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-sockErr:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("slack socket mode: %w", err)
+		case evt := <-b.sm.Events:
+			b.dispatch(evt)
+		}
+	}
+}
+
+// dispatch acknowledges an envelope at once and handles it in the background.
+func (b *Bot) dispatch(evt socketmode.Event) {
+	switch evt.Type {
+	case socketmode.EventTypeSlashCommand:
+		cmd, ok := evt.Data.(slack.SlashCommand)
+		if !ok || evt.Request == nil {
+			return
+		}
+		b.ack(evt.Request)
+		b.background(func(ctx context.Context) { b.handleCommand(ctx, cmd) })
+	case socketmode.EventTypeInteractive:
+		cb, ok := evt.Data.(slack.InteractionCallback)
+		if !ok || evt.Request == nil {
+			return
+		}
+		b.ack(evt.Request)
+		b.background(func(ctx context.Context) { b.handleInteraction(ctx, cb) })
+	case socketmode.EventTypeEventsAPI:
+		if evt.Request != nil {
+			b.ack(evt.Request)
+		}
+	case socketmode.EventTypeConnected:
+		b.log.Info("socket mode connected")
+	case socketmode.EventTypeConnectionError, socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage:
+		b.log.Warn("socket mode trouble", "type", string(evt.Type), "data", fmt.Sprint(evt.Data))
+	}
+}
+
+func (b *Bot) ack(req *socketmode.Request) {
+	if err := b.sm.Ack(*req); err != nil {
+		b.log.Error("ack envelope", "envelope", req.EnvelopeID, "err", err)
+	}
+}
+
+// background runs fn on the work context, tracked for shutdown.
+func (b *Bot) background(fn func(ctx context.Context)) {
+	b.work.Add(1)
+	go func() {
+		defer b.work.Done()
+		fn(b.workCtx)
+	}()
+}
+
+// drain waits for running work; after ShutdownGrace it cancels the work
+// context, which interrupts terraform (SIGINT) and waits for it to stop.
+func (b *Bot) drain() {
+	done := make(chan struct{})
+	go func() {
+		b.work.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(b.o.ShutdownGrace):
+		b.log.Warn("shutdown grace over; interrupting running work", "grace", b.o.ShutdownGrace)
+		b.stopWork()
+		<-done
+	}
+	b.stopWork()
+}
+
+// slogOutput adapts slog to slack-go's logger.
+type slogOutput struct{ l *slog.Logger }
+
+func (s slogOutput) Output(_ int, msg string) error {
+	s.l.Debug(msg, "component", "socketmode")
+	return nil
+}

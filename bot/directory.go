@@ -1,0 +1,74 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/twokey/twokey/config"
+)
+
+// directory answers "is this user one of these people?" from Slack user IDs
+// and user group membership, read with usergroups.users.list and cached for
+// a short time. Names are never consulted.
+type directory struct {
+	api *slack.Client
+	ttl time.Duration
+	now func() time.Time
+
+	mu     sync.Mutex
+	groups map[string]cachedGroup
+}
+
+type cachedGroup struct {
+	members []string
+	at      time.Time
+}
+
+func newDirectory(api *slack.Client, ttl time.Duration, now func() time.Time) *directory {
+	return &directory{api: api, ttl: ttl, now: now, groups: map[string]cachedGroup{}}
+}
+
+// includes reports whether user is listed in who, directly or through a
+// group. An error means membership could not be read: callers treat it as
+// "no".
+func (d *directory) includes(ctx context.Context, user string, who config.Who) (bool, error) {
+	if slices.Contains(who.Users, user) {
+		return true, nil
+	}
+	var firstErr error
+	for _, g := range who.Groups {
+		members, err := d.members(ctx, g)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		if slices.Contains(members, user) {
+			return true, nil
+		}
+	}
+	return false, firstErr
+}
+
+func (d *directory) members(ctx context.Context, group string) ([]string, error) {
+	d.mu.Lock()
+	c, ok := d.groups[group]
+	d.mu.Unlock()
+	if ok && d.now().Sub(c.at) < d.ttl {
+		return c.members, nil
+	}
+	members, err := d.api.GetUserGroupMembersContext(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("read members of user group %s: %w", group, err)
+	}
+	d.mu.Lock()
+	d.groups[group] = cachedGroup{members: members, at: d.now()}
+	d.mu.Unlock()
+	return members, nil
+}

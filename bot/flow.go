@@ -1,0 +1,528 @@
+package bot
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/commands"
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/runner"
+)
+
+func (b *Bot) handleCommand(ctx context.Context, c slack.SlashCommand) {
+	log := b.log.With("user", c.UserID, "channel", c.ChannelID)
+	log.Info("command", "text", clip(c.Text, 200))
+	if !b.sameTeam(c.TeamID) {
+		b.fail(ctx, c.ChannelID, c.UserID, errOtherWorkspace)
+		return
+	}
+	cmd, err := commands.Parse(c.Text)
+	if err == nil {
+		switch cmd := cmd.(type) {
+		case commands.Help:
+			b.tell(ctx, c.ChannelID, c.UserID, commands.Usage)
+		case commands.Status:
+			err = b.status(ctx, c.ChannelID, c.UserID, cmd)
+		case commands.Plan:
+			err = b.plan(ctx, c.ChannelID, c.UserID, cmd)
+		}
+	}
+	if err != nil {
+		b.fail(ctx, c.ChannelID, c.UserID, err, "user", c.UserID)
+	}
+}
+
+func (b *Bot) handleInteraction(ctx context.Context, cb slack.InteractionCallback) {
+	if cb.Type != slack.InteractionTypeBlockActions {
+		return
+	}
+	channel := cb.Channel.ID
+	if channel == "" {
+		channel = cb.Container.ChannelID
+	}
+	user := cb.User.ID
+	if !b.sameTeam(cb.Team.ID) || !b.sameTeam(cb.User.TeamID) {
+		b.fail(ctx, channel, user, errOtherWorkspace)
+		return
+	}
+	for _, a := range cb.ActionCallback.BlockActions {
+		var err error
+		switch a.ActionID {
+		case actionApprove:
+			err = b.approve(ctx, channel, user, a.Value)
+		case actionReject:
+			err = b.reject(ctx, channel, user, a.Value)
+		default:
+			err = errUnknownAction
+		}
+		if err != nil {
+			b.fail(ctx, channel, user, err, "user", user, "plan_id", a.Value, "action", a.ActionID)
+		}
+	}
+}
+
+func (b *Bot) sameTeam(team string) bool {
+	want := b.cfg.Slack.TeamID
+	if want == "" {
+		want = b.teamID
+	}
+	return team == "" || team == want
+}
+
+// plan runs `/tf plan`: resolve the PR, take the environment lock, post the
+// message, plan, and show the result with buttons.
+func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan) error {
+	proj, env, err := b.cfg.Resolve(cmd.Project, cmd.Env)
+	if err != nil {
+		return err
+	}
+	if len(env.Channels) > 0 && !slices.Contains(env.Channels, channel) {
+		return &channelError{env: env.Name, allowed: env.Channels}
+	}
+	if !env.Planners.Empty() {
+		ok, err := b.dir.includes(ctx, user, env.Planners)
+		if !ok && err != nil {
+			return fmt.Errorf("%w: %w", errMembership, err)
+		}
+		if !ok {
+			return errNotPlanner
+		}
+	}
+	rev, err := b.o.Runner.Resolve(ctx, proj.Repo, cmd.Ref.PR)
+	if err != nil {
+		return err
+	}
+	id, now := newPlanID(), b.o.Now()
+	lease, err := b.o.Locks.Acquire(ctx, runner.LockKey(proj.Name, env.Name),
+		runner.Holder{User: user, PR: rev.PR, PlanID: id, Since: now}, env.LockTTL.D())
+	if err != nil {
+		return err
+	}
+	log := b.log.With("env", proj.Name+"/"+env.Name, "pr", rev.PR, "plan_id", id, "user", user, "fence", lease.Fence)
+	p, err := approvals.New(approvals.Request{
+		ID: id, Project: proj.Name, Env: env.Name, PR: rev.PR, SHA: rev.SHA, Title: rev.Title, URL: rev.URL,
+		Requester: user, Channel: channel, Fence: lease.Fence, LockOwner: lease.Owner,
+		Required: env.RequiredApprovals, Protected: *env.Protected, TTL: env.PlanTTL.D(),
+	}, now)
+	if err == nil {
+		p, err = b.o.Store.Create(ctx, p)
+	}
+	if err != nil {
+		b.release(lease)
+		return err
+	}
+	text, blocks := b.planMessage(p)
+	text = fmt.Sprintf("planning %s for PR #%d (%s) …", env.Name, rev.PR, short(rev.SHA))
+	_, ts, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
+	if err != nil {
+		b.endPlan(ctx, p.ID, approvals.StatusInvalidated, "could not post to Slack")
+		b.release(lease)
+		return fmt.Errorf("post plan message: %w", err)
+	}
+	if p, err = b.mutate(ctx, p.ID, func(p approvals.Plan) (approvals.Plan, error) {
+		p.MessageTS = ts
+		return p, nil
+	}); err != nil {
+		b.release(lease)
+		return err
+	}
+	log.Info("planning", "sha", rev.SHA)
+
+	res, err := b.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: b.target(proj, env)})
+	if err != nil {
+		log.Warn("plan failed", "err", err)
+		p = b.endPlan(ctx, p.ID, approvals.StatusPlanFailed, planFailure(err))
+		b.release(lease)
+		_ = b.o.Runner.Discard(p.ID)
+		b.refresh(ctx, p)
+		b.fail(ctx, channel, user, err, "plan_id", p.ID)
+		return nil
+	}
+	p, err = b.mutate(ctx, p.ID, func(p approvals.Plan) (approvals.Plan, error) {
+		return approvals.Planned(p, res.Digest, res.Summary, env.PlanTTL.D(), b.o.Now())
+	})
+	if err != nil {
+		// Rejected while planning: the reject already released the lock.
+		_ = b.o.Runner.Discard(p.ID)
+		return err
+	}
+	if p.Status == approvals.StatusNoChanges {
+		b.release(lease)
+		_ = b.o.Runner.Discard(p.ID)
+		b.refresh(ctx, p)
+		return nil
+	}
+	// The pending plan holds the environment until it is applied, rejected
+	// or expires.
+	if err := b.o.Locks.Refresh(ctx, lease, time.Until(p.ExpiresAt)); err != nil {
+		p = b.endPlan(ctx, p.ID, approvals.StatusInvalidated, "the environment lock was lost while planning")
+		_ = b.o.Runner.Discard(p.ID)
+		b.refresh(ctx, p)
+		return err
+	}
+	log.Info("plan ready", "digest", p.Digest, "add", res.Summary.Add, "change", res.Summary.Change, "destroy", res.Summary.Destroy)
+	b.refresh(ctx, p)
+	return nil
+}
+
+// approve counts an Approve click and starts the apply on quorum.
+func (b *Bot) approve(ctx context.Context, channel, user, planID string) error {
+	p, err := b.o.Store.Get(ctx, planID)
+	if err != nil {
+		return err
+	}
+	_, env, err := b.cfg.Resolve(p.Project, p.Env)
+	if err != nil {
+		return err
+	}
+	authorized, derr := b.dir.includes(ctx, user, env.Approvers)
+	if !authorized && derr != nil && user != p.Requester {
+		return fmt.Errorf("%w: %w", errMembership, derr)
+	}
+	var res approvals.Result
+	p, err = b.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
+		next, r, err := approvals.Approve(cur, user, authorized, b.o.Now())
+		res = r
+		if err == nil && r.Duplicate {
+			return cur, approvals.ErrUnchanged
+		}
+		return next, err
+	})
+	if errors.Is(err, approvals.ErrExpired) {
+		b.expire(ctx, p)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	b.log.Info("approval", "plan_id", p.ID, "user", user, "counted", res.Counted, "quorum", res.Quorum)
+	if res.Counted {
+		b.refresh(ctx, p)
+	}
+	if res.Duplicate && !res.Quorum {
+		b.tell(ctx, channel, user, "You already approved this plan; it still needs "+
+			fmt.Sprint(approvals.Missing(p))+" more.")
+	}
+	if res.Quorum {
+		return b.apply(ctx, p.ID, channel, user)
+	}
+	return nil
+}
+
+// reject ends a pending plan and frees the environment.
+func (b *Bot) reject(ctx context.Context, channel, user, planID string) error {
+	p, err := b.o.Store.Get(ctx, planID)
+	if err != nil {
+		return err
+	}
+	_, env, err := b.cfg.Resolve(p.Project, p.Env)
+	if err != nil {
+		return err
+	}
+	authorized := false
+	if user != p.Requester {
+		ok, derr := b.dir.includes(ctx, user, env.Approvers)
+		if !ok && derr != nil {
+			return fmt.Errorf("%w: %w", errMembership, derr)
+		}
+		authorized = ok
+	}
+	p, err = b.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
+		return approvals.Reject(cur, user, authorized, "", b.o.Now())
+	})
+	if err != nil {
+		return err
+	}
+	b.log.Info("rejected", "plan_id", p.ID, "user", user)
+	b.release(leaseOf(p))
+	_ = b.o.Runner.Discard(p.ID)
+	b.refresh(ctx, p)
+	return nil
+}
+
+// apply moves a plan with quorum to applying — a compare-and-swap that only
+// one process wins — and runs it.
+func (b *Bot) apply(ctx context.Context, planID, channel, actor string) error {
+	var grant approvals.Grant
+	p, err := b.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
+		next, g, err := approvals.BeginApply(cur, b.o.Now())
+		grant = g
+		return next, err
+	})
+	var se *approvals.StateError
+	if errors.As(err, &se) && se.Status == approvals.StatusApplying {
+		return nil // another click or process is applying it
+	}
+	if errors.Is(err, approvals.ErrExpired) {
+		b.expire(ctx, p)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	log := b.log.With("env", p.Project+"/"+p.Env, "pr", p.PR, "plan_id", p.ID, "fence", p.Fence)
+	proj, env, err := b.cfg.Resolve(p.Project, p.Env)
+	if err != nil {
+		b.abort(ctx, p, grant, "configuration changed")
+		return err
+	}
+	b.refresh(ctx, p)
+
+	// The PR's head must still be the commit that was planned and approved.
+	rev, err := b.o.Runner.Resolve(ctx, proj.Repo, p.PR)
+	switch {
+	case errors.Is(err, runner.ErrSource):
+		b.abort(ctx, p, grant, "GitHub unavailable: head commit not confirmed")
+		return err
+	case err != nil:
+		b.finish(ctx, p, approvals.StatusInvalidated, "the pull request can no longer be applied: "+err.Error())
+		return err
+	case rev.SHA != p.SHA:
+		b.finish(ctx, p, approvals.StatusInvalidated, fmt.Sprintf("PR #%d moved to %s after it was planned; nothing was applied. Plan it again.", p.PR, short(rev.SHA)))
+		return nil
+	}
+
+	b.post(ctx, p, fmt.Sprintf(":rocket: Applying plan `%s` (approved by %s) …", p.ID, mentions(grant.Approvers())))
+	log.Info("applying", "approvers", grant.Approvers())
+	prog := b.progress(ctx, p)
+	res, err := b.o.Runner.Apply(ctx, runner.ApplyJob{Grant: grant, Rev: rev, Target: b.target(proj, env), Progress: prog.add})
+	prog.close()
+	switch {
+	case err == nil:
+		log.Info("applied", "summary", res.Summary, "accessor", res.Accessor, "duration", res.Duration)
+		p = b.finishApply(ctx, p, grant, nil, fmt.Sprintf("%s in %s", res.Summary, res.Duration.Round(100*time.Millisecond)))
+		b.post(ctx, p, fmt.Sprintf(":white_check_mark: Apply complete: %s. Credentials revoked.", res.Summary))
+	case errors.Is(err, runner.ErrCredentials):
+		log.Warn("apply not started: credentials unavailable", "err", err)
+		b.abort(ctx, p, grant, "")
+		b.post(ctx, p, ":warning: Vault is unavailable: nothing was applied. The plan stays pending with its approvals.")
+		return err
+	case errors.Is(err, runner.ErrStalePlan):
+		b.finish(ctx, p, approvals.StatusInvalidated, "the saved plan did not match the approved one; nothing was applied")
+		return err
+	case errors.Is(err, runner.ErrInterrupted):
+		log.Error("apply interrupted", "err", err)
+		b.finish(ctx, p, approvals.StatusInterrupted, "apply interrupted: "+runner.Redact(err.Error()))
+		return err
+	case errors.Is(err, runner.ErrLockLost):
+		b.finish(ctx, p, approvals.StatusInvalidated, "the environment lock was lost before the apply; nothing was applied")
+		return err
+	default:
+		log.Error("apply failed", "err", err)
+		p = b.finishApply(ctx, p, grant, err, "terraform apply failed")
+		b.post(ctx, p, b.describe(err))
+	}
+	return nil
+}
+
+// finishApply records the end of an apply, frees the environment and
+// updates the message.
+func (b *Bot) finishApply(ctx context.Context, p approvals.Plan, g approvals.Grant, applyErr error, reason string) approvals.Plan {
+	p, err := b.mutate(ctx, p.ID, func(cur approvals.Plan) (approvals.Plan, error) {
+		return approvals.Finish(cur, g, applyErr, reason, b.o.Now())
+	})
+	if err != nil {
+		b.log.Error("record apply result", "plan_id", p.ID, "err", err)
+	}
+	b.release(leaseOf(p))
+	_ = b.o.Runner.Discard(p.ID)
+	b.refresh(ctx, p)
+	return p
+}
+
+// finish ends a plan that did not apply, frees the environment, and says why.
+func (b *Bot) finish(ctx context.Context, p approvals.Plan, to approvals.Status, reason string) {
+	p = b.endPlan(ctx, p.ID, to, reason)
+	b.release(leaseOf(p))
+	_ = b.o.Runner.Discard(p.ID)
+	b.refresh(ctx, p)
+	b.post(ctx, p, ":no_entry: "+reason)
+}
+
+// abort returns an applying plan to pending: nothing was changed.
+func (b *Bot) abort(ctx context.Context, p approvals.Plan, g approvals.Grant, reason string) {
+	p, err := b.mutate(ctx, p.ID, func(cur approvals.Plan) (approvals.Plan, error) {
+		return approvals.Abort(cur, g, reason, b.o.Now())
+	})
+	if err != nil {
+		b.log.Error("return plan to pending", "plan_id", p.ID, "err", err)
+	}
+	b.refresh(ctx, p)
+}
+
+// expire voids a plan that outlived its TTL.
+func (b *Bot) expire(ctx context.Context, p approvals.Plan) {
+	if !approvals.Expired(p, b.o.Now()) {
+		return
+	}
+	b.finish(ctx, p, approvals.StatusInvalidated, "expired without enough approvals")
+}
+
+func (b *Bot) endPlan(ctx context.Context, id string, to approvals.Status, reason string) approvals.Plan {
+	p, err := b.mutate(ctx, id, func(cur approvals.Plan) (approvals.Plan, error) {
+		return approvals.End(cur, to, reason, b.o.Now())
+	})
+	if err != nil {
+		b.log.Error("end plan", "plan_id", id, "status", string(to), "err", err)
+	}
+	return p
+}
+
+// mutate updates a plan with a compare-and-swap on a context that survives
+// the caller's, so state is never left half-recorded.
+func (b *Bot) mutate(ctx context.Context, id string, fn func(approvals.Plan) (approvals.Plan, error)) (approvals.Plan, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return approvals.Update(ctx, b.o.Store, id, fn)
+}
+
+func (b *Bot) release(l runner.Lease) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.o.Locks.Release(ctx, l); err != nil {
+		b.log.Error("release lock; it frees when its lease ends", "lock", l.Key, "fence", l.Fence, "err", err)
+	}
+}
+
+func leaseOf(p approvals.Plan) runner.Lease {
+	return runner.Lease{Key: runner.LockKey(p.Project, p.Env), Owner: p.LockOwner, Fence: p.Fence}
+}
+
+// refresh re-renders a plan's channel message.
+func (b *Bot) refresh(ctx context.Context, p approvals.Plan) {
+	if p.MessageTS == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	text, blocks := b.planMessage(p)
+	if _, _, _, err := b.api.UpdateMessageContext(ctx, p.Channel, p.MessageTS,
+		slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
+		b.log.Error("update plan message", "plan_id", p.ID, "err", err)
+	}
+}
+
+// post writes in the plan's thread.
+func (b *Bot) post(ctx context.Context, p approvals.Plan, text string) {
+	if p.MessageTS == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, _, err := b.api.PostMessageContext(ctx, p.Channel, slack.MsgOptionText(clip(text, maxSection), false),
+		slack.MsgOptionTS(p.MessageTS)); err != nil {
+		b.log.Error("post in thread", "plan_id", p.ID, "err", err)
+	}
+}
+
+// target is where a plan of env runs, from the config.
+func (b *Bot) target(p *config.Project, e *config.Environment) runner.Target {
+	t := runner.Target{
+		Project: p.Name, Env: e.Name, Dir: p.WorkDir(e), VarFiles: e.VarFiles, BackendConfig: e.BackendConfig,
+		ApplyCreds: credentialRequest(e.Vault.Apply),
+		LockTTL:    e.LockTTL.D(), PlanTimeout: e.PlanTimeout.D(), ApplyTimeout: e.ApplyTimeout.D(),
+	}
+	if e.Vault.Plan != nil {
+		req := credentialRequest(*e.Vault.Plan)
+		t.PlanCreds = &req
+	}
+	return t
+}
+
+func credentialRequest(c config.Credential) runner.CredentialRequest {
+	req := runner.CredentialRequest{Role: c.Role, TTL: c.TTL.D(), NumUses: c.NumUses}
+	for _, s := range c.Secrets {
+		req.Secrets = append(req.Secrets, runner.SecretRef{Path: s.Path, Env: s.Env})
+	}
+	return req
+}
+
+// planFailure is the short reason shown on the message of a failed plan;
+// the details go to the requester.
+func planFailure(err error) string {
+	var te *runner.TerraformError
+	switch {
+	case errors.As(err, &te):
+		return "terraform " + te.Step + " failed; the details were sent to the requester"
+	case errors.Is(err, runner.ErrCredentials):
+		return "plan credentials unavailable"
+	case errors.Is(err, runner.ErrSource):
+		return "could not check out the commit"
+	case errors.Is(err, runner.ErrInterrupted):
+		return "plan interrupted"
+	}
+	return "plan failed"
+}
+
+func mentions(users []string) string {
+	var m []string
+	for _, u := range users {
+		m = append(m, "<@"+u+">")
+	}
+	return strings.Join(m, ", ")
+}
+
+var planIDEncoding = base32.NewEncoding("abcdefghijkmnpqrstuvwxyz23456789").WithPadding(base32.NoPadding)
+
+func newPlanID() string {
+	var r [5]byte
+	_, _ = rand.Read(r[:])
+	return "p-" + planIDEncoding.EncodeToString(r[:])
+}
+
+// applyProgress batches apply progress lines into thread posts.
+type applyProgress struct {
+	mu    sync.Mutex
+	lines []string
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func (b *Bot) progress(ctx context.Context, p approvals.Plan) *applyProgress {
+	ap := &applyProgress{stop: make(chan struct{}), done: make(chan struct{})}
+	flush := func() {
+		ap.mu.Lock()
+		lines := ap.lines
+		ap.lines = nil
+		ap.mu.Unlock()
+		if len(lines) > 0 {
+			b.post(ctx, p, "```"+clip(strings.Join(lines, "\n"), maxSection-6)+"```")
+		}
+	}
+	go func() {
+		defer close(ap.done)
+		t := time.NewTicker(b.progressIn)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				flush()
+			case <-ap.stop:
+				flush()
+				return
+			}
+		}
+	}()
+	return ap
+}
+
+func (ap *applyProgress) add(line string) {
+	ap.mu.Lock()
+	defer ap.mu.Unlock()
+	ap.lines = append(ap.lines, line)
+}
+
+func (ap *applyProgress) close() {
+	close(ap.stop)
+	<-ap.done
+}

@@ -1,0 +1,70 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/commands"
+	"github.com/twokey/twokey/runner"
+)
+
+// status answers `/tf status [project] [env]`: each environment's lock and
+// open plans, with age and approvals. Plans found past their TTL are voided
+// on the way.
+func (b *Bot) status(ctx context.Context, channel, user string, cmd commands.Status) error {
+	if cmd.Env != "" {
+		if _, _, err := b.cfg.Resolve(cmd.Project, cmd.Env); err != nil {
+			return err
+		}
+	}
+	plans, err := b.o.Store.Active(ctx)
+	if err != nil {
+		return err
+	}
+	now := b.o.Now()
+	var out strings.Builder
+	for _, proj := range b.cfg.Projects {
+		if cmd.Project != "" && proj.Name != cmd.Project {
+			continue
+		}
+		for _, env := range proj.Environments {
+			if cmd.Env != "" && env.Name != cmd.Env {
+				continue
+			}
+			key := runner.LockKey(proj.Name, env.Name)
+			h, held, err := b.o.Locks.Holder(ctx, key)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&out, "*%s*: ", key)
+			if held {
+				fmt.Fprintf(&out, ":lock: locked by <@%s> for PR #%d since %s (%s, fence %d)\n",
+					h.User, h.PR, h.Since.UTC().Format("15:04 MST"), ago(now, h.Since), h.Fence)
+			} else {
+				out.WriteString("free\n")
+			}
+			for _, p := range plans {
+				if p.Project != proj.Name || p.Env != env.Name {
+					continue
+				}
+				if approvals.Expired(p, now) {
+					b.expire(ctx, p)
+					continue
+				}
+				fmt.Fprintf(&out, "    • PR #%d `%s` plan `%s` requested by <@%s>: %s, %d of %d approvals, %s old",
+					p.PR, short(p.SHA), p.ID, p.Requester, statusWords(p.Status), len(approvals.Approvers(p)), p.Required, ago(now, p.CreatedAt))
+				if p.Status == approvals.StatusPending {
+					out.WriteString(", expires " + expiresIn(now, p.ExpiresAt))
+				}
+				out.WriteString("\n")
+			}
+		}
+	}
+	if out.Len() == 0 {
+		out.WriteString("No environments match.")
+	}
+	b.tell(ctx, channel, user, clip(out.String(), maxSection))
+	return nil
+}

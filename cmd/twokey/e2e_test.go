@@ -1,0 +1,252 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twokey/twokey/runner/ghsim"
+)
+
+const (
+	approve = "twokey_approve"
+	reject  = "twokey_reject"
+)
+
+// (a) plan → approve → approve → applied, with the minted credential and
+// nothing else of the bot's in terraform's environment.
+func TestPlanApproveApply(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	content := msg.Content()
+	for _, want := range []string{"terraform_data.web", "To add", "<@" + alice + ">", s.prs[1][:7]} {
+		if !strings.Contains(content, want) {
+			t.Errorf("plan message lacks %q:\n%s", want, content)
+		}
+	}
+	if b := msg.Buttons(); len(b) != 2 || b[0].ActionID != approve || b[1].ActionID != reject {
+		t.Fatalf("buttons = %+v", b)
+	}
+
+	s.click(bob, msg, approve)
+	msg = s.planMessage(1, "1 more needed")
+	if s.applied("web") {
+		t.Fatal("applied after one approval")
+	}
+	s.click(carol, msg, approve)
+	done := s.planMessage(1, "Applied")
+	if len(done.Buttons()) != 0 {
+		t.Error("applied message still has buttons")
+	}
+	s.thread(done, "Apply complete: 1 added, 0 changed, 0 destroyed")
+	if !s.applied("web") {
+		t.Fatal("resource not in state after apply")
+	}
+
+	env, err := os.ReadFile(s.envDump())
+	if err != nil {
+		t.Fatal(err)
+	}
+	childToken := envValue(string(env), "VAULT_TOKEN")
+	if envValue(string(env), "DB_PASSWORD") != kvPassword {
+		t.Error("terraform did not get the mapped Vault secret")
+	}
+	if childToken == "" || childToken == s.botToken {
+		t.Error("terraform did not get a child token of its own")
+	}
+	for _, leaked := range []string{s.botToken, githubToken, s.slack.Options().BotToken, s.slack.Options().AppToken} {
+		if strings.Contains(string(env), leaked) {
+			t.Errorf("terraform's environment contains a bot credential")
+		}
+	}
+	root, _ := s.vault.Client()
+	if _, err := root.Auth().Token().Lookup(childToken); err == nil {
+		t.Error("the child token still exists after the apply")
+	}
+	// No secret reached Slack.
+	for _, c := range s.slack.Calls() {
+		for _, v := range c.Params {
+			if strings.Contains(v, kvPassword) || strings.Contains(v, childToken) || strings.Contains(v, s.botToken) {
+				t.Fatalf("secret sent to Slack in %s", c.Method)
+			}
+		}
+	}
+}
+
+// (b) the requester cannot approve their own plan.
+func TestSelfApprovalRefused(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.slack.SetGroup(group, alice, bob, carol) // alice is an approver too
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.click(alice, msg, approve)
+	s.ephemeral(alice, "cannot approve it")
+	s.click(bob, msg, approve)
+	s.planMessage(1, "1 more needed")
+	time.Sleep(300 * time.Millisecond)
+	if s.applied("web") {
+		t.Fatal("applied with the requester's approval")
+	}
+}
+
+// (c) the same person approving twice counts once.
+func TestDoubleApprovalCountsOnce(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.click(bob, msg, approve)
+	s.click(bob, msg, approve)
+	s.ephemeral(bob, "already approved")
+	s.planMessage(1, "1 more needed")
+	time.Sleep(300 * time.Millisecond)
+	if s.applied("web") {
+		t.Fatal("one person's two clicks applied the plan")
+	}
+	s.click(erin, msg, approve) // an approver listed by user ID
+	s.planMessage(1, "Applied")
+}
+
+// (d) someone who is not an approver is refused.
+func TestUnauthorizedRefused(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.click(dave, msg, approve)
+	s.ephemeral(dave, "not an approver")
+	s.click(mallory, msg, approve) // another workspace
+	s.ephemeral(mallory, "does not serve this Slack workspace")
+	s.click(bob, msg, approve)
+	s.planMessage(1, "1 more needed")
+	if s.applied("web") {
+		t.Fatal("applied")
+	}
+}
+
+// (e) one pending change per environment; (f) reject frees it.
+func TestLockBusyThenRejectFrees(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.openPR(2, "db")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.slash(bob, "plan staging pr-2")
+	refusal := s.ephemeral(bob, "is locked by <@"+alice+"> for PR #1 since")
+	if !strings.Contains(refusal.Content(), "ago") {
+		t.Errorf("refusal does not say how long: %s", refusal.Content())
+	}
+
+	s.click(dave, msg, reject)
+	s.ephemeral(dave, "not an approver")
+	s.click(carol, msg, reject)
+	rejected := s.planMessage(1, "Rejected by <@"+carol+">")
+	if len(rejected.Buttons()) != 0 {
+		t.Error("rejected plan still has buttons")
+	}
+	s.slash(bob, "plan staging pr-2")
+	s.planMessage(2, "Plan ready for review")
+}
+
+// (g) Vault down at the last approval: nothing applied, the plan stays pending.
+func TestVaultDownKeepsPlanPending(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.click(bob, msg, approve)
+	s.planMessage(1, "1 more needed")
+	if err := s.vault.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s.click(carol, msg, approve)
+	s.ephemeral(carol, "Vault is unavailable")
+	s.thread(msg, "nothing was applied")
+	pending := s.planMessage(1, "Plan ready for review")
+	if len(pending.Buttons()) != 2 || !strings.Contains(pending.Content(), "Approved by <@"+bob+">, <@"+carol+">") {
+		t.Fatalf("plan did not stay pending with its approvals:\n%s", pending.Content())
+	}
+	if s.applied("web") {
+		t.Fatal("applied without Vault")
+	}
+	s.slash(bob, "status staging")
+	s.ephemeral(bob, "waiting for approvals, 2 of 2 approvals")
+}
+
+// (h) the bot restarts between the two approvals; the second still applies.
+func TestRestartBetweenApprovals(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	stop := s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.click(bob, msg, approve)
+	s.planMessage(1, "1 more needed")
+	stop()
+
+	s.startBot()
+	s.click(carol, msg, approve)
+	s.planMessage(1, "Applied")
+	if !s.applied("web") {
+		t.Fatal("not applied after restart")
+	}
+}
+
+// Bad input gets a clear message, to that user only.
+func TestBadInput(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.gh.SetPull("acme/infra", ghPull(9, s.prs[1], "closed"))
+	s.startBot()
+
+	for _, tt := range []struct{ text, want string }{
+		{"plan prod pr-1", `unknown environment "prod"`},
+		{"plan staging 42", "is not a pull request"},
+		{"deploy staging", "unknown command"},
+		{"plan staging pr-404", "pull request not found"},
+		{"plan staging pr-9", "is closed"},
+		{"help", "/tf plan"},
+	} {
+		s.slash(dave, tt.text)
+		s.ephemeral(dave, tt.want)
+	}
+	if _, err := s.slack.SlashCommand(alice, "COTHER", "plan staging pr-1"); err != nil {
+		t.Fatal(err)
+	}
+	s.ephemeral(alice, "takes commands only in <#"+channel+">")
+	for _, m := range s.slack.Messages() {
+		if !m.Ephemeral {
+			t.Fatalf("bad input produced a channel message: %s", m.Content())
+		}
+	}
+}
+
+func envValue(env, key string) string {
+	for _, line := range strings.Split(env, "\n") {
+		if v, ok := strings.CutPrefix(line, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func ghPull(n int, sha, state string) ghsim.Pull {
+	return ghsim.Pull{Number: n, HeadSHA: sha, State: state, Title: "closed change"}
+}

@@ -1,0 +1,116 @@
+// Command twokey is a Slack ChatOps front end for Terraform under the
+// two-person rule. See the README.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/twokey/twokey/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	os.Exit(Main(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+}
+
+// Main runs one twokey command and returns its exit code. It ends when ctx
+// does; tests start and stop it in process.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], stderr, getenv)
+	case "check-config":
+		err = checkConfig(args[1:], stdout, getenv)
+	case "version":
+		fmt.Fprintln(stdout, "twokey", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "twokey: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "twokey %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+const usage = `usage: twokey <command> [flags]
+
+commands:
+  serve          connect to Slack and run plans and applies
+  check-config   validate a config file and the environment it needs; print every problem
+  version        print the version
+`
+
+// commonFlags are the flags every long-running command takes.
+type commonFlags struct {
+	config    string
+	logFormat string
+	logLevel  string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.config, "config", "twokey.yaml", "path to the config file")
+	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be json or text, not %q", c.logFormat)
+}
+
+func checkConfig(args []string, stdout io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	path := fs.String("config", "twokey.yaml", "path to the config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return fmt.Errorf("%s:\n%w", *path, err)
+	}
+	if _, err := cfg.LoadSecrets(getenv); err != nil {
+		return fmt.Errorf("%s is valid, but the environment is not:\n%w", *path, err)
+	}
+	abs, _ := filepath.Abs(*path)
+	n := 0
+	for _, p := range cfg.Projects {
+		n += len(p.Environments)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d projects, %d environments)\n", abs, len(cfg.Projects), n)
+	return nil
+}

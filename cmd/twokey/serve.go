@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/bot"
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/runner"
+	"github.com/twokey/twokey/runner/ghsource"
+	"github.com/twokey/twokey/runner/redislock"
+	"github.com/twokey/twokey/runner/vaultcreds"
+)
+
+// keyPrefix namespaces every Redis key twokey writes.
+const keyPrefix = "twokey:"
+
+func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var common commonFlags
+	common.register(fs)
+	grace := fs.Duration("shutdown-grace", 2*time.Minute, "on SIGTERM, how long to let running applies finish before interrupting them")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := common.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(common.config)
+	if err != nil {
+		return fmt.Errorf("%s:\n%w", common.config, err)
+	}
+	secrets, err := cfg.LoadSecrets(getenv)
+	if err != nil {
+		return err
+	}
+
+	rdb, err := openRedis(ctx, cfg.Redis, secrets.RedisPassword)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	src, err := ghsource.New(ghsource.Options{
+		APIURL: cfg.GitHub.APIURL, Token: secrets.GitHubToken, MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
+	})
+	if err != nil {
+		return err
+	}
+	login := vaultcreds.TokenLogin(secrets.VaultToken)
+	if cfg.Vault.Auth.Method == "approle" {
+		login = vaultcreds.AppRoleLogin(cfg.Vault.Auth.Mount, secrets.VaultRoleID, secrets.VaultSecretID)
+	}
+	creds, err := vaultcreds.New(vaultcreds.Options{Address: cfg.Vault.Address, Login: login, Logger: log})
+	if err != nil {
+		return err
+	}
+	bin, err := exec.LookPath(cfg.Terraform.Path)
+	if err != nil {
+		return fmt.Errorf("terraform.path: %w", err)
+	}
+	locks := redislock.New(rdb, keyPrefix)
+	run, err := runner.New(ctx, runner.Options{
+		Locks: locks, Source: src, Creds: creds, Binary: bin, Version: cfg.Terraform.Version,
+		Env: cfg.Terraform.Env, DataDir: cfg.DataDir, VaultAddr: cfg.Vault.Address, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	b, err := bot.New(bot.Options{
+		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken,
+		Store: redisstore.New(rdb, keyPrefix, 0), Locks: locks, Runner: run, Logger: log,
+		ShutdownGrace: *grace,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("twokey serving", "version", version, "projects", len(cfg.Projects))
+	return b.Run(ctx)
+}
+
+// openRedis connects and checks the connection, so a wrong address fails at
+// start rather than at the first command.
+func openRedis(ctx context.Context, c config.Redis, password config.Secret) (redis.UniversalClient, error) {
+	opts, err := redis.ParseURL(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis.url: %w", err)
+	}
+	opts.Password = password.Reveal()
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
+	rdb := redis.NewClient(opts)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis %s: %w", opts.Addr, err)
+	}
+	return rdb, nil
+}

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twokey/twokey/bot/slacksim"
+	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/devstack/stacktest"
+	"github.com/twokey/twokey/runner/ghsim"
+)
+
+// Who plays which part in the end-to-end tests.
+const (
+	alice   = "UALICE" // asks for plans
+	bob     = "UBOB"   // approver, through the group
+	carol   = "UCAROL" // approver, through the group
+	erin    = "UERIN"  // approver, listed by ID
+	dave    = "UDAVE"  // member of the workspace, not an approver
+	mallory = "UMALLORY"
+	channel = "CDEPLOY"
+	group   = "SAPPROVERS"
+)
+
+// Secrets planted where terraform must not see them.
+const (
+	githubToken = "ghs_e2eGitHubTokenMustNotLeak0123"
+	kvPassword  = "s3cr3t-from-vault-kv"
+)
+
+// stack is one complete twokey installation on loopback: fake Slack and
+// GitHub at the protocol level; real redis-server, vault, git and terraform.
+type stack struct {
+	t        *testing.T
+	dir      string
+	slack    *slacksim.Server
+	slackURL string
+	gh       *ghsim.Server
+	repo     *devstack.GitRepo
+	redis    *devstack.Redis
+	vault    *devstack.Vault
+	botToken string // the bot's own Vault token
+	config   string // path of the config file
+	main     string // SHA of main
+	prs      map[int]string
+	logs     *syncBuffer
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	ctx := context.Background()
+	s := &stack{t: t, dir: t.TempDir(), prs: map[int]string{}, logs: &syncBuffer{}}
+
+	s.slack = slacksim.New(slacksim.Options{PingInterval: time.Second})
+	for _, u := range []slacksim.User{
+		{ID: alice, Name: "alice"}, {ID: bob, Name: "bob"}, {ID: carol, Name: "carol"},
+		{ID: dave, Name: "dave"}, {ID: erin, Name: "erin"},
+		{ID: mallory, Name: "mallory", TeamID: "T0ELSEWHERE"},
+	} {
+		s.slack.AddUser(u)
+	}
+	s.slack.SetGroup(group, bob, carol)
+	s.slack.AddChannel(channel, "deploys")
+	s.slack.AddChannel("COTHER", "random")
+	srv := httptest.NewServer(s.slack.Handler())
+	t.Cleanup(func() { s.slack.Close(); srv.Close() })
+	s.slackURL = srv.URL + "/api/"
+
+	var err error
+	if s.repo, err = devstack.NewGitRepo(ctx, filepath.Join(s.dir, "git")); err != nil {
+		t.Fatal(err)
+	}
+	if s.main, err = s.repo.Commit(ctx, "main", "", "init", map[string]*string{"README.md": devstack.Str("infra\n")}); err != nil {
+		t.Fatal(err)
+	}
+	s.gh = ghsim.New()
+	s.gh.Token = githubToken
+	s.gh.AddRepo("acme/infra", s.repo.CloneURL())
+	ghSrv := httptest.NewServer(s.gh)
+	t.Cleanup(ghSrv.Close)
+
+	s.redis = stacktest.Redis(t)
+	s.vault = stacktest.Vault(t)
+	if s.botToken, err = s.vault.ApplyDeploy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.vault.Apply(ctx, devstack.VaultSetup{KV: map[string]map[string]any{
+		"staging/deploy": {"password": kvPassword},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+
+	s.config = filepath.Join(s.dir, "twokey.yaml")
+	cfg := fmt.Sprintf(`
+slack:
+  api_url: %s
+  team_id: T0TWOKEY
+github:
+  api_url: %s/api/v3/
+redis:
+  url: %s
+vault:
+  address: %s
+terraform:
+  path: %s
+  version: 1.12.2
+data_dir: %s
+projects:
+  - name: infra
+    repo: acme/infra
+    dir: terraform
+    environments:
+      - name: staging
+        approvers:
+          groups: [%s]
+          users: [%s]
+        channels: [%s]
+        backend_config:
+          path: %s
+        lock_ttl: 10s
+        plan_ttl: 1h
+        apply_timeout: 2m
+        vault:
+          plan:
+            role: twokey-staging-plan
+            ttl: 5m
+          apply:
+            role: twokey-staging-apply
+            ttl: 5m
+            num_uses: 4
+            secrets:
+              - path: secret/data/staging/deploy
+                env:
+                  DB_PASSWORD: password
+`, s.slackURL, ghSrv.URL, s.redis.URL(), s.vault.Addr, stacktest.Tool(t, "terraform"), filepath.Join(s.dir, "data"),
+		group, erin, channel, s.statePath())
+	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *stack) statePath() string { return filepath.Join(s.dir, "staging.tfstate") }
+func (s *stack) envDump() string   { return filepath.Join(s.dir, "apply-env.txt") }
+
+// openPR commits a terraform config creating the named resources on a branch
+// and opens a pull request for it.
+func (s *stack) openPR(n int, resources ...string) string {
+	s.t.Helper()
+	ctx := context.Background()
+	var tf strings.Builder
+	tf.WriteString("terraform {\n  backend \"local\" {}\n}\n")
+	for _, r := range resources {
+		fmt.Fprintf(&tf, `
+resource "terraform_data" %q {
+  input = "pr-%d"
+  provisioner "local-exec" {
+    command = "env > %s"
+  }
+}
+`, r, n, s.envDump())
+	}
+	sha, err := s.repo.Commit(ctx, fmt.Sprintf("pr-%d", n), s.main, fmt.Sprintf("PR %d", n),
+		map[string]*string{"terraform/main.tf": devstack.Str(tf.String())})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := s.repo.PublishPull(ctx, n, sha); err != nil {
+		s.t.Fatal(err)
+	}
+	s.gh.SetPull("acme/infra", ghsim.Pull{Number: n, HeadSHA: sha, HeadRef: fmt.Sprintf("pr-%d", n), Title: fmt.Sprintf("Change %d", n)})
+	s.prs[n] = sha
+	return sha
+}
+
+// env is the bot's process environment: its own tokens, which terraform
+// must never see.
+func (s *stack) env(key string) string {
+	return map[string]string{
+		"SLACK_BOT_TOKEN": s.slack.Options().BotToken,
+		"SLACK_APP_TOKEN": s.slack.Options().AppToken,
+		"VAULT_TOKEN":     s.botToken,
+		"GITHUB_TOKEN":    githubToken,
+	}[key]
+}
+
+// startBot runs `twokey serve` in process and returns a function that stops
+// it and waits for it to exit.
+func (s *stack) startBot() (stop func()) {
+	s.t.Helper()
+	before := s.slack.Connections()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"serve", "--config", s.config, "--log-format", "text", "--log-level", "debug"},
+			s.logs, s.logs, s.env)
+	}()
+	if err := s.slack.WaitConnected(before+1, 20*time.Second); err != nil {
+		cancel()
+		s.t.Fatalf("bot did not connect: %v\nlogs:\n%s", err, s.logs.String())
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case code := <-done:
+				if code != 0 {
+					s.t.Errorf("twokey serve exited %d\nlogs:\n%s", code, s.logs.String())
+				}
+			case <-time.After(30 * time.Second):
+				s.t.Errorf("twokey serve did not stop")
+			}
+			// Slack notices the closed socket a moment later.
+			for deadline := time.Now().Add(5 * time.Second); s.slack.Connections() > before && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+	s.t.Cleanup(stop)
+	return stop
+}
+
+// slash types `/tf text` as user and waits for the bot's ack.
+func (s *stack) slash(user, text string) {
+	s.t.Helper()
+	id, err := s.slack.SlashCommand(user, channel, text)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := s.slack.WaitAcked(id, 5*time.Second); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// click presses a button on msg as user and waits for the ack.
+func (s *stack) click(user string, msg slacksim.Message, action string) {
+	s.t.Helper()
+	id, err := s.slack.Click(user, msg.Channel, msg.TS, action)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := s.slack.WaitAcked(id, 5*time.Second); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+const waitFor = 60 * time.Second
+
+// planMessage waits for the top-level message of PR n to contain want.
+func (s *stack) planMessage(n int, want string) slacksim.Message {
+	s.t.Helper()
+	var found slacksim.Message
+	_, err := s.slack.Wait(waitFor, func(msgs []slacksim.Message) bool {
+		for _, m := range msgs {
+			if m.ThreadTS == "" && !m.Ephemeral && strings.Contains(m.Content(), fmt.Sprintf("PR #%d", n)) &&
+				strings.Contains(m.Content(), want) {
+				found = m
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		s.t.Fatalf("no message for PR #%d containing %q\nmessages:\n%s\nlogs:\n%s", n, want, s.dump(), s.logs.String())
+	}
+	return found
+}
+
+// ephemeral waits for a message shown only to user that contains want.
+func (s *stack) ephemeral(user, want string) slacksim.Message {
+	s.t.Helper()
+	var found slacksim.Message
+	_, err := s.slack.Wait(waitFor, func(msgs []slacksim.Message) bool {
+		for _, m := range msgs {
+			if m.Ephemeral && m.For == user && strings.Contains(m.Content(), want) {
+				found = m
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		s.t.Fatalf("no ephemeral message to %s containing %q\nmessages:\n%s", user, want, s.dump())
+	}
+	return found
+}
+
+// thread waits for a reply in msg's thread containing want.
+func (s *stack) thread(msg slacksim.Message, want string) slacksim.Message {
+	s.t.Helper()
+	var found slacksim.Message
+	_, err := s.slack.Wait(waitFor, func(msgs []slacksim.Message) bool {
+		for _, m := range msgs {
+			if m.ThreadTS == msg.TS && strings.Contains(m.Content(), want) {
+				found = m
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		s.t.Fatalf("no reply in thread %s containing %q\nmessages:\n%s\nlogs:\n%s", msg.TS, want, s.dump(), s.logs.String())
+	}
+	return found
+}
+
+func (s *stack) dump() string {
+	var b strings.Builder
+	for _, m := range s.slack.Messages() {
+		fmt.Fprintf(&b, "--- ts=%s thread=%s ephemeral=%v for=%s edits=%d\n%s\n", m.TS, m.ThreadTS, m.Ephemeral, m.For, m.Edits, m.Content())
+	}
+	return b.String()
+}
+
+// applied reports whether the resource is in the terraform state.
+func (s *stack) applied(resource string) bool {
+	b, err := os.ReadFile(s.statePath())
+	return err == nil && strings.Contains(string(b), fmt.Sprintf(`"name": %q`, resource))
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
