@@ -135,9 +135,9 @@ type EnvVault struct {
 // Credential is a Vault token role to mint a child token from and the
 // secrets to read with that token.
 type Credential struct {
-	Role    string   `yaml:"role"`
-	TTL     Duration `yaml:"ttl"`
-	NumUses int      `yaml:"num_uses"`
+	Role    string        `yaml:"role"`
+	TTL     Duration      `yaml:"ttl"`
+	NumUses int           `yaml:"num_uses"`
 	Secrets []VaultSecret `yaml:"secrets"`
 }
 
@@ -285,7 +285,9 @@ func (c *Config) Validate() error {
 		bad("terraform.version is required: the runner refuses a binary that does not report it")
 	}
 	for k := range c.Terraform.Env {
-		if !envNameRE.MatchString(k) || slices.Contains(ReservedEnv, k) || strings.HasPrefix(k, "TF_VAR_") {
+		// A CLI config (provider mirrors, plugin cache) is the one reserved name an operator may set.
+		reserved := slices.Contains(ReservedEnv, k) && k != "TF_CLI_CONFIG_FILE"
+		if !envNameRE.MatchString(k) || reserved || strings.HasPrefix(k, "TF_VAR_") {
 			bad("terraform.env: %q cannot be set here", k)
 		}
 	}
