@@ -108,7 +108,7 @@ func (s *Server) post(p map[string]string, ephemeral bool) map[string]any {
 	if channel == "" {
 		return fail("channel_not_found")
 	}
-	if e := validate(p["text"], p["blocks"]); e != "" {
+	if e := Validate(p["text"], p["blocks"]); e != "" {
 		return fail(e)
 	}
 	if ephemeral && p["user"] == "" {
@@ -141,7 +141,7 @@ func (s *Server) post(p map[string]string, ephemeral bool) map[string]any {
 }
 
 func (s *Server) update(p map[string]string) map[string]any {
-	if e := validate(p["text"], p["blocks"]); e != "" {
+	if e := Validate(p["text"], p["blocks"]); e != "" {
 		return fail(e)
 	}
 	s.mu.Lock()
@@ -177,9 +177,9 @@ func rawBlocks(b string) json.RawMessage {
 	return json.RawMessage(b)
 }
 
-// validate checks a message against Slack's limits and returns the error
+// Validate checks a message against Slack's limits and returns the error
 // Slack would answer with, or "".
-func validate(text, blocks string) string {
+func Validate(text, blocks string) string {
 	if utf8.RuneCountInString(text) > MaxMessageText {
 		return "msg_too_long"
 	}

@@ -1,0 +1,83 @@
+package bot
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/bot/slacksim"
+	"github.com/twokey/twokey/config"
+)
+
+func testPlan(t *testing.T, resources int) approvals.Plan {
+	t.Helper()
+	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	p, err := approvals.New(approvals.Request{
+		ID: "p-test", Project: "infra", Env: "staging", PR: 42, SHA: strings.Repeat("a", 40),
+		Title: "Bump <everything> & more", Requester: "UALICE", Channel: "C1", Fence: 3, LockOwner: "o",
+		Required: 2, Protected: true, TTL: time.Hour,
+	}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s approvals.Summary
+	for i := range resources {
+		a := approvals.ActionCreate
+		if i%10 == 0 {
+			a = approvals.ActionDelete
+		}
+		s.Resources = append(s.Resources, approvals.Resource{Address: fmt.Sprintf("module.m.terraform_data.r[%d]", i), Action: a})
+	}
+	s.Add = resources
+	p, err = approvals.Planned(p, strings.Repeat("d", 64), s, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func render(t *testing.T, p approvals.Plan) (string, string) {
+	t.Helper()
+	b := &Bot{cfg: &config.Config{Projects: []config.Project{{Name: "infra"}}}}
+	text, blocks := b.planMessage(p)
+	var js strings.Builder
+	enc := json.NewEncoder(&js)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(blocks); err != nil {
+		t.Fatal(err)
+	}
+	if e := slacksim.Validate(text, js.String()); e != "" {
+		t.Fatalf("Slack would refuse the message: %s", e)
+	}
+	return text, js.String()
+}
+
+func TestLargePlanFitsSlackLimits(t *testing.T) {
+	_, js := render(t, testPlan(t, 2000))
+	if !strings.Contains(js, "more") || !strings.Contains(js, "DESTROY") {
+		t.Fatalf("large plan not summarised: %.300s", js)
+	}
+}
+
+func TestPlanMessageStates(t *testing.T) {
+	p := testPlan(t, 3)
+	_, js := render(t, p)
+	for _, want := range []string{actionApprove, actionReject, "Needs 2 approvals", "&lt;everything&gt; &amp; more", "expires"} {
+		if !strings.Contains(js, want) {
+			t.Errorf("pending message lacks %q", want)
+		}
+	}
+	p, _, _ = approvals.Approve(p, "UBOB", true, p.PlannedAt)
+	_, js = render(t, p)
+	if !strings.Contains(js, "Approved by <@UBOB> — 1 more needed") {
+		t.Errorf("approval not shown: %s", js)
+	}
+	p, _ = approvals.Reject(p, "UCAROL", true, "", p.PlannedAt)
+	_, js = render(t, p)
+	if strings.Contains(js, actionApprove) || !strings.Contains(js, "Rejected by") {
+		t.Errorf("rejected message: %s", js)
+	}
+}

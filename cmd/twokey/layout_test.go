@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/twokey/twokey"
+
+// TestImportGraph keeps the layout the README describes: pure packages in
+// the middle, each technology behind the one adapter named for it, and
+// dependencies flowing commands ← approvals ← runner ← bot ← cmd.
+func TestImportGraph(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json=ImportPath,Imports", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	imports := map[string][]string{}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		imports[strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")] = p.Imports
+	}
+	if len(imports) < 10 {
+		t.Fatalf("only %d packages listed", len(imports))
+	}
+
+	// Third-party libraries and the packages that may import them: a
+	// package path, or "path/..." for it and everything below it.
+	libraries := map[string][]string{
+		"github.com/slack-go/slack":           {"bot"},
+		"github.com/redis/go-redis":           {"runner/redislock", "approvals/redisstore", "cmd/twokey"},
+		"github.com/hashicorp/terraform-exec": {"runner"},
+		"github.com/hashicorp/terraform-json": {"runner"},
+		"github.com/hashicorp/go-version":     {"runner"},
+		"github.com/hashicorp/vault/api":      {"runner/vaultcreds", "devstack"},
+		"github.com/google/go-github":         {"runner/ghsource"},
+		"github.com/gorilla/websocket":        {"bot/slacksim"},
+		"gopkg.in/yaml.v3":                    {"config"},
+	}
+	// Project packages each package may not import.
+	forbidden := map[string][]string{
+		"commands":  {"approvals", "runner", "bot", "config", "cmd", "devstack"},
+		"approvals": {"runner", "bot", "config", "cmd", "devstack", "commands"},
+		"config":    {"approvals", "runner", "bot", "cmd", "commands", "devstack"},
+		"runner":    {"bot", "cmd", "commands", "devstack"},
+		"bot":       {"cmd", "devstack"},
+	}
+
+	for pkg, imps := range imports {
+		for _, imp := range imps {
+			if within, ok := strings.CutPrefix(imp, module+"/"); ok {
+				for _, f := range forbidden[top(pkg)] {
+					if within == f || strings.HasPrefix(within, f+"/") {
+						t.Errorf("%s imports %s: dependencies flow commands ← approvals ← runner ← bot ← cmd", pkg, within)
+					}
+				}
+				continue
+			}
+			if !strings.Contains(strings.Split(imp, "/")[0], ".") {
+				continue // standard library
+			}
+			allowed, known := allowedFor(libraries, imp)
+			if !known {
+				t.Errorf("%s imports %s, which is not in the list of libraries the layout allows", pkg, imp)
+				continue
+			}
+			if !under(pkg, allowed) {
+				t.Errorf("%s imports %s; only %v may", pkg, imp, allowed)
+			}
+		}
+	}
+	for _, pure := range []string{"commands", "approvals"} {
+		for _, imp := range imports[pure] {
+			if strings.Contains(strings.Split(imp, "/")[0], ".") {
+				t.Errorf("%s must stay pure but imports %s", pure, imp)
+			}
+		}
+	}
+}
+
+func allowedFor(libraries map[string][]string, imp string) ([]string, bool) {
+	for lib, pkgs := range libraries {
+		if imp == lib || strings.HasPrefix(imp, lib+"/") {
+			return pkgs, true
+		}
+	}
+	return nil, false
+}
+
+func top(pkg string) string { return strings.Split(pkg, "/")[0] }
+
+func under(pkg string, allowed []string) bool {
+	for _, a := range allowed {
+		if tree, ok := strings.CutSuffix(a, "/..."); ok && (pkg == tree || strings.HasPrefix(pkg, tree+"/")) {
+			return true
+		}
+		if pkg == a {
+			return true
+		}
+	}
+	return false
+}
