@@ -297,11 +297,19 @@ func (b *Bot) apply(ctx context.Context, planID, channel, actor string) error {
 	prog := b.progress(ctx, p)
 	res, err := b.o.Runner.Apply(ctx, runner.ApplyJob{Grant: grant, Rev: rev, Target: b.target(proj, env), Progress: prog.add})
 	prog.close()
+	if res.RevokeErr != nil {
+		b.post(ctx, p, fmt.Sprintf(":warning: Vault did not revoke the apply credential (accessor `%s`); it dies by its TTL at %s.",
+			res.Accessor, res.Expires.UTC().Format("15:04:05 MST")))
+	}
 	switch {
 	case err == nil:
 		log.Info("applied", "summary", res.Summary, "accessor", res.Accessor, "duration", res.Duration)
 		p = b.finishApply(ctx, p, grant, nil, fmt.Sprintf("%s in %s", res.Summary, res.Duration.Round(100*time.Millisecond)))
-		b.post(ctx, p, fmt.Sprintf(":white_check_mark: Apply complete: %s. Credentials revoked.", res.Summary))
+		done := fmt.Sprintf(":white_check_mark: Apply complete: %s.", res.Summary)
+		if res.RevokeErr == nil {
+			done += " The apply credential is revoked."
+		}
+		b.post(ctx, p, done)
 	case errors.Is(err, runner.ErrCredentials):
 		log.Warn("apply not started: credentials unavailable", "err", err)
 		b.abort(ctx, p, grant, "")

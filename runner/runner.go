@@ -211,7 +211,7 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 		if err != nil {
 			return PlanResult{}, err
 		}
-		defer r.revoke(c)
+		defer func() { _ = r.revoke(c) }()
 		cred = c
 	}
 	tf, err := r.materialize(ctx, ws, job.PlanID, job.Rev, job.Target, cred)
@@ -249,8 +249,12 @@ type ApplyJob struct {
 // ApplyResult is a finished apply.
 type ApplyResult struct {
 	Summary  string // e.g. "1 added, 0 changed, 0 destroyed"
-	Accessor string // accessor of the credential that was minted and revoked
+	Accessor string // accessor of the credential that was minted for the apply
+	Expires  time.Time
 	Duration time.Duration
+	// RevokeErr is set when the credential could not be revoked; it then
+	// lives until Expires.
+	RevokeErr error
 }
 
 // Apply applies exactly the saved plan the grant approves. It re-takes the
@@ -280,24 +284,32 @@ func (r *Runner) Apply(ctx context.Context, job ApplyJob) (ApplyResult, error) {
 	if err != nil {
 		return ApplyResult{}, err
 	}
-	defer r.revoke(cred)
+	res := ApplyResult{Accessor: cred.Accessor, Expires: cred.Expires}
+	res, err = r.applyWith(ctx, job, cred, res)
+	res.RevokeErr = r.revoke(cred)
+	res.Duration = time.Since(start)
+	return res, err
+}
 
+// applyWith runs the apply of job with cred.
+func (r *Runner) applyWith(ctx context.Context, job ApplyJob, cred *Credential, res ApplyResult) (ApplyResult, error) {
+	g := job.Grant
 	ws := r.workspace(job.Target)
 	tf, err := r.ready(ctx, ws, g.PlanID(), job.Rev, job.Target, cred)
 	if err != nil {
-		return ApplyResult{}, r.cause(ctx, err)
+		return res, r.cause(ctx, err)
 	}
 	planFile := r.planFile(g.PlanID())
 	digest, err := fileDigest(planFile)
 	if err != nil || digest != g.Digest() {
-		return ApplyResult{}, fmt.Errorf("%w: the saved plan file changed or is missing", ErrStalePlan)
+		return res, fmt.Errorf("%w: the saved plan file changed or is missing", ErrStalePlan)
 	}
 	if err := tf.SetEnv(r.env(ws, cred)); err != nil {
-		return ApplyResult{}, err
+		return res, err
 	}
 	prog := newProgress(job.Progress, cred)
 	err = tf.ApplyJSON(ctx, prog, tfexec.DirOrPlan(planFile))
-	res := ApplyResult{Accessor: cred.Accessor, Duration: time.Since(start), Summary: prog.summary()}
+	res.Summary = prog.summary()
 	if err != nil {
 		return res, r.cause(ctx, tfError("apply", errors.Join(err, prog.diagnostics()), cred))
 	}
@@ -349,14 +361,16 @@ func (r *Runner) cause(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %w", ErrInterrupted, err)
 }
 
-func (r *Runner) revoke(c *Credential) {
-	// Revoke even when the work's context is over: the token must not
-	// outlive the run by more than the time it takes to say so.
+// revoke ends a credential, even when the work's context is over: the
+// token must not outlive the run by more than it takes to say so.
+func (r *Runner) revoke(c *Credential) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := r.o.Creds.Revoke(ctx, c); err != nil {
-		r.o.Logger.Error("revoke credential; it expires by its TTL", "accessor", c.Accessor, "err", err)
+	err := r.o.Creds.Revoke(ctx, c)
+	if err != nil {
+		r.o.Logger.Error("revoke credential; it expires by its TTL", "accessor", c.Accessor, "expires", c.Expires, "err", err)
 	}
+	return err
 }
 
 func (r *Runner) planFile(planID string) string {

@@ -45,8 +45,9 @@ func (s *dirSource) Checkout(_ context.Context, rev runner.Revision, dst string)
 
 // fakeCreds mints credentials from memory and records what happened.
 type fakeCreds struct {
-	mu      sync.Mutex
-	fail    error
+	mu         sync.Mutex
+	fail       error
+	revokeFail error
 	minted  []runner.CredentialRequest
 	revoked []string
 	n       int
@@ -72,6 +73,9 @@ func (c *fakeCreds) Mint(_ context.Context, req runner.CredentialRequest) (*runn
 func (c *fakeCreds) Revoke(_ context.Context, cred *runner.Credential) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.revokeFail != nil {
+		return c.revokeFail
+	}
 	c.revoked = append(c.revoked, cred.Accessor)
 	return nil
 }
@@ -358,5 +362,18 @@ func TestOpenTofu(t *testing.T) {
 	}
 	if env, err := os.ReadFile(filepath.Join(f.dir, "env.txt")); err != nil || !strings.Contains(string(env), "DB_PASSWORD=value-of-password") {
 		t.Fatalf("tofu apply did not run the provisioner with the credential: %v", err)
+	}
+}
+
+func TestRevokeFailureIsReported(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	lease, res := f.plan(t, "p1", sha1)
+	f.creds.revokeFail = errors.New("vault sealed")
+	out, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.RevokeErr == nil || out.Accessor == "" || out.Expires.IsZero() {
+		t.Fatalf("revoke failure not reported: %+v", out)
 	}
 }

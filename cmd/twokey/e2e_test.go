@@ -238,6 +238,56 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// SIGTERM during an apply: twokey waits out its grace, then interrupts
+// terraform (SIGINT), which stops and saves state; the plan is marked
+// interrupted and never retried.
+func TestShutdownInterruptsApplyGracefully(t *testing.T) {
+	s := newStack(t)
+	s.provision = " && sleep 60"
+	s.openPR(1, "slow")
+	stop := s.startBot("--shutdown-grace=1s")
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.click(bob, msg, approve)
+	s.click(carol, msg, approve)
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(s.envDump()); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("apply never started")
+		}
+	}
+	start := time.Now()
+	stop()
+	t.Logf("serve stopped %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	interrupted := s.planMessage(1, "Interrupted")
+	if len(interrupted.Buttons()) != 0 {
+		t.Error("an interrupted plan still offers Approve")
+	}
+	state, err := os.ReadFile(s.statePath())
+	if err != nil || !strings.Contains(string(state), `"status": "tainted"`) {
+		t.Fatalf("terraform did not stop gracefully and save state (tainted resource expected): %v\n%s", err, state)
+	}
+}
+
+// A terraform error reaches the requester; the channel message says the
+// plan failed, and the environment is free again.
+func TestTerraformErrorReported(t *testing.T) {
+	s := newStack(t)
+	s.openPRWith(3, `resource "terraform_data" "x" { input = var.undeclared }`)
+	s.openPR(4, "web")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-3")
+	s.planMessage(3, "Plan failed")
+	s.ephemeral(alice, "terraform plan failed")
+	s.ephemeral(alice, "undeclared")
+	s.slash(alice, "plan staging pr-4")
+	s.planMessage(4, "Plan ready for review")
+}
+
 func envValue(env, key string) string {
 	for _, line := range strings.Split(env, "\n") {
 		if v, ok := strings.CutPrefix(line, key+"="); ok {

@@ -52,6 +52,8 @@ type stack struct {
 	main     string // SHA of main
 	prs      map[int]string
 	logs     *syncBuffer
+	// provision is appended to each resource's local-exec command.
+	provision string
 }
 
 func newStack(t *testing.T) *stack {
@@ -152,10 +154,10 @@ func (s *stack) statePath() string { return filepath.Join(s.dir, "staging.tfstat
 func (s *stack) envDump() string   { return filepath.Join(s.dir, "apply-env.txt") }
 
 // openPR commits a terraform config creating the named resources on a branch
-// and opens a pull request for it.
+// and opens a pull request for it. Each resource's provisioner records the
+// environment terraform ran with.
 func (s *stack) openPR(n int, resources ...string) string {
 	s.t.Helper()
-	ctx := context.Background()
 	var tf strings.Builder
 	tf.WriteString("terraform {\n  backend \"local\" {}\n}\n")
 	for _, r := range resources {
@@ -163,13 +165,20 @@ func (s *stack) openPR(n int, resources ...string) string {
 resource "terraform_data" %q {
   input = "pr-%d"
   provisioner "local-exec" {
-    command = "env > %s"
+    command = "env > %s%s"
   }
 }
-`, r, n, s.envDump())
+`, r, n, s.envDump(), s.provision)
 	}
+	return s.openPRWith(n, tf.String())
+}
+
+// openPRWith opens pull request n with main.tf as its terraform config.
+func (s *stack) openPRWith(n int, mainTF string) string {
+	s.t.Helper()
+	ctx := context.Background()
 	sha, err := s.repo.Commit(ctx, fmt.Sprintf("pr-%d", n), s.main, fmt.Sprintf("PR %d", n),
-		map[string]*string{"terraform/main.tf": devstack.Str(tf.String())})
+		map[string]*string{"terraform/main.tf": devstack.Str(mainTF)})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -193,16 +202,14 @@ func (s *stack) env(key string) string {
 }
 
 // startBot runs `twokey serve` in process and returns a function that stops
-// it and waits for it to exit.
-func (s *stack) startBot() (stop func()) {
+// it, as SIGTERM would, and waits for it to exit.
+func (s *stack) startBot(flags ...string) (stop func()) {
 	s.t.Helper()
 	before := s.slack.Connections()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() {
-		done <- Main(ctx, []string{"serve", "--config", s.config, "--log-format", "text", "--log-level", "debug"},
-			s.logs, s.logs, s.env)
-	}()
+	args := append([]string{"serve", "--config", s.config, "--log-format", "text", "--log-level", "debug"}, flags...)
+	go func() { done <- Main(ctx, args, s.logs, s.logs, s.env) }()
 	if err := s.slack.WaitConnected(before+1, 20*time.Second); err != nil {
 		cancel()
 		s.t.Fatalf("bot did not connect: %v\nlogs:\n%s", err, s.logs.String())

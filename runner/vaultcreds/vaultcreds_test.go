@@ -195,3 +195,31 @@ func keys(m map[string]string) []string {
 	slices.Sort(k)
 	return k
 }
+
+// A secret that is not KV version 2 (here KV version 1; dynamic secrets such
+// as aws/creds/… answer the same shape) maps its top-level fields.
+func TestMintReadsNonKV2Secrets(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	if err := f.root.Sys().MountWithContext(ctx, "legacy", &vault.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.root.Logical().WriteWithContext(ctx, "legacy/deploy", map[string]any{"api_key": "v1-value"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.dev.Apply(ctx, devstack.VaultSetup{
+		Policies:   map[string]string{"legacy-read": `path "legacy/deploy" { capabilities = ["read"] }`},
+		TokenRoles: map[string]devstack.TokenRole{"twokey-legacy": {AllowedPolicies: []string{"legacy-read"}, Orphan: true}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cred, err := f.creds.Mint(ctx, runner.CredentialRequest{Role: "twokey-legacy", TTL: time.Minute, NumUses: 2,
+		Secrets: []runner.SecretRef{{Path: "legacy/deploy", Env: map[string]string{"API_KEY": "api_key"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.creds.Revoke(ctx, cred)
+	if got := cred.Env()["API_KEY"]; got != "v1-value" {
+		t.Fatalf("API_KEY = %q", got)
+	}
+}
