@@ -48,9 +48,9 @@ type fakeCreds struct {
 	mu         sync.Mutex
 	fail       error
 	revokeFail error
-	minted  []runner.CredentialRequest
-	revoked []string
-	n       int
+	minted     []runner.CredentialRequest
+	revoked    []string
+	n          int
 }
 
 func (c *fakeCreds) Mint(_ context.Context, req runner.CredentialRequest) (*runner.Credential, error) {
