@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -108,7 +109,7 @@ resource "terraform_data" "a" {
 `, dir, extra)
 }
 
-func setup(t *testing.T, lockTTL time.Duration) fixture {
+func setup(t testing.TB, lockTTL time.Duration) fixture {
 	t.Helper()
 	dir := t.TempDir()
 	srv := stacktest.Redis(t)
@@ -140,7 +141,7 @@ func setup(t *testing.T, lockTTL time.Duration) fixture {
 }
 
 // plan takes the lock and plans sha.
-func (f fixture) plan(t *testing.T, id, sha string) (runner.Lease, runner.PlanResult) {
+func (f fixture) plan(t testing.TB, id, sha string) (runner.Lease, runner.PlanResult) {
 	t.Helper()
 	ctx := context.Background()
 	lease, err := f.locks.Acquire(ctx, runner.LockKey("acme", "staging"), runner.Holder{User: "UREQ", PR: 42}, f.target.LockTTL)
@@ -375,5 +376,52 @@ func TestRevokeFailureIsReported(t *testing.T) {
 	}
 	if out.RevokeErr == nil || out.Accessor == "" || out.Expires.IsZero() {
 		t.Fatalf("revoke failure not reported: %+v", out)
+	}
+}
+
+// BenchmarkPlan measures a whole runner plan of a one-resource config: lease,
+// fresh checkout, init, plan -out, show -json, digest. Compare with
+// BenchmarkRawInitPlan, the same terraform work run by hand.
+func BenchmarkPlan(b *testing.B) {
+	f := setup(b, time.Minute)
+	ctx := context.Background()
+	for i := 0; b.Loop(); i++ {
+		lease, err := f.locks.Acquire(ctx, "acme/staging", runner.Holder{}, time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := f.r.Plan(ctx, runner.PlanJob{PlanID: fmt.Sprintf("p%d", i), Rev: f.rev(sha1), Lease: lease, Target: f.target}); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.locks.Release(ctx, lease); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRawInitPlan is the floor: terraform init && terraform plan -out
+// in a fresh directory, with nothing around them.
+func BenchmarkRawInitPlan(b *testing.B) {
+	bin := stacktest.Tool(b, "terraform")
+	dir := b.TempDir()
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "TF_CLI_CONFIG_FILE=/dev/null", "CHECKPOINT_DISABLE=1", "TF_IN_AUTOMATION=1"}
+	for i := 0; b.Loop(); i++ {
+		work := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.MkdirAll(work, 0o700); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(work, "main.tf"), []byte(mainTF(dir, "")), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		for _, args := range [][]string{
+			{"init", "-input=false", "-backend-config=path=" + filepath.Join(dir, "state")},
+			{"plan", "-input=false", "-out=" + filepath.Join(work, "plan")},
+		} {
+			cmd := exec.Command(bin, args...)
+			cmd.Dir, cmd.Env = work, env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("%v: %s", err, out)
+			}
+		}
 	}
 }
