@@ -32,6 +32,16 @@ type Runner interface {
 	Discard(planID string) error
 }
 
+// Deduper remembers keys for a while. First reports whether key is new,
+// for exactly one caller across all bot processes.
+type Deduper interface {
+	First(ctx context.Context, key string, ttl time.Duration) (bool, error)
+}
+
+// DedupTTL outlasts Slack's redelivery of an unacknowledged envelope, which
+// retries for up to a few minutes.
+const DedupTTL = time.Hour
+
 // Options configure a Bot.
 type Options struct {
 	Config   *config.Config
@@ -40,6 +50,7 @@ type Options struct {
 	Store    approvals.Store
 	Locks    runner.Locker
 	Runner   Runner
+	Dedup    Deduper
 	Logger   *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -49,6 +60,9 @@ type Options struct {
 	// ShutdownGrace is how long Run waits for running plans and applies
 	// after its context ends before interrupting them. Default 2m.
 	ShutdownGrace time.Duration
+	// SweepInterval is how often open plans are checked for expiry and for
+	// work whose bot died. Default 5s.
+	SweepInterval time.Duration
 }
 
 // Bot is a running Slack front end.
@@ -72,8 +86,8 @@ type Bot struct {
 
 // New returns a Bot; Run connects it.
 func New(o Options) (*Bot, error) {
-	if o.Config == nil || o.Store == nil || o.Locks == nil || o.Runner == nil {
-		return nil, errors.New("bot: Config, Store, Locks and Runner are required")
+	if o.Config == nil || o.Store == nil || o.Locks == nil || o.Runner == nil || o.Dedup == nil {
+		return nil, errors.New("bot: Config, Store, Locks, Runner and Dedup are required")
 	}
 	if o.BotToken == "" || o.AppToken == "" {
 		return nil, errors.New("bot: Slack bot and app tokens are required")
@@ -89,6 +103,9 @@ func New(o Options) (*Bot, error) {
 	}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 2 * time.Minute
+	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = 5 * time.Second
 	}
 	api := slack.New(o.BotToken.Reveal(),
 		slack.OptionAPIURL(o.Config.Slack.APIURL),
@@ -121,6 +138,7 @@ func (b *Bot) Run(ctx context.Context) error {
 	defer cancel()
 	sockErr := make(chan error, 1)
 	go func() { sockErr <- b.sm.RunContext(ctx) }()
+	go b.sweeper(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -145,14 +163,16 @@ func (b *Bot) dispatch(evt socketmode.Event) {
 			return
 		}
 		b.ack(evt.Request)
-		b.background(func(ctx context.Context) { b.handleCommand(ctx, cmd) })
+		id := evt.Request.EnvelopeID
+		b.background(func(ctx context.Context) { b.handleCommand(ctx, id, cmd) })
 	case socketmode.EventTypeInteractive:
 		cb, ok := evt.Data.(slack.InteractionCallback)
 		if !ok || evt.Request == nil {
 			return
 		}
 		b.ack(evt.Request)
-		b.background(func(ctx context.Context) { b.handleInteraction(ctx, cb) })
+		id := evt.Request.EnvelopeID
+		b.background(func(ctx context.Context) { b.handleInteraction(ctx, id, cb) })
 	case socketmode.EventTypeEventsAPI:
 		if evt.Request != nil {
 			b.ack(evt.Request)

@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -19,10 +20,13 @@ import (
 	"github.com/twokey/twokey/runner"
 )
 
-func (b *Bot) handleCommand(ctx context.Context, c slack.SlashCommand) {
+func (b *Bot) handleCommand(ctx context.Context, envelope string, c slack.SlashCommand) {
 	log := b.log.With("user", c.UserID, "channel", c.ChannelID)
+	if !b.firstTime(ctx, "envelope:"+envelope, c.ChannelID, c.UserID) {
+		return
+	}
 	log.Info("command", "text", clip(c.Text, 200))
-	if !b.sameTeam(c.TeamID) {
+	if !b.ours(c.TeamID, c.EnterpriseID) {
 		b.fail(ctx, c.ChannelID, c.UserID, errOtherWorkspace)
 		return
 	}
@@ -35,6 +39,8 @@ func (b *Bot) handleCommand(ctx context.Context, c slack.SlashCommand) {
 			err = b.status(ctx, c.ChannelID, c.UserID, cmd)
 		case commands.Plan:
 			err = b.plan(ctx, c.ChannelID, c.UserID, cmd)
+		case commands.Unlock:
+			err = b.unlock(ctx, c.ChannelID, c.UserID, cmd)
 		}
 	}
 	if err != nil {
@@ -42,41 +48,103 @@ func (b *Bot) handleCommand(ctx context.Context, c slack.SlashCommand) {
 	}
 }
 
-func (b *Bot) handleInteraction(ctx context.Context, cb slack.InteractionCallback) {
+// click is a button press, decoded and checked.
+type click struct {
+	user, team, enterprise, channel string
+	action, planID                  string
+}
+
+var (
+	planIDRE = regexp.MustCompile(`^p-[a-z2-9]{8}$`)
+	slackID  = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
+)
+
+// clickOf decodes a block_actions payload into the one button press twokey
+// acts on. Anything else — other interaction types, several actions,
+// unknown buttons, malformed IDs — is refused.
+func clickOf(cb slack.InteractionCallback) (click, error) {
+	if cb.Type != slack.InteractionTypeBlockActions {
+		return click{}, fmt.Errorf("%w: interaction type %q", errUnknownAction, cb.Type)
+	}
+	if len(cb.ActionCallback.BlockActions) != 1 || cb.ActionCallback.BlockActions[0] == nil {
+		return click{}, fmt.Errorf("%w: %d actions", errUnknownAction, len(cb.ActionCallback.BlockActions))
+	}
+	a := cb.ActionCallback.BlockActions[0]
+	c := click{user: cb.User.ID, team: cb.Team.ID, enterprise: cb.Enterprise.ID, channel: cb.Channel.ID,
+		action: a.ActionID, planID: a.Value}
+	if c.channel == "" {
+		c.channel = cb.Container.ChannelID
+	}
+	if cb.User.TeamID != "" && cb.User.TeamID != c.team {
+		return click{}, errOtherWorkspace
+	}
+	switch {
+	case c.action != actionApprove && c.action != actionReject:
+		return click{}, fmt.Errorf("%w: %q", errUnknownAction, clip(c.action, 40))
+	case !planIDRE.MatchString(c.planID):
+		return click{}, fmt.Errorf("%w: plan %q", errUnknownAction, clip(c.planID, 40))
+	case !slackID.MatchString(c.user), !slackID.MatchString(c.channel), !slackID.MatchString(c.team):
+		return click{}, fmt.Errorf("%w: malformed user, channel or team", errUnknownAction)
+	}
+	return c, nil
+}
+
+func (b *Bot) handleInteraction(ctx context.Context, envelope string, cb slack.InteractionCallback) {
 	if cb.Type != slack.InteractionTypeBlockActions {
 		return
 	}
-	channel := cb.Channel.ID
-	if channel == "" {
-		channel = cb.Container.ChannelID
-	}
-	user := cb.User.ID
-	if !b.sameTeam(cb.Team.ID) || !b.sameTeam(cb.User.TeamID) {
-		b.fail(ctx, channel, user, errOtherWorkspace)
+	c, err := clickOf(cb)
+	if err != nil {
+		b.log.Warn("refused interaction", "user", cb.User.ID, "err", err)
+		if cb.User.ID != "" && cb.Channel.ID != "" {
+			b.fail(ctx, cb.Channel.ID, cb.User.ID, err)
+		}
 		return
 	}
-	for _, a := range cb.ActionCallback.BlockActions {
-		var err error
-		switch a.ActionID {
-		case actionApprove:
-			err = b.approve(ctx, channel, user, a.Value)
-		case actionReject:
-			err = b.reject(ctx, channel, user, a.Value)
-		default:
-			err = errUnknownAction
-		}
-		if err != nil {
-			b.fail(ctx, channel, user, err, "user", user, "plan_id", a.Value, "action", a.ActionID)
-		}
+	if !b.firstTime(ctx, "envelope:"+envelope, c.channel, c.user) {
+		return
+	}
+	if !b.ours(c.team, c.enterprise) {
+		b.fail(ctx, c.channel, c.user, errOtherWorkspace)
+		return
+	}
+	switch c.action {
+	case actionApprove:
+		err = b.approve(ctx, c.channel, c.user, c.planID)
+	case actionReject:
+		err = b.reject(ctx, c.channel, c.user, c.planID)
+	}
+	if err != nil {
+		b.fail(ctx, c.channel, c.user, err, "user", c.user, "plan_id", c.planID, "action", c.action)
 	}
 }
 
-func (b *Bot) sameTeam(team string) bool {
+// firstTime reports whether this is the first delivery of key, telling the
+// user when the state store cannot say (nothing is done then).
+func (b *Bot) firstTime(ctx context.Context, key, channel, user string) bool {
+	first, err := b.o.Dedup.First(ctx, key, DedupTTL)
+	if err != nil {
+		b.log.Error("state store unavailable", "key", key, "err", err)
+		b.fail(ctx, channel, user, fmt.Errorf("%w: %w", errStateStore, err))
+		return false
+	}
+	if !first {
+		b.log.Info("duplicate delivery ignored", "key", key, "user", user)
+	}
+	return first
+}
+
+// ours reports whether a command or click comes from the configured
+// workspace (and Enterprise Grid organization, if one is configured).
+func (b *Bot) ours(team, enterprise string) bool {
 	want := b.cfg.Slack.TeamID
 	if want == "" {
 		want = b.teamID
 	}
-	return team == "" || team == want
+	if team != want {
+		return false
+	}
+	return b.cfg.Slack.EnterpriseID == "" || enterprise == b.cfg.Slack.EnterpriseID
 }
 
 // plan runs `/tf plan`: resolve the PR, take the environment lock, post the
@@ -103,8 +171,12 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 		return err
 	}
 	id, now := newPlanID(), b.o.Now()
-	lease, err := b.o.Locks.Acquire(ctx, runner.LockKey(proj.Name, env.Name),
-		runner.Holder{User: user, PR: rev.PR, PlanID: id, Since: now}, env.LockTTL.D())
+	holder := runner.Holder{User: user, PR: rev.PR, PlanID: id, Since: now}
+	lease, err := b.o.Locks.Acquire(ctx, runner.LockKey(proj.Name, env.Name), holder, env.LockTTL.D())
+	var locked *runner.LockedError
+	if errors.As(err, &locked) && locked.Holder.PR == rev.PR {
+		lease, err = b.replan(ctx, locked.Holder, holder, user, env.LockTTL.D())
+	}
 	if err != nil {
 		return err
 	}
@@ -125,8 +197,7 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 	text = fmt.Sprintf("planning %s for PR #%d (%s) …", env.Name, rev.PR, short(rev.SHA))
 	_, ts, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
 	if err != nil {
-		b.endPlan(ctx, p.ID, approvals.StatusInvalidated, "could not post to Slack")
-		b.release(lease)
+		b.finish(ctx, p, approvals.StatusInvalidated, "could not post to Slack")
 		return fmt.Errorf("post plan message: %w", err)
 	}
 	if p, err = b.mutate(ctx, p.ID, func(p approvals.Plan) (approvals.Plan, error) {
@@ -141,11 +212,9 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 	res, err := b.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: b.target(proj, env)})
 	if err != nil {
 		log.Warn("plan failed", "err", err)
-		p = b.endPlan(ctx, p.ID, approvals.StatusPlanFailed, planFailure(err))
-		b.release(lease)
-		_ = b.o.Runner.Discard(p.ID)
-		b.refresh(ctx, p)
-		b.fail(ctx, channel, user, err, "plan_id", p.ID)
+		if b.finish(ctx, p, approvals.StatusPlanFailed, planFailure(err)) {
+			b.fail(ctx, channel, user, err, "plan_id", p.ID)
+		}
 		return nil
 	}
 	p, err = b.mutate(ctx, p.ID, func(p approvals.Plan) (approvals.Plan, error) {
@@ -165,9 +234,7 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 	// The pending plan holds the environment until it is applied, rejected
 	// or expires.
 	if err := b.o.Locks.Refresh(ctx, lease, time.Until(p.ExpiresAt)); err != nil {
-		p = b.endPlan(ctx, p.ID, approvals.StatusInvalidated, "the environment lock was lost while planning")
-		_ = b.o.Runner.Discard(p.ID)
-		b.refresh(ctx, p)
+		b.finish(ctx, p, approvals.StatusInvalidated, "the environment lock was lost while planning")
 		return err
 	}
 	log.Info("plan ready", "digest", p.Digest, "add", res.Summary.Add, "change", res.Summary.Change, "destroy", res.Summary.Destroy)
@@ -175,11 +242,45 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 	return nil
 }
 
+// replan replaces the pending plan of the same pull request: its approvals
+// are void, and the lock passes to the new plan with a new fence in one
+// step, so no other plan can slip in between.
+func (b *Bot) replan(ctx context.Context, held, holder runner.Holder, user string, ttl time.Duration) (runner.Lease, error) {
+	old, err := b.o.Store.Get(ctx, held.PlanID)
+	if err != nil {
+		return runner.Lease{}, err
+	}
+	reason := fmt.Sprintf("replaced by a new plan of PR #%d requested by <@%s>; its approvals no longer count", old.PR, user)
+	old, err = b.mutate(ctx, old.ID, func(cur approvals.Plan) (approvals.Plan, error) {
+		if cur.Status != approvals.StatusPending {
+			// Planning or applying: the environment is busy, not replaceable.
+			return cur, &runner.LockedError{Key: runner.LockKey(cur.Project, cur.Env), Holder: held}
+		}
+		return approvals.End(cur, approvals.StatusInvalidated, reason, b.o.Now())
+	})
+	if err != nil {
+		return runner.Lease{}, err
+	}
+	_ = b.o.Runner.Discard(old.ID)
+	b.refresh(ctx, old)
+	b.post(ctx, old, ":recycle: "+reason+".")
+	lease, err := b.o.Locks.Takeover(ctx, leaseOf(old), holder, ttl)
+	if errors.Is(err, runner.ErrLockLost) {
+		// It expired meanwhile: take it afresh.
+		lease, err = b.o.Locks.Acquire(ctx, leaseOf(old).Key, holder, ttl)
+	}
+	b.log.Info("replanning", "replaced", old.ID, "pr", old.PR, "user", user)
+	return lease, err
+}
+
 // approve counts an Approve click and starts the apply on quorum.
 func (b *Bot) approve(ctx context.Context, channel, user, planID string) error {
 	p, err := b.o.Store.Get(ctx, planID)
 	if err != nil {
 		return err
+	}
+	if !b.firstTime(ctx, fmt.Sprintf("click:%s:%s:%s:%d", p.ID, actionApprove, user, p.Version), channel, user) {
+		return nil // a double-click on the same state of the plan
 	}
 	_, env, err := b.cfg.Resolve(p.Project, p.Env)
 	if err != nil {
@@ -229,6 +330,9 @@ func (b *Bot) reject(ctx context.Context, channel, user, planID string) error {
 	if err != nil {
 		return err
 	}
+	if !b.firstTime(ctx, fmt.Sprintf("click:%s:%s:%s:%d", p.ID, actionReject, user, p.Version), channel, user) {
+		return nil
+	}
 	authorized := false
 	if user != p.Requester {
 		ok, derr := b.dir.includes(ctx, user, env.Approvers)
@@ -244,9 +348,7 @@ func (b *Bot) reject(ctx context.Context, channel, user, planID string) error {
 		return err
 	}
 	b.log.Info("rejected", "plan_id", p.ID, "user", user)
-	b.release(leaseOf(p))
-	_ = b.o.Runner.Discard(p.ID)
-	b.refresh(ctx, p)
+	b.ended(ctx, p, "")
 	return nil
 }
 
@@ -316,8 +418,8 @@ func (b *Bot) apply(ctx context.Context, planID, channel, actor string) error {
 		b.post(ctx, p, ":warning: Vault is unavailable: nothing was applied. The plan stays pending with its approvals.")
 		return err
 	case errors.Is(err, runner.ErrStalePlan):
-		b.finish(ctx, p, approvals.StatusInvalidated, "the saved plan did not match the approved one; nothing was applied")
-		return err
+		b.finish(ctx, p, approvals.StatusInvalidated, b.describe(err))
+		return nil
 	case errors.Is(err, runner.ErrInterrupted):
 		log.Error("apply interrupted", "err", err)
 		b.finish(ctx, p, approvals.StatusInterrupted, "apply interrupted: "+runner.Redact(err.Error()))
@@ -340,21 +442,42 @@ func (b *Bot) finishApply(ctx context.Context, p approvals.Plan, g approvals.Gra
 		return approvals.Finish(cur, g, applyErr, reason, b.o.Now())
 	})
 	if err != nil {
+		// Ended meanwhile (an admin's unlock): that path updated the message.
 		b.log.Error("record apply result", "plan_id", p.ID, "err", err)
+		return p
 	}
-	b.release(leaseOf(p))
-	_ = b.o.Runner.Discard(p.ID)
-	b.refresh(ctx, p)
+	b.ended(ctx, p, "")
 	return p
 }
 
-// finish ends a plan that did not apply, frees the environment, and says why.
-func (b *Bot) finish(ctx context.Context, p approvals.Plan, to approvals.Status, reason string) {
-	p = b.endPlan(ctx, p.ID, to, reason)
+// finish ends an open plan with a reason. Of several processes racing to
+// end it, only the one whose compare-and-swap wins frees the environment
+// and speaks; finish reports whether that was this one.
+func (b *Bot) finish(ctx context.Context, p approvals.Plan, to approvals.Status, reason string) bool {
+	p, err := b.mutate(ctx, p.ID, func(cur approvals.Plan) (approvals.Plan, error) {
+		return approvals.End(cur, to, reason, b.o.Now())
+	})
+	if err != nil {
+		var se *approvals.StateError
+		if !errors.As(err, &se) {
+			b.log.Error("end plan", "plan_id", p.ID, "status", string(to), "err", err)
+		}
+		return false
+	}
+	b.log.Info("plan ended", "plan_id", p.ID, "status", string(to), "reason", reason)
+	b.ended(ctx, p, ":no_entry: "+reason)
+	return true
+}
+
+// ended does what follows a plan's end: free its lock, drop its saved
+// plan, re-render its message and, if there is one, post why in the thread.
+func (b *Bot) ended(ctx context.Context, p approvals.Plan, note string) {
 	b.release(leaseOf(p))
 	_ = b.o.Runner.Discard(p.ID)
 	b.refresh(ctx, p)
-	b.post(ctx, p, ":no_entry: "+reason)
+	if note != "" {
+		b.post(ctx, p, note)
+	}
 }
 
 // abort returns an applying plan to pending: nothing was changed.
@@ -373,17 +496,7 @@ func (b *Bot) expire(ctx context.Context, p approvals.Plan) {
 	if !approvals.Expired(p, b.o.Now()) {
 		return
 	}
-	b.finish(ctx, p, approvals.StatusInvalidated, "expired without enough approvals")
-}
-
-func (b *Bot) endPlan(ctx context.Context, id string, to approvals.Status, reason string) approvals.Plan {
-	p, err := b.mutate(ctx, id, func(cur approvals.Plan) (approvals.Plan, error) {
-		return approvals.End(cur, to, reason, b.o.Now())
-	})
-	if err != nil {
-		b.log.Error("end plan", "plan_id", id, "status", string(to), "err", err)
-	}
-	return p
+	b.finish(ctx, p, approvals.StatusInvalidated, fmt.Sprintf("expired at %s without enough approvals", p.ExpiresAt.UTC().Format("15:04 MST")))
 }
 
 // mutate updates a plan with a compare-and-swap on a context that survives

@@ -23,7 +23,12 @@ var (
 	errNotPlanner     = errors.New("you are not allowed to plan in this environment")
 	errMembership     = errors.New("could not read Slack user group membership; refusing to decide")
 	errUnknownAction  = errors.New("unknown action")
+	errNotAdmin       = errors.New("only twokey admins may unlock an environment")
+	errStateStore     = errors.New("twokey's state store (Redis) is unreachable, so nothing was done. Try again in a minute")
 )
+
+// plainErrors are told to the user in their own words.
+var plainErrors = []error{errOtherWorkspace, errNotPlanner, errMembership, errNotAdmin, errStateStore, errUnknownAction}
 
 // channelError: the environment takes commands only in other channels.
 type channelError struct {
@@ -53,6 +58,11 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		ce     *channelError
 		se     *approvals.StateError
 	)
+	for _, e := range plainErrors {
+		if errors.Is(err, e) {
+			return e.Error() + "." // the sentinel alone: what it wraps is for the log
+		}
+	}
 	switch {
 	case errors.As(err, &pe):
 		if pe.Usage != "" {
@@ -68,8 +78,6 @@ func (b *Bot) describe(err error, attrs ...any) string {
 			locked.Key, h.User, h.PR, h.Since.UTC().Format("15:04 MST"), ago(b.o.Now(), h.Since), h.Fence)
 	case errors.As(err, &ce):
 		return ce.Error()
-	case errors.Is(err, errOtherWorkspace), errors.Is(err, errNotPlanner), errors.Is(err, errMembership):
-		return err.Error() + "."
 	case errors.Is(err, approvals.ErrSelfApproval):
 		return "You asked for this plan, so you cannot approve it: the two-person rule needs two other people."
 	case errors.Is(err, approvals.ErrNotAuthorized):
@@ -86,6 +94,8 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		return "GitHub could not be reached, so nothing was planned or applied. Try again in a minute."
 	case errors.Is(err, runner.ErrCredentials):
 		return ":warning: Vault is unavailable, so nothing was applied. The plan stays pending with its approvals; click *Approve* again to retry."
+	case errors.Is(err, runner.ErrStalePlan) && errors.As(err, &te):
+		return "Terraform refused the saved plan because the state changed since it was made (\"Saved plan is stale\"). Nothing was applied; run `/tf plan` again."
 	case errors.Is(err, runner.ErrStalePlan):
 		return "The saved plan no longer matches what was approved, so nothing was applied. Run `/tf plan` again."
 	case errors.Is(err, runner.ErrLockLost):

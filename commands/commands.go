@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Command is one parsed `/tf` command. The set of commands is closed.
@@ -28,11 +29,19 @@ type Status struct {
 	Env     string
 }
 
+// Unlock frees an environment's lock by force, for admins, with a reason.
+type Unlock struct {
+	Project string
+	Env     string
+	Reason  string
+}
+
 // Help asks for usage.
 type Help struct{}
 
 func (Plan) command()   {}
 func (Status) command() {}
+func (Unlock) command() {}
 func (Help) command()   {}
 
 // Ref names the revision to plan.
@@ -65,13 +74,18 @@ func (e *Error) Unwrap() error { return e.Err }
 const Usage = "```" + `
 /tf plan [project] <env> pr-<number>   plan a pull request's head commit in an environment
 /tf status [project] [env]             locks and pending plans, with age and approvals
+/tf unlock [project/]<env> <reason>    admins: free a stuck environment lock
 /tf help                               this text
 ` + "```"
 
 const (
 	usagePlan   = "/tf plan [project] <env> pr-<number>"
 	usageStatus = "/tf status [project] [env]"
+	usageUnlock = "/tf unlock [project/]<env> <reason>"
 )
+
+// maxReason bounds a reason's length.
+const maxReason = 500
 
 // maxTextLen bounds what Parse reads; Slack's own limit on command text is
 // lower, so anything longer is not a real command.
@@ -87,7 +101,10 @@ func Parse(text string) (Command, error) {
 	if len(text) > maxTextLen {
 		return nil, &Error{Err: ErrUsage, Detail: "command text is too long"}
 	}
-	args := strings.Fields(text)
+	args, err := fields(text)
+	if err != nil {
+		return nil, err
+	}
 	if len(args) == 0 {
 		return Help{}, nil
 	}
@@ -97,6 +114,8 @@ func Parse(text string) (Command, error) {
 		return parsePlan(args)
 	case "status":
 		return parseStatus(args)
+	case "unlock":
+		return parseUnlock(args)
 	case "help", "-h", "--help":
 		return Help{}, nil
 	}
@@ -140,6 +159,68 @@ func parseStatus(args []string) (Command, error) {
 		s.Project, s.Env = args[0], args[1]
 	}
 	return s, nil
+}
+
+func parseUnlock(args []string) (Command, error) {
+	if len(args) < 2 {
+		return nil, &Error{Err: ErrUsage, Detail: "unlock needs an environment and a reason", Usage: usageUnlock}
+	}
+	u := Unlock{Env: args[0], Reason: strings.TrimSpace(strings.Join(args[1:], " "))}
+	if u.Reason == "" {
+		return nil, &Error{Err: ErrUsage, Detail: "unlock needs a reason, for the record", Usage: usageUnlock}
+	}
+	if project, env, ok := strings.Cut(args[0], "/"); ok {
+		u.Project, u.Env = project, env
+		if err := checkNames([]string{project}, usageUnlock); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkNames([]string{u.Env}, usageUnlock); err != nil {
+		return nil, err
+	}
+	if len(u.Reason) > maxReason {
+		return nil, &Error{Err: ErrUsage, Detail: fmt.Sprintf("the reason is longer than %d characters", maxReason), Usage: usageUnlock}
+	}
+	return u, nil
+}
+
+// fields splits text on white space, keeping "quoted strings" (straight or
+// Slack's curly quotes) together.
+func fields(text string) ([]string, error) {
+	text = strings.NewReplacer("\u201c", `"`, "\u201d", `"`).Replace(text)
+	var (
+		out    []string
+		cur    strings.Builder
+		quoted bool
+		inWord bool
+	)
+	for _, r := range text {
+		switch {
+		case r == '"':
+			if quoted {
+				out = append(out, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+			quoted = !quoted
+		case !quoted && unicode.IsSpace(r):
+			if inWord {
+				out = append(out, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quoted {
+		return nil, &Error{Err: ErrUsage, Detail: "a quote is not closed"}
+	}
+	if inWord {
+		out = append(out, cur.String())
+	}
+	return out, nil
 }
 
 func parseRef(s string) (Ref, error) {

@@ -22,6 +22,9 @@ func TestParse(t *testing.T) {
 		{text: "status", want: Status{}},
 		{text: "status prod", want: Status{Env: "prod"}},
 		{text: "status network prod", want: Status{Project: "network", Env: "prod"}},
+		{text: "unlock staging stuck after a crash", want: Unlock{Env: "staging", Reason: "stuck after a crash"}},
+		{text: `unlock infra/prod "bot died, lease stuck"`, want: Unlock{Project: "infra", Env: "prod", Reason: "bot died, lease stuck"}},
+		{text: "unlock prod \u201csmart quotes\u201d", want: Unlock{Env: "prod", Reason: "smart quotes"}},
 		{text: "", want: Help{}},
 		{text: "help", want: Help{}},
 		{text: "--help", want: Help{}},
@@ -42,6 +45,12 @@ func TestParse(t *testing.T) {
 		{text: "status a b c", wantErr: ErrUsage},
 		{text: "status PROD", wantErr: ErrMalformedName},
 		{text: "apply prod", wantErr: ErrUnknownCommand},
+		{text: "unlock staging", wantErr: ErrUsage},
+		{text: "unlock", wantErr: ErrUsage},
+		{text: "unlock Prod reason", wantErr: ErrMalformedName},
+		{text: "unlock a/b/c reason", wantErr: ErrMalformedName},
+		{text: `unlock prod "unclosed`, wantErr: ErrUsage},
+		{text: "unlock prod " + strings.Repeat("r", maxReason+1), wantErr: ErrUsage},
 		{text: "destroy everything", wantErr: ErrUnknownCommand},
 		{text: "plan prod pr-1 " + strings.Repeat("x", maxTextLen), wantErr: ErrUsage},
 	}
@@ -69,7 +78,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestUsageNamesEveryCommand(t *testing.T) {
-	for _, verb := range []string{"/tf plan", "/tf status", "/tf help"} {
+	for _, verb := range []string{"/tf plan", "/tf status", "/tf unlock", "/tf help"} {
 		if !strings.Contains(Usage, verb) {
 			t.Errorf("Usage does not mention %q", verb)
 		}
@@ -94,6 +103,7 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"plan staging pr-42", "plan network prod #7", "status", "status prod",
 		"help", "apply prod", "plan ../x pr-1", "plan prod pr-99999999999", "\x00plan",
+		`unlock infra/prod "stuck"`, "unlock prod \u201cx\u201d", `plan "staging" pr-1`,
 	} {
 		f.Add(s)
 	}
@@ -123,6 +133,10 @@ func FuzzParse(f *testing.F) {
 		case Status:
 			if (c.Env != "" && !nameRE.MatchString(c.Env)) || (c.Project != "" && !nameRE.MatchString(c.Project)) {
 				t.Fatalf("accepted malformed status %#v from %q", c, text)
+			}
+		case Unlock:
+			if c.Reason == "" || len(c.Reason) > maxReason || !nameRE.MatchString(c.Env) || (c.Project != "" && !nameRE.MatchString(c.Project)) {
+				t.Fatalf("accepted malformed unlock %#v from %q", c, text)
 			}
 		case Help:
 		default:

@@ -26,7 +26,9 @@ type Config struct {
 	Vault     Vault     `yaml:"vault"`
 	Terraform Terraform `yaml:"terraform"`
 	// DataDir holds workspaces, repository mirrors and saved plan files.
-	DataDir  string    `yaml:"data_dir"`
+	DataDir string `yaml:"data_dir"`
+	// Admins may force-unlock an environment (/tf unlock).
+	Admins   Who       `yaml:"admins"`
 	Projects []Project `yaml:"projects"`
 }
 
@@ -36,6 +38,9 @@ type Slack struct {
 	APIURL string `yaml:"api_url"`
 	// TeamID, when set, refuses commands and clicks from any other workspace.
 	TeamID string `yaml:"team_id"`
+	// EnterpriseID, when set, refuses commands and clicks from any other
+	// Enterprise Grid organization.
+	EnterpriseID string `yaml:"enterprise_id"`
 	// Environment variables holding the bot token (xoxb-) and the app-level
 	// token (xapp-) used for Socket Mode.
 	BotTokenEnv string `yaml:"bot_token_env"`
@@ -54,6 +59,11 @@ type Redis struct {
 	// if any, comes from PasswordEnv.
 	URL         string `yaml:"url"`
 	PasswordEnv string `yaml:"password_env"`
+	// Durability "strict" (default) refuses to start unless Redis persists
+	// every write (appendonly yes, appendfsync always): otherwise a Redis
+	// restart forgets held locks and resets fencing numbers. "relaxed"
+	// skips the check, for tests and the demo.
+	Durability string `yaml:"durability"`
 }
 
 // Vault is where apply credentials come from.
@@ -124,6 +134,21 @@ type Who struct {
 
 // Empty reports whether nobody is listed.
 func (w Who) Empty() bool { return len(w.Users) == 0 && len(w.Groups) == 0 }
+
+func (w Who) validate(name string) []error {
+	var errs []error
+	for _, u := range w.Users {
+		if !userRE.MatchString(u) {
+			errs = append(errs, fmt.Errorf("%s.users: %q is not a Slack user ID (U…); names are never used for decisions", name, u))
+		}
+	}
+	for _, g := range w.Groups {
+		if !groupRE.MatchString(g) {
+			errs = append(errs, fmt.Errorf("%s.groups: %q is not a Slack user group ID (S…)", name, g))
+		}
+	}
+	return errs
+}
 
 // EnvVault is the credentials of one environment: read-only ones for plan,
 // write ones for apply.
@@ -200,6 +225,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.GitHub.APIURL, DefaultGitHubAPIURL)
 	setDefault(&c.GitHub.TokenEnv, "GITHUB_TOKEN")
 	setDefault(&c.Redis.URL, "redis://127.0.0.1:6379/0")
+	setDefault(&c.Redis.Durability, "strict")
 	setDefault(&c.Vault.Auth.Method, "token")
 	setDefault(&c.Vault.Auth.TokenEnv, "VAULT_TOKEN")
 	setDefault(&c.Vault.Auth.Mount, "approle")
@@ -273,6 +299,10 @@ func (c *Config) Validate() error {
 	} else if strings.Contains(strings.SplitN(strings.SplitN(c.Redis.URL, "://", 2)[1], "/", 2)[0], "@") {
 		bad("redis.url: put the password in the variable named by redis.password_env, not in the URL")
 	}
+	if c.Redis.Durability != "strict" && c.Redis.Durability != "relaxed" {
+		bad("redis.durability: %q is not strict or relaxed", c.Redis.Durability)
+	}
+	errs = append(errs, c.Admins.validate("admins")...)
 	if c.Vault.Address == "" {
 		bad("vault.address is required")
 	}
@@ -350,20 +380,11 @@ func (e *Environment) validate(where string) []error {
 	if e.Approvers.Empty() {
 		bad("approvers: nobody could approve a plan; list users or groups")
 	}
-	for _, w := range []struct {
-		name string
-		who  Who
-	}{{"approvers", e.Approvers}, {"planners", e.Planners}} {
-		for _, u := range w.who.Users {
-			if !userRE.MatchString(u) {
-				bad("%s.users: %q is not a Slack user ID (U…); names are never used for decisions", w.name, u)
-			}
-		}
-		for _, g := range w.who.Groups {
-			if !groupRE.MatchString(g) {
-				bad("%s.groups: %q is not a Slack user group ID (S…)", w.name, g)
-			}
-		}
+	for _, err := range e.Approvers.validate("approvers") {
+		bad("%v", err)
+	}
+	for _, err := range e.Planners.validate("planners") {
+		bad("%v", err)
 	}
 	for _, ch := range e.Channels {
 		if !channelRE.MatchString(ch) {

@@ -19,6 +19,18 @@ type Locker interface {
 	Release(ctx context.Context, l Lease) error
 	// Holder reports who holds key, if anyone.
 	Holder(ctx context.Context, key string) (Holder, bool, error)
+	// Takeover hands a held lock to a new holder in one step, with a new
+	// fence; ErrLockLost if old no longer holds it.
+	Takeover(ctx context.Context, old Lease, h Holder, ttl time.Duration) (Lease, error)
+	// ForceRelease frees key whoever holds it, and says who did.
+	ForceRelease(ctx context.Context, key string) (Holder, bool, error)
+	// Fenced appends a record to the environment's ledger if l still holds
+	// the lock and no record with a newer fence was written:
+	// ErrLockLost or ErrStaleFence otherwise. A holder that was paused past
+	// its lease can never write after the next holder.
+	Fenced(ctx context.Context, l Lease, record []byte) error
+	// Ledger returns the newest n records of key's ledger, oldest first.
+	Ledger(ctx context.Context, key string, n int) ([][]byte, error)
 }
 
 // Lease is a held lock. It is a plain value so that it can be stored with
@@ -40,8 +52,9 @@ type Holder struct {
 
 // Lock errors.
 var (
-	ErrLocked   = errors.New("environment is locked")
-	ErrLockLost = errors.New("environment lock lost")
+	ErrLocked     = errors.New("environment is locked")
+	ErrLockLost   = errors.New("environment lock lost")
+	ErrStaleFence = errors.New("a newer lock holder has written since")
 )
 
 // LockedError is ErrLocked with the holder's details.

@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -274,10 +275,16 @@ func (r *Runner) Apply(ctx context.Context, job ApplyJob) (ApplyResult, error) {
 	if err := r.o.Locks.Refresh(ctx, lease, job.Target.LockTTL); err != nil {
 		return ApplyResult{}, err
 	}
+	// The fenced record is the gate: a holder that lost its lease — paused,
+	// partitioned — cannot write it, and so never reaches terraform.
+	start := time.Now()
+	if err := r.record(ctx, lease, LedgerRecord{Kind: "apply_start", PlanID: g.PlanID(), PR: g.PR(), SHA: g.SHA(),
+		Digest: g.Digest(), Approvers: g.Approvers()}); err != nil {
+		return ApplyResult{}, err
+	}
 	ctx, stop := r.guard(ctx, lease, job.Target.LockTTL, job.Target.ApplyTimeout)
 	defer stop()
 
-	start := time.Now()
 	req := job.Target.ApplyCreds
 	req.Purpose = "apply " + g.PlanID()
 	cred, err := r.o.Creds.Mint(ctx, req)
@@ -288,7 +295,42 @@ func (r *Runner) Apply(ctx context.Context, job ApplyJob) (ApplyResult, error) {
 	res, err = r.applyWith(ctx, job, cred, res)
 	res.RevokeErr = r.revoke(cred)
 	res.Duration = time.Since(start)
+	end := LedgerRecord{Kind: "apply_end", PlanID: g.PlanID(), PR: g.PR(), SHA: g.SHA(), Digest: g.Digest(),
+		Result: "applied", Summary: res.Summary}
+	if err != nil {
+		end.Result = "failed"
+		if errors.Is(err, ErrInterrupted) {
+			end.Result = "interrupted"
+		}
+	}
+	if rerr := r.record(context.WithoutCancel(ctx), lease, end); rerr != nil {
+		r.o.Logger.Warn("apply result not recorded in the environment ledger", "plan_id", g.PlanID(), "err", rerr)
+	}
 	return res, err
+}
+
+// LedgerRecord is one entry in an environment's ledger, written with the
+// lock's fence.
+type LedgerRecord struct {
+	Kind      string    `json:"kind"` // apply_start, apply_end
+	PlanID    string    `json:"plan_id"`
+	PR        int       `json:"pr"`
+	SHA       string    `json:"sha"`
+	Digest    string    `json:"digest"`
+	Fence     int64     `json:"fence"`
+	At        time.Time `json:"at"`
+	Approvers []string  `json:"approvers,omitempty"`
+	Result    string    `json:"result,omitempty"` // apply_end: applied, failed, interrupted
+	Summary   string    `json:"summary,omitempty"`
+}
+
+func (r *Runner) record(ctx context.Context, l Lease, rec LedgerRecord) error {
+	rec.Fence, rec.At = l.Fence, time.Now().UTC()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return r.o.Locks.Fenced(ctx, l, b)
 }
 
 // applyWith runs the apply of job with cred.
@@ -311,7 +353,12 @@ func (r *Runner) applyWith(ctx context.Context, job ApplyJob, cred *Credential, 
 	err = tf.ApplyJSON(ctx, prog, tfexec.DirOrPlan(planFile))
 	res.Summary = prog.summary()
 	if err != nil {
-		return res, r.cause(ctx, tfError("apply", errors.Join(err, prog.diagnostics()), cred))
+		terr := tfError("apply", errors.Join(err, prog.diagnostics()), cred)
+		if strings.Contains(terr.Error(), "Saved plan is stale") {
+			// Terraform refused before changing anything: the state moved on.
+			return res, fmt.Errorf("%w: %w", ErrStalePlan, terr)
+		}
+		return res, r.cause(ctx, terr)
 	}
 	_ = os.Remove(planFile)
 	return res, nil

@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -423,5 +424,63 @@ func BenchmarkRawInitPlan(b *testing.B) {
 				b.Fatalf("%v: %s", err, out)
 			}
 		}
+	}
+}
+
+// Two plans made from the same state: once one is applied, terraform
+// refuses the other ("Saved plan is stale"), and the runner says so plainly.
+func TestSavedPlanIsStale(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	lease, res1 := f.plan(t, "p1", sha1)
+	res2, err := f.r.Plan(context.Background(), runner.PlanJob{PlanID: "p2", Rev: f.rev(sha1), Lease: lease, Target: f.target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res1), Rev: f.rev(sha1), Target: f.target}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p2", lease, sha1, res2), Rev: f.rev(sha1), Target: f.target})
+	var te *runner.TerraformError
+	if !errors.Is(err, runner.ErrStalePlan) || !errors.As(err, &te) || !strings.Contains(te.Output, "Saved plan is stale") {
+		t.Fatalf("err = %v, want ErrStalePlan with terraform's words", err)
+	}
+	recs, err := f.locks.Ledger(context.Background(), "acme/staging", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, r := range recs {
+		var rec runner.LedgerRecord
+		if err := json.Unmarshal(r, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Fence != lease.Fence {
+			t.Errorf("record with fence %d, want %d", rec.Fence, lease.Fence)
+		}
+		kinds = append(kinds, rec.Kind+":"+rec.PlanID+":"+rec.Result)
+	}
+	want := []string{"apply_start:p1:", "apply_end:p1:applied", "apply_start:p2:", "apply_end:p2:failed"}
+	if fmt.Sprint(kinds) != fmt.Sprint(want) {
+		t.Fatalf("ledger = %v, want %v", kinds, want)
+	}
+}
+
+// A lease lost before the apply starts stops it at the fenced gate.
+func TestApplyAfterLostLeaseNeverStarts(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	lease, res := f.plan(t, "p1", sha1)
+	g := grant(t, "p1", lease, sha1, res)
+	if _, _, err := f.locks.ForceRelease(context.Background(), "acme/staging"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.locks.Acquire(context.Background(), "acme/staging", runner.Holder{User: "UOTHER"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: g, Rev: f.rev(sha1), Target: f.target})
+	if !errors.Is(err, runner.ErrLockLost) {
+		t.Fatalf("err = %v, want ErrLockLost", err)
+	}
+	if len(f.creds.minted) != 0 {
+		t.Fatal("credentials minted without the lock")
 	}
 }

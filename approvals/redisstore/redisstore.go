@@ -163,3 +163,14 @@ func (s *Store) Active(ctx context.Context) ([]approvals.Plan, error) {
 	}
 	return plans, nil
 }
+
+// First reports whether key has not been seen in the last ttl, and
+// remembers it: SET NX EX, so of two processes seeing the same Slack
+// envelope or click at once, exactly one gets true.
+func (s *Store) First(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	ok, err := s.rdb.SetNX(ctx, s.prefix+"seen:"+key, 1, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("remember %s: %w", key, err)
+	}
+	return ok, nil
+}

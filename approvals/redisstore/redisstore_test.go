@@ -149,3 +149,29 @@ func ids(ps []approvals.Plan) []string {
 	}
 	return out
 }
+
+func TestFirst(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ redis.UniversalClient) {
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		firsts := 0
+		for range 8 {
+			wg.Go(func() {
+				ok, err := s.First(ctx, "envelope-1", time.Minute)
+				if err != nil {
+					t.Error(err)
+				}
+				if ok {
+					mu.Lock()
+					firsts++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if firsts != 1 {
+			t.Fatalf("%d callers were first", firsts)
+		}
+	})
+}

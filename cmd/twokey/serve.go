@@ -28,6 +28,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	var common commonFlags
 	common.register(fs)
 	grace := fs.Duration("shutdown-grace", 2*time.Minute, "on SIGTERM, how long to let running applies finish before interrupting them")
+	sweep := fs.Duration("sweep-interval", 5*time.Second, "how often open plans are checked for expiry and for work whose bot died")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,10 +77,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
+	store := redisstore.New(rdb, keyPrefix, 0)
 	b, err := bot.New(bot.Options{
 		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken,
-		Store: redisstore.New(rdb, keyPrefix, 0), Locks: locks, Runner: run, Logger: log,
-		ShutdownGrace: *grace,
+		Store: store, Locks: locks, Runner: run, Dedup: store, Logger: log,
+		ShutdownGrace: *grace, SweepInterval: *sweep,
 	})
 	if err != nil {
 		return err
@@ -96,7 +98,9 @@ func openRedis(ctx context.Context, c config.Redis, password config.Secret) (red
 		return nil, fmt.Errorf("redis.url: %w", err)
 	}
 	opts.Password = password.Reveal()
+	// Fail fast: a user is told within seconds that nothing was done.
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
+	opts.MaxRetries = 1
 	rdb := redis.NewClient(opts)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -104,5 +108,32 @@ func openRedis(ctx context.Context, c config.Redis, password config.Secret) (red
 		rdb.Close()
 		return nil, fmt.Errorf("redis %s: %w", opts.Addr, err)
 	}
+	if c.Durability == "strict" {
+		if err := checkDurable(pctx, rdb); err != nil {
+			rdb.Close()
+			return nil, err
+		}
+	}
 	return rdb, nil
+}
+
+// checkDurable refuses a Redis that could lose acknowledged writes. A held
+// lock or a fencing counter forgotten by a restart would let a second holder
+// in while the first still works; with appendonly and appendfsync always,
+// every write twokey made is on disk before Redis answers it.
+func checkDurable(ctx context.Context, rdb redis.UniversalClient) error {
+	got := map[string]string{}
+	for _, key := range []string{"appendonly", "appendfsync"} {
+		v, err := rdb.ConfigGet(ctx, key).Result()
+		if err != nil {
+			return fmt.Errorf("redis: cannot read %s to check durability (%w); if persistence is assured another way, set redis.durability: relaxed", key, err)
+		}
+		got[key] = v[key]
+	}
+	if got["appendonly"] != "yes" || got["appendfsync"] != "always" {
+		return fmt.Errorf("redis: appendonly=%q appendfsync=%q, but twokey needs appendonly yes and appendfsync always "+
+			"so that a Redis restart cannot forget a held lock or reset fencing numbers (or set redis.durability: relaxed)",
+			got["appendonly"], got["appendfsync"])
+	}
+	return nil
 }

@@ -109,12 +109,15 @@ github:
   api_url: %s/api/v3/
 redis:
   url: %s
+  durability: relaxed
 vault:
   address: %s
 terraform:
   path: %s
   version: 1.12.2
 data_dir: %s
+admins:
+  users: [%s]
 projects:
   - name: infra
     repo: acme/infra
@@ -143,7 +146,7 @@ projects:
                 env:
                   DB_PASSWORD: password
 `, s.slackURL, ghSrv.URL, s.redis.URL(), s.vault.Addr, stacktest.Tool(t, "terraform"), filepath.Join(s.dir, "data"),
-		group, erin, channel, s.statePath())
+		erin, group, erin, channel, s.statePath())
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -31,11 +31,17 @@ func New(rdb redis.UniversalClient, prefix string) *Locks {
 
 var _ runner.Locker = (*Locks)(nil)
 
-// keys of one lock share a hash tag so the scripts work on Redis Cluster.
+// keys of one lock share a hash tag so the scripts work on Redis Cluster:
+// the lock, the fencing counter, the holder's details, the ledger and the
+// ledger's last fence.
 func (l *Locks) keys(key string) []string {
 	tag := "{" + key + "}"
-	return []string{l.prefix + "lock:" + tag, l.prefix + "fence:" + tag, l.prefix + "lockmeta:" + tag}
+	return []string{l.prefix + "lock:" + tag, l.prefix + "fence:" + tag, l.prefix + "lockmeta:" + tag,
+		l.prefix + "ledger:" + tag, l.prefix + "ledgerfence:" + tag}
 }
+
+// LedgerLength is how many records an environment's ledger keeps.
+const LedgerLength = 1000
 
 var acquireScript = redis.NewScript(`
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -60,6 +66,35 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1], KEYS[3])
 end
 return 0
+`)
+
+var takeoverScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  local fence = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3])
+  return fence
+end
+return 0
+`)
+
+var forceReleaseScript = redis.NewScript(`
+local meta = redis.call('GET', KEYS[3]) or ''
+local held = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[3])
+return {held, meta, redis.call('GET', KEYS[2]) or '0'}
+`)
+
+// fencedScript appends ARGV[3] to the ledger if ARGV[1] holds the lock and
+// its fence ARGV[2] is not older than the last record's.
+var fencedScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local last = tonumber(redis.call('GET', KEYS[5]) or '0')
+if tonumber(ARGV[2]) < last then return -2 end
+redis.call('SET', KEYS[5], ARGV[2])
+redis.call('RPUSH', KEYS[4], ARGV[3])
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[4]), -1)
+return 1
 `)
 
 // Acquire takes the lock if it is free. A held lock gives a
@@ -133,6 +168,71 @@ func (l *Locks) Holder(ctx context.Context, key string) (runner.Holder, bool, er
 		_, _ = fmt.Sscan(s, &h.Fence)
 	}
 	return h, true, nil
+}
+
+// Takeover gives a held lock to a new holder with a new fence.
+func (l *Locks) Takeover(ctx context.Context, old runner.Lease, h runner.Holder, ttl time.Duration) (runner.Lease, error) {
+	owner, err := newOwner()
+	if err != nil {
+		return runner.Lease{}, err
+	}
+	meta, err := json.Marshal(h)
+	if err != nil {
+		return runner.Lease{}, err
+	}
+	fence, err := takeoverScript.Run(ctx, l.rdb, l.keys(old.Key), old.Owner, owner, ttl.Milliseconds(), meta).Int64()
+	if err != nil {
+		return runner.Lease{}, fmt.Errorf("take over lock %s: %w", old.Key, err)
+	}
+	if fence == 0 {
+		return runner.Lease{}, fmt.Errorf("%w: %s (fence %d)", runner.ErrLockLost, old.Key, old.Fence)
+	}
+	return runner.Lease{Key: old.Key, Owner: owner, Fence: fence}, nil
+}
+
+// ForceRelease frees key whoever holds it.
+func (l *Locks) ForceRelease(ctx context.Context, key string) (runner.Holder, bool, error) {
+	res, err := forceReleaseScript.Run(ctx, l.rdb, l.keys(key)).Slice()
+	if err != nil || len(res) != 3 {
+		return runner.Holder{}, false, fmt.Errorf("force release %s: %w", key, err)
+	}
+	var h runner.Holder
+	if s, _ := res[1].(string); s != "" {
+		_ = json.Unmarshal([]byte(s), &h)
+	}
+	if s, _ := res[2].(string); s != "" {
+		_, _ = fmt.Sscan(s, &h.Fence)
+	}
+	return h, res[0] == int64(1), nil
+}
+
+// Fenced appends record to the ledger if lease is still the holder and no
+// newer fence has written.
+func (l *Locks) Fenced(ctx context.Context, lease runner.Lease, record []byte) error {
+	n, err := fencedScript.Run(ctx, l.rdb, l.keys(lease.Key), lease.Owner, lease.Fence, record, LedgerLength).Int()
+	if err != nil {
+		return fmt.Errorf("fenced write %s: %w", lease.Key, err)
+	}
+	switch n {
+	case -1:
+		return fmt.Errorf("%w: %s (fence %d)", runner.ErrLockLost, lease.Key, lease.Fence)
+	case -2:
+		return fmt.Errorf("%w: %s (fence %d)", runner.ErrStaleFence, lease.Key, lease.Fence)
+	}
+	return nil
+}
+
+// Ledger returns the newest n records.
+func (l *Locks) Ledger(ctx context.Context, key string, n int) ([][]byte, error) {
+	vals, err := l.rdb.LRange(ctx, l.keys(key)[3], -int64(n), -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read ledger %s: %w", key, err)
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		out[i] = []byte(v)
+	}
+	return out, nil
 }
 
 func newOwner() (string, error) {

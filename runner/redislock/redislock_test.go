@@ -152,3 +152,65 @@ func TestLocksAreIndependentPerEnvironment(t *testing.T) {
 		}
 	}
 }
+
+func TestTakeoverAndForceRelease(t *testing.T) {
+	locks, _ := newLocks(t)
+	ctx := context.Background()
+	old, err := locks.Acquire(ctx, "infra/staging", runner.Holder{User: "UA", PR: 42}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := locks.Takeover(ctx, old, runner.Holder{User: "UB", PR: 42}, time.Minute)
+	if err != nil || next.Fence <= old.Fence || next.Owner == old.Owner {
+		t.Fatalf("takeover: %+v %v", next, err)
+	}
+	if err := locks.Refresh(ctx, old, time.Minute); !errors.Is(err, runner.ErrLockLost) {
+		t.Fatalf("old lease still refreshes after takeover: %v", err)
+	}
+	if _, err := locks.Takeover(ctx, old, runner.Holder{}, time.Minute); !errors.Is(err, runner.ErrLockLost) {
+		t.Fatalf("takeover by a lost lease: %v", err)
+	}
+	h, held, err := locks.ForceRelease(ctx, "infra/staging")
+	if err != nil || !held || h.User != "UB" || h.Fence != next.Fence {
+		t.Fatalf("force release: %+v %v %v", h, held, err)
+	}
+	if _, held, _ := locks.Holder(ctx, "infra/staging"); held {
+		t.Fatal("still held after force release")
+	}
+	if _, held, err := locks.ForceRelease(ctx, "infra/staging"); held || err != nil {
+		t.Fatalf("force release of a free lock: %v %v", held, err)
+	}
+}
+
+func TestFencedWritesRejectStaleHolders(t *testing.T) {
+	locks, _ := newLocks(t)
+	ctx := context.Background()
+	first, err := locks.Acquire(ctx, "infra/prod", runner.Holder{}, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := locks.Fenced(ctx, first, []byte("first enters")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond) // first's lease runs out, as if it were paused
+	second, err := locks.Acquire(ctx, "infra/prod", runner.Holder{}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := locks.Fenced(ctx, second, []byte("second enters")); err != nil {
+		t.Fatal(err)
+	}
+	if err := locks.Fenced(ctx, first, []byte("first writes late")); !errors.Is(err, runner.ErrLockLost) {
+		t.Fatalf("stale holder's write: %v", err)
+	}
+	// Even a holder whose owner token matches cannot write behind a newer fence.
+	behind := second
+	behind.Fence = first.Fence
+	if err := locks.Fenced(ctx, behind, []byte("old fence")); !errors.Is(err, runner.ErrStaleFence) {
+		t.Fatalf("write with an older fence: %v", err)
+	}
+	recs, err := locks.Ledger(ctx, "infra/prod", 10)
+	if err != nil || len(recs) != 2 || string(recs[0]) != "first enters" || string(recs[1]) != "second enters" {
+		t.Fatalf("ledger = %q %v", recs, err)
+	}
+}

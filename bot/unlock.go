@@ -1,0 +1,59 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/slack-go/slack"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/commands"
+	"github.com/twokey/twokey/runner"
+)
+
+// unlock frees an environment by force, for admins: its open plans end
+// first (so none of them can move on), then the lock is deleted, and the
+// channel is told who did it and why.
+func (b *Bot) unlock(ctx context.Context, channel, user string, cmd commands.Unlock) error {
+	proj, env, err := b.cfg.Resolve(cmd.Project, cmd.Env)
+	if err != nil {
+		return err
+	}
+	ok, derr := b.dir.includes(ctx, user, b.cfg.Admins)
+	if !ok && derr != nil {
+		return fmt.Errorf("%w: %w", errMembership, derr)
+	}
+	if !ok {
+		return errNotAdmin
+	}
+	plans, err := b.o.Store.Active(ctx)
+	if err != nil {
+		return err
+	}
+	reason := fmt.Sprintf("unlocked by <@%s>: %s", user, escape(cmd.Reason))
+	for _, p := range plans {
+		if p.Project != proj.Name || p.Env != env.Name {
+			continue
+		}
+		to := approvals.StatusInvalidated
+		if p.Status == approvals.StatusApplying {
+			to = approvals.StatusInterrupted // its lease refresh fails next, and terraform gets SIGINT
+		}
+		b.finish(ctx, p, to, reason)
+	}
+	key := runner.LockKey(proj.Name, env.Name)
+	h, held, err := b.o.Locks.ForceRelease(ctx, key)
+	if err != nil {
+		return err
+	}
+	text := fmt.Sprintf(":unlock: <@%s> unlocked *%s*: %s (it was not locked)", user, key, escape(cmd.Reason))
+	if held {
+		text = fmt.Sprintf(":unlock: <@%s> unlocked *%s* — held by <@%s> for PR #%d since %s, fence %d: %s",
+			user, key, h.User, h.PR, h.Since.UTC().Format("15:04 MST"), h.Fence, escape(cmd.Reason))
+	}
+	b.log.Warn("environment unlocked by force", "env", key, "user", user, "held", held, "holder", h.User, "fence", h.Fence, "reason", cmd.Reason)
+	if _, _, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionText(text, false)); err != nil {
+		return fmt.Errorf("post unlock notice: %w", err)
+	}
+	return nil
+}
