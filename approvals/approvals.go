@@ -63,6 +63,9 @@ type Plan struct {
 
 	Required  int        `json:"required"`
 	Approvals []Approval `json:"approvals,omitempty"`
+	// Attempts counts applies that could not start (credentials or GitHub
+	// unavailable) and returned the plan to pending.
+	Attempts int `json:"attempts,omitempty"`
 
 	Status Status `json:"status"`
 	Reason string `json:"reason,omitempty"` // why it ended, in words a person reads
@@ -351,6 +354,7 @@ func Abort(p Plan, g Grant, reason string, now time.Time) (Plan, error) {
 		return p, ErrGrantMismatch
 	}
 	p.Status, p.Reason, p.UpdatedAt = StatusPending, reason, now
+	p.Attempts++
 	return p, nil
 }
 

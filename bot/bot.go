@@ -36,6 +36,8 @@ type Runner interface {
 // for exactly one caller across all bot processes.
 type Deduper interface {
 	First(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	// Forget lets key be first again, after acting on it failed.
+	Forget(ctx context.Context, key string) error
 }
 
 // DedupTTL outlasts Slack's redelivery of an unacknowledged envelope, which

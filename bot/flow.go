@@ -119,6 +119,25 @@ func (b *Bot) handleInteraction(ctx context.Context, envelope string, cb slack.I
 	}
 }
 
+// clickKey identifies one person's press of one button on one plan. A plan
+// whose apply could not start counts a new attempt, so pressing Approve again
+// then is a new press: the retry.
+func clickKey(p approvals.Plan, action, user string) string {
+	return fmt.Sprintf("click:%s:%s:%s:%d", p.ID, action, user, p.Attempts)
+}
+
+// forgetOnError lets a click be pressed again when acting on it failed
+// for a reason other than a refusal, so a transient fault never eats it.
+func (b *Bot) forgetOnError(ctx context.Context, key string, err *error) {
+	var se *approvals.StateError
+	if *err == nil || errors.Is(*err, approvals.ErrSelfApproval) || errors.Is(*err, approvals.ErrNotAuthorized) || errors.As(*err, &se) {
+		return
+	}
+	if ferr := b.o.Dedup.Forget(context.WithoutCancel(ctx), key); ferr != nil {
+		b.log.Warn("forget click", "key", key, "err", ferr)
+	}
+}
+
 // firstTime reports whether this is the first delivery of key, telling the
 // user when the state store cannot say (nothing is done then).
 func (b *Bot) firstTime(ctx context.Context, key, channel, user string) bool {
@@ -274,14 +293,16 @@ func (b *Bot) replan(ctx context.Context, held, holder runner.Holder, user strin
 }
 
 // approve counts an Approve click and starts the apply on quorum.
-func (b *Bot) approve(ctx context.Context, channel, user, planID string) error {
+func (b *Bot) approve(ctx context.Context, channel, user, planID string) (err error) {
 	p, err := b.o.Store.Get(ctx, planID)
 	if err != nil {
 		return err
 	}
-	if !b.firstTime(ctx, fmt.Sprintf("click:%s:%s:%s:%d", p.ID, actionApprove, user, p.Version), channel, user) {
-		return nil // a double-click on the same state of the plan
+	key := clickKey(p, actionApprove, user)
+	if !b.firstTime(ctx, key, channel, user) {
+		return nil // a double-click, or Slack delivering the same click twice
 	}
+	defer b.forgetOnError(ctx, key, &err)
 	_, env, err := b.cfg.Resolve(p.Project, p.Env)
 	if err != nil {
 		return err
@@ -321,7 +342,7 @@ func (b *Bot) approve(ctx context.Context, channel, user, planID string) error {
 }
 
 // reject ends a pending plan and frees the environment.
-func (b *Bot) reject(ctx context.Context, channel, user, planID string) error {
+func (b *Bot) reject(ctx context.Context, channel, user, planID string) (err error) {
 	p, err := b.o.Store.Get(ctx, planID)
 	if err != nil {
 		return err
@@ -330,9 +351,11 @@ func (b *Bot) reject(ctx context.Context, channel, user, planID string) error {
 	if err != nil {
 		return err
 	}
-	if !b.firstTime(ctx, fmt.Sprintf("click:%s:%s:%s:%d", p.ID, actionReject, user, p.Version), channel, user) {
+	key := clickKey(p, actionReject, user)
+	if !b.firstTime(ctx, key, channel, user) {
 		return nil
 	}
+	defer b.forgetOnError(ctx, key, &err)
 	authorized := false
 	if user != p.Requester {
 		ok, derr := b.dir.includes(ctx, user, env.Approvers)
@@ -387,7 +410,7 @@ func (b *Bot) apply(ctx context.Context, planID, channel, actor string) error {
 		b.abort(ctx, p, grant, "GitHub unavailable: head commit not confirmed")
 		return err
 	case err != nil:
-		b.finish(ctx, p, approvals.StatusInvalidated, "the pull request can no longer be applied: "+err.Error())
+		b.finish(ctx, p, approvals.StatusInvalidated, "the pull request can no longer be applied: "+escape(err.Error()))
 		return err
 	case rev.SHA != p.SHA:
 		b.finish(ctx, p, approvals.StatusInvalidated, fmt.Sprintf("PR #%d moved to %s after it was planned; nothing was applied. Plan it again.", p.PR, short(rev.SHA)))
@@ -422,7 +445,7 @@ func (b *Bot) apply(ctx context.Context, planID, channel, actor string) error {
 		return nil
 	case errors.Is(err, runner.ErrInterrupted):
 		log.Error("apply interrupted", "err", err)
-		b.finish(ctx, p, approvals.StatusInterrupted, "apply interrupted: "+runner.Redact(err.Error()))
+		b.finish(ctx, p, approvals.StatusInterrupted, "apply interrupted: "+escape(runner.Redact(err.Error())))
 		return err
 	case errors.Is(err, runner.ErrLockLost):
 		b.finish(ctx, p, approvals.StatusInvalidated, "the environment lock was lost before the apply; nothing was applied")

@@ -136,19 +136,20 @@ func approvalLine(p approvals.Plan) string {
 	}
 }
 
-// outcome says how a finished plan ended, or "" while it is open.
+// outcome says how a finished plan ended, or "" while it is open. Reasons
+// are mrkdwn written by the bot, which escapes any user text it puts in them.
 func outcome(p approvals.Plan) string {
 	switch {
 	case !p.Status.Terminal():
 		return ""
 	case p.Status == approvals.StatusRejected && p.Reason != "":
-		return fmt.Sprintf("Rejected by <@%s>: %s", p.Actor, escape(p.Reason))
+		return fmt.Sprintf("Rejected by <@%s>: %s", p.Actor, p.Reason)
 	case p.Status == approvals.StatusRejected:
 		return fmt.Sprintf("Rejected by <@%s>. The environment is free.", p.Actor)
 	case p.Status == approvals.StatusApplied:
-		return "Result: " + escape(p.Reason)
+		return "Result: " + p.Reason
 	}
-	return escape(p.Reason)
+	return p.Reason
 }
 
 // resourceList lists changed resources, destroys marked, cut to one section.

@@ -26,6 +26,11 @@ func (b *Bot) unlock(ctx context.Context, channel, user string, cmd commands.Unl
 	if !ok {
 		return errNotAdmin
 	}
+	key := runner.LockKey(proj.Name, env.Name)
+	h, held, err := b.o.Locks.Holder(ctx, key)
+	if err != nil {
+		return err
+	}
 	plans, err := b.o.Store.Active(ctx)
 	if err != nil {
 		return err
@@ -41,9 +46,7 @@ func (b *Bot) unlock(ctx context.Context, channel, user string, cmd commands.Unl
 		}
 		b.finish(ctx, p, to, reason)
 	}
-	key := runner.LockKey(proj.Name, env.Name)
-	h, held, err := b.o.Locks.ForceRelease(ctx, key)
-	if err != nil {
+	if _, _, err := b.o.Locks.ForceRelease(ctx, key); err != nil {
 		return err
 	}
 	text := fmt.Sprintf(":unlock: <@%s> unlocked *%s*: %s (it was not locked)", user, key, escape(cmd.Reason))

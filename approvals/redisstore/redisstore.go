@@ -174,3 +174,11 @@ func (s *Store) First(ctx context.Context, key string, ttl time.Duration) (bool,
 	}
 	return ok, nil
 }
+
+// Forget lets key be first again.
+func (s *Store) Forget(ctx context.Context, key string) error {
+	if err := s.rdb.Del(ctx, s.prefix+"seen:"+key).Err(); err != nil {
+		return fmt.Errorf("forget %s: %w", key, err)
+	}
+	return nil
+}

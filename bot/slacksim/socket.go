@@ -16,8 +16,9 @@ import (
 
 // conn is one Socket Mode connection.
 type conn struct {
-	id   int
-	ws   *websocket.Conn
+	id       int
+	draining bool // told to reconnect: gets no new envelopes
+	ws       *websocket.Conn
 	wmu  sync.Mutex
 	once sync.Once
 	done chan struct{}
@@ -62,7 +63,7 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 	s.nextConn++
 	c := &conn{id: s.nextConn, ws: ws, done: make(chan struct{})}
 	s.conns = append(s.conns, c)
-	n := len(s.conns)
+	n := len(s.live())
 	after := s.bump(Event{Kind: "connection"})
 	s.mu.Unlock()
 	after()
@@ -124,11 +125,22 @@ func (s *Server) ping(c *conn) {
 // ErrNoConnection means no bot is connected over Socket Mode.
 var ErrNoConnection = errors.New("slacksim: no socket mode connection")
 
-// Connections is how many sockets are open.
+// Connections is how many sockets are open and taking envelopes.
 func (s *Server) Connections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.conns)
+	return len(s.live())
+}
+
+// live returns the connections that take envelopes; s.mu must be held.
+func (s *Server) live() []*conn {
+	var out []*conn
+	for _, c := range s.conns {
+		if !c.draining {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // WaitConnected waits until at least n sockets are open.
@@ -191,13 +203,14 @@ func (s *Server) retryUnacked(id string) {
 
 func (s *Server) send(e *envelope, retryReason string) error {
 	s.mu.Lock()
-	if len(s.conns) == 0 {
+	conns := s.live()
+	if len(conns) == 0 {
 		s.mu.Unlock()
 		return ErrNoConnection
 	}
-	c := s.conns[e.Deliveries%len(s.conns)]
+	c := conns[e.Deliveries%len(conns)]
 	if e.Deliveries == 0 {
-		c = s.conns[len(s.envOrder)%len(s.conns)]
+		c = conns[len(s.envOrder)%len(conns)]
 		s.envOrder = append(s.envOrder, e.ID)
 	}
 	msg := map[string]any{
@@ -235,6 +248,9 @@ func (s *Server) WaitAcked(id string, timeout time.Duration) error {
 func (s *Server) Disconnect() {
 	s.mu.Lock()
 	conns := slices.Clone(s.conns)
+	for _, c := range conns {
+		c.draining = true
+	}
 	s.mu.Unlock()
 	for _, c := range conns {
 		_ = c.write(map[string]any{"type": "disconnect", "reason": "refresh_requested",
@@ -246,6 +262,9 @@ func (s *Server) Disconnect() {
 func (s *Server) Drop() {
 	s.mu.Lock()
 	conns := slices.Clone(s.conns)
+	for _, c := range conns {
+		c.draining = true
+	}
 	s.mu.Unlock()
 	for _, c := range conns {
 		c.close()

@@ -55,6 +55,28 @@ func (s *Server) Click(user, channel, ts, actionID string) (string, error) {
 	if button == nil {
 		return "", fmt.Errorf("%w: %s on %s", ErrNoButton, actionID, ts)
 	}
+	return s.deliverClick(u, msg, *button)
+}
+
+// ClickStale presses a button the message no longer shows, as a Slack
+// client with an out-of-date view of the message can.
+func (s *Server) ClickStale(user, channel, ts, actionID, value string) (string, error) {
+	s.mu.Lock()
+	u, found := s.users[user]
+	m := s.find(channel, ts)
+	var msg Message
+	if m != nil {
+		msg = *m
+	}
+	s.mu.Unlock()
+	if !found || m == nil {
+		return "", fmt.Errorf("slacksim: no user %s or message %s", user, ts)
+	}
+	return s.deliverClick(u, msg, Button{ActionID: actionID, BlockID: "twokey_actions", Value: value, Text: actionID})
+}
+
+func (s *Server) deliverClick(u User, msg Message, button Button) (string, error) {
+	channel, ts := msg.Channel, msg.TS
 	var blocks any
 	_ = json.Unmarshal(msg.Blocks, &blocks)
 	return s.Deliver("interactive", map[string]any{

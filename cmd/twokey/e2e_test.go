@@ -106,9 +106,12 @@ func TestDoubleApprovalCountsOnce(t *testing.T) {
 	s.slash(alice, "plan staging pr-1")
 	msg := s.planMessage(1, "Plan ready for review")
 	s.click(bob, msg, approve)
-	s.click(bob, msg, approve)
-	s.ephemeral(bob, "already approved")
 	s.planMessage(1, "1 more needed")
+	s.click(bob, msg, approve)
+	time.Sleep(300 * time.Millisecond)
+	if m := s.planMessage(1, "1 more needed"); strings.Count(m.Content(), "<@"+bob+">") != 1 {
+		t.Fatalf("bob counted twice:\n%s", m.Content())
+	}
 	time.Sleep(300 * time.Millisecond)
 	if s.applied("web") {
 		t.Fatal("one person's two clicks applied the plan")

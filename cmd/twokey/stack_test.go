@@ -56,8 +56,17 @@ type stack struct {
 	provision string
 }
 
-func newStack(t *testing.T) *stack {
+// stackConfig is what a test may change in the config.
+type stackConfig struct {
+	planTTL, lockTTL, applyTimeout, applyTokenTTL string
+}
+
+func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 	t.Helper()
+	sc := stackConfig{planTTL: "1h", lockTTL: "10s", applyTimeout: "2m", applyTokenTTL: "5m"}
+	for _, o := range opts {
+		o(&sc)
+	}
 	ctx := context.Background()
 	s := &stack{t: t, dir: t.TempDir(), prs: map[int]string{}, logs: &syncBuffer{}}
 
@@ -130,23 +139,23 @@ projects:
         channels: [%s]
         backend_config:
           path: %s
-        lock_ttl: 10s
-        plan_ttl: 1h
-        apply_timeout: 2m
+        lock_ttl: %s
+        plan_ttl: %s
+        apply_timeout: %s
         vault:
           plan:
             role: twokey-staging-plan
             ttl: 5m
           apply:
             role: twokey-staging-apply
-            ttl: 5m
+            ttl: %s
             num_uses: 4
             secrets:
               - path: secret/data/staging/deploy
                 env:
                   DB_PASSWORD: password
 `, s.slackURL, ghSrv.URL, s.redis.URL(), s.vault.Addr, stacktest.Tool(t, "terraform"), filepath.Join(s.dir, "data"),
-		erin, group, erin, channel, s.statePath())
+		erin, group, erin, channel, s.statePath(), sc.lockTTL, sc.planTTL, sc.applyTimeout, sc.applyTokenTTL)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twokey/twokey/bot/slacksim"
+)
+
+// Promise 1: re-planning the same PR voids the pending plan's approvals;
+// the old message says so and loses its buttons.
+func TestReplanVoidsApprovals(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	old := s.planMessage(1, "Plan ready for review")
+	oldPlan := old.Buttons()[0].Value
+	s.click(bob, old, approve)
+	s.planMessage(1, "1 more needed")
+
+	s.openPR(1, "web", "cache") // a new commit on the PR
+	s.slash(alice, "plan staging pr-1")
+	void := s.waitTS(old.TS, "replaced by a new plan")
+	if len(void.Buttons()) != 0 {
+		t.Fatal("the replaced plan still has buttons")
+	}
+	s.thread(old, "its approvals no longer count")
+	fresh := s.planMessage(1, "Needs 2 approvals")
+	if fresh.TS == old.TS || !strings.Contains(fresh.Content(), "terraform_data.cache") {
+		t.Fatalf("no new plan message with the new commit:\n%s", fresh.Content())
+	}
+	// bob's approval was for the old plan: carol's alone is not enough.
+	s.click(carol, fresh, approve)
+	s.waitTS(fresh.TS, "1 more needed")
+	// A stale client can still send the old button: it is refused.
+	if _, err := s.slack.ClickStale(erin, channel, old.TS, approve, oldPlan); err != nil {
+		t.Fatal(err)
+	}
+	s.ephemeral(erin, "This plan is void")
+	if s.applied("web") {
+		t.Fatal("applied")
+	}
+}
+
+// Promise 1: the PR's head is read again before apply; if it moved, nothing
+// is applied and the thread says why.
+func TestNewCommitBeforeApplyInvalidates(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.click(bob, msg, approve)
+	s.planMessage(1, "1 more needed")
+	moved := s.openPR(1, "web", "evil")
+	s.click(carol, msg, approve)
+	s.thread(msg, "PR #1 moved to "+moved[:7])
+	s.waitTS(msg.TS, "Void")
+	if s.applied("web") || s.applied("evil") {
+		t.Fatal("applied after the PR moved")
+	}
+	s.slash(bob, "status staging")
+	s.ephemeral(bob, "*infra/staging*: free")
+}
+
+// Promise 2: a plan past its TTL is voided by the sweeper, its lock freed,
+// its message updated; the message said when it would expire.
+func TestPlanExpires(t *testing.T) {
+	s := newStack(t, func(c *stackConfig) { c.planTTL = "2s" })
+	s.openPR(1, "web")
+	s.openPR(2, "db")
+	s.startBot("--sweep-interval=100ms")
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	if !strings.Contains(msg.Content(), "expires") {
+		t.Error("the message does not say when the plan expires")
+	}
+	s.waitTS(msg.TS, "expired at")
+	s.slash(bob, "plan staging pr-2")
+	s.planMessage(2, "Plan ready for review")
+}
+
+// Promise 3: admins can free a stuck lock, with a reason everyone sees.
+func TestUnlock(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.openPR(2, "db")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.slash(dave, "unlock staging it is stuck")
+	s.ephemeral(dave, "only twokey admins may unlock")
+	s.slash(erin, `unlock infra/staging "alice is on holiday"`)
+	notice := s.visible("unlocked *infra/staging*")
+	for _, want := range []string{"<@" + erin + ">", "held by <@" + alice + "> for PR #1", "fence 1", "alice is on holiday"} {
+		if !strings.Contains(notice.Content(), want) {
+			t.Errorf("unlock notice lacks %q: %s", want, notice.Content())
+		}
+	}
+	void := s.waitTS(msg.TS, "unlocked by <@"+erin+">")
+	if len(void.Buttons()) != 0 {
+		t.Error("the unlocked plan still has buttons")
+	}
+	s.slash(bob, "plan staging pr-2")
+	s.planMessage(2, "Plan ready for review")
+}
+
+// Promise 7: Redis down means no plan starts, and the user is told within
+// seconds.
+func TestRedisDownFailsClosed(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+	if err := s.redis.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s.slash(alice, "plan staging pr-1")
+	s.ephemeral(alice, "state store (Redis) is unreachable, so nothing was done")
+	t.Logf("told %v after the command", time.Since(start).Round(time.Millisecond))
+	for _, m := range s.slack.Messages() {
+		if !m.Ephemeral {
+			t.Fatalf("a plan message was posted with Redis down: %s", m.Content())
+		}
+	}
+}
+
+// Promise 7: GitHub down means no plan, and no apply, because the head SHA
+// cannot be confirmed; the plan stays pending and applies once GitHub is back.
+func TestGitHubDownFailsClosed(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+
+	s.gh.Fail(1000)
+	s.slash(alice, "plan staging pr-1")
+	s.ephemeral(alice, "GitHub could not be reached")
+	s.gh.Fail(0)
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.click(bob, msg, approve)
+	s.planMessage(1, "1 more needed")
+	s.gh.Fail(1000)
+	s.click(carol, msg, approve)
+	s.ephemeral(carol, "GitHub could not be reached")
+	pending := s.waitTS(msg.TS, "Approved by <@"+bob+">, <@"+carol+">")
+	if len(pending.Buttons()) != 2 || s.applied("web") {
+		t.Fatal("not pending, or applied without confirming the head commit")
+	}
+	s.gh.Fail(0)
+	s.click(carol, msg, approve) // retry
+	s.waitTS(msg.TS, "Applied")
+}
+
+// Promise 4: redelivered envelopes and double-clicks do nothing twice.
+func TestRedeliveryActsOnce(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+
+	id, err := s.slack.SlashCommand(alice, channel, "plan staging pr-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := s.slack.Redeliver(id, "timeout"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := s.planMessage(1, "Plan ready for review")
+	// bob double-clicks; Slack also redelivers one of the clicks.
+	first, _ := s.slack.Click(bob, channel, msg.TS, approve)
+	_, _ = s.slack.Click(bob, channel, msg.TS, approve)
+	_ = s.slack.Redeliver(first, "timeout")
+	s.planMessage(1, "1 more needed")
+	time.Sleep(500 * time.Millisecond)
+	plans := 0
+	for _, m := range s.slack.Messages() {
+		if !m.Ephemeral && m.ThreadTS == "" {
+			plans++
+		}
+		if m.Ephemeral {
+			t.Errorf("a duplicate delivery produced a message: %s", m.Content())
+		}
+	}
+	if plans != 1 {
+		t.Fatalf("%d plan messages for one command", plans)
+	}
+}
+
+// The socket drops mid-flow: the bot reconnects, and an approval whose ack
+// was lost is redelivered on the new socket and counted once.
+func TestSocketDropMidFlow(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+
+	s.slack.Disconnect() // Slack asks for a reconnect
+	if err := s.slack.WaitConnected(1, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s.click(bob, msg, approve)
+	s.planMessage(1, "1 more needed")
+
+	id, err := s.slack.Click(carol, channel, msg.TS, approve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.slack.Drop() // the network fails; the ack may or may not have made it
+	if err := s.slack.WaitConnected(1, 30*time.Second); err != nil {
+		t.Fatalf("bot did not reconnect: %v", err)
+	}
+	if !s.slack.Acked(id) {
+		if err := s.slack.Redeliver(id, "timeout"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.slack.Redeliver(id, "timeout"); err != nil { // and once more for good measure
+		t.Fatal(err)
+	}
+	done := s.planMessage(1, "Applied")
+	if !strings.Contains(done.Content(), "Approved by <@"+bob+">, <@"+carol+">.") {
+		t.Fatalf("approvals lost or doubled:\n%s", done.Content())
+	}
+}
+
+// waitTS waits until the message at ts contains want.
+func (s *stack) waitTS(ts, want string) slacksim.Message {
+	s.t.Helper()
+	var found slacksim.Message
+	_, err := s.slack.Wait(waitFor, func(msgs []slacksim.Message) bool {
+		for _, m := range msgs {
+			if m.TS == ts && strings.Contains(m.Content(), want) {
+				found = m
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		s.t.Fatalf("message %s never contained %q\nmessages:\n%s\nlogs:\n%s", ts, want, s.dump(), s.logs.String())
+	}
+	return found
+}
+
+// visible waits for a channel message (not ephemeral, not in a thread) containing want.
+func (s *stack) visible(want string) slacksim.Message {
+	s.t.Helper()
+	var found slacksim.Message
+	_, err := s.slack.Wait(waitFor, func(msgs []slacksim.Message) bool {
+		for _, m := range msgs {
+			if !m.Ephemeral && m.ThreadTS == "" && strings.Contains(m.Content(), want) {
+				found = m
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		s.t.Fatalf("no channel message containing %q\nmessages:\n%s", want, s.dump())
+	}
+	return found
+}
