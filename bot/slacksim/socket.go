@@ -19,9 +19,9 @@ type conn struct {
 	id       int
 	draining bool // told to reconnect: gets no new envelopes
 	ws       *websocket.Conn
-	wmu  sync.Mutex
-	once sync.Once
-	done chan struct{}
+	wmu      sync.Mutex
+	once     sync.Once
+	done     chan struct{}
 }
 
 func (c *conn) write(v any) error {
