@@ -126,11 +126,11 @@ func clickKey(p approvals.Plan, action, user string) string {
 	return fmt.Sprintf("click:%s:%s:%s:%d", p.ID, action, user, p.Attempts)
 }
 
-// forgetOnError lets a click be pressed again when acting on it failed
-// for a reason other than a refusal, so a transient fault never eats it.
+// forgetOnError lets a click be pressed again when it did nothing — a
+// refusal or a transient fault — so that it never swallows a later press
+// that should count (the user was added to the group meanwhile, say).
 func (b *Bot) forgetOnError(ctx context.Context, key string, err *error) {
-	var se *approvals.StateError
-	if *err == nil || errors.Is(*err, approvals.ErrSelfApproval) || errors.Is(*err, approvals.ErrNotAuthorized) || errors.As(*err, &se) {
+	if *err == nil {
 		return
 	}
 	if ferr := b.o.Dedup.Forget(context.WithoutCancel(ctx), key); ferr != nil {
@@ -252,7 +252,7 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 	}
 	// The pending plan holds the environment until it is applied, rejected
 	// or expires.
-	if err := b.o.Locks.Refresh(ctx, lease, time.Until(p.ExpiresAt)); err != nil {
+	if err := b.o.Locks.Refresh(ctx, lease, p.ExpiresAt.Sub(b.o.Now())); err != nil {
 		b.finish(ctx, p, approvals.StatusInvalidated, "the environment lock was lost while planning")
 		return err
 	}
