@@ -107,3 +107,24 @@ func (r *Redis) ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ShutdownNoSave stops the server with SHUTDOWN NOSAVE — no final snapshot;
+// only what the append-only file already holds survives — and waits for it
+// to exit.
+func (r *Redis) ShutdownNoSave(ctx context.Context) error {
+	d := net.Dialer{Timeout: time.Second}
+	c, err := d.DialContext(ctx, "tcp", r.Addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("SHUTDOWN NOSAVE\r\n")); err != nil {
+		return err
+	}
+	select {
+	case <-r.proc.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("redis did not shut down")
+	}
+}

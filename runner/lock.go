@@ -73,11 +73,11 @@ func (e *LockedError) Unwrap() error { return ErrLocked }
 // LockKey names the lock of one environment of one project.
 func LockKey(project, env string) string { return project + "/" + env }
 
-// keepLease refreshes l every ttl/3 until ctx ends. If a refresh fails for
+// KeepLease refreshes l every ttl/3 until ctx ends. If a refresh fails for
 // longer than the lease could still be valid — the lock was taken over, or
 // Redis was unreachable until the lease ran out — it calls lost, which
 // cancels the work the lease protects.
-func keepLease(ctx context.Context, locks Locker, l Lease, ttl time.Duration, lost func(error)) {
+func KeepLease(ctx context.Context, locks Locker, l Lease, ttl time.Duration, lost func(error)) {
 	every := max(ttl/3, 10*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()

@@ -381,7 +381,7 @@ func (r *Runner) guard(ctx context.Context, l Lease, ttl, timeout time.Duration)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		keepLease(ctx, r.o.Locks, l, ttl, func(err error) {
+		KeepLease(ctx, r.o.Locks, l, ttl, func(err error) {
 			r.o.Logger.Warn("lease lost; interrupting terraform", "lock", l.Key, "fence", l.Fence, "err", err)
 			cancel(err)
 		})

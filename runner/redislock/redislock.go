@@ -20,13 +20,24 @@ import (
 
 // Locks is a runner.Locker.
 type Locks struct {
-	rdb    redis.UniversalClient
-	prefix string
+	rdb       redis.UniversalClient
+	prefix    string
+	ledgerLen int
 }
 
+// Option configures Locks.
+type Option func(*Locks)
+
+// WithLedgerLength keeps n records per ledger instead of LedgerLength.
+func WithLedgerLength(n int) Option { return func(l *Locks) { l.ledgerLen = n } }
+
 // New returns locks stored under prefix (e.g. "twokey:").
-func New(rdb redis.UniversalClient, prefix string) *Locks {
-	return &Locks{rdb: rdb, prefix: prefix}
+func New(rdb redis.UniversalClient, prefix string, opts ...Option) *Locks {
+	l := &Locks{rdb: rdb, prefix: prefix, ledgerLen: LedgerLength}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
 }
 
 var _ runner.Locker = (*Locks)(nil)
@@ -209,7 +220,7 @@ func (l *Locks) ForceRelease(ctx context.Context, key string) (runner.Holder, bo
 // Fenced appends record to the ledger if lease is still the holder and no
 // newer fence has written.
 func (l *Locks) Fenced(ctx context.Context, lease runner.Lease, record []byte) error {
-	n, err := fencedScript.Run(ctx, l.rdb, l.keys(lease.Key), lease.Owner, lease.Fence, record, LedgerLength).Int()
+	n, err := fencedScript.Run(ctx, l.rdb, l.keys(lease.Key), lease.Owner, lease.Fence, record, l.ledgerLen).Int()
 	if err != nil {
 		return fmt.Errorf("fenced write %s: %w", lease.Key, err)
 	}
