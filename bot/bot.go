@@ -29,7 +29,7 @@ type Runner interface {
 	Resolve(ctx context.Context, repo string, pr int) (runner.Revision, error)
 	Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResult, error)
 	Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error)
-	Discard(planID string) error
+	Discard(ctx context.Context, planID string) error
 }
 
 // Deduper remembers keys for a while. First reports whether key is new,

@@ -241,12 +241,12 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 	})
 	if err != nil {
 		// Rejected while planning: the reject already released the lock.
-		_ = b.o.Runner.Discard(p.ID)
+		_ = b.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
 		return err
 	}
 	if p.Status == approvals.StatusNoChanges {
 		b.release(lease)
-		_ = b.o.Runner.Discard(p.ID)
+		_ = b.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
 		b.refresh(ctx, p)
 		return nil
 	}
@@ -280,7 +280,7 @@ func (b *Bot) replan(ctx context.Context, held, holder runner.Holder, user strin
 	if err != nil {
 		return runner.Lease{}, err
 	}
-	_ = b.o.Runner.Discard(old.ID)
+	_ = b.o.Runner.Discard(context.WithoutCancel(ctx), old.ID)
 	b.refresh(ctx, old)
 	b.post(ctx, old, ":recycle: "+reason+".")
 	lease, err := b.o.Locks.Takeover(ctx, leaseOf(old), holder, ttl)
@@ -496,7 +496,7 @@ func (b *Bot) finish(ctx context.Context, p approvals.Plan, to approvals.Status,
 // plan, re-render its message and, if there is one, post why in the thread.
 func (b *Bot) ended(ctx context.Context, p approvals.Plan, note string) {
 	b.release(leaseOf(p))
-	_ = b.o.Runner.Discard(p.ID)
+	_ = b.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
 	b.refresh(ctx, p)
 	if note != "" {
 		b.post(ctx, p, note)
@@ -574,7 +574,7 @@ func (b *Bot) target(p *config.Project, e *config.Environment) runner.Target {
 	t := runner.Target{
 		Project: p.Name, Env: e.Name, Dir: p.WorkDir(e), VarFiles: e.VarFiles, BackendConfig: e.BackendConfig,
 		ApplyCreds: credentialRequest(e.Vault.Apply),
-		LockTTL:    e.LockTTL.D(), PlanTimeout: e.PlanTimeout.D(), ApplyTimeout: e.ApplyTimeout.D(),
+		LockTTL:    e.LockTTL.D(), PlanTTL: e.PlanTTL.D(), PlanTimeout: e.PlanTimeout.D(), ApplyTimeout: e.ApplyTimeout.D(),
 	}
 	if e.Vault.Plan != nil {
 		req := credentialRequest(*e.Vault.Plan)

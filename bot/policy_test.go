@@ -54,7 +54,7 @@ func (r *fakeRunner) Apply(_ context.Context, job runner.ApplyJob) (runner.Apply
 	return runner.ApplyResult{Summary: "1 added, 0 changed, 0 destroyed"}, nil
 }
 
-func (r *fakeRunner) Discard(string) error { return nil }
+func (r *fakeRunner) Discard(context.Context, string) error { return nil }
 
 // policyHarness is a bot wired to miniredis, a local Slack and a fake
 // runner, with a clock the test moves.

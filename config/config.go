@@ -27,6 +27,11 @@ type Config struct {
 	Terraform Terraform `yaml:"terraform"`
 	// DataDir holds workspaces, repository mirrors and saved plan files.
 	DataDir string `yaml:"data_dir"`
+	// PlanKeyEnv names the environment variable holding the key (32 bytes,
+	// base64) that seals saved plans in Redis. Every bot process must have
+	// the same key; without one a process seals with a key of its own, and
+	// its plans can only be applied by itself.
+	PlanKeyEnv string `yaml:"plan_key_env"`
 	// Admins may force-unlock an environment (/tf unlock).
 	Admins   Who       `yaml:"admins"`
 	Projects []Project `yaml:"projects"`
@@ -233,6 +238,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.Vault.Auth.SecretIDEnv, "VAULT_SECRET_ID")
 	setDefault(&c.Terraform.Path, "terraform")
 	setDefault(&c.DataDir, "/var/lib/twokey")
+	setDefault(&c.PlanKeyEnv, "TWOKEY_PLAN_KEY")
 	for i := range c.Projects {
 		for j := range c.Projects[i].Environments {
 			e := &c.Projects[i].Environments[j]

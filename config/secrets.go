@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,18 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 // MarshalText keeps encoders from writing the value.
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// Key is binary key material; like Secret it never prints.
+type Key []byte
+
+func (k Key) String() string   { return Secret(k).String() }
+func (k Key) GoString() string { return k.String() }
+
+// LogValue keeps slog from printing the key.
+func (k Key) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
+// MarshalText keeps encoders from writing the key.
+func (k Key) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
 // Secrets are the credentials twokey itself uses, read from the environment
 // variables the config names.
 type Secrets struct {
@@ -42,6 +55,7 @@ type Secrets struct {
 	VaultToken    Secret // auth method "token"
 	VaultRoleID   Secret // auth method "approle"
 	VaultSecretID Secret // auth method "approle"
+	PlanKey       Key    // optional: 32 bytes that seal saved plans
 }
 
 // LoadSecrets reads the secrets from getenv (os.Getenv in production) and
@@ -62,6 +76,13 @@ func (c *Config) LoadSecrets(getenv func(string) string) (Secrets, error) {
 	}
 	if c.Redis.PasswordEnv != "" {
 		s.RedisPassword = need(c.Redis.PasswordEnv)
+	}
+	if v := getenv(c.PlanKeyEnv); v != "" {
+		key, err := base64.StdEncoding.DecodeString(v)
+		if err != nil || len(key) != 32 {
+			errs = append(errs, fmt.Errorf("environment variable %s must be 32 bytes in base64 (openssl rand -base64 32)", c.PlanKeyEnv))
+		}
+		s.PlanKey = key
 	}
 	switch c.Vault.Auth.Method {
 	case "token":

@@ -86,6 +86,7 @@ type Target struct {
 	PlanCreds     *CredentialRequest // nil: plan without credentials
 	ApplyCreds    CredentialRequest
 	LockTTL       time.Duration
+	PlanTTL       time.Duration // how long the saved plan is kept
 	PlanTimeout   time.Duration
 	ApplyTimeout  time.Duration
 }
@@ -108,9 +109,12 @@ func (e *TerraformError) Error() string { return "terraform " + e.Step + " faile
 
 // Options configure a Runner.
 type Options struct {
-	Locks   Locker
-	Source  Source
-	Creds   Credentials
+	Locks  Locker
+	Source Source
+	Creds  Credentials
+	// Plans shares saved plan files between bot processes; nil keeps them
+	// on this machine only (an apply must then run where its plan ran).
+	Plans   PlanStore
 	Binary  string // path to terraform or tofu
 	Version string // the version the binary must report
 	// Env is extra, non-secret environment for terraform.
@@ -231,11 +235,16 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 	if err != nil {
 		return PlanResult{}, r.cause(ctx, tfError("show", err, cred))
 	}
-	digest, err := fileDigest(planFile)
+	data, err := os.ReadFile(planFile)
 	if err != nil {
 		return PlanResult{}, err
 	}
-	return PlanResult{Digest: digest, Summary: Summarize(plan)}, nil
+	if r.o.Plans != nil {
+		if err := r.o.Plans.Save(ctx, job.PlanID, data, job.Target.PlanTTL+time.Hour); err != nil {
+			return PlanResult{}, err
+		}
+	}
+	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan)}, nil
 }
 
 // ApplyJob is one approved apply.
@@ -341,10 +350,9 @@ func (r *Runner) applyWith(ctx context.Context, job ApplyJob, cred *Credential, 
 	if err != nil {
 		return res, r.cause(ctx, err)
 	}
-	planFile := r.planFile(g.PlanID())
-	digest, err := fileDigest(planFile)
-	if err != nil || digest != g.Digest() {
-		return res, fmt.Errorf("%w: the saved plan file changed or is missing", ErrStalePlan)
+	planFile, err := r.savedPlan(ctx, g)
+	if err != nil {
+		return res, err
 	}
 	if err := tf.SetEnv(r.env(ws, cred)); err != nil {
 		return res, err
@@ -364,11 +372,38 @@ func (r *Runner) applyWith(ctx context.Context, job ApplyJob, cred *Credential, 
 	return res, nil
 }
 
-// Discard removes a plan's saved file.
-func (r *Runner) Discard(planID string) error {
+// savedPlan returns the path of the saved plan the grant approves, fetching
+// it from the plan store when this machine does not have it, and checks its
+// sha256 against the approved digest: the last check before terraform.
+func (r *Runner) savedPlan(ctx context.Context, g approvals.Grant) (string, error) {
+	path := r.planFile(g.PlanID())
+	if digest, err := fileDigest(path); err == nil && digest == g.Digest() {
+		return path, nil
+	}
+	if r.o.Plans == nil {
+		return "", fmt.Errorf("%w: the saved plan file changed or is not on this machine", ErrStalePlan)
+	}
+	data, err := r.o.Plans.Load(ctx, g.PlanID())
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrStalePlan, err)
+	}
+	if digestOf(data) != g.Digest() {
+		return "", fmt.Errorf("%w: the stored plan file does not match the approved digest", ErrStalePlan)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// Discard removes a plan's saved file, here and in the plan store.
+func (r *Runner) Discard(ctx context.Context, planID string) error {
 	err := os.Remove(r.planFile(planID))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		err = nil
+	}
+	if r.o.Plans != nil {
+		err = errors.Join(err, r.o.Plans.Delete(ctx, planID))
 	}
 	return err
 }
@@ -425,16 +460,16 @@ func (r *Runner) planFile(planID string) string {
 }
 
 func fileDigest(path string) (string, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return digestOf(data), nil
+}
+
+func digestOf(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 func tfError(step string, err error, cred *Credential) error {

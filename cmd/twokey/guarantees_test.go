@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/twokey/twokey/bot/slacksim"
+	"github.com/twokey/twokey/runner/redislock"
 )
 
 // Promise 1: re-planning the same PR voids the pending plan's approvals;
@@ -270,4 +275,72 @@ func (s *stack) visible(want string) slacksim.Message {
 		s.t.Fatalf("no channel message containing %q\nmessages:\n%s", want, s.dump())
 	}
 	return found
+}
+
+// Promise 6: a bot killed (SIGKILL) mid-apply. Its lock frees by lease,
+// its Vault token dies by TTL, and the plan is marked interrupted by the
+// bots that remain — never applied again.
+func TestBotKilledMidApply(t *testing.T) {
+	const lockTTL, tokenTTL = 2 * time.Second, 10 * time.Second
+	s := newStack(t, func(c *stackConfig) { c.lockTTL, c.applyTimeout, c.applyTokenTTL = "2s", "10s", "10s" })
+	s.provision = " && sleep 20"
+	s.openPR(1, "slow")
+	bot := s.startBotProcess(s.config)
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.click(bob, msg, approve)
+	s.click(carol, msg, approve)
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(s.envDump()); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("apply never started")
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // let the provisioner finish writing
+	env, _ := os.ReadFile(s.envDump())
+	childToken := envValue(string(env), "VAULT_TOKEN")
+	if childToken == "" {
+		t.Fatal("no child token in terraform's environment")
+	}
+
+	bot.kill()
+	killed := time.Now()
+	rdb := redis.NewClient(&redis.Options{Addr: s.redis.Addr})
+	defer rdb.Close()
+	locks := redislock.New(rdb, keyPrefix)
+	for {
+		if _, held, err := locks.Holder(context.Background(), "infra/staging"); err == nil && !held {
+			break
+		}
+		if time.Since(killed) > lockTTL+time.Second {
+			t.Fatalf("lock still held %v after the kill (lease %v)", time.Since(killed), lockTTL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("lock free %v after SIGKILL (lease %v)", time.Since(killed).Round(time.Millisecond), lockTTL)
+	root, _ := s.vault.Client()
+	for {
+		if _, err := root.Auth().Token().Lookup(childToken); err != nil {
+			break
+		}
+		if time.Since(killed) > tokenTTL+2*time.Second {
+			t.Fatalf("child token alive %v after the kill (TTL %v)", time.Since(killed), tokenTTL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("child token gone %v after SIGKILL (TTL %v)", time.Since(killed).Round(time.Millisecond), tokenTTL)
+
+	_ = os.Remove(s.envDump())
+	s.startBot("--sweep-interval=200ms")
+	done := s.waitTS(msg.TS, "Interrupted")
+	if len(done.Buttons()) != 0 || !strings.Contains(done.Content(), "will not be retried") {
+		t.Fatalf("interrupted plan:\n%s", done.Content())
+	}
+	time.Sleep(time.Second)
+	if _, err := os.Stat(s.envDump()); err == nil {
+		t.Fatal("the interrupted apply ran again")
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/ghsource"
 	"github.com/twokey/twokey/runner/redislock"
+	"github.com/twokey/twokey/runner/redisplans"
 	"github.com/twokey/twokey/runner/vaultcreds"
 )
 
@@ -69,9 +71,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return fmt.Errorf("terraform.path: %w", err)
 	}
+	key := []byte(secrets.PlanKey)
+	if len(key) == 0 {
+		key = make([]byte, redisplans.KeySize)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		log.Warn("no plan key set: saved plans are sealed with a key of this process alone, so only it can apply them; "+
+			"give every replica the same "+cfg.PlanKeyEnv, "env", cfg.PlanKeyEnv)
+	}
+	plans, err := redisplans.New(rdb, keyPrefix, key)
+	if err != nil {
+		return err
+	}
 	locks := redislock.New(rdb, keyPrefix)
 	run, err := runner.New(ctx, runner.Options{
-		Locks: locks, Source: src, Creds: creds, Binary: bin, Version: cfg.Terraform.Version,
+		Locks: locks, Source: src, Creds: creds, Plans: plans, Binary: bin, Version: cfg.Terraform.Version,
 		Env: cfg.Terraform.Env, DataDir: cfg.DataDir, VaultAddr: cfg.Vault.Address, Logger: log,
 	})
 	if err != nil {

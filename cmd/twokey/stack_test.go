@@ -54,6 +54,8 @@ type stack struct {
 	logs     *syncBuffer
 	// provision is appended to each resource's local-exec command.
 	provision string
+	sc        stackConfig
+	ghURL     string
 }
 
 // stackConfig is what a test may change in the config.
@@ -97,6 +99,7 @@ func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 	s.gh.AddRepo("acme/infra", s.repo.CloneURL())
 	ghSrv := httptest.NewServer(s.gh)
 	t.Cleanup(ghSrv.Close)
+	s.ghURL = ghSrv.URL
 
 	s.redis = stacktest.Redis(t)
 	s.vault = stacktest.Vault(t)
@@ -109,7 +112,15 @@ func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 		t.Fatal(err)
 	}
 
-	s.config = filepath.Join(s.dir, "twokey.yaml")
+	s.sc = sc
+	s.config = s.writeConfig("twokey.yaml", filepath.Join(s.dir, "data"), stacktest.Tool(t, "terraform"))
+	return s
+}
+
+// writeConfig writes a config for one bot process with its own data
+// directory and terraform binary, and returns its path.
+func (s *stack) writeConfig(name, dataDir, terraform string) string {
+	s.t.Helper()
 	cfg := fmt.Sprintf(`
 slack:
   api_url: %s
@@ -154,12 +165,13 @@ projects:
               - path: secret/data/staging/deploy
                 env:
                   DB_PASSWORD: password
-`, s.slackURL, ghSrv.URL, s.redis.URL(), s.vault.Addr, stacktest.Tool(t, "terraform"), filepath.Join(s.dir, "data"),
-		erin, group, erin, channel, s.statePath(), sc.lockTTL, sc.planTTL, sc.applyTimeout, sc.applyTokenTTL)
-	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+`, s.slackURL, s.ghURL, s.redis.URL(), s.vault.Addr, terraform, dataDir,
+		erin, group, erin, channel, s.statePath(), s.sc.lockTTL, s.sc.planTTL, s.sc.applyTimeout, s.sc.applyTokenTTL)
+	path := filepath.Join(s.dir, name)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		s.t.Fatal(err)
 	}
-	return s
+	return path
 }
 
 func (s *stack) statePath() string { return filepath.Join(s.dir, "staging.tfstate") }
@@ -210,6 +222,7 @@ func (s *stack) env(key string) string {
 		"SLACK_APP_TOKEN": s.slack.Options().AppToken,
 		"VAULT_TOKEN":     s.botToken,
 		"GITHUB_TOKEN":    githubToken,
+		"TWOKEY_PLAN_KEY": "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
 	}[key]
 }
 
