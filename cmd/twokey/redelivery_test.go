@@ -69,7 +69,9 @@ func TestDuplicateDeliveryAcrossTwoBots(t *testing.T) {
 	}
 	for n := 1; n <= scenarios; n++ {
 		s.openPR(n, fmt.Sprintf("r%d", n))
-		deliver(func() (string, error) { return s.slack.SlashCommand(alice, channel, fmt.Sprintf("plan staging pr-%d", n)) })
+		deliver(func() (string, error) {
+			return s.slack.SlashCommand(alice, channel, fmt.Sprintf("plan staging pr-%d", n))
+		})
 		msg := s.planMessage(n, "Plan ready for review")
 		planID := msg.Buttons()[0].Value
 
