@@ -1,0 +1,78 @@
+package bot
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/slack-go/slack"
+)
+
+// clickPayload is a block_actions payload as Slack sends it over Socket Mode.
+const clickPayload = `{"type":"block_actions","user":{"id":"UBOB","username":"bob","team_id":"T0TWOKEY"},
+"api_app_id":"A0TWOKEY","token":"x","container":{"type":"message","message_ts":"1.000001","channel_id":"CDEPLOY","is_ephemeral":false},
+"trigger_id":"t","team":{"id":"T0TWOKEY","domain":"twokey"},"enterprise":null,"channel":{"id":"CDEPLOY","name":"deploys"},
+"message":{"type":"message","ts":"1.000001","text":"plan"},"response_url":"https://hooks.slack.invalid/x",
+"actions":[{"action_id":"twokey_approve","block_id":"twokey_actions","value":"p-abcdefgh","type":"button","action_ts":"1.2"}]}`
+
+func TestClickOf(t *testing.T) {
+	var cb slack.InteractionCallback
+	if err := json.Unmarshal([]byte(clickPayload), &cb); err != nil {
+		t.Fatal(err)
+	}
+	c, err := clickOf(cb)
+	if err != nil || c.user != "UBOB" || c.planID != "p-abcdefgh" || c.action != actionApprove || c.channel != "CDEPLOY" || c.team != "T0TWOKEY" {
+		t.Fatalf("clickOf = %+v, %v", c, err)
+	}
+	for name, mutate := range map[string]func(*slack.InteractionCallback){
+		"view submission": func(cb *slack.InteractionCallback) { cb.Type = slack.InteractionTypeViewSubmission },
+		"no action":       func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions = nil },
+		"two actions": func(cb *slack.InteractionCallback) {
+			cb.ActionCallback.BlockActions = append(cb.ActionCallback.BlockActions, cb.ActionCallback.BlockActions[0])
+		},
+		"unknown button":  func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].ActionID = "twokey_apply_now" },
+		"bad plan id":     func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].Value = "../../etc" },
+		"user elsewhere":  func(cb *slack.InteractionCallback) { cb.User.TeamID = "T0OTHER" },
+		"no user":         func(cb *slack.InteractionCallback) { cb.User.ID = "" },
+		"lowercase user":  func(cb *slack.InteractionCallback) { cb.User.ID = "ubob" },
+		"no team":         func(cb *slack.InteractionCallback) { cb.Team.ID = ""; cb.User.TeamID = "" },
+		"no channel":      func(cb *slack.InteractionCallback) { cb.Channel.ID = ""; cb.Container.ChannelID = "" },
+		"nil action":      func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0] = nil },
+	} {
+		var cb slack.InteractionCallback
+		_ = json.Unmarshal([]byte(clickPayload), &cb)
+		mutate(&cb)
+		if _, err := clickOf(cb); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// FuzzInteraction feeds arbitrary interaction payloads through slack-go's
+// decoder and clickOf: nothing may panic, and anything accepted must be a
+// single press of a known button on a well-formed plan, by a well-formed
+// user, in a well-formed channel and team.
+func FuzzInteraction(f *testing.F) {
+	f.Add([]byte(clickPayload))
+	f.Add([]byte(`{"type":"block_actions","actions":[]}`))
+	f.Add([]byte(`{"type":"block_actions","user":{"id":"U1","team_id":"T1"},"team":{"id":"T1"},"channel":{"id":"C1"},"actions":[{"action_id":"twokey_reject","value":"p-23456789"}]}`))
+	f.Add([]byte(`{"type":"view_submission","view":{"id":"V1"}}`))
+	f.Add([]byte(`{"type":"block_actions","actions":[null]}`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		var cb slack.InteractionCallback
+		if json.Unmarshal(payload, &cb) != nil {
+			return
+		}
+		c, err := clickOf(cb)
+		if err != nil {
+			if !errors.Is(err, errUnknownAction) && !errors.Is(err, errOtherWorkspace) {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		if (c.action != actionApprove && c.action != actionReject) || !planIDRE.MatchString(c.planID) ||
+			!slackID.MatchString(c.user) || !slackID.MatchString(c.channel) || !slackID.MatchString(c.team) {
+			t.Fatalf("accepted a malformed click %+v from %q", c, payload)
+		}
+	})
+}
