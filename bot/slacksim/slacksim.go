@@ -40,6 +40,7 @@ type User struct {
 	Name     string `json:"name"`
 	RealName string `json:"real_name"`
 	TeamID   string `json:"team_id"`
+	Title    string `json:"title,omitempty"` // as in a Slack profile: what the demo page shows next to the name
 }
 
 // Message is something posted to a channel, a thread or one user.
@@ -82,13 +83,15 @@ type Server struct {
 	ts        int64
 	tsBase    int64
 	closed    bool
-	listeners []func(Event)
+	listeners map[int]func(Event)
+	nextSub   int
 }
 
 // Event tells a listener (the demo page) that something changed.
 type Event struct {
-	Kind    string   `json:"kind"` // message, ack, connection
-	Message *Message `json:"message,omitempty"`
+	Kind        string   `json:"kind"` // message, ack, connection
+	Message     *Message `json:"message,omitempty"`
+	Connections int      `json:"connections"` // sockets taking envelopes
 }
 
 // New returns a server with no users, groups or channels.
@@ -110,7 +113,7 @@ func New(o Options) *Server {
 	}
 	s := &Server{
 		o: o, users: map[string]User{}, groups: map[string][]string{}, channels: map[string]string{},
-		envelopes: map[string]*envelope{}, tsBase: time.Now().Unix(),
+		envelopes: map[string]*envelope{}, tsBase: time.Now().Unix(), listeners: map[int]func(Event){},
 	}
 	s.changed = sync.NewCond(&s.mu)
 	return s
@@ -170,20 +173,31 @@ func (s *Server) Close() {
 	}
 }
 
-// Subscribe registers fn to be called (without the lock held, in order)
-// after every change.
-func (s *Server) Subscribe(fn func(Event)) {
+// Subscribe registers fn to be called (without the lock held) after every
+// change, until the returned function is called.
+func (s *Server) Subscribe(fn func(Event)) (unsubscribe func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.listeners = append(s.listeners, fn)
+	s.nextSub++
+	id := s.nextSub
+	s.listeners[id] = fn
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.listeners, id)
+	}
 }
 
 // notify must be called with s.mu held; listeners run after it is released
 // by the caller through the returned function.
 func (s *Server) bump(ev Event) func() {
 	s.seq++
+	ev.Connections = len(s.live())
 	s.changed.Broadcast()
-	ls := slices.Clone(s.listeners)
+	ls := make([]func(Event), 0, len(s.listeners))
+	for _, l := range s.listeners {
+		ls = append(ls, l)
+	}
 	return func() {
 		for _, l := range ls {
 			l(ev)
@@ -243,10 +257,12 @@ func (s *Server) nextTS() string {
 	return fmt.Sprintf("%d.%06d", s.tsBase, s.ts)
 }
 
-// Handler serves the Web API under /api/ and Socket Mode at /socket.
+// Handler serves the Web API under /api/, Socket Mode at /socket, and the
+// demo page under /ui/.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/{method}", s.serveAPI)
 	mux.HandleFunc("/socket", s.serveSocket)
+	s.uiRoutes(mux)
 	return mux
 }

@@ -1,0 +1,315 @@
+// The demo page: a Slack-like view of the local workspace. It renders
+// Block Kit, threads and ephemeral messages, sends slash commands and button
+// clicks as the chosen user, and follows changes over a websocket.
+"use strict";
+
+const state = { users: [], channels: [], messages: new Map(), me: null, channel: null, thread: null, bot: null, connections: 0 };
+const $ = (id) => document.getElementById(id);
+
+const EMOJI = {
+  lock: "🔒", unlock: "🔓", rocket: "🚀", white_check_mark: "✅", warning: "⚠️", no_entry: "⛔", recycle: "♻️",
+  x: "❌", hourglass: "⏳", memo: "📝", fire: "🔥", rotating_light: "🚨", key: "🔑", eyes: "👀", tada: "🎉",
+};
+const COLORS = ["#2bac76", "#e8912d", "#1264a3", "#9b5fc0", "#e01e5a", "#36c5f0", "#616061"];
+
+function key(m) { return m.channel + "/" + m.ts; }
+function user(id) { return state.users.find((u) => u.id === id); }
+function userName(id) {
+  if (state.bot && id === state.bot.id) return "twokey";
+  const u = user(id);
+  return u ? u.name : id;
+}
+function colorOf(id) {
+  if (state.bot && id === state.bot.id) return "#1f1633";
+  let h = 0;
+  for (const c of id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return COLORS[h % COLORS.length];
+}
+function avatar(id, big) {
+  const el = document.createElement("span");
+  el.className = "avatar" + (big ? " big" : "");
+  el.style.background = colorOf(id);
+  el.textContent = (state.bot && id === state.bot.id) ? "2k" : userName(id).slice(0, 1).toUpperCase();
+  return el;
+}
+function esc(s) {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+}
+function unescapeSlack(s) { return s.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&"); }
+
+// mrkdwn renders Slack's markup to HTML: control sequences (<@U…>, <#C…>,
+// <url|text>), code, bold, italic, strike, emoji and line breaks.
+function mrkdwn(src) {
+  const parts = src.split("```");
+  return parts.map((part, i) => {
+    if (i % 2 === 1) return "<pre>" + esc(unescapeSlack(part.replace(/^\n/, ""))) + "</pre>";
+    return inline(part);
+  }).join("");
+}
+function inline(src) {
+  let out = "";
+  const re = /<([^<>]+)>/g;
+  let last = 0, m;
+  while ((m = re.exec(src))) {
+    out += text(src.slice(last, m.index));
+    out += control(m[1]);
+    last = re.lastIndex;
+  }
+  return out + text(src.slice(last));
+}
+function control(c) {
+  if (c.startsWith("@")) return '<span class="mention">@' + esc(userName(c.slice(1).split("|")[0])) + "</span>";
+  if (c.startsWith("#")) {
+    const [id, label] = c.slice(1).split("|");
+    const ch = state.channels.find((x) => x.id === id);
+    return '<span class="mention">#' + esc(label || (ch ? ch.name : id)) + "</span>";
+  }
+  if (c.startsWith("!")) return '<span class="mention">@' + esc(c.slice(1).split("|")[0]) + "</span>";
+  const [url, label] = c.split("|");
+  return '<a href="' + esc(url) + '" target="_blank" rel="noopener">' + esc(unescapeSlack(label || url)) + "</a>";
+}
+function text(s) {
+  const codes = [];
+  let h = esc(unescapeSlack(s)).replace(/`([^`\n]+)`/g, (_, c) => { codes.push(c); return "\u0000" + (codes.length - 1) + "\u0000"; });
+  h = h.replace(/(^|[\s(])\*([^*\n]+)\*(?=$|[\s).,:;!?])/g, "$1<b>$2</b>")
+    .replace(/(^|[\s(])_([^_\n]+)_(?=$|[\s).,:;!?])/g, "$1<i>$2</i>")
+    .replace(/(^|[\s(])~([^~\n]+)~(?=$|[\s).,:;!?])/g, "$1<s>$2</s>")
+    .replace(/:([a-z0-9_+-]+):/g, (all, name) => EMOJI[name] || all)
+    .replace(/\n/g, "<br>");
+  return h.replace(/\u0000(\d+)\u0000/g, (_, i) => "<code>" + codes[+i] + "</code>");
+}
+function textObject(t) {
+  if (!t) return "";
+  return t.type === "mrkdwn" ? mrkdwn(t.text) : esc(t.text).replace(/\n/g, "<br>");
+}
+
+function renderBlocks(m) {
+  const wrap = document.createElement("div");
+  if (!m.blocks || !m.blocks.length) {
+    const b = document.createElement("div");
+    b.className = "block";
+    b.innerHTML = mrkdwn(m.text || "");
+    wrap.appendChild(b);
+    return wrap;
+  }
+  for (const block of m.blocks) {
+    const el = document.createElement("div");
+    el.className = "block " + block.type;
+    switch (block.type) {
+      case "header":
+        el.textContent = block.text.text;
+        break;
+      case "section":
+        if (block.text) el.innerHTML = textObject(block.text);
+        if (block.fields) {
+          const f = document.createElement("div");
+          f.className = "fields";
+          for (const field of block.fields) {
+            const d = document.createElement("div");
+            d.innerHTML = textObject(field);
+            f.appendChild(d);
+          }
+          el.appendChild(f);
+        }
+        el.innerHTML = el.innerHTML.replace(/⚠ (DESTROY|REPLACE[^<\n]*)/g, '<span class="destroy">⚠ $1</span>');
+        break;
+      case "context":
+        for (const e of block.elements || []) {
+          const s = document.createElement("span");
+          s.innerHTML = e.type === "image" ? "" : textObject(e);
+          el.appendChild(s);
+        }
+        break;
+      case "divider":
+        break;
+      case "actions":
+        el.className = "block actions";
+        for (const e of block.elements || []) {
+          if (e.type !== "button") continue;
+          const btn = document.createElement("button");
+          btn.className = "btn" + (e.style ? " " + e.style : "");
+          btn.textContent = e.text.text;
+          btn.dataset.action = e.action_id;
+          btn.onclick = () => click(m, e.action_id, btn);
+          el.appendChild(btn);
+        }
+        break;
+      default:
+        continue;
+    }
+    wrap.appendChild(el);
+  }
+  return wrap;
+}
+
+function visible(m) { return !m.ephemeral || m.for === state.me; }
+function timeOf(ts) {
+  const d = new Date(parseFloat(ts) * 1000);
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+function ordered(list) { return list.sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0)); }
+
+function renderMessage(m, inThread) {
+  const row = document.createElement("div");
+  row.className = "msg" + (m.ephemeral ? " ephemeral" : "");
+  row.dataset.ts = m.ts;
+  row.appendChild(avatar(m.user, true));
+  const body = document.createElement("div");
+  body.className = "msg-body";
+  if (m.ephemeral) {
+    const o = document.createElement("div");
+    o.className = "only-you";
+    o.textContent = "👁 Only visible to you";
+    body.appendChild(o);
+  }
+  const head = document.createElement("div");
+  head.className = "msg-head";
+  head.innerHTML = '<span class="msg-author">' + esc(userName(m.user)) + "</span>" +
+    (state.bot && m.user === state.bot.id ? '<span class="app-badge">App</span>' : "") +
+    '<span class="msg-time">' + timeOf(m.ts) + "</span>" + (m.edits ? '<span class="edited">(edited)</span>' : "");
+  body.appendChild(head);
+  body.appendChild(renderBlocks(m));
+  if (!inThread) {
+    const replies = [...state.messages.values()].filter((r) => r.channel === m.channel && r.thread_ts === m.ts && visible(r));
+    if (replies.length) {
+      const a = document.createElement("div");
+      a.className = "replies";
+      a.textContent = replies.length + (replies.length === 1 ? " reply" : " replies");
+      a.onclick = () => openThread(m);
+      body.appendChild(a);
+    }
+  }
+  row.appendChild(body);
+  return row;
+}
+
+function render() {
+  const list = $("messages");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.replaceChildren();
+  const top = ordered([...state.messages.values()].filter((m) => m.channel === state.channel && !m.thread_ts && visible(m)));
+  if (!top.length) {
+    const e = document.createElement("div");
+    e.className = "empty";
+    e.innerHTML = "No messages yet. Type <code>/tf plan staging pr-1</code> below.";
+    list.appendChild(e);
+  }
+  for (const m of top) list.appendChild(renderMessage(m, false));
+  if (atBottom) list.scrollTop = list.scrollHeight;
+  renderThread();
+  renderSidebar();
+}
+
+function renderThread() {
+  const pane = $("thread");
+  if (!state.thread) { pane.hidden = true; return; }
+  const root = state.messages.get(state.thread);
+  if (!root) { pane.hidden = true; return; }
+  pane.hidden = false;
+  $("thread-sub").textContent = "#" + channelName(root.channel);
+  const list = $("thread-messages");
+  list.replaceChildren(renderMessage(root, true));
+  const replies = ordered([...state.messages.values()].filter((r) => r.channel === root.channel && r.thread_ts === root.ts && visible(r)));
+  for (const r of replies) list.appendChild(renderMessage(r, true));
+  list.scrollTop = list.scrollHeight;
+}
+
+function channelName(id) { const c = state.channels.find((x) => x.id === id); return c ? c.name : id; }
+
+function renderSidebar() {
+  const ch = $("channels");
+  ch.replaceChildren();
+  for (const c of state.channels) {
+    const item = document.createElement("div");
+    item.className = "nav-item" + (c.id === state.channel ? " active" : "");
+    item.textContent = "# " + c.name;
+    item.onclick = () => { state.channel = c.id; state.thread = null; $("channel-name").textContent = "# " + c.name; render(); };
+    ch.appendChild(item);
+  }
+  const us = $("users");
+  us.replaceChildren();
+  for (const u of state.users) {
+    const item = document.createElement("div");
+    item.className = "nav-item" + (u.id === state.me ? " active" : "");
+    item.dataset.user = u.name;
+    item.appendChild(avatar(u.id));
+    const n = document.createElement("span");
+    n.textContent = u.name;
+    item.appendChild(n);
+    const r = document.createElement("span");
+    r.className = "role";
+    r.textContent = u.title || "";
+    item.appendChild(r);
+    item.onclick = () => { state.me = u.id; localStorage.setItem("twokey-demo-user", u.id); render(); };
+    us.appendChild(item);
+  }
+  const as = $("composer-as");
+  as.replaceChildren(avatar(state.me || ""), document.createTextNode(userName(state.me || "")));
+  const conn = $("connection");
+  conn.className = "connection" + (state.connections > 0 ? " up" : "");
+  conn.textContent = state.connections > 0 ? "twokey connected" : "twokey offline";
+}
+
+function openThread(m) { state.thread = key(m); renderThread(); }
+$("thread-close").onclick = () => { state.thread = null; renderThread(); };
+
+async function post(path, body) {
+  const res = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const out = await res.json().catch(() => ({}));
+  if (!res.ok || out.error) throw new Error(out.error || res.statusText);
+  return out;
+}
+
+async function click(m, action, btn) {
+  btn.disabled = true;
+  try {
+    await post("api/click", { user: state.me, channel: m.channel, ts: m.ts, action_id: action });
+  } catch (e) {
+    $("composer-error").textContent = e.message;
+  } finally {
+    setTimeout(() => { btn.disabled = false; }, 400);
+  }
+}
+
+$("composer").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const input = $("composer-input");
+  const textValue = input.value.trim();
+  $("composer-error").textContent = "";
+  if (!textValue) return;
+  const m = textValue.match(/^\/tf(?:\s+([\s\S]*))?$/);
+  if (!m) { $("composer-error").textContent = "This channel talks to twokey: start with /tf (try /tf help)."; return; }
+  try {
+    await post("api/command", { user: state.me, channel: state.channel, text: (m[1] || "").trim() });
+    input.value = "";
+  } catch (e) {
+    $("composer-error").textContent = e.message;
+  }
+};
+
+async function load() {
+  const res = await fetch("api/state");
+  const s = await res.json();
+  state.users = s.users;
+  state.channels = s.channels;
+  state.bot = s.bot;
+  state.connections = s.connections;
+  state.messages = new Map(s.messages.map((m) => [key(m), m]));
+  state.channel = state.channel || (s.channels[0] && s.channels[0].id);
+  const saved = localStorage.getItem("twokey-demo-user");
+  state.me = state.me || (s.users.find((u) => u.id === saved) ? saved : s.users[0] && s.users[0].id);
+  render();
+}
+
+function follow() {
+  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + location.pathname.replace(/[^/]*$/, "") + "api/events");
+  ws.onmessage = (ev) => {
+    const e = JSON.parse(ev.data);
+    if (e.message) state.messages.set(key(e.message), e.message);
+    if (typeof e.connections === "number") state.connections = e.connections;
+    render();
+  };
+  ws.onclose = () => setTimeout(() => { load().then(follow, follow); }, 1000);
+}
+
+load().then(follow, (e) => { $("messages").textContent = "Could not load the workspace: " + e.message; });
