@@ -30,14 +30,14 @@ func TestClickOf(t *testing.T) {
 		"two actions": func(cb *slack.InteractionCallback) {
 			cb.ActionCallback.BlockActions = append(cb.ActionCallback.BlockActions, cb.ActionCallback.BlockActions[0])
 		},
-		"unknown button":  func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].ActionID = "twokey_apply_now" },
-		"bad plan id":     func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].Value = "../../etc" },
-		"user elsewhere":  func(cb *slack.InteractionCallback) { cb.User.TeamID = "T0OTHER" },
-		"no user":         func(cb *slack.InteractionCallback) { cb.User.ID = "" },
-		"lowercase user":  func(cb *slack.InteractionCallback) { cb.User.ID = "ubob" },
-		"no team":         func(cb *slack.InteractionCallback) { cb.Team.ID = ""; cb.User.TeamID = "" },
-		"no channel":      func(cb *slack.InteractionCallback) { cb.Channel.ID = ""; cb.Container.ChannelID = "" },
-		"nil action":      func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0] = nil },
+		"unknown button": func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].ActionID = "twokey_apply_now" },
+		"bad plan id":    func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].Value = "../../etc" },
+		"user elsewhere": func(cb *slack.InteractionCallback) { cb.User.TeamID = "T0OTHER" },
+		"no user":        func(cb *slack.InteractionCallback) { cb.User.ID = "" },
+		"lowercase user": func(cb *slack.InteractionCallback) { cb.User.ID = "ubob" },
+		"no team":        func(cb *slack.InteractionCallback) { cb.Team.ID = ""; cb.User.TeamID = "" },
+		"no channel":     func(cb *slack.InteractionCallback) { cb.Channel.ID = ""; cb.Container.ChannelID = "" },
+		"nil action":     func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0] = nil },
 	} {
 		var cb slack.InteractionCallback
 		_ = json.Unmarshal([]byte(clickPayload), &cb)

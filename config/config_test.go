@@ -24,6 +24,9 @@ projects:
 `
 
 func TestExampleConfigIsValid(t *testing.T) {
+	if _, err := Load("../deploy/demo/twokey.yaml"); err != nil {
+		t.Fatalf("deploy/demo/twokey.yaml: %v", err)
+	}
 	c, err := Load("../deploy/twokey.example.yaml")
 	if err != nil {
 		t.Fatalf("deploy/twokey.example.yaml: %v", err)

@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/twokey/twokey/deploy"
 )
 
 // VaultOptions configure a Vault dev server.
@@ -173,21 +177,17 @@ var DeployRoles = map[string]TokenRole{
 // an operator following the README would, and returns a token for twokey
 // with only the twokey-bot policy.
 func (v *Vault) ApplyDeploy(ctx context.Context) (botToken string, err error) {
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	files, err := filepath.Glob(filepath.Join(root, "deploy", "vault", "*.hcl"))
+	files, err := fs.Glob(deploy.Files, "vault/*.hcl")
 	if err != nil || len(files) == 0 {
 		return "", fmt.Errorf("no policies in deploy/vault: %v", err)
 	}
 	s := VaultSetup{Policies: map[string]string{}, TokenRoles: DeployRoles}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := fs.ReadFile(deploy.Files, f)
 		if err != nil {
 			return "", err
 		}
-		s.Policies[strings.TrimSuffix(filepath.Base(f), ".hcl")] = string(b)
+		s.Policies[strings.TrimSuffix(path.Base(f), ".hcl")] = string(b)
 	}
 	if err := v.Apply(ctx, s); err != nil {
 		return "", err

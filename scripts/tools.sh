@@ -5,12 +5,15 @@
 #   terraform, tofu, vault  built from the Go module proxy through the pinned
 #                           wrapper modules in tools/<name>/ (go.mod + go.sum)
 #   redis-server            Debian's package, installed when missing
-#   chromium, chromedriver  Debian's packages, for the demo page's browser test
+#   chromium, chromedriver  Debian's packages (and an emoji font), for the demo
+#                           page's browser test
 #
 # Built binaries are cached by name, version and wrapper go.sum digest in
 # $TWOKEY_TOOLS_CACHE (default ~/.cache/twokey-tools), so a fresh clone on a
 # machine that built them once does not build them again. Idempotent; a cached
 # run takes well under a second.
+#
+# With arguments, installs only those tools: scripts/tools.sh terraform vault
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,20 +69,29 @@ apt_install() {
 exec 9>"$cache/.lock"
 flock 9
 
-build terraform github.com/hashicorp/terraform github.com/hashicorp/terraform \
+# Which tools: the arguments, or all of them.
+want=("$@")
+[ ${#want[@]} -gt 0 ] || want=(terraform tofu vault redis-server chromium)
+wants() { [[ " ${want[*]} " == *" $1 "* ]]; }
+
+wants terraform && build terraform github.com/hashicorp/terraform github.com/hashicorp/terraform \
 	"-s -w -X github.com/hashicorp/terraform/version.dev=no"
-build tofu github.com/opentofu/opentofu github.com/opentofu/opentofu/cmd/tofu \
+wants tofu && build tofu github.com/opentofu/opentofu github.com/opentofu/opentofu/cmd/tofu \
 	"-s -w -X github.com/opentofu/opentofu/version.dev=no"
-build vault github.com/hashicorp/vault github.com/hashicorp/vault "-s -w"
+wants vault && build vault github.com/hashicorp/vault github.com/hashicorp/vault "-s -w"
 
 missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-if [ "${TWOKEY_SKIP_BROWSER:-}" != 1 ]; then
+if wants redis-server; then
+	command -v redis-server >/dev/null || missing+=(redis-server)
+fi
+if wants chromium; then
 	command -v chromium >/dev/null || missing+=(chromium)
 	command -v chromedriver >/dev/null || missing+=(chromium-driver)
+	# Emoji in the demo page's screenshot.
+	[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || missing+=(fonts-noto-color-emoji)
 fi
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
-ln -sfn "$(command -v redis-server)" "$bin/redis-server"
-if command -v chromium >/dev/null; then ln -sfn "$(command -v chromium)" "$bin/chromium"; fi
+if wants redis-server; then ln -sfn "$(command -v redis-server)" "$bin/redis-server"; fi
+if wants chromium; then ln -sfn "$(command -v chromium)" "$bin/chromium"; fi
 
 log "ready in $bin: $(cd "$bin" && ls | tr '\n' ' ')"

@@ -39,6 +39,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 		err = serve(ctx, args[1:], stderr, getenv)
 	case "check-config":
 		err = checkConfig(args[1:], stdout, getenv)
+	case "demo":
+		err = demo(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "twokey", version)
 	case "help", "-h", "--help":
@@ -60,6 +62,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 const usage = `usage: twokey <command> [flags]
 
 commands:
+  demo           the whole flow on this machine, in a local Slack-like page
   serve          connect to Slack and run plans and applies
   check-config   validate a config file and the environment it needs; print every problem
   version        print the version

@@ -1,0 +1,11 @@
+// Package deploy holds what an operator deploys twokey with — Vault
+// policies, the Slack app manifest, example and demo configurations —
+// embedded, so that `twokey demo` and the tests use exactly these files.
+package deploy
+
+import "embed"
+
+// Files are the Vault policies (vault/*.hcl) and the demo (demo/…).
+//
+//go:embed vault/*.hcl demo
+var Files embed.FS
