@@ -91,16 +91,20 @@ func TestDuplicateDeliveryAcrossTwoBots(t *testing.T) {
 
 		// Everyone clicks at once, from views that still show the buttons;
 		// some double-click; Slack redelivers some.
-		var wg sync.WaitGroup
-		var mu sync.Mutex
+		var presses []string // decided before the goroutines share rng
 		for _, u := range clickers {
 			for range 1 + rng.IntN(2) {
-				wg.Go(func() {
-					mu.Lock()
-					defer mu.Unlock()
-					deliver(func() (string, error) { return s.slack.ClickStale(u, channel, msg.TS, approve, planID) })
-				})
+				presses = append(presses, u)
 			}
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, u := range presses {
+			wg.Go(func() {
+				mu.Lock() // deliveries share rng; the bots handle them concurrently
+				defer mu.Unlock()
+				deliver(func() (string, error) { return s.slack.ClickStale(u, channel, msg.TS, approve, planID) })
+			})
 		}
 		wg.Wait()
 		if want[planID] {
