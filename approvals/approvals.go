@@ -45,8 +45,9 @@ type Plan struct {
 	ID        string `json:"id"`
 	Project   string `json:"project"`
 	Env       string `json:"env"`
-	PR        int    `json:"pr"`
-	SHA       string `json:"sha"`             // PR head commit that was planned
+	PR        int    `json:"pr,omitempty"`    // the pull request, if the ref is one
+	Ref       string `json:"ref"`             // what was asked for, as typed: pr-42, sha-…, ref-v1.2
+	SHA       string `json:"sha"`             // the commit that was planned
 	Title     string `json:"title,omitempty"` // PR title, for people reading the message
 	URL       string `json:"url,omitempty"`   // PR web page
 	Requester string `json:"requester"`       // Slack user ID
@@ -139,16 +140,16 @@ func (e *StateError) Unwrap() error { return e.Want }
 
 // Request describes a plan that is about to run.
 type Request struct {
-	ID, Project, Env string
-	PR               int
-	SHA, Title, URL  string
-	Requester        string
-	Channel          string
-	Fence            int64
-	LockOwner        string
-	Required         int  // approvals needed
-	Protected        bool // protected environments never need fewer than two
-	TTL              time.Duration
+	ID, Project, Env     string
+	PR                   int
+	Ref, SHA, Title, URL string
+	Requester            string
+	Channel              string
+	Fence                int64
+	LockOwner            string
+	Required             int  // approvals needed
+	Protected            bool // protected environments never need fewer than two
+	TTL                  time.Duration
 }
 
 // MinProtectedApprovals is the floor for protected environments.
@@ -167,7 +168,7 @@ func New(r Request, now time.Time) (Plan, error) {
 		required = max(required, MinProtectedApprovals)
 	}
 	return Plan{
-		ID: r.ID, Project: r.Project, Env: r.Env, PR: r.PR, SHA: r.SHA, Title: r.Title, URL: r.URL,
+		ID: r.ID, Project: r.Project, Env: r.Env, PR: r.PR, Ref: r.Ref, SHA: r.SHA, Title: r.Title, URL: r.URL,
 		Requester: r.Requester, Channel: r.Channel, Fence: r.Fence, LockOwner: r.LockOwner,
 		Required: required, Status: StatusPlanning,
 		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(r.TTL),

@@ -270,3 +270,30 @@ func TestAbortKeepsApprovals(t *testing.T) {
 		t.Fatalf("retry after abort: %v", err)
 	}
 }
+
+func TestPromoted(t *testing.T) {
+	applied := t0.Add(-30 * time.Minute)
+	tests := []struct {
+		name      string
+		requires  string
+		soak      time.Duration
+		isApplied bool
+		wantErr   bool
+	}{
+		{"no requirement", "", time.Hour, false, false},
+		{"never applied upstream", "staging", 0, false, true},
+		{"applied, no soak", "staging", 0, true, false},
+		{"applied, soak passed", "staging", 20 * time.Minute, true, false},
+		{"applied, still soaking", "staging", time.Hour, true, true},
+	}
+	for _, tt := range tests {
+		err := Promoted(tt.requires, "abcdef123", tt.soak, applied, tt.isApplied, t0)
+		if (err != nil) != tt.wantErr || (err != nil && !errors.Is(err, ErrNotPromoted)) {
+			t.Errorf("%s: err = %v", tt.name, err)
+		}
+	}
+	var pe *PromotionError
+	if err := Promoted("staging", "abcdef123", time.Hour, applied, true, t0); !errors.As(err, &pe) || pe.Left != 30*time.Minute {
+		t.Fatalf("soak left = %+v", pe)
+	}
+}

@@ -26,7 +26,7 @@ import (
 
 // Runner runs plans and applies; *runner.Runner is one.
 type Runner interface {
-	Resolve(ctx context.Context, repo string, pr int) (runner.Revision, error)
+	Resolve(ctx context.Context, repo string, ref runner.Ref) (runner.Revision, error)
 	Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResult, error)
 	Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error)
 	Discard(ctx context.Context, planID string) error
@@ -38,6 +38,14 @@ type Deduper interface {
 	First(ctx context.Context, key string, ttl time.Duration) (bool, error)
 	// Forget lets key be first again, after acting on it failed.
 	Forget(ctx context.Context, key string) error
+}
+
+// Promotions records which commits were applied where, for environments
+// that require an earlier one.
+type Promotions interface {
+	RecordApplied(ctx context.Context, project, env, sha string, at time.Time) error
+	AppliedAt(ctx context.Context, project, env, sha string) (time.Time, bool, error)
+	RecentApplied(ctx context.Context, project, env string, n int) ([]approvals.Applied, error)
 }
 
 // DedupTTL outlasts Slack's redelivery of an unacknowledged envelope, which
@@ -53,6 +61,7 @@ type Options struct {
 	Locks    runner.Locker
 	Runner   Runner
 	Dedup    Deduper
+	Promos   Promotions
 	Logger   *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -88,8 +97,8 @@ type Bot struct {
 
 // New returns a Bot; Run connects it.
 func New(o Options) (*Bot, error) {
-	if o.Config == nil || o.Store == nil || o.Locks == nil || o.Runner == nil || o.Dedup == nil {
-		return nil, errors.New("bot: Config, Store, Locks, Runner and Dedup are required")
+	if o.Config == nil || o.Store == nil || o.Locks == nil || o.Runner == nil || o.Dedup == nil || o.Promos == nil {
+		return nil, errors.New("bot: Config, Store, Locks, Runner, Dedup and Promos are required")
 	}
 	if o.BotToken == "" || o.AppToken == "" {
 		return nil, errors.New("bot: Slack bot and app tokens are required")

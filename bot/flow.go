@@ -185,23 +185,26 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 			return errNotPlanner
 		}
 	}
-	rev, err := b.o.Runner.Resolve(ctx, proj.Repo, cmd.Ref.PR)
+	rev, err := b.o.Runner.Resolve(ctx, proj.Repo, runnerRef(cmd.Ref))
 	if err != nil {
 		return err
 	}
+	if err := b.promoted(ctx, proj, env, rev.SHA); err != nil {
+		return err
+	}
 	id, now := newPlanID(), b.o.Now()
-	holder := runner.Holder{User: user, PR: rev.PR, PlanID: id, Since: now}
+	holder := runner.Holder{User: user, PR: rev.PR, Ref: cmd.Ref.Label(), PlanID: id, Since: now}
 	lease, err := b.o.Locks.Acquire(ctx, runner.LockKey(proj.Name, env.Name), holder, env.LockTTL.D())
 	var locked *runner.LockedError
-	if errors.As(err, &locked) && locked.Holder.PR == rev.PR {
+	if errors.As(err, &locked) && locked.Holder.Ref == holder.Ref {
 		lease, err = b.replan(ctx, locked.Holder, holder, user, env.LockTTL.D())
 	}
 	if err != nil {
 		return err
 	}
-	log := b.log.With("env", proj.Name+"/"+env.Name, "pr", rev.PR, "plan_id", id, "user", user, "fence", lease.Fence)
+	log := b.log.With("env", proj.Name+"/"+env.Name, "ref", cmd.Ref.String(), "plan_id", id, "user", user, "fence", lease.Fence)
 	p, err := approvals.New(approvals.Request{
-		ID: id, Project: proj.Name, Env: env.Name, PR: rev.PR, SHA: rev.SHA, Title: rev.Title, URL: rev.URL,
+		ID: id, Project: proj.Name, Env: env.Name, PR: rev.PR, Ref: cmd.Ref.String(), SHA: rev.SHA, Title: rev.Title, URL: rev.URL,
 		Requester: user, Channel: channel, Fence: lease.Fence, LockOwner: lease.Owner,
 		Required: env.RequiredApprovals, Protected: *env.Protected, TTL: env.PlanTTL.D(),
 	}, now)
@@ -213,7 +216,7 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 		return err
 	}
 	text, blocks := b.planMessage(p)
-	text = fmt.Sprintf("planning %s for PR #%d (%s) …", env.Name, rev.PR, short(rev.SHA))
+	text = fmt.Sprintf("planning %s for %s (%s) …", env.Name, cmd.Ref.Label(), short(rev.SHA))
 	_, ts, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
 	if err != nil {
 		b.finish(ctx, p, approvals.StatusInvalidated, "could not post to Slack")
@@ -269,7 +272,7 @@ func (b *Bot) replan(ctx context.Context, held, holder runner.Holder, user strin
 	if err != nil {
 		return runner.Lease{}, err
 	}
-	reason := fmt.Sprintf("replaced by a new plan of PR #%d requested by <@%s>; its approvals no longer count", old.PR, user)
+	reason := fmt.Sprintf("replaced by a new plan of %s requested by <@%s>; its approvals no longer count", label(old), user)
 	old, err = b.mutate(ctx, old.ID, func(cur approvals.Plan) (approvals.Plan, error) {
 		if cur.Status != approvals.StatusPending {
 			// Planning or applying: the environment is busy, not replaceable.
@@ -288,7 +291,7 @@ func (b *Bot) replan(ctx context.Context, held, holder runner.Holder, user strin
 		// It expired meanwhile: take it afresh.
 		lease, err = b.o.Locks.Acquire(ctx, leaseOf(old).Key, holder, ttl)
 	}
-	b.log.Info("replanning", "replaced", old.ID, "pr", old.PR, "user", user)
+	b.log.Info("replanning", "replaced", old.ID, "ref", old.Ref, "user", user)
 	return lease, err
 }
 
@@ -403,18 +406,32 @@ func (b *Bot) apply(ctx context.Context, planID, channel, actor string) error {
 	}
 	b.refresh(ctx, p)
 
-	// The PR's head must still be the commit that was planned and approved.
-	rev, err := b.o.Runner.Resolve(ctx, proj.Repo, p.PR)
+	// The ref must still name the commit that was planned and approved, and
+	// that commit must still have been through the environments before.
+	ref, err := commands.ParseRef(p.Ref)
+	if err != nil {
+		b.abort(ctx, p, grant, "unreadable ref")
+		return err
+	}
+	rev, err := b.o.Runner.Resolve(ctx, proj.Repo, runnerRef(ref))
 	switch {
 	case errors.Is(err, runner.ErrSource):
 		b.abort(ctx, p, grant, "GitHub unavailable: head commit not confirmed")
 		return err
 	case err != nil:
-		b.finish(ctx, p, approvals.StatusInvalidated, "the pull request can no longer be applied: "+escape(err.Error()))
+		b.finish(ctx, p, approvals.StatusInvalidated, label(p)+" can no longer be applied: "+escape(err.Error()))
 		return err
 	case rev.SHA != p.SHA:
-		b.finish(ctx, p, approvals.StatusInvalidated, fmt.Sprintf("PR #%d moved to %s after it was planned; nothing was applied. Plan it again.", p.PR, short(rev.SHA)))
+		b.finish(ctx, p, approvals.StatusInvalidated, fmt.Sprintf("%s moved to %s after it was planned; nothing was applied. Plan it again.", label(p), short(rev.SHA)))
 		return nil
+	}
+	if err := b.promoted(ctx, proj, env, p.SHA); err != nil {
+		if errors.Is(err, approvals.ErrNotPromoted) {
+			b.finish(ctx, p, approvals.StatusInvalidated, "promotion check failed at apply time: "+escape(err.Error()))
+		} else {
+			b.abort(ctx, p, grant, "promotion record unavailable")
+		}
+		return err
 	}
 
 	b.post(ctx, p, fmt.Sprintf(":rocket: Applying plan `%s` (approved by %s) …", p.ID, mentions(grant.Approvers())))
@@ -469,8 +486,36 @@ func (b *Bot) finishApply(ctx context.Context, p approvals.Plan, g approvals.Gra
 		b.log.Error("record apply result", "plan_id", p.ID, "err", err)
 		return p
 	}
+	if p.Status == approvals.StatusApplied {
+		if err := b.o.Promos.RecordApplied(context.WithoutCancel(ctx), p.Project, p.Env, p.SHA, p.UpdatedAt); err != nil {
+			b.log.Error("record applied commit; environments that require this one will refuse it", "plan_id", p.ID, "err", err)
+		}
+	}
 	b.ended(ctx, p, "")
 	return p
+}
+
+// promoted checks an environment's promotion rule for sha.
+func (b *Bot) promoted(ctx context.Context, proj *config.Project, env *config.Environment, sha string) error {
+	if env.Requires == "" {
+		return nil
+	}
+	at, ok, err := b.o.Promos.AppliedAt(ctx, proj.Name, env.Requires, sha)
+	if err != nil {
+		return err
+	}
+	return approvals.Promoted(env.Requires, sha, env.Soak.D(), at, ok, b.o.Now())
+}
+
+// runnerRef converts a parsed ref for the runner.
+func runnerRef(r commands.Ref) runner.Ref { return runner.Ref{PR: r.PR, SHA: r.SHA, Tag: r.Tag} }
+
+// label names what a plan planned: "PR #42", "tag v1.2", "commit 1a2b3c4".
+func label(p approvals.Plan) string {
+	if ref, err := commands.ParseRef(p.Ref); err == nil {
+		return ref.Label()
+	}
+	return fmt.Sprintf("PR #%d", p.PR)
 }
 
 // finish ends an open plan with a reason. Of several processes racing to
@@ -572,13 +617,17 @@ func (b *Bot) post(ctx context.Context, p approvals.Plan, text string) {
 // target is where a plan of env runs, from the config.
 func (b *Bot) target(p *config.Project, e *config.Environment) runner.Target {
 	t := runner.Target{
-		Project: p.Name, Env: e.Name, Dir: p.WorkDir(e), VarFiles: e.VarFiles, BackendConfig: e.BackendConfig,
+		Project: p.Name, Env: e.Name, Workspace: e.Workspace,
+		Dir: p.WorkDir(e), VarFiles: e.VarFiles, BackendConfig: e.BackendConfig,
 		ApplyCreds: credentialRequest(e.Vault.Apply),
 		LockTTL:    e.LockTTL.D(), PlanTTL: e.PlanTTL.D(), PlanTimeout: e.PlanTimeout.D(), ApplyTimeout: e.ApplyTimeout.D(),
 	}
 	if e.Vault.Plan != nil {
 		req := credentialRequest(*e.Vault.Plan)
 		t.PlanCreds = &req
+	}
+	if p.Terraform != nil { // the project pins its own binary and version
+		t.Binary, t.Version = p.Terraform.Path, p.Terraform.Version
 	}
 	return t
 }

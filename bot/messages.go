@@ -57,6 +57,7 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		te     *runner.TerraformError
 		ce     *channelError
 		se     *approvals.StateError
+		promo  *approvals.PromotionError
 	)
 	for _, e := range plainErrors {
 		if errors.Is(err, e) {
@@ -73,9 +74,9 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		return le.Error()
 	case errors.As(err, &locked):
 		h := locked.Holder
-		return fmt.Sprintf(":lock: *%s* is locked by <@%s> for PR #%d since %s (%s ago, fence %d). "+
+		return fmt.Sprintf(":lock: *%s* is locked by <@%s> for %s since %s (%s ago, fence %d). "+
 			"One pending change per environment: it frees when that plan is applied, rejected or expires.",
-			locked.Key, h.User, h.PR, h.Since.UTC().Format("15:04 MST"), ago(b.o.Now(), h.Since), h.Fence)
+			locked.Key, h.User, h.What(), h.Since.UTC().Format("15:04 MST"), ago(b.o.Now(), h.Since), h.Fence)
 	case errors.As(err, &ce):
 		return ce.Error()
 	case errors.Is(err, approvals.ErrSelfApproval):
@@ -88,8 +89,11 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		return fmt.Sprintf("This plan is %s; nothing was changed.", statusWords(se.Status))
 	case errors.Is(err, approvals.ErrNotFound):
 		return "This plan is unknown to twokey (it may be older than the retention period)."
-	case errors.Is(err, runner.ErrPRNotFound), errors.Is(err, runner.ErrPRClosed):
+	case errors.Is(err, runner.ErrPRNotFound), errors.Is(err, runner.ErrPRClosed),
+		errors.Is(err, runner.ErrRefNotFound), errors.Is(err, runner.ErrNotDefaultBranch):
 		return err.Error() + "."
+	case errors.As(err, &promo):
+		return fmt.Sprintf(":no_entry: Promotion rule: %s. Apply it in %s first.", promo.Error(), promo.Requires)
 	case errors.Is(err, runner.ErrSource):
 		return "GitHub could not be reached, so nothing was planned or applied. Try again in a minute."
 	case errors.Is(err, runner.ErrCredentials):

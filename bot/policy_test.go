@@ -35,10 +35,10 @@ type fakeRunner struct {
 	applies map[string][]string
 }
 
-func (r *fakeRunner) Resolve(_ context.Context, repo string, pr int) (runner.Revision, error) {
+func (r *fakeRunner) Resolve(_ context.Context, repo string, ref runner.Ref) (runner.Revision, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return runner.Revision{Repo: repo, PR: pr, SHA: r.head, Title: "change"}, nil
+	return runner.Revision{Repo: repo, Ref: ref, PR: ref.PR, SHA: r.head, Title: "change"}, nil
 }
 
 func (r *fakeRunner) Plan(_ context.Context, job runner.PlanJob) (runner.PlanResult, error) {
@@ -102,7 +102,7 @@ func newPolicyHarness(t testing.TB) *policyHarness {
 	var err error
 	h.b, err = New(Options{
 		Config: cfg, BotToken: "xoxb-sim", AppToken: "xapp-sim", Store: h.store, Locks: redislock.New(rdb, "t:"),
-		Runner: h.run, Dedup: h.store, Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond,
+		Runner: h.run, Dedup: h.store, Promos: h.store, Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -26,18 +26,19 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 	if len(b.cfg.Projects) > 1 {
 		target = p.Project + "/" + p.Env
 	}
-	pr := fmt.Sprintf("PR #%d", p.PR)
+	what := label(p)
+	pr := what
 	if p.URL != "" {
-		pr = fmt.Sprintf("<%s|PR #%d>", p.URL, p.PR)
+		pr = fmt.Sprintf("<%s|%s>", p.URL, what)
 	}
 	title := ""
 	if p.Title != "" {
 		title = " — " + escape(p.Title)
 	}
-	fallback := fmt.Sprintf("%s %s for PR #%d (%s): %s", statusIcon(p.Status), target, p.PR, short(p.SHA), statusWords(p.Status))
+	fallback := fmt.Sprintf("%s %s for %s (%s): %s", statusIcon(p.Status), target, what, short(p.SHA), statusWords(p.Status))
 
 	blocks := []slack.Block{
-		slack.NewHeaderBlock(plain(clip(fmt.Sprintf("%s %s · PR #%d", statusIcon(p.Status), target, p.PR), 140))),
+		slack.NewHeaderBlock(plain(clip(fmt.Sprintf("%s %s · %s", statusIcon(p.Status), target, what), 140))),
 		slack.NewSectionBlock(mrkdwn(clip(fmt.Sprintf("*%s*: %s%s at `%s`, requested by <@%s>",
 			statusHeadline(p), pr, title, short(p.SHA), p.Requester), maxSection)), nil, nil),
 	}

@@ -40,10 +40,17 @@ func (b *Bot) status(ctx context.Context, channel, user string, cmd commands.Sta
 			}
 			fmt.Fprintf(&out, "*%s*: ", key)
 			if held {
-				fmt.Fprintf(&out, ":lock: locked by <@%s> for PR #%d since %s (%s, fence %d)\n",
-					h.User, h.PR, h.Since.UTC().Format("15:04 MST"), ago(now, h.Since), h.Fence)
+				fmt.Fprintf(&out, ":lock: locked by <@%s> for %s since %s (%s, fence %d)\n",
+					h.User, h.What(), h.Since.UTC().Format("15:04 MST"), ago(now, h.Since), h.Fence)
 			} else {
 				out.WriteString("free\n")
+			}
+			if recent, err := b.o.Promos.RecentApplied(ctx, proj.Name, env.Name, 3); err == nil && len(recent) > 0 {
+				var shas []string
+				for _, a := range recent {
+					shas = append(shas, fmt.Sprintf("`%s` %s ago", short(a.SHA), ago(now, a.At)))
+				}
+				fmt.Fprintf(&out, "    applied: %s\n", strings.Join(shas, ", "))
 			}
 			for _, p := range plans {
 				if p.Project != proj.Name || p.Env != env.Name {
@@ -53,8 +60,8 @@ func (b *Bot) status(ctx context.Context, channel, user string, cmd commands.Sta
 					b.expire(ctx, p)
 					continue
 				}
-				fmt.Fprintf(&out, "    • PR #%d `%s` plan `%s` requested by <@%s>: %s, %d of %d approvals, %s old",
-					p.PR, short(p.SHA), p.ID, p.Requester, statusWords(p.Status), len(approvals.Approvers(p)), p.Required, ago(now, p.CreatedAt))
+				fmt.Fprintf(&out, "    • %s `%s` plan `%s` requested by <@%s>: %s, %d of %d approvals, %s old",
+					label(p), short(p.SHA), p.ID, p.Requester, statusWords(p.Status), len(approvals.Approvers(p)), p.Required, ago(now, p.CreatedAt))
 				if p.Status == approvals.StatusPending {
 					out.WriteString(", expires " + expiresIn(now, p.ExpiresAt))
 				}

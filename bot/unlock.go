@@ -51,8 +51,8 @@ func (b *Bot) unlock(ctx context.Context, channel, user string, cmd commands.Unl
 	}
 	text := fmt.Sprintf(":unlock: <@%s> unlocked *%s*: %s (it was not locked)", user, key, escape(cmd.Reason))
 	if held {
-		text = fmt.Sprintf(":unlock: <@%s> unlocked *%s* — held by <@%s> for PR #%d since %s, fence %d: %s",
-			user, key, h.User, h.PR, h.Since.UTC().Format("15:04 MST"), h.Fence, escape(cmd.Reason))
+		text = fmt.Sprintf(":unlock: <@%s> unlocked *%s* — held by <@%s> for %s since %s, fence %d: %s",
+			user, key, h.User, h.What(), h.Since.UTC().Format("15:04 MST"), h.Fence, escape(cmd.Reason))
 	}
 	b.log.Warn("environment unlocked by force", "env", key, "user", user, "held", held, "holder", h.User, "fence", h.Fence, "reason", cmd.Reason)
 	if _, _, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionText(text, false)); err != nil {

@@ -44,13 +44,39 @@ func (Status) command() {}
 func (Unlock) command() {}
 func (Help) command()   {}
 
-// Ref names the revision to plan.
+// Ref names the revision to plan: the head of a pull request, or — to roll
+// back — a commit or tag of the default branch. Exactly one field is set.
 type Ref struct {
-	PR int // pull request number, > 0
+	PR  int    // pull request number, > 0
+	SHA string // full commit SHA, 40 lowercase hex digits
+	Tag string // tag name
 }
 
+// Label names the ref for people: "PR #42", "commit 1a2b3c4", "tag v1.2".
+func (r Ref) Label() string {
+	switch {
+	case r.SHA != "":
+		return "commit " + r.SHA[:min(len(r.SHA), 7)]
+	case r.Tag != "":
+		return "tag " + r.Tag
+	}
+	return "PR #" + strconv.Itoa(r.PR)
+}
+
+// ParseRef parses a ref as Parse does in a plan command: pr-<n>, sha-<sha>
+// or ref-<tag>.
+func ParseRef(s string) (Ref, error) { return parseRef(s) }
+
 // String renders the ref the way a user types it.
-func (r Ref) String() string { return "pr-" + strconv.Itoa(r.PR) }
+func (r Ref) String() string {
+	switch {
+	case r.SHA != "":
+		return "sha-" + r.SHA
+	case r.Tag != "":
+		return "ref-" + r.Tag
+	}
+	return "pr-" + strconv.Itoa(r.PR)
+}
 
 // Errors returned by Parse, wrapped in a *Error that carries the usage line.
 var (
@@ -73,13 +99,15 @@ func (e *Error) Unwrap() error { return e.Err }
 // Usage is the help text shown by `/tf help` and after a usage error.
 const Usage = "```" + `
 /tf plan [project] <env> pr-<number>   plan a pull request's head commit in an environment
+/tf plan [project] <env> sha-<sha>      plan a commit of the default branch (a rollback)
+/tf plan [project] <env> ref-<tag>      plan a tag of the default branch
 /tf status [project] [env]             locks and pending plans, with age and approvals
 /tf unlock [project/]<env> <reason>    admins: free a stuck environment lock
 /tf help                               this text
 ` + "```"
 
 const (
-	usagePlan   = "/tf plan [project] <env> pr-<number>"
+	usagePlan   = "/tf plan [project] <env> pr-<number> | sha-<40 hex> | ref-<tag>"
 	usageStatus = "/tf status [project] [env]"
 	usageUnlock = "/tf unlock [project/]<env> <reason>"
 )
@@ -94,6 +122,8 @@ const maxTextLen = 4000
 var (
 	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	prRE   = regexp.MustCompile(`^(?:(?i:pr)-?|#)([0-9]{1,9})$`)
+	shaRE  = regexp.MustCompile(`^sha-([0-9a-f]{40})$`)
+	tagRE  = regexp.MustCompile(`^ref-([A-Za-z0-9][A-Za-z0-9._/-]{0,99})$`)
 )
 
 // Parse parses the text after `/tf`.
@@ -224,11 +254,18 @@ func fields(text string) ([]string, error) {
 }
 
 func parseRef(s string) (Ref, error) {
+	if m := shaRE.FindStringSubmatch(strings.ToLower(s)); m != nil {
+		return Ref{SHA: m[1]}, nil
+	}
+	if m := tagRE.FindStringSubmatch(s); m != nil && !strings.Contains(m[1], "..") && !strings.HasSuffix(m[1], "/") &&
+		!strings.HasSuffix(m[1], ".lock") {
+		return Ref{Tag: m[1]}, nil
+	}
 	m := prRE.FindStringSubmatch(s)
 	if m == nil {
 		return Ref{}, &Error{
 			Err:    ErrMalformedRef,
-			Detail: fmt.Sprintf("%q is not a pull request; write it as pr-<number>, e.g. pr-42", truncate(s, 40)),
+			Detail: fmt.Sprintf("%q is not a revision; write pr-<number> (e.g. pr-42), sha-<40 hex digits> or ref-<tag>", truncate(s, 40)),
 			Usage:  usagePlan,
 		}
 	}

@@ -19,6 +19,10 @@ func TestParse(t *testing.T) {
 		{text: "plan prod #42", want: Plan{Env: "prod", Ref: Ref{PR: 42}}},
 		{text: "PLAN prod pr-1", want: Plan{Env: "prod", Ref: Ref{PR: 1}}},
 		{text: "plan network prod pr-42", want: Plan{Project: "network", Env: "prod", Ref: Ref{PR: 42}}},
+		{text: "plan prod sha-" + strings.Repeat("ab", 20), want: Plan{Env: "prod", Ref: Ref{SHA: strings.Repeat("ab", 20)}}},
+		{text: "plan prod SHA-" + strings.Repeat("AB", 20), want: Plan{Env: "prod", Ref: Ref{SHA: strings.Repeat("ab", 20)}}},
+		{text: "plan prod ref-v1.4.2", want: Plan{Env: "prod", Ref: Ref{Tag: "v1.4.2"}}},
+		{text: "plan prod ref-release/2026-11", want: Plan{Env: "prod", Ref: Ref{Tag: "release/2026-11"}}},
 		{text: "status", want: Status{}},
 		{text: "status prod", want: Status{Env: "prod"}},
 		{text: "status network prod", want: Status{Project: "network", Env: "prod"}},
@@ -39,6 +43,11 @@ func TestParse(t *testing.T) {
 		{text: "plan staging pr--1", wantErr: ErrMalformedRef},
 		{text: "plan staging pr-1234567890", wantErr: ErrMalformedRef},
 		{text: "plan staging pr-4x", wantErr: ErrMalformedRef},
+		{text: "plan prod sha-abc123", wantErr: ErrMalformedRef},
+		{text: "plan prod ref-../../etc", wantErr: ErrMalformedRef},
+		{text: "plan prod ref-v1..2", wantErr: ErrMalformedRef},
+		{text: "plan prod ref-", wantErr: ErrMalformedRef},
+		{text: "plan prod ref-x.lock", wantErr: ErrMalformedRef},
 		{text: "plan Staging pr-4", wantErr: ErrMalformedName},
 		{text: "plan ../prod pr-4", wantErr: ErrMalformedName},
 		{text: "plan st*ging pr-4", wantErr: ErrMalformedName},
@@ -123,7 +132,13 @@ func FuzzParse(f *testing.F) {
 		}
 		switch c := cmd.(type) {
 		case Plan:
-			if c.Ref.PR <= 0 || !nameRE.MatchString(c.Env) || (c.Project != "" && !nameRE.MatchString(c.Project)) {
+			set := 0
+			for _, ok := range []bool{c.Ref.PR > 0, shaRE.MatchString("sha-" + c.Ref.SHA), c.Ref.Tag != "" && tagRE.MatchString("ref-"+c.Ref.Tag)} {
+				if ok {
+					set++
+				}
+			}
+			if set != 1 || c.Ref.PR < 0 || !nameRE.MatchString(c.Env) || (c.Project != "" && !nameRE.MatchString(c.Project)) {
 				t.Fatalf("accepted malformed plan %#v from %q", c, text)
 			}
 			again, err := Parse("plan " + strings.TrimSpace(c.Project+" "+c.Env) + " " + c.Ref.String())

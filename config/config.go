@@ -34,8 +34,35 @@ type Config struct {
 	PlanKeyEnv string `yaml:"plan_key_env"`
 	// Admins may force-unlock an environment (/tf unlock).
 	Admins   Who       `yaml:"admins"`
+	Runner   Runner    `yaml:"runner"`
+	Pools    []Pool    `yaml:"pools"`
 	Projects []Project `yaml:"projects"`
 }
+
+// Runner says where plans and applies run.
+type Runner struct {
+	// Embedded (default true): `twokey serve` runs them itself and needs
+	// the Vault login. false: `twokey runner --pool <name>` workers run them,
+	// and serve holds no Vault login at all.
+	Embedded *bool `yaml:"embedded"`
+	// VisibilityTimeout: a worker that stops heartbeating a plan job for
+	// this long has died, and another worker of its pool takes the job over.
+	VisibilityTimeout Duration `yaml:"visibility_timeout"`
+}
+
+// IsEmbedded reports whether serve runs plans and applies itself.
+func (r Runner) IsEmbedded() bool { return r.Embedded == nil || *r.Embedded }
+
+// Pool is a set of environments whose plans and applies only that pool's
+// workers run, with that pool's own Vault login: a non-prod worker holds
+// nothing that could apply to prod.
+type Pool struct {
+	Name  string    `yaml:"name"`
+	Vault VaultAuth `yaml:"vault_auth"`
+}
+
+// DefaultPool is the pool of environments that name none.
+const DefaultPool = "default"
 
 // Slack is the Slack app twokey runs as.
 type Slack struct {
@@ -61,9 +88,19 @@ type GitHub struct {
 // Redis holds locks and plan state.
 type Redis struct {
 	// URL is a redis:// or rediss:// URL without a password; the password,
-	// if any, comes from PasswordEnv.
+	// if any, comes from PasswordEnv. With Sentinel or Cluster it gives only
+	// the database, TLS and user.
 	URL         string `yaml:"url"`
 	PasswordEnv string `yaml:"password_env"`
+	// Sentinel: the master's name and the sentinels' addresses.
+	Sentinel struct {
+		Master string   `yaml:"master"`
+		Addrs  []string `yaml:"addrs"`
+	} `yaml:"sentinel"`
+	// Cluster: seed addresses of a Redis Cluster.
+	Cluster struct {
+		Addrs []string `yaml:"addrs"`
+	} `yaml:"cluster"`
 	// Durability "strict" (default) refuses to start unless Redis persists
 	// every write (appendonly yes, appendfsync always): otherwise a Redis
 	// restart forgets held locks and resets fencing numbers. "relaxed"
@@ -98,11 +135,15 @@ type Terraform struct {
 	Env map[string]string `yaml:"env"`
 }
 
-// Project is one Terraform root module in one repository.
+// Project is one Terraform root module in one repository, with its
+// environments in promotion order (dev → staging → prod).
 type Project struct {
-	Name         string        `yaml:"name"`
-	Repo         string        `yaml:"repo"` // owner/name
-	Dir          string        `yaml:"dir"`  // directory in the repository, default the root
+	Name string `yaml:"name"`
+	Repo string `yaml:"repo"` // owner/name
+	Dir  string `yaml:"dir"`  // directory in the repository, default the root
+	// Terraform pins this project's binary and version, overriding the
+	// top-level terraform (the runner refuses any other version).
+	Terraform    *Terraform    `yaml:"terraform"`
 	Environments []Environment `yaml:"environments"`
 }
 
@@ -121,6 +162,14 @@ type Environment struct {
 	Dir           string            `yaml:"dir"`
 	VarFiles      []string          `yaml:"var_files"`
 	BackendConfig map[string]string `yaml:"backend_config"`
+	// Workspace is the terraform workspace; default "default".
+	Workspace string `yaml:"workspace"`
+	// Requires names an earlier environment of the project: a revision is
+	// planned here only after it was applied there, at least Soak ago.
+	Requires string   `yaml:"requires"`
+	Soak     Duration `yaml:"soak"`
+	// Pool names the runner pool that plans and applies here.
+	Pool string `yaml:"pool"`
 	// LockTTL is the lease on the environment lock while work runs; it is
 	// refreshed at a third of its length, so a dead bot frees it within LockTTL.
 	LockTTL Duration `yaml:"lock_ttl"`
@@ -239,6 +288,14 @@ func (c *Config) setDefaults() {
 	setDefault(&c.Terraform.Path, "terraform")
 	setDefault(&c.DataDir, "/var/lib/twokey")
 	setDefault(&c.PlanKeyEnv, "TWOKEY_PLAN_KEY")
+	setDefault(&c.Runner.VisibilityTimeout, Duration(30*time.Second))
+	for i := range c.Pools {
+		setDefault(&c.Pools[i].Vault.Method, c.Vault.Auth.Method)
+		setDefault(&c.Pools[i].Vault.TokenEnv, "VAULT_"+envSuffix(c.Pools[i].Name)+"_TOKEN")
+		setDefault(&c.Pools[i].Vault.Mount, c.Vault.Auth.Mount)
+		setDefault(&c.Pools[i].Vault.RoleIDEnv, "VAULT_"+envSuffix(c.Pools[i].Name)+"_ROLE_ID")
+		setDefault(&c.Pools[i].Vault.SecretIDEnv, "VAULT_"+envSuffix(c.Pools[i].Name)+"_SECRET_ID")
+	}
 	for i := range c.Projects {
 		for j := range c.Projects[i].Environments {
 			e := &c.Projects[i].Environments[j]
@@ -253,12 +310,17 @@ func (c *Config) setDefaults() {
 			setDefault(&e.PlanTTL, Duration(DefaultPlanTTL))
 			setDefault(&e.PlanTimeout, Duration(DefaultPlanTimeout))
 			setDefault(&e.ApplyTimeout, Duration(DefaultApplyTimeout))
+			setDefault(&e.Pool, DefaultPool)
 			e.Vault.Apply.setDefaults()
 			if e.Vault.Plan != nil {
 				e.Vault.Plan.setDefaults()
 			}
 		}
 	}
+}
+
+func envSuffix(name string) string {
+	return strings.ToUpper(strings.NewReplacer("-", "_").Replace(name))
 }
 
 func (cr *Credential) setDefaults() {
@@ -274,13 +336,14 @@ func setDefault[T comparable](v *T, def T) {
 }
 
 var (
-	nameRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	repoRE     = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
-	userRE     = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
-	groupRE    = regexp.MustCompile(`^S[A-Z0-9]{2,}$`)
-	channelRE  = regexp.MustCompile(`^[CGD][A-Z0-9]{2,}$`)
-	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	vaultPathR = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`)
+	nameRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	repoRE      = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
+	userRE      = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
+	groupRE     = regexp.MustCompile(`^S[A-Z0-9]{2,}$`)
+	channelRE   = regexp.MustCompile(`^[CGD][A-Z0-9]{2,}$`)
+	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	vaultPathR  = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`)
+	workspaceRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,90}$`)
 )
 
 // ReservedEnv are environment variables twokey sets itself for terraform;
@@ -320,6 +383,28 @@ func (c *Config) Validate() error {
 	if c.Terraform.Version == "" {
 		bad("terraform.version is required: the runner refuses a binary that does not report it")
 	}
+	if len(c.Redis.Sentinel.Addrs) > 0 && c.Redis.Sentinel.Master == "" || len(c.Redis.Sentinel.Addrs) == 0 && c.Redis.Sentinel.Master != "" {
+		bad("redis.sentinel needs both master and addrs")
+	}
+	if len(c.Redis.Sentinel.Addrs) > 0 && len(c.Redis.Cluster.Addrs) > 0 {
+		bad("redis: choose sentinel or cluster, not both")
+	}
+	if c.Runner.VisibilityTimeout < Duration(time.Second) {
+		bad("runner.visibility_timeout must be at least 1s")
+	}
+	pools := map[string]bool{DefaultPool: true}
+	for i, p := range c.Pools {
+		if !nameRE.MatchString(p.Name) {
+			bad("pools[%d]: name %q must be lowercase letters, digits, - and _", i, p.Name)
+		}
+		if pools[p.Name] && p.Name != DefaultPool {
+			bad("pool %q: defined twice", p.Name)
+		}
+		pools[p.Name] = true
+		if p.Vault.Method != "token" && p.Vault.Method != "approle" {
+			bad("pool %q: vault_auth.method %q is not token or approle", p.Name, p.Vault.Method)
+		}
+	}
 	for k := range c.Terraform.Env {
 		// A CLI config (provider mirrors, plugin cache) is the one reserved name an operator may set.
 		reserved := slices.Contains(ReservedEnv, k) && k != "TF_CLI_CONFIG_FILE"
@@ -353,6 +438,9 @@ func (c *Config) Validate() error {
 		if len(p.Environments) == 0 {
 			bad("%s: at least one environment is required", where)
 		}
+		if p.Terraform != nil && (p.Terraform.Path == "" || p.Terraform.Version == "") {
+			bad("%s: terraform needs both path and version", where)
+		}
 		seenEnvs := map[string]bool{}
 		for j, e := range p.Environments {
 			ew := fmt.Sprintf("%s environments[%d]", where, j)
@@ -364,6 +452,15 @@ func (c *Config) Validate() error {
 			}
 			if seenEnvs[e.Name] {
 				bad("%s: defined twice", ew)
+			}
+			if e.Requires != "" && !seenEnvs[e.Requires] {
+				bad("%s: requires %q, which must be an earlier environment of the project", ew, e.Requires)
+			}
+			if e.Requires == "" && e.Soak > 0 {
+				bad("%s: soak without requires", ew)
+			}
+			if !pools[e.Pool] {
+				bad("%s: pool %q is not defined under pools", ew, e.Pool)
 			}
 			seenEnvs[e.Name] = true
 			errs = append(errs, e.validate(ew)...)
@@ -399,6 +496,9 @@ func (e *Environment) validate(where string) []error {
 	}
 	if err := checkRelDir(e.Dir); err != nil {
 		bad("dir: %v", err)
+	}
+	if e.Workspace != "" && !workspaceRE.MatchString(e.Workspace) {
+		bad("workspace %q must be letters, digits, - and _", e.Workspace)
 	}
 	for _, vf := range e.VarFiles {
 		if err := checkRelDir(vf); err != nil || vf == "" {
@@ -554,6 +654,36 @@ func (c *Config) projectNames() []string {
 func unique(s []string) []string {
 	slices.Sort(s)
 	return slices.Compact(s)
+}
+
+// TerraformFor is the binary and version a project's plans run with.
+func (c *Config) TerraformFor(p *Project) Terraform {
+	if p.Terraform != nil {
+		t := *p.Terraform
+		if t.Env == nil {
+			t.Env = c.Terraform.Env
+		}
+		return t
+	}
+	return c.Terraform
+}
+
+// PoolFor returns the named pool ("default" is the top-level Vault login).
+func (c *Config) PoolFor(name string) (Pool, bool) {
+	if name == DefaultPool {
+		for _, p := range c.Pools {
+			if p.Name == DefaultPool {
+				return p, true
+			}
+		}
+		return Pool{Name: DefaultPool, Vault: c.Vault.Auth}, true
+	}
+	for _, p := range c.Pools {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Pool{}, false
 }
 
 // WorkDir is the directory inside the repository terraform runs in.

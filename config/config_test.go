@@ -185,14 +185,14 @@ func TestLoadSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.LoadSecrets(func(string) string { return "" })
+	_, err = c.LoadSecrets(func(string) string { return "" }, c.ForServe())
 	for _, want := range []string{"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "VAULT_TOKEN"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %s not reported: %v", want, err)
 		}
 	}
 	env := map[string]string{"SLACK_BOT_TOKEN": "b", "SLACK_APP_TOKEN": "a", "VAULT_TOKEN": "v"}
-	s, err := c.LoadSecrets(func(k string) string { return env[k] })
+	s, err := c.LoadSecrets(func(k string) string { return env[k] }, c.ForServe())
 	if err != nil || s.VaultToken.Reveal() != "v" {
 		t.Fatalf("LoadSecrets: %v", err)
 	}
@@ -209,5 +209,79 @@ func TestDurationYAML(t *testing.T) {
 	_, err = Parse(strings.NewReader(strings.Replace(minimal, "name: staging", "name: staging\n        plan_ttl: soon", 1)))
 	if err == nil || !strings.Contains(err.Error(), "not a duration") {
 		t.Fatalf("bad duration: %v", err)
+	}
+}
+
+const pipeline = `
+vault: {address: "http://127.0.0.1:8200"}
+terraform: {version: 1.12.2}
+runner: {embedded: false}
+pools:
+  - name: prod
+    vault_auth: {method: approle}
+projects:
+  - name: network
+    repo: acme/network
+    terraform: {path: /opt/tofu, version: 1.12.6}
+    environments:
+      - name: staging
+        approvers: {users: [UAPPROVE1]}
+        vault: {apply: {role: r}}
+      - name: prod
+        requires: staging
+        soak: 1h
+        pool: prod
+        workspace: blue
+        approvers: {users: [UAPPROVE1]}
+        vault: {apply: {role: r}}
+`
+
+func TestPipelineConfig(t *testing.T) {
+	c, err := Parse(strings.NewReader(pipeline))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, prod, _ := c.Resolve("network", "prod")
+	if prod.Requires != "staging" || prod.Soak.D() != time.Hour || prod.Pool != "prod" || p.Env("staging").Pool != DefaultPool {
+		t.Fatalf("prod = %+v", prod)
+	}
+	if tf := c.TerraformFor(p); tf.Path != "/opt/tofu" || tf.Version != "1.12.6" {
+		t.Fatalf("TerraformFor = %+v", tf)
+	}
+	if c.Runner.IsEmbedded() || c.Runner.VisibilityTimeout.D() != 30*time.Second {
+		t.Fatalf("runner = %+v", c.Runner)
+	}
+	pool, ok := c.PoolFor("prod")
+	if !ok || pool.Vault.RoleIDEnv != "VAULT_PROD_ROLE_ID" {
+		t.Fatalf("pool = %+v", pool)
+	}
+
+	// serve without an embedded runner needs no Vault login at all;
+	// the prod runner needs the prod pool's, and no Slack token.
+	env := map[string]string{"SLACK_BOT_TOKEN": "b", "SLACK_APP_TOKEN": "a", "VAULT_PROD_ROLE_ID": "r", "VAULT_PROD_SECRET_ID": "s"}
+	get := func(k string) string { return env[k] }
+	s, err := c.LoadSecrets(get, c.ForServe())
+	if err != nil || s.VaultToken != "" || s.VaultRoleID != "" {
+		t.Fatalf("serve secrets: %v %+v", err, s)
+	}
+	s, err = c.LoadSecrets(get, Needs{Vault: true, Pool: "prod"})
+	if err != nil || s.VaultRoleID.Reveal() != "r" || s.SlackBotToken != "" {
+		t.Fatalf("prod runner secrets: %v", err)
+	}
+	if _, err := c.LoadSecrets(get, Needs{Vault: true, Pool: "default"}); err == nil || !strings.Contains(err.Error(), "VAULT_TOKEN") {
+		t.Fatalf("default runner without its token: %v", err)
+	}
+
+	for _, tt := range []struct{ from, to, want string }{
+		{"requires: staging", "requires: qa", `requires "qa"`},
+		{"pool: prod", "pool: gpu", `pool "gpu" is not defined`},
+		{"        requires: staging\n", "", "soak without requires"},
+		{"terraform: {path: /opt/tofu, version: 1.12.6}", "terraform: {path: /opt/tofu}", "terraform needs both path and version"},
+		{"workspace: blue", "workspace: ../blue", "workspace"},
+	} {
+		_, err := Parse(strings.NewReader(strings.Replace(pipeline, tt.from, tt.to, 1)))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s → %s: err = %v, want %q", tt.from, tt.to, err, tt.want)
+		}
 	}
 }

@@ -58,9 +58,20 @@ type Secrets struct {
 	PlanKey       Key    // optional: 32 bytes that seal saved plans
 }
 
-// LoadSecrets reads the secrets from getenv (os.Getenv in production) and
-// reports every missing one at once.
-func (c *Config) LoadSecrets(getenv func(string) string) (Secrets, error) {
+// Needs says which secrets a process reads; it reads no others, so a
+// process never holds a credential it has no use for.
+type Needs struct {
+	Slack bool   // serve
+	Vault bool   // a process that mints credentials: serve with an embedded runner, or a runner
+	Pool  string // whose Vault login: a pool's name; "" for the top-level one
+}
+
+// ForServe is what `twokey serve` needs with this config.
+func (c *Config) ForServe() Needs { return Needs{Slack: true, Vault: c.Runner.IsEmbedded()} }
+
+// LoadSecrets reads the secrets n asks for from getenv (os.Getenv in
+// production) and reports every missing one at once.
+func (c *Config) LoadSecrets(getenv func(string) string, n Needs) (Secrets, error) {
 	var errs []error
 	need := func(name string) Secret {
 		v := getenv(name)
@@ -69,10 +80,10 @@ func (c *Config) LoadSecrets(getenv func(string) string) (Secrets, error) {
 		}
 		return Secret(v)
 	}
-	s := Secrets{
-		SlackBotToken: need(c.Slack.BotTokenEnv),
-		SlackAppToken: need(c.Slack.AppTokenEnv),
-		GitHubToken:   Secret(getenv(c.GitHub.TokenEnv)),
+	s := Secrets{GitHubToken: Secret(getenv(c.GitHub.TokenEnv))}
+	if n.Slack {
+		s.SlackBotToken = need(c.Slack.BotTokenEnv)
+		s.SlackAppToken = need(c.Slack.AppTokenEnv)
 	}
 	if c.Redis.PasswordEnv != "" {
 		s.RedisPassword = need(c.Redis.PasswordEnv)
@@ -84,12 +95,22 @@ func (c *Config) LoadSecrets(getenv func(string) string) (Secrets, error) {
 		}
 		s.PlanKey = key
 	}
-	switch c.Vault.Auth.Method {
-	case "token":
-		s.VaultToken = need(c.Vault.Auth.TokenEnv)
-	case "approle":
-		s.VaultRoleID = need(c.Vault.Auth.RoleIDEnv)
-		s.VaultSecretID = need(c.Vault.Auth.SecretIDEnv)
+	if n.Vault {
+		auth := c.Vault.Auth
+		if n.Pool != "" {
+			p, ok := c.PoolFor(n.Pool)
+			if !ok {
+				return s, fmt.Errorf("no pool %q in the config", n.Pool)
+			}
+			auth = p.Vault
+		}
+		switch auth.Method {
+		case "token":
+			s.VaultToken = need(auth.TokenEnv)
+		case "approle":
+			s.VaultRoleID = need(auth.RoleIDEnv)
+			s.VaultSecretID = need(auth.SecretIDEnv)
+		}
 	}
 	return s, errors.Join(errs...)
 }

@@ -79,6 +79,19 @@ func (g *GitRepo) PublishPull(ctx context.Context, n int, sha string) error {
 	return git(ctx, g.work, "push", "-q", "-f", "origin", fmt.Sprintf("%s:refs/pull/%d/head", sha, n))
 }
 
+// Tag tags sha (annotated with a message, or lightweight if msg is "") and
+// pushes the tag.
+func (g *GitRepo) Tag(ctx context.Context, name, sha, msg string) error {
+	args := []string{"tag", "-f", name, sha}
+	if msg != "" {
+		args = []string{"tag", "-f", "-a", "-m", msg, name, sha}
+	}
+	if err := git(ctx, g.work, args...); err != nil {
+		return err
+	}
+	return git(ctx, g.work, "push", "-q", "-f", "origin", "refs/tags/"+name)
+}
+
 // Str is a helper for Commit's file map.
 func Str(s string) *string { return &s }
 

@@ -44,7 +44,8 @@ type Lease struct {
 // Holder says who holds a lock, for the message a refused user reads.
 type Holder struct {
 	User   string    `json:"user"`
-	PR     int       `json:"pr"`
+	PR     int       `json:"pr,omitempty"`
+	Ref    string    `json:"ref,omitempty"` // what is planned, for people: "PR #42", "tag v1.2"
 	PlanID string    `json:"plan_id"`
 	Since  time.Time `json:"since"`
 	Fence  int64     `json:"fence"`
@@ -64,8 +65,16 @@ type LockedError struct {
 }
 
 func (e *LockedError) Error() string {
-	return fmt.Sprintf("%s is locked by %s for PR #%d since %s", e.Key, e.Holder.User, e.Holder.PR,
+	return fmt.Sprintf("%s is locked by %s for %s since %s", e.Key, e.Holder.User, e.Holder.What(),
 		e.Holder.Since.UTC().Format(time.RFC3339))
+}
+
+// What names what the holder planned.
+func (h Holder) What() string {
+	if h.Ref != "" {
+		return h.Ref
+	}
+	return fmt.Sprintf("PR #%d", h.PR)
 }
 
 func (e *LockedError) Unwrap() error { return ErrLocked }

@@ -37,6 +37,8 @@ type Terraform interface {
 	Plan(ctx context.Context, opts ...tfexec.PlanOption) (bool, error)
 	ShowPlanFile(ctx context.Context, planPath string, opts ...tfexec.ShowOption) (*tfjson.Plan, error)
 	ApplyJSON(ctx context.Context, w io.Writer, opts ...tfexec.ApplyOption) error
+	WorkspaceSelect(ctx context.Context, workspace string, opts ...tfexec.WorkspaceSelectOption) error
+	WorkspaceNew(ctx context.Context, workspace string, opts ...tfexec.WorkspaceNewCmdOption) error
 	SetEnv(env map[string]string) error
 	Version(ctx context.Context, skipCache bool) (*version.Version, map[string]*version.Version, error)
 }
@@ -50,36 +52,62 @@ func newTfexec(workdir, execPath string) (Terraform, error) {
 	return tfexec.NewTerraform(workdir, execPath)
 }
 
-// Source resolves pull requests and checks out exact commits.
+// Source resolves revisions and checks out exact commits.
 type Source interface {
-	// Resolve reads a pull request: it must be open; its head SHA is what
-	// will be planned.
-	Resolve(ctx context.Context, repo string, pr int) (Revision, error)
+	// Resolve reads a ref: a pull request must be open, and its head is
+	// what will be planned; a SHA or tag must be on the default branch.
+	Resolve(ctx context.Context, repo string, ref Ref) (Revision, error)
 	// Checkout writes the tree of rev.SHA into dst, which does not exist yet.
 	Checkout(ctx context.Context, rev Revision, dst string) error
 }
 
-// Revision is one commit of a pull request.
+// Ref names what to plan: a pull request's head, or a commit or tag of the
+// default branch (a rollback). Exactly one field is set.
+type Ref struct {
+	PR  int    `json:"pr,omitempty"`
+	SHA string `json:"sha,omitempty"`
+	Tag string `json:"tag,omitempty"`
+}
+
+// Revision is one resolved commit.
 type Revision struct {
 	Repo     string `json:"repo"` // owner/name
-	PR       int    `json:"pr"`
+	Ref      Ref    `json:"ref"`
+	PR       int    `json:"pr,omitempty"` // the pull request, if the ref is one
 	SHA      string `json:"sha"`
 	CloneURL string `json:"clone_url"`
+	Branch   string `json:"branch,omitempty"` // the default branch, for SHA and tag refs
 	Title    string `json:"title,omitempty"`
 	URL      string `json:"url,omitempty"` // the pull request's web page
 }
 
+// Label names the revision for people: "PR #42", "tag v1.2", "commit 1a2b3c4".
+func (r Revision) Label() string {
+	switch {
+	case r.Ref.Tag != "":
+		return "tag " + r.Ref.Tag
+	case r.PR > 0:
+		return fmt.Sprintf("PR #%d", r.PR)
+	}
+	return "commit " + short(r.SHA)
+}
+
 // Source errors.
 var (
-	ErrPRNotFound = errors.New("pull request not found")
-	ErrPRClosed   = errors.New("pull request is not open")
-	ErrSource     = errors.New("source unavailable")
+	ErrPRNotFound       = errors.New("pull request not found")
+	ErrPRClosed         = errors.New("pull request is not open")
+	ErrRefNotFound      = errors.New("no such commit or tag")
+	ErrNotDefaultBranch = errors.New("not on the default branch")
+	ErrSource           = errors.New("source unavailable")
 )
 
 // Target is where and how a project's environment is planned and applied.
 type Target struct {
 	Project       string
 	Env           string
+	Binary        string // terraform or tofu for this project; default Options.Binary
+	Version       string // the version Binary must report
+	Workspace     string // terraform workspace; "" is the default one
 	Dir           string // directory inside the repository
 	VarFiles      []string
 	BackendConfig map[string]string
@@ -131,9 +159,11 @@ type Runner struct {
 	o Options
 
 	mu sync.Mutex
-	// tfs holds one Terraform per workspace directory, so the binary's
-	// version is learned once rather than before every command.
+	// tfs holds one Terraform per workspace directory and binary, so the
+	// binary's version is learned once rather than before every command.
 	tfs map[string]Terraform
+	// checked remembers each binary's version check.
+	checked map[string]error
 }
 
 // New checks the binary's version and returns a Runner.
@@ -152,20 +182,46 @@ func New(ctx context.Context, o Options) (*Runner, error) {
 			return nil, err
 		}
 	}
-	r := &Runner{o: o, tfs: map[string]Terraform{}}
-	if err := r.checkBinary(ctx); err != nil {
+	r := &Runner{o: o, tfs: map[string]Terraform{}, checked: map[string]error{}}
+	if err := r.checkBinary(ctx, o.Binary, o.Version); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-func (r *Runner) checkBinary(ctx context.Context) error {
+// binary returns the binary and version a target runs with, checked.
+func (r *Runner) binary(ctx context.Context, t Target) (string, error) {
+	bin, version := r.o.Binary, r.o.Version
+	if t.Binary != "" {
+		bin, version = t.Binary, t.Version
+	}
+	return bin, r.checkBinary(ctx, bin, version)
+}
+
+// checkBinary runs `version` once per binary and version, and refuses a
+// binary that does not report the pinned version.
+func (r *Runner) checkBinary(ctx context.Context, bin, want string) error {
+	key := bin + "@" + want
+	r.mu.Lock()
+	err, done := r.checked[key]
+	r.mu.Unlock()
+	if done {
+		return err
+	}
+	err = r.version(ctx, bin, want)
+	r.mu.Lock()
+	r.checked[key] = err
+	r.mu.Unlock()
+	return err
+}
+
+func (r *Runner) version(ctx context.Context, bin, want string) error {
 	dir, err := os.MkdirTemp(r.o.DataDir, "version-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	tf, err := r.o.NewTerraform(dir, r.o.Binary)
+	tf, err := r.o.NewTerraform(dir, bin)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBinary, err)
 	}
@@ -174,17 +230,17 @@ func (r *Runner) checkBinary(ctx context.Context) error {
 	}
 	got, _, err := tf.Version(ctx, true)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrBinary, r.o.Binary, err)
+		return fmt.Errorf("%w: %s: %v", ErrBinary, bin, err)
 	}
-	if want := r.o.Version; want != "" && got.String() != strings.TrimPrefix(want, "v") {
-		return fmt.Errorf("%w: %s reports %s, config pins %s", ErrBinary, r.o.Binary, got, want)
+	if want != "" && got.String() != strings.TrimPrefix(want, "v") {
+		return fmt.Errorf("%w: %s reports %s, config pins %s", ErrBinary, bin, got, want)
 	}
 	return nil
 }
 
-// Resolve reads a pull request through the Source.
-func (r *Runner) Resolve(ctx context.Context, repo string, pr int) (Revision, error) {
-	return r.o.Source.Resolve(ctx, repo, pr)
+// Resolve reads a revision through the Source.
+func (r *Runner) Resolve(ctx context.Context, repo string, ref Ref) (Revision, error) {
+	return r.o.Source.Resolve(ctx, repo, ref)
 }
 
 // PlanJob is one plan to run.
@@ -204,6 +260,10 @@ type PlanResult struct {
 // Plan checks out job.Rev into a fresh workspace and runs init, plan -out
 // and show, keeping the lease alive throughout. A lost lease interrupts it.
 func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
+	// A plan taken over from a worker that died may find its lease gone.
+	if err := r.o.Locks.Refresh(ctx, job.Lease, job.Target.LockTTL); err != nil {
+		return PlanResult{}, err
+	}
 	ctx, stop := r.guard(ctx, job.Lease, job.Target.LockTTL, job.Target.PlanTimeout)
 	defer stop()
 

@@ -24,7 +24,7 @@ import (
 // dirSource checks out files from memory, one tree per SHA.
 type dirSource struct{ trees map[string]map[string]string }
 
-func (s *dirSource) Resolve(context.Context, string, int) (runner.Revision, error) {
+func (s *dirSource) Resolve(context.Context, string, runner.Ref) (runner.Revision, error) {
 	return runner.Revision{}, errors.New("not used")
 }
 

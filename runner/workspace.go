@@ -49,7 +49,7 @@ func (r *Runner) materialize(ctx context.Context, ws workspace, planID string, r
 	if st, err := os.Stat(ws.work); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("directory %q does not exist in %s at %s", t.Dir, rev.Repo, short(rev.SHA))
 	}
-	tf, err := r.terraform(ws.work)
+	tf, err := r.terraform(ctx, ws.work, t)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +63,13 @@ func (r *Runner) materialize(ctx context.Context, ws workspace, planID string, r
 	if err := tf.Init(ctx, opts...); err != nil {
 		return nil, tfError("init", err, cred)
 	}
+	if t.Workspace != "" && t.Workspace != "default" {
+		if err := tf.WorkspaceSelect(ctx, t.Workspace); err != nil {
+			if err := tf.WorkspaceNew(ctx, t.Workspace); err != nil {
+				return nil, tfError("workspace", err, cred)
+			}
+		}
+	}
 	if err := os.WriteFile(ws.holds, []byte(planID+" "+rev.SHA+"\n"), 0o600); err != nil {
 		return nil, err
 	}
@@ -74,7 +81,7 @@ func (r *Runner) materialize(ctx context.Context, ws workspace, planID string, r
 // machine, or when the directory was cleaned).
 func (r *Runner) ready(ctx context.Context, ws workspace, planID string, rev Revision, t Target, cred *Credential) (Terraform, error) {
 	if b, err := os.ReadFile(ws.holds); err == nil && strings.TrimSpace(string(b)) == planID+" "+rev.SHA {
-		tf, err := r.terraform(ws.work)
+		tf, err := r.terraform(ctx, ws.work, t)
 		if err != nil {
 			return nil, err
 		}
@@ -84,18 +91,24 @@ func (r *Runner) ready(ctx context.Context, ws workspace, planID string, rev Rev
 	return r.materialize(ctx, ws, planID, rev, t, cred)
 }
 
-// terraform returns the cached Terraform for a working directory.
-func (r *Runner) terraform(workdir string) (Terraform, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if tf, ok := r.tfs[workdir]; ok {
-		return tf, nil
-	}
-	tf, err := r.o.NewTerraform(workdir, r.o.Binary)
+// terraform returns the cached Terraform for a working directory, with the
+// target's checked binary.
+func (r *Runner) terraform(ctx context.Context, workdir string, t Target) (Terraform, error) {
+	bin, err := r.binary(ctx, t)
 	if err != nil {
 		return nil, err
 	}
-	r.tfs[workdir] = tf
+	key := workdir + "\x00" + bin
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if tf, ok := r.tfs[key]; ok {
+		return tf, nil
+	}
+	tf, err := r.o.NewTerraform(workdir, bin)
+	if err != nil {
+		return nil, err
+	}
+	r.tfs[key] = tf
 	return tf, nil
 }
 

@@ -182,3 +182,44 @@ func (s *Store) Forget(ctx context.Context, key string) error {
 	}
 	return nil
 }
+
+// appliedKey holds, per project and environment, each commit applied there
+// successfully, scored by when it first was.
+func (s *Store) appliedKey(project, env string) string {
+	return s.prefix + "applied:{" + project + "/" + env + "}"
+}
+
+// RecordApplied notes that sha was applied successfully in project/env. The
+// first time counts, so a soak period runs from the first apply.
+func (s *Store) RecordApplied(ctx context.Context, project, env, sha string, at time.Time) error {
+	err := s.rdb.ZAddNX(ctx, s.appliedKey(project, env), redis.Z{Score: float64(at.UnixMilli()), Member: sha}).Err()
+	if err != nil {
+		return fmt.Errorf("record applied %s in %s/%s: %w", sha, project, env, err)
+	}
+	return nil
+}
+
+// AppliedAt reports when sha was first applied successfully in project/env.
+func (s *Store) AppliedAt(ctx context.Context, project, env, sha string) (time.Time, bool, error) {
+	ms, err := s.rdb.ZScore(ctx, s.appliedKey(project, env), sha).Result()
+	if errors.Is(err, redis.Nil) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("read applied %s in %s/%s: %w", sha, project, env, err)
+	}
+	return time.UnixMilli(int64(ms)).UTC(), true, nil
+}
+
+// RecentApplied lists the newest n commits applied in project/env, newest first.
+func (s *Store) RecentApplied(ctx context.Context, project, env string, n int) ([]approvals.Applied, error) {
+	zs, err := s.rdb.ZRevRangeWithScores(ctx, s.appliedKey(project, env), 0, int64(n)-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list applied in %s/%s: %w", project, env, err)
+	}
+	out := make([]approvals.Applied, len(zs))
+	for i, z := range zs {
+		out[i] = approvals.Applied{SHA: z.Member.(string), At: time.UnixMilli(int64(z.Score)).UTC()}
+	}
+	return out, nil
+}

@@ -175,3 +175,28 @@ func TestFirst(t *testing.T) {
 		}
 	})
 }
+
+func TestAppliedRecord(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ redis.UniversalClient) {
+		ctx := context.Background()
+		if _, ok, err := s.AppliedAt(ctx, "infra", "staging", "abc"); ok || err != nil {
+			t.Fatalf("applied before any apply: %v %v", ok, err)
+		}
+		for i, sha := range []string{"abc", "def", "abc"} {
+			if err := s.RecordApplied(ctx, "infra", "staging", sha, t0.Add(time.Duration(i)*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		at, ok, err := s.AppliedAt(ctx, "infra", "staging", "abc")
+		if err != nil || !ok || !at.Equal(t0) {
+			t.Fatalf("abc applied at %v %v %v, want the first time %v", at, ok, err, t0)
+		}
+		if _, ok, _ := s.AppliedAt(ctx, "infra", "prod", "abc"); ok {
+			t.Fatal("applied in staging counted for prod")
+		}
+		recent, err := s.RecentApplied(ctx, "infra", "staging", 5)
+		if err != nil || len(recent) != 2 || recent[0].SHA != "def" || recent[1].SHA != "abc" {
+			t.Fatalf("recent = %+v %v", recent, err)
+		}
+	})
+}

@@ -221,7 +221,10 @@ func TestBadInput(t *testing.T) {
 
 	for _, tt := range []struct{ text, want string }{
 		{"plan prod pr-1", `unknown environment "prod"`},
-		{"plan staging 42", "is not a pull request"},
+		{"plan staging 42", "is not a revision"},
+		{"plan staging sha-" + strings.Repeat("0", 40), "no such commit or tag"},
+		{"plan staging ref-v9.9.9", "no such commit or tag"},
+		{"plan staging sha-" + s.prs[1], "not on the default branch"},
 		{"deploy staging", "unknown command"},
 		{"plan staging pr-404", "pull request not found"},
 		{"plan staging pr-9", "is closed"},

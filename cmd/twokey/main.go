@@ -106,7 +106,7 @@ func checkConfig(args []string, stdout io.Writer, getenv func(string) string) er
 	if err != nil {
 		return fmt.Errorf("%s:\n%w", *path, err)
 	}
-	if _, err := cfg.LoadSecrets(getenv); err != nil {
+	if _, err := cfg.LoadSecrets(getenv, cfg.ForServe()); err != nil {
 		return fmt.Errorf("%s is valid, but the environment is not:\n%w", *path, err)
 	}
 	abs, _ := filepath.Abs(*path)

@@ -42,7 +42,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return fmt.Errorf("%s:\n%w", common.config, err)
 	}
-	secrets, err := cfg.LoadSecrets(getenv)
+	secrets, err := cfg.LoadSecrets(getenv, cfg.ForServe())
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	store := redisstore.New(rdb, keyPrefix, 0)
 	b, err := bot.New(bot.Options{
 		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken,
-		Store: store, Locks: locks, Runner: run, Dedup: store, Logger: log,
+		Store: store, Locks: locks, Runner: run, Dedup: store, Promos: store, Logger: log,
 		ShutdownGrace: *grace, SweepInterval: *sweep,
 	})
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,16 +111,106 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "Bad credentials"})
 		return
 	}
-	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/api/v3"), "/"), "/")
-	// repos/{owner}/{repo}/pulls/{n}
-	if r.Method == http.MethodGet && len(parts) == 5 && parts[0] == "repos" && parts[3] == "pulls" {
-		s.getPull(w, parts[1]+"/"+parts[2], parts[4])
+	parts := strings.SplitN(strings.Trim(strings.TrimPrefix(r.URL.Path, "/api/v3"), "/"), "/", 4)
+	if len(parts) < 3 || parts[0] != "repos" || r.Method != http.MethodGet {
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
 		return
 	}
-	writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+	fullName, rest := parts[1]+"/"+parts[2], ""
+	if len(parts) == 4 {
+		rest = parts[3]
+	}
+	s.mu.Lock()
+	rp := s.repos[fullName]
+	s.mu.Unlock()
+	if rp == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+		return
+	}
+	switch {
+	case rest == "":
+		writeJSON(w, http.StatusOK, map[string]any{"full_name": fullName, "default_branch": "main", "clone_url": rp.cloneURL})
+	case strings.HasPrefix(rest, "pulls/"):
+		s.getPull(w, fullName, strings.TrimPrefix(rest, "pulls/"))
+	case strings.HasPrefix(rest, "compare/"):
+		base, head, _ := strings.Cut(strings.TrimPrefix(rest, "compare/"), "...")
+		s.compare(w, rp, base, head)
+	case strings.HasPrefix(rest, "git/ref/tags/"):
+		s.tagRef(w, rp, strings.TrimPrefix(rest, "git/ref/tags/"))
+	case strings.HasPrefix(rest, "git/tags/"):
+		s.tagObject(w, rp, strings.TrimPrefix(rest, "git/tags/"))
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+	}
+}
+
+// gitDir is the local repository behind a file:// clone URL.
+func (rp *repo) gitDir() string { return strings.TrimPrefix(rp.cloneURL, "file://") }
+
+func (rp *repo) git(args ...string) (string, error) {
+	cmd := exec.Command("git", append([]string{"--git-dir", rp.gitDir()}, args...)...)
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+	out, err := cmd.Output()
+	return strings.TrimSpace(string(out)), err
+}
+
+func (s *Server) compare(w http.ResponseWriter, rp *repo, base, head string) {
+	baseSHA, err := rp.git("rev-parse", "--verify", "--quiet", base+"^{commit}")
+	if err != nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+		return
+	}
+	headSHA, err := rp.git("rev-parse", "--verify", "--quiet", head+"^{commit}")
+	if err != nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+		return
+	}
+	status := "diverged"
+	switch {
+	case baseSHA == headSHA:
+		status = "identical"
+	case rp.isAncestor(baseSHA, headSHA):
+		status = "ahead"
+	case rp.isAncestor(headSHA, baseSHA):
+		status = "behind"
+	}
+	msg, _ := rp.git("log", "-1", "--format=%B", baseSHA)
+	writeJSON(w, http.StatusOK, map[string]any{"status": status,
+		"base_commit": map[string]any{"sha": baseSHA, "commit": map[string]any{"message": msg}}})
+}
+
+func (rp *repo) isAncestor(a, b string) bool {
+	_, err := rp.git("merge-base", "--is-ancestor", a, b)
+	return err == nil
+}
+
+func (s *Server) tagRef(w http.ResponseWriter, rp *repo, tag string) {
+	out, err := rp.git("for-each-ref", "--format=%(objecttype) %(objectname)", "refs/tags/"+tag)
+	typ, sha, ok := strings.Cut(out, " ")
+	if err != nil || !ok {
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ref": "refs/tags/" + tag, "object": map[string]string{"type": typ, "sha": sha}})
+}
+
+func (s *Server) tagObject(w http.ResponseWriter, rp *repo, sha string) {
+	out, err := rp.git("cat-file", "tag", sha)
+	if err != nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+		return
+	}
+	obj := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && (k == "object" || k == "type") {
+			obj[map[string]string{"object": "sha", "type": "type"}[k]] = v
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sha": sha, "object": obj})
 }
 
 func (s *Server) getPull(w http.ResponseWriter, fullName, number string) {
+	number = strings.Trim(number, "/")
 	n, err := strconv.Atoi(number)
 	s.mu.Lock()
 	rp := s.repos[fullName]

@@ -68,18 +68,46 @@ func New(o Options) (*Source, error) {
 	return &Source{o: o, gh: gh, mirrors: map[string]*sync.Mutex{}}, nil
 }
 
-// Resolve reads pull request pr of repo; it must be open.
-func (s *Source) Resolve(ctx context.Context, repo string, pr int) (runner.Revision, error) {
+// Resolve reads a ref of repo: an open pull request's head, or a commit or
+// tag that the default branch contains.
+func (s *Source) Resolve(ctx context.Context, repo string, ref runner.Ref) (runner.Revision, error) {
 	owner, name, ok := strings.Cut(repo, "/")
 	if !ok {
 		return runner.Revision{}, fmt.Errorf("repository %q is not owner/name", repo)
 	}
-	p, resp, err := s.gh.PullRequests.Get(ctx, owner, name, pr)
-	if resp != nil && resp.StatusCode == http.StatusNotFound {
-		return runner.Revision{}, fmt.Errorf("%w: %s#%d", runner.ErrPRNotFound, repo, pr)
+	if ref.PR > 0 {
+		return s.resolvePR(ctx, owner, name, repo, ref.PR)
 	}
+	r, resp, err := s.gh.Repositories.Get(ctx, owner, name)
 	if err != nil {
-		return runner.Revision{}, fmt.Errorf("%w: github: %w", runner.ErrSource, err)
+		return runner.Revision{}, s.apiError(resp, err, repo, runner.ErrRefNotFound)
+	}
+	branch := r.GetDefaultBranch()
+	sha := ref.SHA
+	if ref.Tag != "" {
+		if sha, err = s.tagCommit(ctx, owner, name, ref.Tag); err != nil {
+			return runner.Revision{}, err
+		}
+	}
+	// The commit must be the default branch's head or behind it.
+	cmp, resp, err := s.gh.Repositories.CompareCommits(ctx, owner, name, sha, branch, nil)
+	if err != nil {
+		return runner.Revision{}, s.apiError(resp, err, repo+"@"+sha, runner.ErrRefNotFound)
+	}
+	if st := cmp.GetStatus(); st != "ahead" && st != "identical" {
+		return runner.Revision{}, fmt.Errorf("%w: %s is not in the history of %s", runner.ErrNotDefaultBranch, shortSHA(sha), branch)
+	}
+	if cmp.GetBaseCommit().GetSHA() != "" {
+		sha = cmp.GetBaseCommit().GetSHA() // the full SHA of the compared commit
+	}
+	return runner.Revision{Repo: repo, Ref: ref, SHA: sha, CloneURL: r.GetCloneURL(), Branch: branch,
+		Title: strings.SplitN(cmp.GetBaseCommit().GetCommit().GetMessage(), "\n", 2)[0]}, nil
+}
+
+func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int) (runner.Revision, error) {
+	p, resp, err := s.gh.PullRequests.Get(ctx, owner, name, pr)
+	if err != nil {
+		return runner.Revision{}, s.apiError(resp, err, fmt.Sprintf("%s#%d", repo, pr), runner.ErrPRNotFound)
 	}
 	if p.GetState() != "open" {
 		state := p.GetState()
@@ -93,7 +121,43 @@ func (s *Source) Resolve(ctx context.Context, repo string, pr int) (runner.Revis
 	if len(sha) != 40 || cloneURL == "" {
 		return runner.Revision{}, fmt.Errorf("%w: %s#%d has no head commit or clone URL", runner.ErrSource, repo, pr)
 	}
-	return runner.Revision{Repo: repo, PR: pr, SHA: sha, CloneURL: cloneURL, Title: p.GetTitle(), URL: p.GetHTMLURL()}, nil
+	return runner.Revision{Repo: repo, Ref: runner.Ref{PR: pr}, PR: pr, SHA: sha, CloneURL: cloneURL,
+		Title: p.GetTitle(), URL: p.GetHTMLURL()}, nil
+}
+
+// tagCommit resolves a tag, annotated or not, to its commit.
+func (s *Source) tagCommit(ctx context.Context, owner, name, tag string) (string, error) {
+	ref, resp, err := s.gh.Git.GetRef(ctx, owner, name, "tags/"+tag)
+	if err != nil {
+		return "", s.apiError(resp, err, "tag "+tag, runner.ErrRefNotFound)
+	}
+	obj := ref.GetObject()
+	if obj.GetType() == "tag" {
+		t, resp, err := s.gh.Git.GetTag(ctx, owner, name, obj.GetSHA())
+		if err != nil {
+			return "", s.apiError(resp, err, "tag "+tag, runner.ErrRefNotFound)
+		}
+		obj = t.GetObject()
+	}
+	if obj.GetType() != "commit" {
+		return "", fmt.Errorf("%w: tag %s points at a %s", runner.ErrRefNotFound, tag, obj.GetType())
+	}
+	return obj.GetSHA(), nil
+}
+
+// apiError tells "not there" (404) from GitHub being unavailable.
+func (s *Source) apiError(resp *github.Response, err error, what string, notFound error) error {
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%w: %s", notFound, what)
+	}
+	return fmt.Errorf("%w: github: %w", runner.ErrSource, err)
+}
+
+func shortSHA(sha string) string {
+	if len(sha) > 7 {
+		return sha[:7]
+	}
+	return sha
 }
 
 // Checkout fetches rev.SHA into the repository's mirror and writes its tree
@@ -114,8 +178,12 @@ func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) 
 	}
 	commit := rev.SHA + "^{commit}"
 	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "cat-file", "-e", commit); err != nil {
-		// GitHub publishes every pull request's head as refs/pull/<n>/head.
+		// GitHub publishes every pull request's head as refs/pull/<n>/head;
+		// a rollback's commit is on the default branch.
 		refspec := fmt.Sprintf("+refs/pull/%d/head:refs/pull/%d/head", rev.PR, rev.PR)
+		if rev.PR == 0 {
+			refspec = fmt.Sprintf("+refs/heads/%s:refs/heads/%s", rev.Branch, rev.Branch)
+		}
 		if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, refspec); err != nil {
 			return fmt.Errorf("%w: %w", runner.ErrSource, err)
 		}

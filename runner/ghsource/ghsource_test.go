@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,7 +63,7 @@ func setup(t *testing.T) fixture {
 func TestResolve(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	rev, err := f.src.Resolve(ctx, "acme/infra", 42)
+	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,15 +74,15 @@ func TestResolve(t *testing.T) {
 		pr   int
 		want error
 	}{{7, runner.ErrPRClosed}, {8, runner.ErrPRClosed}, {999, runner.ErrPRNotFound}} {
-		if _, err := f.src.Resolve(ctx, "acme/infra", tt.pr); !errors.Is(err, tt.want) {
+		if _, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: tt.pr}); !errors.Is(err, tt.want) {
 			t.Errorf("PR %d: err = %v, want %v", tt.pr, err, tt.want)
 		}
 	}
-	if _, err := f.src.Resolve(ctx, "acme/infra", 8); !strings.Contains(err.Error(), "merged") {
+	if _, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 8}); !strings.Contains(err.Error(), "merged") {
 		t.Errorf("merged PR error does not say merged: %v", err)
 	}
 	f.gh.Fail(10)
-	if _, err := f.src.Resolve(ctx, "acme/infra", 42); !errors.Is(err, runner.ErrSource) {
+	if _, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42}); !errors.Is(err, runner.ErrSource) {
 		t.Errorf("GitHub down: err = %v, want ErrSource", err)
 	}
 	for _, r := range f.gh.Requests() {
@@ -94,7 +95,7 @@ func TestResolve(t *testing.T) {
 func TestCheckoutExactCommit(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	rev, err := f.src.Resolve(ctx, "acme/infra", 42)
+	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,4 +153,69 @@ func TestUntarRefusesEscapes(t *testing.T) {
 			t.Errorf("%s: accepted", tt.name)
 		}
 	}
+}
+
+// Rollbacks: a commit or tag must be on the default branch.
+func TestResolveRollbackRefs(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	base, err := f.repo.Commit(ctx, "main", "main", "v2", map[string]*string{"main.tf": devstack.Str("# v2 on main\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := gitRevParse(t, f.repo, "main~1")
+	if err := f.repo.Tag(ctx, "v1.0.0", first, "release 1.0.0"); err != nil { // annotated
+		t.Fatal(err)
+	}
+	if err := f.repo.Tag(ctx, "light", base, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.repo.Tag(ctx, "feature-tag", f.v1, ""); err != nil { // not on main
+		t.Fatal(err)
+	}
+	tests := []struct {
+		ref     runner.Ref
+		wantSHA string
+		wantErr error
+	}{
+		{ref: runner.Ref{SHA: first}, wantSHA: first},
+		{ref: runner.Ref{SHA: base}, wantSHA: base},
+		{ref: runner.Ref{Tag: "v1.0.0"}, wantSHA: first},
+		{ref: runner.Ref{Tag: "light"}, wantSHA: base},
+		{ref: runner.Ref{SHA: f.v1}, wantErr: runner.ErrNotDefaultBranch},
+		{ref: runner.Ref{Tag: "feature-tag"}, wantErr: runner.ErrNotDefaultBranch},
+		{ref: runner.Ref{Tag: "nope"}, wantErr: runner.ErrRefNotFound},
+		{ref: runner.Ref{SHA: strings.Repeat("1", 40)}, wantErr: runner.ErrRefNotFound},
+	}
+	for _, tt := range tests {
+		rev, err := f.src.Resolve(ctx, "acme/infra", tt.ref)
+		if !errors.Is(err, tt.wantErr) {
+			t.Errorf("%+v: err = %v, want %v", tt.ref, err, tt.wantErr)
+			continue
+		}
+		if err == nil && (rev.SHA != tt.wantSHA || rev.Branch != "main" || rev.CloneURL == "") {
+			t.Errorf("%+v: rev = %+v", tt.ref, rev)
+		}
+	}
+	// And a rollback's commit checks out from the default branch.
+	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{Tag: "v1.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "src")
+	if err := f.src.Checkout(ctx, rev, dst); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "main.tf")); string(b) != "# v0\n" {
+		t.Fatalf("main.tf = %q, want v0", b)
+	}
+}
+
+func gitRevParse(t *testing.T, repo *devstack.GitRepo, rev string) (string, error) {
+	t.Helper()
+	out, err := exec.Command("git", "--git-dir", repo.Bare, "rev-parse", rev).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out)), nil
 }
