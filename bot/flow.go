@@ -651,6 +651,8 @@ func planFailure(err error) string {
 		return "plan credentials unavailable"
 	case errors.Is(err, runner.ErrSource):
 		return "could not check out the commit"
+	case errors.Is(err, runner.ErrNoWorkDir):
+		return "the terraform directory is not in this revision"
 	case errors.Is(err, runner.ErrInterrupted):
 		return "plan interrupted"
 	}

@@ -90,7 +90,7 @@ func (b *Bot) describe(err error, attrs ...any) string {
 	case errors.Is(err, approvals.ErrNotFound):
 		return "This plan is unknown to twokey (it may be older than the retention period)."
 	case errors.Is(err, runner.ErrPRNotFound), errors.Is(err, runner.ErrPRClosed),
-		errors.Is(err, runner.ErrRefNotFound), errors.Is(err, runner.ErrNotDefaultBranch):
+		errors.Is(err, runner.ErrRefNotFound), errors.Is(err, runner.ErrNotDefaultBranch), errors.Is(err, runner.ErrNoWorkDir):
 		return err.Error() + "."
 	case errors.As(err, &promo):
 		return fmt.Sprintf(":no_entry: Promotion rule: %s. Apply it in %s first.", promo.Error(), promo.Requires)

@@ -98,6 +98,7 @@ var (
 	ErrPRClosed         = errors.New("pull request is not open")
 	ErrRefNotFound      = errors.New("no such commit or tag")
 	ErrNotDefaultBranch = errors.New("not on the default branch")
+	ErrNoWorkDir        = errors.New("the terraform directory is not in this revision")
 	ErrSource           = errors.New("source unavailable")
 )
 

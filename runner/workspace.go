@@ -47,7 +47,7 @@ func (r *Runner) materialize(ctx context.Context, ws workspace, planID string, r
 		return nil, err
 	}
 	if st, err := os.Stat(ws.work); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("directory %q does not exist in %s at %s", t.Dir, rev.Repo, short(rev.SHA))
+		return nil, fmt.Errorf("%w: no directory %q in %s at %s", ErrNoWorkDir, t.Dir, rev.Repo, short(rev.SHA))
 	}
 	tf, err := r.terraform(ctx, ws.work, t)
 	if err != nil {

@@ -220,7 +220,7 @@ func TestBadInput(t *testing.T) {
 	s.startBot()
 
 	for _, tt := range []struct{ text, want string }{
-		{"plan prod pr-1", `unknown environment "prod"`},
+		{"plan qa pr-1", `unknown environment "qa"`},
 		{"plan staging 42", "is not a revision"},
 		{"plan staging sha-" + strings.Repeat("0", 40), "no such commit or tag"},
 		{"plan staging ref-v9.9.9", "no such commit or tag"},

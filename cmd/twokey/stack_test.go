@@ -91,7 +91,10 @@ func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 	if s.repo, err = devstack.NewGitRepo(ctx, filepath.Join(s.dir, "git")); err != nil {
 		t.Fatal(err)
 	}
-	if s.main, err = s.repo.Commit(ctx, "main", "", "init", map[string]*string{"README.md": devstack.Str("infra\n")}); err != nil {
+	if s.main, err = s.repo.Commit(ctx, "main", "", "init", map[string]*string{
+		"README.md":         devstack.Str("infra\n"),
+		"terraform/main.tf": devstack.Str("terraform {\n  backend \"local\" {}\n}\n"),
+	}); err != nil {
 		t.Fatal(err)
 	}
 	s.gh = ghsim.New()
@@ -165,8 +168,21 @@ projects:
               - path: secret/data/staging/deploy
                 env:
                   DB_PASSWORD: password
+      - name: prod
+        requires: staging
+        approvers:
+          groups: [%s]
+          users: [%s]
+        channels: [%s]
+        backend_config:
+          path: %s
+        vault:
+          apply:
+            role: twokey-prod-apply
+            ttl: 15m
 `, s.slackURL, s.ghURL, s.redis.URL(), s.vault.Addr, terraform, dataDir,
-		erin, group, erin, channel, s.statePath(), s.sc.lockTTL, s.sc.planTTL, s.sc.applyTimeout, s.sc.applyTokenTTL)
+		erin, group, erin, channel, s.statePath(), s.sc.lockTTL, s.sc.planTTL, s.sc.applyTimeout, s.sc.applyTokenTTL,
+		group, erin, channel, filepath.Join(s.dir, "prod.tfstate"))
 	path := filepath.Join(s.dir, name)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		s.t.Fatal(err)
@@ -353,9 +369,16 @@ func (s *stack) dump() string {
 	return b.String()
 }
 
-// applied reports whether the resource is in the terraform state.
-func (s *stack) applied(resource string) bool {
-	b, err := os.ReadFile(s.statePath())
+// applied reports whether the resource is in the staging state.
+func (s *stack) applied(resource string) bool { return s.appliedIn("staging", resource) }
+
+// appliedIn reports whether the resource is in an environment's state.
+func (s *stack) appliedIn(env, resource string) bool {
+	path := s.statePath()
+	if env != "staging" {
+		path = filepath.Join(s.dir, env+".tfstate")
+	}
+	b, err := os.ReadFile(path)
 	return err == nil && strings.Contains(string(b), fmt.Sprintf(`"name": %q`, resource))
 }
 
