@@ -67,6 +67,8 @@ type Plan struct {
 	// Attempts counts applies that could not start (credentials or GitHub
 	// unavailable) and returned the plan to pending.
 	Attempts int `json:"attempts,omitempty"`
+	// Executor is who runs the apply (a runner worker), set once by Claim.
+	Executor string `json:"executor,omitempty"`
 
 	Status Status `json:"status"`
 	Reason string `json:"reason,omitempty"` // why it ended, in words a person reads
@@ -329,6 +331,39 @@ func BeginApply(p Plan, now time.Time) (Plan, Grant, error) {
 	}, nil
 }
 
+// GrantFor returns the Grant of a plan that BeginApply already moved to
+// StatusApplying — for a runner in another process, which reads the plan
+// from the store. Quorum is checked again.
+func GrantFor(p Plan) (Grant, error) {
+	if p.Status != StatusApplying {
+		return Grant{}, &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	if !HasQuorum(p) {
+		return Grant{}, ErrNoQuorum
+	}
+	return Grant{
+		planID: p.ID, project: p.Project, env: p.Env, pr: p.PR, sha: p.SHA, digest: p.Digest,
+		fence: p.Fence, lockOwner: p.LockOwner, approvers: Approvers(p),
+	}, nil
+}
+
+// ErrClaimed: someone already started this apply; it is never run twice.
+var ErrClaimed = errors.New("apply already started")
+
+// Claim records who runs an applying plan. Only the first claim succeeds:
+// a runner that finds the plan claimed — by itself before a crash, or by
+// another — must not apply it.
+func Claim(p Plan, executor string, now time.Time) (Plan, error) {
+	if p.Status != StatusApplying {
+		return p, &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	if p.Executor != "" {
+		return p, fmt.Errorf("%w by %s", ErrClaimed, p.Executor)
+	}
+	p.Executor, p.UpdatedAt = executor, now
+	return p, nil
+}
+
 // Finish records the end of an apply started with g.
 func Finish(p Plan, g Grant, applyErr error, reason string, now time.Time) (Plan, error) {
 	if p.Status != StatusApplying {
@@ -356,6 +391,7 @@ func Abort(p Plan, g Grant, reason string, now time.Time) (Plan, error) {
 	}
 	p.Status, p.Reason, p.UpdatedAt = StatusPending, reason, now
 	p.Attempts++
+	p.Executor = ""
 	return p, nil
 }
 

@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -295,5 +296,38 @@ func TestPromoted(t *testing.T) {
 	var pe *PromotionError
 	if err := Promoted("staging", "abcdef123", time.Hour, applied, true, t0); !errors.As(err, &pe) || pe.Left != 30*time.Minute {
 		t.Fatalf("soak left = %+v", pe)
+	}
+}
+
+func TestGrantForAndClaim(t *testing.T) {
+	p := pendingPlan(t, 2, true)
+	if _, err := GrantFor(p); !errors.Is(err, ErrNotPending) {
+		t.Fatalf("grant for a pending plan: %v", err)
+	}
+	p, _, _ = Approve(p, "UA", true, t0.Add(time.Minute))
+	p, _, _ = Approve(p, "UB", true, t0.Add(time.Minute))
+	applying, g, err := BeginApply(p, t0.Add(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := GrantFor(applying)
+	if err != nil || again.PlanID() != g.PlanID() || again.Digest() != g.Digest() || again.Fence() != g.Fence() ||
+		fmt.Sprint(again.Approvers()) != fmt.Sprint(g.Approvers()) {
+		t.Fatalf("GrantFor = %+v, %v; BeginApply gave %+v", again, err, g)
+	}
+	forged := applying
+	forged.Approvals = forged.Approvals[:1] // quorum lost in storage
+	if _, err := GrantFor(forged); !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("grant without quorum: %v", err)
+	}
+	claimed, err := Claim(applying, "runner-1", t0)
+	if err != nil || claimed.Executor != "runner-1" {
+		t.Fatalf("claim: %v", err)
+	}
+	if _, err := Claim(claimed, "runner-2", t0); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("second claim: %v", err)
+	}
+	if _, err := Claim(p, "runner-1", t0); !errors.Is(err, ErrNotPending) {
+		t.Fatalf("claim of a pending plan: %v", err)
 	}
 }

@@ -232,10 +232,25 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 	log.Info("planning", "sha", rev.SHA)
 
 	res, err := b.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: b.target(proj, env)})
+	if errors.Is(err, runner.ErrDetached) {
+		log.Warn("stopped waiting for the plan; another replica completes it", "err", err)
+		return nil
+	}
+	return b.planned(ctx, p, res, err)
+}
+
+// planned records a finished plan — by the replica that waited for it, or
+// by a sweeper that found its result — and shows it with buttons.
+func (b *Bot) planned(ctx context.Context, p approvals.Plan, res runner.PlanResult, planErr error) error {
+	log := b.log.With("plan_id", p.ID, "env", p.Project+"/"+p.Env)
+	_, env, err := b.cfg.Resolve(p.Project, p.Env)
 	if err != nil {
-		log.Warn("plan failed", "err", err)
-		if b.finish(ctx, p, approvals.StatusPlanFailed, planFailure(err)) {
-			b.fail(ctx, channel, user, err, "plan_id", p.ID)
+		return err
+	}
+	if planErr != nil {
+		log.Warn("plan failed", "err", planErr)
+		if b.finish(ctx, p, approvals.StatusPlanFailed, planFailure(planErr)) {
+			b.fail(ctx, p.Channel, p.Requester, planErr, "plan_id", p.ID)
 		}
 		return nil
 	}
@@ -247,6 +262,7 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 		_ = b.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
 		return err
 	}
+	lease := leaseOf(p)
 	if p.Status == approvals.StatusNoChanges {
 		b.release(lease)
 		_ = b.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
@@ -439,6 +455,17 @@ func (b *Bot) apply(ctx context.Context, planID, channel, actor string) error {
 	prog := b.progress(ctx, p)
 	res, err := b.o.Runner.Apply(ctx, runner.ApplyJob{Grant: grant, Rev: rev, Target: b.target(proj, env), Progress: prog.add})
 	prog.close()
+	if errors.Is(err, runner.ErrDetached) {
+		log.Warn("stopped waiting for the apply; another replica completes it", "err", err)
+		return nil
+	}
+	return b.applied(ctx, p, grant, res, err)
+}
+
+// applied records the end of an apply — by the replica that waited for it,
+// or by a sweeper that found its result — and says how it went.
+func (b *Bot) applied(ctx context.Context, p approvals.Plan, grant approvals.Grant, res runner.ApplyResult, err error) error {
+	log := b.log.With("env", p.Project+"/"+p.Env, "plan_id", p.ID, "fence", p.Fence)
 	if res.RevokeErr != nil {
 		b.post(ctx, p, fmt.Sprintf(":warning: Vault did not revoke the apply credential (accessor `%s`); it dies by its TTL at %s.",
 			res.Accessor, res.Expires.UTC().Format("15:04:05 MST")))
@@ -527,7 +554,10 @@ func (b *Bot) finish(ctx context.Context, p approvals.Plan, to approvals.Status,
 	})
 	if err != nil {
 		var se *approvals.StateError
-		if !errors.As(err, &se) {
+		if errors.As(err, &se) {
+			// Ended elsewhere (a worker, another replica): show it as it is.
+			b.refresh(ctx, p)
+		} else {
 			b.log.Error("end plan", "plan_id", p.ID, "status", string(to), "err", err)
 		}
 		return false
@@ -615,7 +645,11 @@ func (b *Bot) post(ctx context.Context, p approvals.Plan, text string) {
 }
 
 // target is where a plan of env runs, from the config.
-func (b *Bot) target(p *config.Project, e *config.Environment) runner.Target {
+func (b *Bot) target(p *config.Project, e *config.Environment) runner.Target { return Target(p, e) }
+
+// Target is where and how plans of an environment run, from the config;
+// runner workers build their targets with it too.
+func Target(p *config.Project, e *config.Environment) runner.Target {
 	t := runner.Target{
 		Project: p.Name, Env: e.Name, Workspace: e.Workspace,
 		Dir: p.WorkDir(e), VarFiles: e.VarFiles, BackendConfig: e.BackendConfig,

@@ -56,6 +56,9 @@ func (b *Bot) sweep(ctx context.Context) {
 		if err != nil || cur.Version != p.Version {
 			continue
 		}
+		if b.completeDetached(ctx, p) {
+			continue
+		}
 		switch p.Status {
 		case approvals.StatusApplying:
 			b.finish(ctx, p, approvals.StatusInterrupted,
@@ -67,4 +70,42 @@ func (b *Bot) sweep(ctx context.Context) {
 			b.finish(ctx, p, approvals.StatusInvalidated, "the environment lock was lost, so this plan can no longer be applied")
 		}
 	}
+}
+
+// outcomes is implemented by runners whose work can finish while nobody
+// waits for it (runner pools): the replica that dispatched it stopped.
+type outcomes interface {
+	PlanOutcome(ctx context.Context, planID string) (runner.PlanResult, error, bool)
+	ApplyOutcome(ctx context.Context, planID string) (runner.ApplyResult, error, bool)
+}
+
+// completeDetached finishes a plan whose work ended with nobody waiting,
+// from the result the runner kept. It reports whether there was one.
+func (b *Bot) completeDetached(ctx context.Context, p approvals.Plan) bool {
+	o, ok := b.o.Runner.(outcomes)
+	if !ok {
+		return false
+	}
+	switch p.Status {
+	case approvals.StatusPlanning:
+		res, planErr, found := o.PlanOutcome(ctx, p.ID)
+		if found {
+			b.log.Info("completing a plan whose replica stopped waiting", "plan_id", p.ID)
+			_ = b.planned(ctx, p, res, planErr)
+		}
+		return found
+	case approvals.StatusApplying:
+		res, applyErr, found := o.ApplyOutcome(ctx, p.ID)
+		if !found {
+			return false
+		}
+		g, err := approvals.GrantFor(p)
+		if err != nil {
+			return false
+		}
+		b.log.Info("completing an apply whose replica stopped waiting", "plan_id", p.ID)
+		_ = b.applied(ctx, p, g, res, applyErr)
+		return true
+	}
+	return false
 }

@@ -122,7 +122,10 @@ type Target struct {
 
 // Errors from Plan and Apply.
 var (
-	ErrStalePlan   = errors.New("saved plan does not match the approved plan")
+	ErrStalePlan = errors.New("saved plan does not match the approved plan")
+	// ErrDetached: the caller stopped waiting, but the work goes on
+	// elsewhere (a runner pool) and its result is kept for whoever finds it.
+	ErrDetached    = errors.New("stopped waiting; the work goes on and its result is kept")
 	ErrInterrupted = errors.New("interrupted")
 	ErrBinary      = errors.New("terraform binary is not the configured version")
 )

@@ -37,7 +37,7 @@ func TestImportGraph(t *testing.T) {
 	// package path, or "path/..." for it and everything below it.
 	libraries := map[string][]string{
 		"github.com/slack-go/slack":           {"bot"},
-		"github.com/redis/go-redis":           {"runner/redislock", "runner/redisplans", "approvals/redisstore", "cmd/twokey"},
+		"github.com/redis/go-redis":           {"runner/redislock", "runner/redisplans", "runner/redisjobs", "approvals/redisstore", "cmd/twokey"},
 		"github.com/hashicorp/terraform-exec": {"runner"},
 		"github.com/hashicorp/terraform-json": {"runner"},
 		"github.com/hashicorp/go-version":     {"runner"},

@@ -37,6 +37,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	switch args[0] {
 	case "serve":
 		err = serve(ctx, args[1:], stderr, getenv)
+	case "runner":
+		err = runnerCmd(ctx, args[1:], stderr, getenv)
 	case "check-config":
 		err = checkConfig(args[1:], stdout, getenv)
 	case "demo":
@@ -63,7 +65,8 @@ const usage = `usage: twokey <command> [flags]
 
 commands:
   demo           the whole flow on this machine, in a local Slack-like page
-  serve          connect to Slack and run plans and applies
+  serve          connect to Slack and run plans and applies (or dispatch them to runner pools)
+  runner         run the plans and applies of one pool (--pool), with that pool's Vault login
   check-config   validate a config file and the environment it needs; print every problem
   version        print the version
 `

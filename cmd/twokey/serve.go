@@ -6,7 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os/exec"
+	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -17,6 +17,7 @@ import (
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/ghsource"
+	"github.com/twokey/twokey/runner/redisjobs"
 	"github.com/twokey/twokey/runner/redislock"
 	"github.com/twokey/twokey/runner/redisplans"
 	"github.com/twokey/twokey/runner/vaultcreds"
@@ -47,62 +48,113 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return err
 	}
 
-	rdb, err := openRedis(ctx, cfg.Redis, secrets.RedisPassword)
+	deps, err := connect(ctx, cfg, secrets, log, "")
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
+	defer deps.rdb.Close()
 
-	src, err := ghsource.New(ghsource.Options{
-		APIURL: cfg.GitHub.APIURL, Token: secrets.GitHubToken, MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
-	})
-	if err != nil {
-		return err
-	}
-	login := vaultcreds.TokenLogin(secrets.VaultToken)
-	if cfg.Vault.Auth.Method == "approle" {
-		login = vaultcreds.AppRoleLogin(cfg.Vault.Auth.Mount, secrets.VaultRoleID, secrets.VaultSecretID)
-	}
-	creds, err := vaultcreds.New(vaultcreds.Options{Address: cfg.Vault.Address, Login: login, Logger: log})
-	if err != nil {
-		return err
-	}
-	bin, err := exec.LookPath(cfg.Terraform.Path)
-	if err != nil {
-		return fmt.Errorf("terraform.path: %w", err)
-	}
-	key := []byte(secrets.PlanKey)
-	if len(key) == 0 {
-		key = make([]byte, redisplans.KeySize)
-		if _, err := rand.Read(key); err != nil {
+	// serve runs plans itself, or dispatches them to runner pools and then
+	// holds no Vault login at all.
+	var run bot.Runner
+	if cfg.Runner.IsEmbedded() {
+		r, err := runner.New(ctx, deps.runnerOptions(cfg, log))
+		if err != nil {
 			return err
 		}
-		log.Warn("no plan key set: saved plans are sealed with a key of this process alone, so only it can apply them; "+
-			"give every replica the same "+cfg.PlanKeyEnv, "env", cfg.PlanKeyEnv)
+		run = r
+	} else {
+		run = redisjobs.NewClient(redisjobs.ClientOptions{
+			Redis: deps.rdb, Prefix: keyPrefix, Source: deps.src, Plans: deps.plans, Logger: log,
+			Pool: func(project, env string) (string, error) {
+				_, e, err := cfg.Resolve(project, env)
+				if err != nil {
+					return "", err
+				}
+				return e.Pool, nil
+			},
+		})
 	}
-	plans, err := redisplans.New(rdb, keyPrefix, key)
-	if err != nil {
-		return err
-	}
-	locks := redislock.New(rdb, keyPrefix)
-	run, err := runner.New(ctx, runner.Options{
-		Locks: locks, Source: src, Creds: creds, Plans: plans, Binary: bin, Version: cfg.Terraform.Version,
-		Env: cfg.Terraform.Env, DataDir: cfg.DataDir, VaultAddr: cfg.Vault.Address, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	store := redisstore.New(rdb, keyPrefix, 0)
+	store := redisstore.New(deps.rdb, keyPrefix, 0)
 	b, err := bot.New(bot.Options{
 		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken,
-		Store: store, Locks: locks, Runner: run, Dedup: store, Promos: store, Logger: log,
+		Store: store, Locks: deps.locks, Runner: run, Dedup: store, Promos: store, Logger: log,
 		ShutdownGrace: *grace, SweepInterval: *sweep,
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("twokey serving", "version", version, "projects", len(cfg.Projects))
+	log.Info("twokey serving", "version", version, "projects", len(cfg.Projects), "embedded_runner", cfg.Runner.IsEmbedded())
 	return b.Run(ctx)
+}
+
+// deps are the connections serve and runner share.
+type deps struct {
+	rdb   redis.UniversalClient
+	locks *redislock.Locks
+	plans *redisplans.Store
+	src   *ghsource.Source
+	creds *vaultcreds.Client // nil without a Vault login
+}
+
+// connect opens Redis and GitHub, and — if secrets hold one — the Vault
+// login of pool ("" for the top-level login).
+func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, log *slog.Logger, pool string) (*deps, error) {
+	rdb, err := openRedis(ctx, cfg.Redis, secrets.RedisPassword)
+	if err != nil {
+		return nil, err
+	}
+	d := &deps{rdb: rdb, locks: redislock.New(rdb, keyPrefix)}
+	fail := func(err error) (*deps, error) {
+		rdb.Close()
+		return nil, err
+	}
+	if d.src, err = ghsource.New(ghsource.Options{
+		APIURL: cfg.GitHub.APIURL, Token: secrets.GitHubToken, MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
+	}); err != nil {
+		return fail(err)
+	}
+	key := []byte(secrets.PlanKey)
+	if len(key) == 0 {
+		key = make([]byte, redisplans.KeySize)
+		if _, err := rand.Read(key); err != nil {
+			return fail(err)
+		}
+		log.Warn("no plan key set: saved plans are sealed with a key of this process alone, so only it can apply them; "+
+			"give every replica and runner the same "+cfg.PlanKeyEnv, "env", cfg.PlanKeyEnv)
+	}
+	if d.plans, err = redisplans.New(rdb, keyPrefix, key); err != nil {
+		return fail(err)
+	}
+	auth := cfg.Vault.Auth
+	if p, ok := cfg.PoolFor(pool); ok && pool != "" {
+		auth = p.Vault
+	}
+	var login vaultcreds.Login
+	switch {
+	case secrets.VaultToken != "":
+		login = vaultcreds.TokenLogin(secrets.VaultToken)
+	case secrets.VaultRoleID != "":
+		login = vaultcreds.AppRoleLogin(auth.Mount, secrets.VaultRoleID, secrets.VaultSecretID)
+	}
+	if login != nil {
+		if d.creds, err = vaultcreds.New(vaultcreds.Options{Address: cfg.Vault.Address, Login: login, Logger: log}); err != nil {
+			return fail(err)
+		}
+	}
+	return d, nil
+}
+
+// runnerOptions are a runner's options from the config.
+func (d *deps) runnerOptions(cfg *config.Config, log *slog.Logger) runner.Options {
+	o := runner.Options{
+		Locks: d.locks, Source: d.src, Plans: d.plans, Binary: cfg.Terraform.Path,
+		Version: cfg.Terraform.Version, Env: cfg.Terraform.Env, DataDir: cfg.DataDir, VaultAddr: cfg.Vault.Address, Logger: log,
+	}
+	if d.creds != nil {
+		o.Creds = d.creds
+	}
+	return o
 }
 
 // openRedis connects and checks the connection, so a wrong address fails at

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/bot"
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/runner"
+	"github.com/twokey/twokey/runner/redisjobs"
+)
+
+// runnerCmd is `twokey runner --pool <name>`: a worker that plans and
+// applies the environments of one pool, and the only process holding that
+// pool's Vault login.
+func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("runner", flag.ContinueOnError)
+	var common commonFlags
+	common.register(fs)
+	pool := fs.String("pool", config.DefaultPool, "the pool whose jobs this worker runs")
+	host, _ := os.Hostname()
+	name := fs.String("name", fmt.Sprintf("%s-%d", host, os.Getpid()), "this worker's name, unique in its pool")
+	grace := fs.Duration("shutdown-grace", 2*time.Minute, "on SIGTERM, how long to let a running job finish before interrupting it")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := common.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(common.config)
+	if err != nil {
+		return fmt.Errorf("%s:\n%w", common.config, err)
+	}
+	if _, ok := cfg.PoolFor(*pool); !ok {
+		return fmt.Errorf("--pool: no pool %q in %s", *pool, common.config)
+	}
+	secrets, err := cfg.LoadSecrets(getenv, config.Needs{Vault: true, Pool: *pool})
+	if err != nil {
+		return err
+	}
+	log = log.With("pool", *pool, "worker", *name)
+	deps, err := connect(ctx, cfg, secrets, log, *pool)
+	if err != nil {
+		return err
+	}
+	defer deps.rdb.Close()
+	run, err := runner.New(ctx, deps.runnerOptions(cfg, log))
+	if err != nil {
+		return err
+	}
+	w, err := redisjobs.NewWorker(redisjobs.WorkerOptions{
+		Redis: deps.rdb, Prefix: keyPrefix, Pool: *pool, Name: *name, Exec: run,
+		Store: redisstore.New(deps.rdb, keyPrefix, 0), Visibility: cfg.Runner.VisibilityTimeout.D(), Grace: *grace,
+		Logger: log,
+		Target: func(project, env string) (runner.Target, string, error) {
+			p, e, err := cfg.Resolve(project, env)
+			if err != nil {
+				return runner.Target{}, "", err
+			}
+			return bot.Target(p, e), e.Pool, nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}

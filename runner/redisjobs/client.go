@@ -1,0 +1,190 @@
+// Package redisjobs runs plans and applies on runner pools over Redis
+// Streams. `twokey serve` dispatches each job onto its pool's stream; the
+// pool's workers (`twokey runner --pool <name>`) take jobs in a consumer
+// group, heartbeat them while they run, and report progress and the result
+// on the job's own stream, which any serve replica can read. Only a pool's
+// workers hold that pool's Vault login.
+package redisjobs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twokey/twokey/runner"
+)
+
+// group is the consumer group of every pool's workers.
+const group = "runners"
+
+// resultTTL is how long a job's events and result are kept after it ends,
+// for a serve replica that was not waiting when it did.
+const resultTTL = time.Hour
+
+func streamKey(prefix, pool string) string { return prefix + "jobs:{" + pool + "}" }
+func eventsKey(prefix, id string) string   { return prefix + "job:{" + id + "}" }
+func outcomeKey(prefix, planID string, k Kind) string {
+	return prefix + "jobresult:{" + planID + "}:" + string(k)
+}
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	Redis  redis.UniversalClient
+	Prefix string
+	// Pool names the pool of an environment.
+	Pool func(project, env string) (string, error)
+	// Source resolves refs (serve needs no runner for that).
+	Source runner.Source
+	// Plans holds saved plans, for Discard.
+	Plans runner.PlanStore
+	// PickupTimeout: a job no worker takes within this fails. Default 1m.
+	PickupTimeout time.Duration
+	Logger        *slog.Logger
+}
+
+// Client dispatches jobs and waits for their results; it is the bot's
+// Runner when serve does not run plans itself.
+type Client struct{ o ClientOptions }
+
+// NewClient returns a Client.
+func NewClient(o ClientOptions) *Client {
+	if o.PickupTimeout <= 0 {
+		o.PickupTimeout = time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Client{o: o}
+}
+
+// Resolve resolves a ref through the Source.
+func (c *Client) Resolve(ctx context.Context, repo string, ref runner.Ref) (runner.Revision, error) {
+	return c.o.Source.Resolve(ctx, repo, ref)
+}
+
+// Discard deletes a saved plan.
+func (c *Client) Discard(ctx context.Context, planID string) error {
+	return c.o.Plans.Delete(ctx, planID)
+}
+
+// Plan runs a plan on its environment's pool.
+func (c *Client) Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResult, error) {
+	ev, err := c.run(ctx, Job{Kind: KindPlan, PlanID: job.PlanID, Project: job.Target.Project, Env: job.Target.Env,
+		Rev: job.Rev, Lease: job.Lease}, nil)
+	if err != nil {
+		return runner.PlanResult{}, err
+	}
+	if ev.Plan == nil {
+		return runner.PlanResult{}, errors.New("plan job ended without a result")
+	}
+	return *ev.Plan, nil
+}
+
+// Apply runs an apply on its environment's pool. The worker builds the
+// Grant again from the plan in the store.
+func (c *Client) Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error) {
+	g := job.Grant
+	ev, err := c.run(ctx, Job{Kind: KindApply, PlanID: g.PlanID(), Project: g.Project(), Env: g.Env(), Rev: job.Rev}, job.Progress)
+	if err != nil {
+		return ev.Apply.result(), err
+	}
+	return ev.Apply.result(), nil
+}
+
+// run dispatches j and follows its events until its result.
+func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, error) {
+	pool, err := c.o.Pool(j.Project, j.Env)
+	if err != nil {
+		return event{}, err
+	}
+	j.ID, j.Pool, j.At = j.PlanID+":"+string(j.Kind)+":"+randomID(), pool, time.Now().UTC()
+	body, err := json.Marshal(j)
+	if err != nil {
+		return event{}, err
+	}
+	msgID, err := c.o.Redis.XAdd(ctx, &redis.XAddArgs{Stream: streamKey(c.o.Prefix, pool), Values: map[string]any{"job": body}}).Result()
+	if err != nil {
+		return event{}, fmt.Errorf("dispatch %s job to pool %s: %w", j.Kind, pool, err)
+	}
+	log := c.o.Logger.With("plan_id", j.PlanID, "job", j.ID, "pool", pool)
+	log.Info("job dispatched", "kind", string(j.Kind))
+	pickBy := time.Now().Add(c.o.PickupTimeout)
+	picked, last := false, "0"
+	for {
+		streams, err := c.o.Redis.XRead(ctx, &redis.XReadArgs{Streams: []string{eventsKey(c.o.Prefix, j.ID), last},
+			Block: 500 * time.Millisecond, Count: 100}).Result()
+		if ctx.Err() != nil {
+			return event{}, fmt.Errorf("%w: %w", runner.ErrDetached, ctx.Err())
+		}
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return event{}, fmt.Errorf("read job events: %w", err)
+		}
+		for _, s := range streams {
+			for _, m := range s.Messages {
+				last = m.ID
+				var ev event
+				if raw, ok := m.Values["event"].(string); !ok || json.Unmarshal([]byte(raw), &ev) != nil {
+					continue
+				}
+				switch ev.Type {
+				case "picked":
+					picked = true
+					log.Info("job picked", "worker", ev.Worker, "latency", ev.At.Sub(j.At))
+				case "progress":
+					if progress != nil {
+						progress(ev.Line)
+					}
+				case "result":
+					return ev, ev.Err.err()
+				}
+			}
+		}
+		if !picked && time.Now().After(pickBy) {
+			// Take the job back; a worker that takes it anyway finds the plan moved on.
+			c.o.Redis.XDel(context.WithoutCancel(ctx), streamKey(c.o.Prefix, pool), msgID)
+			return event{}, fmt.Errorf("%w: no runner of pool %q took the %s job within %v", ErrNoRunner, pool, j.Kind, c.o.PickupTimeout)
+		}
+	}
+}
+
+// PlanOutcome returns the result of a plan's last plan job, if it ended —
+// for a serve replica that finds a plan whose waiting replica went away.
+func (c *Client) PlanOutcome(ctx context.Context, planID string) (runner.PlanResult, error, bool) {
+	plan, _, err, ok := c.outcome(ctx, planID, KindPlan)
+	return plan, err, ok
+}
+
+// ApplyOutcome returns the result of a plan's last apply job, if it ended.
+func (c *Client) ApplyOutcome(ctx context.Context, planID string) (runner.ApplyResult, error, bool) {
+	_, apply, err, ok := c.outcome(ctx, planID, KindApply)
+	return apply, err, ok
+}
+
+func (c *Client) outcome(ctx context.Context, planID string, k Kind) (runner.PlanResult, runner.ApplyResult, error, bool) {
+	raw, err := c.o.Redis.Get(ctx, outcomeKey(c.o.Prefix, planID, k)).Bytes()
+	if err != nil {
+		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
+	}
+	var ev event
+	if json.Unmarshal(raw, &ev) != nil {
+		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
+	}
+	var plan runner.PlanResult
+	if ev.Plan != nil {
+		plan = *ev.Plan
+	}
+	return plan, ev.Apply.result(), ev.Err.err(), true
+}
+
+func randomID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,331 @@
+package redisjobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/devstack/stacktest"
+	"github.com/twokey/twokey/runner"
+)
+
+// fakeExec stands in for the runner: it records what it ran.
+type fakeExec struct {
+	plans, applies atomic.Int32
+	block          chan struct{} // if set, Plan waits on it
+	progress       []string
+}
+
+func (f *fakeExec) Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResult, error) {
+	f.plans.Add(1)
+	if f.block != nil {
+		select {
+		case <-f.block:
+		case <-ctx.Done():
+			return runner.PlanResult{}, ctx.Err()
+		}
+	}
+	return runner.PlanResult{Digest: "digest-" + job.PlanID, Summary: approvals.Summary{Add: 1}}, nil
+}
+
+func (f *fakeExec) Apply(_ context.Context, job runner.ApplyJob) (runner.ApplyResult, error) {
+	f.applies.Add(1)
+	for _, l := range f.progress {
+		job.Progress(l)
+	}
+	if job.Grant.Env() == "failing" {
+		return runner.ApplyResult{}, &runner.TerraformError{Step: "apply", Output: "boom"}
+	}
+	return runner.ApplyResult{Summary: "1 added, 0 changed, 0 destroyed", Accessor: "acc"}, nil
+}
+
+type fixture struct {
+	rdb    *redis.Client
+	store  *redisstore.Store
+	client *Client
+	pools  map[string]string // env → pool
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	srv := stacktest.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	f := &fixture{rdb: rdb, store: redisstore.New(rdb, "t:", 0), pools: map[string]string{"dev": "nonprod", "prod": "prod", "failing": "nonprod"}}
+	f.client = NewClient(ClientOptions{Redis: rdb, Prefix: "t:", PickupTimeout: 5 * time.Second,
+		Pool: func(_, env string) (string, error) { return f.pools[env], nil }})
+	return f
+}
+
+// worker starts a worker of pool; it stops with the test.
+func (f *fixture) worker(t *testing.T, pool, name string, exec Executor, visibility time.Duration) {
+	t.Helper()
+	w, err := NewWorker(WorkerOptions{Redis: f.rdb, Prefix: "t:", Pool: pool, Name: name, Exec: exec, Store: f.store,
+		Visibility: visibility, Grace: time.Second,
+		Target: func(project, env string) (runner.Target, string, error) {
+			return runner.Target{Project: project, Env: env}, map[string]string{"dev": "nonprod", "prod": "prod", "failing": "nonprod"}[env], nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// plan stores a plan in the given status and returns it.
+func (f *fixture) plan(t *testing.T, id, env string, status approvals.Status) approvals.Plan {
+	t.Helper()
+	now := time.Now()
+	p, err := approvals.New(approvals.Request{ID: id, Project: "infra", Env: env, Ref: "pr-1", PR: 1, SHA: "abc",
+		Requester: "UREQ", Fence: 1, LockOwner: "o", Required: 2, Protected: true, TTL: time.Hour}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != approvals.StatusPlanning {
+		p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, now)
+		p, _, _ = approvals.Approve(p, "UA", true, now)
+		p, _, _ = approvals.Approve(p, "UB", true, now)
+		if status == approvals.StatusApplying {
+			p, _, _ = approvals.BeginApply(p, now)
+		}
+	}
+	p, err = f.store.Create(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (f *fixture) grant(t *testing.T, id string) approvals.Grant {
+	t.Helper()
+	p, err := f.store.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := approvals.GrantFor(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func TestPlanAndApplyRoundTrip(t *testing.T) {
+	f := setup(t)
+	exec := &fakeExec{progress: []string{"a: create complete", "b: create complete"}}
+	f.worker(t, "nonprod", "w1", exec, time.Second)
+	ctx := context.Background()
+
+	f.plan(t, "p-plan", "dev", approvals.StatusPlanning)
+	res, err := f.client.Plan(ctx, runner.PlanJob{PlanID: "p-plan", Rev: runner.Revision{SHA: "abc"},
+		Lease: runner.Lease{Key: "infra/dev", Owner: "o", Fence: 1}, Target: runner.Target{Project: "infra", Env: "dev"}})
+	if err != nil || res.Digest != "digest-p-plan" {
+		t.Fatalf("plan: %+v %v", res, err)
+	}
+
+	f.plan(t, "p-apply", "dev", approvals.StatusApplying)
+	var lines []string
+	out, err := f.client.Apply(ctx, runner.ApplyJob{Grant: f.grant(t, "p-apply"), Rev: runner.Revision{SHA: "abc"},
+		Progress: func(l string) { lines = append(lines, l) }})
+	if err != nil || out.Summary != "1 added, 0 changed, 0 destroyed" || len(lines) != 2 {
+		t.Fatalf("apply: %+v %v, progress %q", out, err, lines)
+	}
+	if p, _ := f.store.Get(ctx, "p-apply"); p.Executor != "w1" {
+		t.Fatalf("apply not claimed by the worker: %q", p.Executor)
+	}
+
+	// A terraform error comes back as one: errors.As still finds it.
+	f.plan(t, "p-fail", "failing", approvals.StatusApplying)
+	_, err = f.client.Apply(ctx, runner.ApplyJob{Grant: f.grant(t, "p-fail"), Rev: runner.Revision{SHA: "abc"}})
+	var te *runner.TerraformError
+	if !errors.As(err, &te) || te.Step != "apply" || te.Output != "boom" {
+		t.Fatalf("terraform error lost on the wire: %#v", err)
+	}
+}
+
+// A job put on the wrong pool's stream is refused.
+func TestWorkerRefusesOtherPools(t *testing.T) {
+	f := setup(t)
+	exec := &fakeExec{}
+	f.worker(t, "nonprod", "w1", exec, time.Second)
+	f.pools["prod"] = "nonprod" // misroute prod's job onto the nonprod stream
+	f.plan(t, "p-prod", "prod", approvals.StatusApplying)
+	_, err := f.client.Apply(context.Background(), runner.ApplyJob{Grant: f.grant(t, "p-prod"), Rev: runner.Revision{SHA: "abc"}})
+	if !errors.Is(err, ErrWrongPool) {
+		t.Fatalf("err = %v, want ErrWrongPool", err)
+	}
+	if exec.applies.Load() != 0 {
+		t.Fatal("the nonprod worker applied to prod")
+	}
+}
+
+// A worker that took a plan job and died: another worker of the pool takes
+// it over after the visibility timeout and runs it.
+func TestDeadWorkersPlanIsTakenOver(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	stream := streamKey("t:", "nonprod")
+	f.rdb.XGroupCreateMkStream(ctx, stream, group, "0")
+	f.plan(t, "p-orphan", "dev", approvals.StatusPlanning)
+	job, _ := json.Marshal(Job{ID: "p-orphan:plan:x", Kind: KindPlan, PlanID: "p-orphan", Project: "infra", Env: "dev",
+		Pool: "nonprod", Lease: runner.Lease{Key: "infra/dev", Owner: "o", Fence: 1}, At: time.Now()})
+	f.rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: map[string]any{"job": job}})
+	// The dead worker read it and never came back.
+	if err := f.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "dead", Streams: []string{stream, ">"}, Count: 1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	exec := &fakeExec{}
+	f.worker(t, "nonprod", "w2", exec, 300*time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if raw, err := f.rdb.Get(ctx, outcomeKey("t:", "p-orphan", KindPlan)).Bytes(); err == nil {
+			var ev event
+			_ = json.Unmarshal(raw, &ev)
+			if ev.Plan == nil || ev.Worker != "w2" {
+				t.Fatalf("outcome = %s", raw)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the orphaned plan job was not taken over")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := exec.plans.Load(); n != 1 {
+		t.Fatalf("planned %d times", n)
+	}
+}
+
+// A live worker's long job is heartbeated and not taken over by another.
+func TestRunningJobIsNotStolen(t *testing.T) {
+	f := setup(t)
+	slow := &fakeExec{block: make(chan struct{})}
+	other := &fakeExec{}
+	f.worker(t, "nonprod", "w1", slow, 300*time.Millisecond)
+	f.plan(t, "p-slow", "dev", approvals.StatusPlanning)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.client.Plan(context.Background(), runner.PlanJob{PlanID: "p-slow", Lease: runner.Lease{Fence: 1},
+			Target: runner.Target{Project: "infra", Env: "dev"}})
+		done <- err
+	}()
+	for slow.plans.Load() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.worker(t, "nonprod", "w2", other, 300*time.Millisecond)
+	time.Sleep(1500 * time.Millisecond) // five visibility timeouts
+	close(slow.block)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if other.plans.Load() != 0 {
+		t.Fatal("a running job was taken over")
+	}
+}
+
+// An apply claimed by a worker that died is never run again: the worker
+// that takes the job over marks the plan interrupted.
+func TestClaimedApplyIsNeverRerun(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	p := f.plan(t, "p-claimed", "dev", approvals.StatusApplying)
+	p, _ = approvals.Claim(p, "dead-worker", time.Now())
+	if _, err := f.store.Put(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	exec := &fakeExec{}
+	f.worker(t, "nonprod", "w2", exec, time.Second)
+	_, err := f.client.Apply(ctx, runner.ApplyJob{Grant: f.grant(t, "p-claimed"), Rev: runner.Revision{SHA: "abc"}})
+	if !errors.Is(err, runner.ErrInterrupted) {
+		t.Fatalf("err = %v, want ErrInterrupted", err)
+	}
+	if exec.applies.Load() != 0 {
+		t.Fatal("a claimed apply was run again")
+	}
+	if got, _ := f.store.Get(ctx, "p-claimed"); got.Status != approvals.StatusInterrupted {
+		t.Fatalf("plan is %s, want interrupted", got.Status)
+	}
+}
+
+func TestNoRunner(t *testing.T) {
+	f := setup(t)
+	f.client.o.PickupTimeout = 300 * time.Millisecond
+	f.plan(t, "p-none", "prod", approvals.StatusPlanning)
+	_, err := f.client.Plan(context.Background(), runner.PlanJob{PlanID: "p-none", Target: runner.Target{Project: "infra", Env: "prod"}})
+	if !errors.Is(err, ErrNoRunner) {
+		t.Fatalf("err = %v, want ErrNoRunner", err)
+	}
+}
+
+// The dispatching replica stops waiting; the result is kept for another.
+func TestDetachedResultIsKept(t *testing.T) {
+	f := setup(t)
+	slow := &fakeExec{block: make(chan struct{})}
+	f.worker(t, "nonprod", "w1", slow, time.Second)
+	f.plan(t, "p-detached", "dev", approvals.StatusPlanning)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var err error
+	wg.Go(func() {
+		_, err = f.client.Plan(ctx, runner.PlanJob{PlanID: "p-detached", Lease: runner.Lease{Fence: 1},
+			Target: runner.Target{Project: "infra", Env: "dev"}})
+	})
+	for slow.plans.Load() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	if !errors.Is(err, runner.ErrDetached) {
+		t.Fatalf("err = %v, want ErrDetached", err)
+	}
+	close(slow.block)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if res, perr, ok := f.client.PlanOutcome(context.Background(), "p-detached"); ok {
+			if perr != nil || res.Digest != "digest-p-detached" {
+				t.Fatalf("outcome = %+v %v", res, perr)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no outcome kept")
+		}
+	}
+}
+
+// BenchmarkDispatch measures a job's round trip through Redis — dispatch,
+// pick-up by a waiting worker, result back — with a runner that does nothing.
+func BenchmarkDispatch(b *testing.B) {
+	srv := stacktest.Redis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	store := redisstore.New(rdb, "b:", 0)
+	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Pool: func(string, string) (string, error) { return "nonprod", nil }})
+	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "nonprod", Name: "w", Exec: &fakeExec{}, Store: store,
+		Target: func(p, e string) (runner.Target, string, error) {
+			return runner.Target{Project: p, Env: e}, "nonprod", nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = w.Run(ctx) }()
+	for i := 0; b.Loop(); i++ {
+		id := fmt.Sprintf("p-%d", i)
+		p, _ := approvals.New(approvals.Request{ID: id, Project: "infra", Env: "dev", Ref: "pr-1", SHA: "abc", Requester: "U",
+			Fence: 1, LockOwner: "o", TTL: time.Hour}, time.Now())
+		if _, err := store.Create(ctx, p); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := client.Plan(ctx, runner.PlanJob{PlanID: id, Lease: runner.Lease{Fence: 1}, Target: runner.Target{Project: "infra", Env: "dev"}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

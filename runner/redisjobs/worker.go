@@ -1,0 +1,269 @@
+package redisjobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/runner"
+)
+
+// Executor runs plans and applies; *runner.Runner is one.
+type Executor interface {
+	Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResult, error)
+	Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error)
+}
+
+// WorkerOptions configure a Worker.
+type WorkerOptions struct {
+	Redis  redis.UniversalClient
+	Prefix string
+	Pool   string // the pool this worker serves
+	Name   string // unique among the pool's workers
+	Exec   Executor
+	Store  approvals.Store
+	// Target builds the target of an environment from this worker's own
+	// configuration, and names the environment's pool.
+	Target func(project, env string) (t runner.Target, pool string, err error)
+	// Visibility: a job whose worker stops heartbeating for this long is
+	// taken over by another worker of the pool. It must be shorter than the
+	// environments' lock_ttl, so the taker finds the lease still alive.
+	Visibility time.Duration
+	// Grace: after Run's context ends, how long a running job may finish
+	// before it is interrupted.
+	Grace  time.Duration
+	Logger *slog.Logger
+}
+
+// Worker takes its pool's jobs.
+type Worker struct {
+	o      WorkerOptions
+	stream string
+}
+
+// NewWorker returns a Worker.
+func NewWorker(o WorkerOptions) (*Worker, error) {
+	if o.Redis == nil || o.Exec == nil || o.Store == nil || o.Target == nil || o.Pool == "" || o.Name == "" {
+		return nil, errors.New("redisjobs: Redis, Exec, Store, Target, Pool and Name are required")
+	}
+	if o.Visibility <= 0 {
+		o.Visibility = 30 * time.Second
+	}
+	if o.Grace <= 0 {
+		o.Grace = 2 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Worker{o: o, stream: streamKey(o.Prefix, o.Pool)}, nil
+}
+
+// Run takes jobs until ctx ends, then lets the running job finish within
+// Grace.
+func (w *Worker) Run(ctx context.Context) error {
+	err := w.o.Redis.XGroupCreateMkStream(ctx, w.stream, group, "0").Err()
+	if err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("create consumer group on %s: %w", w.stream, err)
+	}
+	w.o.Logger.Info("runner taking jobs", "pool", w.o.Pool, "worker", w.o.Name)
+	for ctx.Err() == nil {
+		msg, ok, err := w.next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			w.o.Logger.Warn("read jobs", "err", err)
+			time.Sleep(time.Second)
+			continue
+		}
+		if ok {
+			w.handle(ctx, msg)
+		}
+	}
+	return nil
+}
+
+// next takes over a job whose worker died, or else waits for a new one.
+func (w *Worker) next(ctx context.Context) (redis.XMessage, bool, error) {
+	claimed, _, err := w.o.Redis.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: w.stream, Group: group,
+		Consumer: w.o.Name, MinIdle: w.o.Visibility, Start: "0-0", Count: 1}).Result()
+	if err != nil {
+		return redis.XMessage{}, false, err
+	}
+	if len(claimed) > 0 {
+		w.o.Logger.Warn("took over a job whose worker stopped", "id", claimed[0].ID)
+		return claimed[0], true, nil
+	}
+	streams, err := w.o.Redis.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: w.o.Name,
+		Streams: []string{w.stream, ">"}, Count: 1, Block: min(2*time.Second, w.o.Visibility/2)}).Result()
+	if errors.Is(err, redis.Nil) {
+		return redis.XMessage{}, false, nil
+	}
+	if err != nil {
+		return redis.XMessage{}, false, err
+	}
+	for _, s := range streams {
+		if len(s.Messages) > 0 {
+			return s.Messages[0], true, nil
+		}
+	}
+	return redis.XMessage{}, false, nil
+}
+
+// handle runs one job and acknowledges it.
+func (w *Worker) handle(ctx context.Context, msg redis.XMessage) {
+	var j Job
+	raw, _ := msg.Values["job"].(string)
+	if err := json.Unmarshal([]byte(raw), &j); err != nil || j.ID == "" {
+		w.o.Logger.Error("drop malformed job", "id", msg.ID, "err", err)
+		w.ack(msg.ID)
+		return
+	}
+	log := w.o.Logger.With("job", j.ID, "plan_id", j.PlanID, "env", j.Project+"/"+j.Env, "kind", string(j.Kind))
+	target, pool, err := w.o.Target(j.Project, j.Env)
+	if err == nil && pool != w.o.Pool {
+		err = fmt.Errorf("%w: %s/%s belongs to pool %q; this runner serves %q only", ErrWrongPool, j.Project, j.Env, pool, w.o.Pool)
+	}
+	if err != nil {
+		log.Warn("refused job", "err", err)
+		w.finish(j, event{Type: "result", Err: encodeError(err)})
+		w.ack(msg.ID)
+		return
+	}
+	w.emit(j.ID, event{Type: "picked"})
+
+	// The job runs on past ctx for Grace, so a running apply is interrupted
+	// (SIGINT) only if it does not finish in time.
+	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(w.o.Grace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-work.Done():
+		}
+	})
+	defer stop()
+	defer w.heartbeat(work, msg.ID)()
+
+	var ev event
+	switch j.Kind {
+	case KindPlan:
+		ev = w.plan(work, j, target)
+	case KindApply:
+		ev = w.apply(work, j, target, log)
+	default:
+		ev = event{Type: "result", Err: encodeError(fmt.Errorf("unknown job kind %q", j.Kind))}
+	}
+	if ev.Err != nil {
+		log.Warn("job failed", "err", ev.Err.Msg)
+	} else {
+		log.Info("job done")
+	}
+	w.finish(j, ev)
+	w.ack(msg.ID)
+}
+
+func (w *Worker) plan(ctx context.Context, j Job, target runner.Target) event {
+	p, err := w.o.Store.Get(ctx, j.PlanID)
+	if err == nil && (p.Status != approvals.StatusPlanning || p.Fence != j.Lease.Fence) {
+		err = fmt.Errorf("%w: plan %s is %s", ErrStaleJob, p.ID, p.Status)
+	}
+	if err != nil {
+		return event{Type: "result", Err: encodeError(err)}
+	}
+	res, err := w.o.Exec.Plan(ctx, runner.PlanJob{PlanID: j.PlanID, Rev: j.Rev, Lease: j.Lease, Target: target})
+	if err != nil {
+		return event{Type: "result", Err: encodeError(err)}
+	}
+	return event{Type: "result", Plan: &res}
+}
+
+// apply claims the plan — so that a job taken over after this worker died
+// is never applied twice — and applies it with a Grant built again from the
+// stored plan, which must still be applying with quorum.
+func (w *Worker) apply(ctx context.Context, j Job, target runner.Target, log *slog.Logger) event {
+	p, err := approvals.Update(ctx, w.o.Store, j.PlanID, func(p approvals.Plan) (approvals.Plan, error) {
+		return approvals.Claim(p, w.o.Name, time.Now())
+	})
+	if errors.Is(err, approvals.ErrClaimed) {
+		reason := fmt.Sprintf("runner %s stopped during this apply; it is never run twice. Check the environment, then plan again.", p.Executor)
+		_, endErr := approvals.Update(ctx, w.o.Store, j.PlanID, func(p approvals.Plan) (approvals.Plan, error) {
+			return approvals.End(p, approvals.StatusInterrupted, reason, time.Now())
+		})
+		log.Error("apply job taken over after its runner stopped: marked interrupted, not re-run", "executor", p.Executor, "err", endErr)
+		return event{Type: "result", Err: encodeError(fmt.Errorf("%w: %s", runner.ErrInterrupted, reason))}
+	}
+	if err != nil {
+		return event{Type: "result", Err: encodeError(err)}
+	}
+	g, err := approvals.GrantFor(p)
+	if err != nil {
+		return event{Type: "result", Err: encodeError(err)}
+	}
+	res, err := w.o.Exec.Apply(ctx, runner.ApplyJob{Grant: g, Rev: j.Rev, Target: target,
+		Progress: func(line string) { w.emit(j.ID, event{Type: "progress", Line: line}) }})
+	return event{Type: "result", Apply: toWire(res), Err: encodeError(err)}
+}
+
+// heartbeat keeps the job's idle time low while it runs, so no other
+// worker takes it over; it returns the function that stops it.
+func (w *Worker) heartbeat(ctx context.Context, id string) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(w.o.Visibility / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				w.o.Redis.XClaimJustID(ctx, &redis.XClaimArgs{Stream: w.stream, Group: group, Consumer: w.o.Name, Messages: []string{id}})
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
+}
+
+func (w *Worker) emit(id string, ev event) {
+	ev.Worker, ev.At = w.o.Name, time.Now().UTC()
+	b, _ := json.Marshal(ev)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key := eventsKey(w.o.Prefix, id)
+	pipe := w.o.Redis.Pipeline()
+	pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: map[string]any{"event": b}})
+	pipe.Expire(ctx, key, resultTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		w.o.Logger.Error("report job event", "job", id, "type", ev.Type, "err", err)
+	}
+}
+
+// finish reports the result and keeps it for replicas that were not waiting.
+func (w *Worker) finish(j Job, ev event) {
+	w.emit(j.ID, ev)
+	ev.Worker, ev.At = w.o.Name, time.Now().UTC()
+	b, _ := json.Marshal(ev)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w.o.Redis.Set(ctx, outcomeKey(w.o.Prefix, j.PlanID, j.Kind), b, resultTTL)
+}
+
+func (w *Worker) ack(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.o.Redis.XAck(ctx, w.stream, group, id).Err(); err != nil {
+		w.o.Logger.Error("acknowledge job", "id", id, "err", err)
+	}
+}
