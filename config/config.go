@@ -90,22 +90,26 @@ type Redis struct {
 	// URL is a redis:// or rediss:// URL without a password; the password,
 	// if any, comes from PasswordEnv. With Sentinel or Cluster it gives only
 	// the database, TLS and user.
-	URL         string `yaml:"url"`
-	PasswordEnv string `yaml:"password_env"`
-	// Sentinel: the master's name and the sentinels' addresses.
-	Sentinel struct {
-		Master string   `yaml:"master"`
-		Addrs  []string `yaml:"addrs"`
-	} `yaml:"sentinel"`
-	// Cluster: seed addresses of a Redis Cluster.
-	Cluster struct {
-		Addrs []string `yaml:"addrs"`
-	} `yaml:"cluster"`
+	URL         string        `yaml:"url"`
+	PasswordEnv string        `yaml:"password_env"`
+	Sentinel    RedisSentinel `yaml:"sentinel"`
+	Cluster     RedisCluster  `yaml:"cluster"`
 	// Durability "strict" (default) refuses to start unless Redis persists
 	// every write (appendonly yes, appendfsync always): otherwise a Redis
 	// restart forgets held locks and resets fencing numbers. "relaxed"
 	// skips the check, for tests and the demo.
 	Durability string `yaml:"durability"`
+}
+
+// RedisSentinel: the master's name and the sentinels' addresses.
+type RedisSentinel struct {
+	Master string   `yaml:"master"`
+	Addrs  []string `yaml:"addrs"`
+}
+
+// RedisCluster: seed addresses of a Redis Cluster.
+type RedisCluster struct {
+	Addrs []string `yaml:"addrs"`
 }
 
 // Vault is where apply credentials come from.

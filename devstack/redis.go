@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -126,5 +128,66 @@ func (r *Redis) ShutdownNoSave(ctx context.Context) error {
 		return nil
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("redis did not shut down")
+	}
+}
+
+// RedisCluster is a Redis Cluster of masters on 127.0.0.1.
+type RedisCluster struct {
+	Nodes []*Redis
+}
+
+// Addrs lists the nodes' addresses.
+func (c *RedisCluster) Addrs() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		out = append(out, n.Addr)
+	}
+	return out
+}
+
+// Stop stops every node.
+func (c *RedisCluster) Stop() {
+	for _, n := range c.Nodes {
+		_ = n.Stop()
+	}
+}
+
+// StartRedisCluster starts n masters with cluster mode on, joins them with
+// `redis-cli --cluster create` and waits until the cluster is ok.
+func StartRedisCluster(ctx context.Context, dir string, n int) (*RedisCluster, error) {
+	c := &RedisCluster{}
+	for i := range n {
+		nodeDir := filepath.Join(dir, fmt.Sprintf("node%d", i))
+		if err := os.MkdirAll(nodeDir, 0o700); err != nil {
+			return nil, err
+		}
+		r, err := StartRedis(ctx, RedisOptions{Dir: nodeDir, Args: []string{"--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}})
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, r)
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("redis-cli (Debian's redis-tools) is needed to form a cluster: %w", err)
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs()...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, _ := exec.CommandContext(ctx, cli, "-h", "127.0.0.1", "-p", itoa(c.Nodes[0].opts.Port), "cluster", "info").Output()
+		if strings.Contains(string(out), "cluster_state:ok") {
+			return c, nil
+		}
+		if time.Now().After(deadline) {
+			c.Stop()
+			return nil, fmt.Errorf("cluster not ok: %s", out)
+		}
 	}
 }

@@ -194,3 +194,36 @@ func (v *Vault) ApplyDeploy(ctx context.Context) (botToken string, err error) {
 	}
 	return v.Token(ctx, []string{"twokey-bot"}, 24*time.Hour)
 }
+
+// AppRole enables the approle auth method (once) and creates a role with
+// policies, returning its role ID and a secret ID, as an operator would
+// hand them to a twokey process.
+func (v *Vault) AppRole(ctx context.Context, name string, policies ...string) (roleID, secretID string, err error) {
+	c, err := v.Client()
+	if err != nil {
+		return "", "", err
+	}
+	auths, err := c.Sys().ListAuthWithContext(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	if _, ok := auths["approle/"]; !ok {
+		if err := c.Sys().EnableAuthWithOptionsWithContext(ctx, "approle", &vault.EnableAuthOptions{Type: "approle"}); err != nil {
+			return "", "", err
+		}
+	}
+	if _, err := c.Logical().WriteWithContext(ctx, "auth/approle/role/"+name, map[string]any{
+		"token_policies": policies, "token_ttl": "1h",
+	}); err != nil {
+		return "", "", err
+	}
+	rid, err := c.Logical().ReadWithContext(ctx, "auth/approle/role/"+name+"/role-id")
+	if err != nil {
+		return "", "", err
+	}
+	sid, err := c.Logical().WriteWithContext(ctx, "auth/approle/role/"+name+"/secret-id", nil)
+	if err != nil {
+		return "", "", err
+	}
+	return rid.Data["role_id"].(string), sid.Data["secret_id"].(string), nil
+}

@@ -46,6 +46,7 @@ type envelope struct {
 	Acked      bool
 	AckPayload json.RawMessage
 	Deliveries int
+	Conns      []int // the connections it was sent on, in order
 }
 
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
@@ -213,6 +214,7 @@ func (s *Server) send(e *envelope, retryReason string) error {
 		c = conns[len(s.envOrder)%len(conns)]
 		s.envOrder = append(s.envOrder, e.ID)
 	}
+	e.Conns = append(e.Conns, c.id)
 	msg := map[string]any{
 		"envelope_id": e.ID, "type": e.Type, "payload": e.Payload,
 		"accepts_response_payload": e.Type == "slash_commands",
@@ -221,6 +223,16 @@ func (s *Server) send(e *envelope, retryReason string) error {
 	e.Deliveries++
 	s.mu.Unlock()
 	return c.write(msg)
+}
+
+// DeliveredTo lists the connections an envelope was sent on.
+func (s *Server) DeliveredTo(id string) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, found := s.envelopes[id]; found {
+		return slices.Clone(e.Conns)
+	}
+	return nil
 }
 
 // Acked reports whether an envelope was acknowledged.

@@ -1,8 +1,17 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/devstack/stacktest"
+	"github.com/twokey/twokey/runner/ghsim"
 )
 
 // applyWithTwoApprovals has bob and carol approve the plan message whose
@@ -75,4 +84,63 @@ func TestRollbackBySHA(t *testing.T) {
 	// prod requires staging: the rolled-back commit was applied there, so prod may take it.
 	s.slash(alice, "plan prod sha-"+s.main)
 	s.visible("prod · commit " + s.main[:7])
+}
+
+// Two projects with their own Vault roles: an apply of one never sees the
+// other's secrets, and commands name the project when both have staging.
+func TestProjectsKeepTheirSecrets(t *testing.T) {
+	s := newStack(t)
+	ctx := context.Background()
+	const netSecret = "network-only-secret-value"
+	if err := s.vault.Apply(ctx, devstack.VaultSetup{
+		Policies: map[string]string{"network-staging-apply": `
+path "secret/data/network/*" { capabilities = ["read"] }
+path "auth/token/lookup-self" { capabilities = ["read"] }`},
+		TokenRoles: map[string]devstack.TokenRole{"twokey-network-staging-apply": {AllowedPolicies: []string{"network-staging-apply"}, Orphan: true}},
+		KV:         map[string]map[string]any{"network/staging": {"password": netSecret}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	netRepo, err := devstack.NewGitRepo(ctx, filepath.Join(s.dir, "network-git"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	netDump := filepath.Join(s.dir, "network-env.txt")
+	base, _ := netRepo.Commit(ctx, "main", "", "init", map[string]*string{"main.tf": devstack.Str("terraform {\n  backend \"local\" {}\n}\n")})
+	netSHA, err := netRepo.Commit(ctx, "vpc", base, "vpc", map[string]*string{"main.tf": devstack.Str(fmt.Sprintf(
+		"terraform {\n  backend \"local\" {}\n}\nresource \"terraform_data\" \"vpc\" {\n  provisioner \"local-exec\" {\n    command = \"env > %s\"\n  }\n}\n", netDump))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netRepo.PublishPull(ctx, 1, netSHA); err != nil {
+		t.Fatal(err)
+	}
+	s.gh.AddRepo("acme/network", netRepo.CloneURL())
+	s.gh.SetPull("acme/network", ghsim.Pull{Number: 1, HeadSHA: netSHA, Title: "VPC"})
+
+	cfg := s.baseConfig(filepath.Join(s.dir, "data"), stacktest.Tool(t, "terraform"))
+	staging := cfg.Projects[0].Environments[0]
+	staging.BackendConfig = map[string]string{"path": filepath.Join(s.dir, "network.tfstate")}
+	staging.Vault = config.EnvVault{Apply: config.Credential{Role: "twokey-network-staging-apply", TTL: staging.Vault.Apply.TTL,
+		Secrets: []config.VaultSecret{{Path: "secret/data/network/staging", Env: map[string]string{"NET_PASSWORD": "password"}}}}}
+	cfg.Projects = append(cfg.Projects, config.Project{Name: "network", Repo: "acme/network", Environments: []config.Environment{staging}})
+	s.config = s.write("two-projects.yaml", cfg)
+	s.openPR(1, "web")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	s.ephemeral(alice, "name the project")
+	s.slash(alice, "plan infra staging pr-1")
+	s.applyWithTwoApprovals("infra/staging · PR #1")
+	s.slash(alice, "plan network staging pr-1")
+	s.applyWithTwoApprovals("network/staging · PR #1")
+
+	infraEnv, _ := os.ReadFile(s.envDump())
+	netEnv, _ := os.ReadFile(netDump)
+	if envValue(string(infraEnv), "DB_PASSWORD") != kvPassword || envValue(string(netEnv), "NET_PASSWORD") != netSecret {
+		t.Fatal("an apply did not get its own project's secret")
+	}
+	if strings.Contains(string(infraEnv), netSecret) || strings.Contains(string(netEnv), kvPassword) {
+		t.Fatal("an apply saw the other project's secret")
+	}
 }

@@ -40,15 +40,31 @@ type botProcess struct {
 }
 
 // startBotProcess starts `twokey serve --config config` as a child process
-// and waits until it is connected to Slack.
+// with the bot's usual environment and waits until it is connected to Slack.
 func (s *stack) startBotProcess(config string, flags ...string) *botProcess {
 	s.t.Helper()
-	before := s.slack.Connections()
-	args, _ := json.Marshal(append([]string{"serve", "--config", config, "--log-format", "text", "--log-level", "debug"}, flags...))
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), mainArgsEnv+"="+string(args))
+	env := map[string]string{}
 	for _, k := range []string{"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "VAULT_TOKEN", "GITHUB_TOKEN", "TWOKEY_PLAN_KEY"} {
-		cmd.Env = append(cmd.Env, k+"="+s.env(k))
+		env[k] = s.env(k)
+	}
+	before := s.slack.Connections()
+	p := s.startProcess(append([]string{"serve", "--config", config}, flags...), env)
+	if err := s.slack.WaitConnected(before+1, 30*time.Second); err != nil {
+		s.t.Fatalf("bot process did not connect: %v\nlogs:\n%s", err, s.logs.String())
+	}
+	return p
+}
+
+// startProcess starts `twokey <args>` as a child process whose environment
+// is exactly env (plus PATH and HOME), so a test controls which
+// credentials it holds.
+func (s *stack) startProcess(args []string, env map[string]string) *botProcess {
+	s.t.Helper()
+	full, _ := json.Marshal(append(args, "--log-format", "text", "--log-level", "debug"))
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = []string{mainArgsEnv + "=" + string(full), "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	if err := cmd.Start(); err != nil {
@@ -57,9 +73,6 @@ func (s *stack) startBotProcess(config string, flags ...string) *botProcess {
 	p := &botProcess{cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	s.t.Cleanup(func() { p.kill() })
-	if err := s.slack.WaitConnected(before+1, 30*time.Second); err != nil {
-		s.t.Fatalf("bot process did not connect: %v\nlogs:\n%s", err, s.logs.String())
-	}
 	return p
 }
 

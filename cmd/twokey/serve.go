@@ -157,23 +157,31 @@ func (d *deps) runnerOptions(cfg *config.Config, log *slog.Logger) runner.Option
 	return o
 }
 
-// openRedis connects and checks the connection, so a wrong address fails at
-// start rather than at the first command.
+// openRedis connects — to one Redis, through Sentinel, or to a Cluster —
+// and checks the connection, so a wrong address fails at start rather than
+// at the first command.
 func openRedis(ctx context.Context, c config.Redis, password config.Secret) (redis.UniversalClient, error) {
 	opts, err := redis.ParseURL(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redis.url: %w", err)
 	}
-	opts.Password = password.Reveal()
-	// Fail fast: a user is told within seconds that nothing was done.
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
-	opts.MaxRetries = 1
-	rdb := redis.NewClient(opts)
+	u := &redis.UniversalOptions{
+		Addrs: []string{opts.Addr}, DB: opts.DB, Username: opts.Username, Password: password.Reveal(), TLSConfig: opts.TLSConfig,
+		// Fail fast: a user is told within seconds that nothing was done.
+		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1,
+	}
+	switch {
+	case len(c.Sentinel.Addrs) > 0:
+		u.Addrs, u.MasterName = c.Sentinel.Addrs, c.Sentinel.Master
+	case len(c.Cluster.Addrs) > 0:
+		u.Addrs, u.IsClusterMode = c.Cluster.Addrs, true
+	}
+	rdb := redis.NewUniversalClient(u)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("redis %s: %w", opts.Addr, err)
+		return nil, fmt.Errorf("redis %v: %w", u.Addrs, err)
 	}
 	if c.Durability == "strict" {
 		if err := checkDurable(pctx, rdb); err != nil {

@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/twokey/twokey/bot/slacksim"
+	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner/ghsim"
@@ -124,67 +127,61 @@ func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 // directory and terraform binary, and returns its path.
 func (s *stack) writeConfig(name, dataDir, terraform string) string {
 	s.t.Helper()
-	cfg := fmt.Sprintf(`
-slack:
-  api_url: %s
-  team_id: T0TWOKEY
-github:
-  api_url: %s/api/v3/
-redis:
-  url: %s
-  durability: relaxed
-vault:
-  address: %s
-terraform:
-  path: %s
-  version: 1.12.2
-data_dir: %s
-admins:
-  users: [%s]
-projects:
-  - name: infra
-    repo: acme/infra
-    dir: terraform
-    environments:
-      - name: staging
-        approvers:
-          groups: [%s]
-          users: [%s]
-        channels: [%s]
-        backend_config:
-          path: %s
-        lock_ttl: %s
-        plan_ttl: %s
-        apply_timeout: %s
-        vault:
-          plan:
-            role: twokey-staging-plan
-            ttl: 5m
-          apply:
-            role: twokey-staging-apply
-            ttl: %s
-            num_uses: 4
-            secrets:
-              - path: secret/data/staging/deploy
-                env:
-                  DB_PASSWORD: password
-      - name: prod
-        requires: staging
-        approvers:
-          groups: [%s]
-          users: [%s]
-        channels: [%s]
-        backend_config:
-          path: %s
-        vault:
-          apply:
-            role: twokey-prod-apply
-            ttl: 15m
-`, s.slackURL, s.ghURL, s.redis.URL(), s.vault.Addr, terraform, dataDir,
-		erin, group, erin, channel, s.statePath(), s.sc.lockTTL, s.sc.planTTL, s.sc.applyTimeout, s.sc.applyTokenTTL,
-		group, erin, channel, filepath.Join(s.dir, "prod.tfstate"))
+	cfg := s.baseConfig(dataDir, terraform)
+	return s.write(name, cfg)
+}
+
+// baseConfig is the stack's config: project infra with staging and prod
+// (prod requires staging), both approved by the group and erin.
+func (s *stack) baseConfig(dataDir, terraform string) *config.Config {
+	dur := func(v string) config.Duration {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		return config.Duration(d)
+	}
+	approvers := config.Who{Groups: []string{group}, Users: []string{erin}}
+	return &config.Config{
+		Slack:     config.Slack{APIURL: s.slackURL, TeamID: "T0TWOKEY"},
+		GitHub:    config.GitHub{APIURL: s.ghURL + "/api/v3/"},
+		Redis:     config.Redis{URL: s.redis.URL(), Durability: "relaxed"},
+		Vault:     config.Vault{Address: s.vault.Addr},
+		Terraform: config.Terraform{Path: terraform, Version: "1.12.2"},
+		DataDir:   dataDir,
+		Admins:    config.Who{Users: []string{erin}},
+		Projects: []config.Project{{Name: "infra", Repo: "acme/infra", Dir: "terraform", Environments: []config.Environment{
+			{
+				Name: "staging", Approvers: approvers, Channels: []string{channel},
+				BackendConfig: map[string]string{"path": s.statePath()},
+				LockTTL:       dur(s.sc.lockTTL), PlanTTL: dur(s.sc.planTTL), ApplyTimeout: dur(s.sc.applyTimeout),
+				Vault: config.EnvVault{
+					Plan: &config.Credential{Role: "twokey-staging-plan", TTL: dur("5m")},
+					Apply: config.Credential{Role: "twokey-staging-apply", TTL: dur(s.sc.applyTokenTTL), NumUses: 4,
+						Secrets: []config.VaultSecret{{Path: "secret/data/staging/deploy", Env: map[string]string{"DB_PASSWORD": "password"}}}},
+				},
+			},
+			{
+				Name: "prod", Requires: "staging", Approvers: approvers, Channels: []string{channel},
+				BackendConfig: map[string]string{"path": filepath.Join(s.dir, "prod.tfstate")},
+				Vault:         config.EnvVault{Apply: config.Credential{Role: "twokey-prod-apply", TTL: dur("15m")}},
+			},
+		}}},
+	}
+}
+
+// write writes cfg to the stack's directory after checking it is valid.
+func (s *stack) write(name string, cfg *config.Config) string {
+	s.t.Helper()
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := config.Parse(bytes.NewReader(out)); err != nil {
+		s.t.Fatalf("test config %s is invalid: %v", name, err)
+	}
 	path := filepath.Join(s.dir, name)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(path, out, 0o600); err != nil {
 		s.t.Fatal(err)
 	}
 	return path

@@ -48,3 +48,20 @@ resource "vault_approle_auth_backend_role" "twokey" {
   token_ttl      = 3600
   token_max_ttl  = 14400
 }
+
+# With runner pools (runner.embedded: false), `twokey serve` holds no Vault
+# login; each pool's workers log in with their own AppRole.
+resource "vault_policy" "runner" {
+  for_each = toset(["nonprod", "prod"])
+  name     = "twokey-runner-${each.key}"
+  policy   = file("${path.module}/twokey-runner-${each.key}.hcl")
+}
+
+resource "vault_approle_auth_backend_role" "runner" {
+  for_each       = vault_policy.runner
+  backend        = vault_auth_backend.approle.path
+  role_name      = each.value.name
+  token_policies = [each.value.name]
+  token_ttl      = 3600
+  token_max_ttl  = 14400
+}

@@ -8,3 +8,8 @@ path "aws/creds/staging-deployer" {
 path "secret/data/staging/*" {
   capabilities = ["read"]
 }
+
+# The Vault Terraform provider looks up its own token when it starts.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}

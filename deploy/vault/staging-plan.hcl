@@ -3,3 +3,8 @@
 path "aws/creds/staging-readonly" {
   capabilities = ["read"]
 }
+
+# The Vault Terraform provider looks up its own token when it starts.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}

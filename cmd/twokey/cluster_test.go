@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/runner"
+	"github.com/twokey/twokey/runner/redisjobs"
+	"github.com/twokey/twokey/runner/redislock"
+	"github.com/twokey/twokey/runner/redisplans"
+)
+
+// nopExec plans and applies instantly.
+type nopExec struct{}
+
+func (nopExec) Plan(context.Context, runner.PlanJob) (runner.PlanResult, error) {
+	return runner.PlanResult{Digest: "d", Summary: approvals.Summary{Add: 1}}, nil
+}
+
+func (nopExec) Apply(_ context.Context, j runner.ApplyJob) (runner.ApplyResult, error) {
+	j.Progress("done")
+	return runner.ApplyResult{Summary: "ok"}, nil
+}
+
+// TestOnRedisCluster runs every Redis adapter through the client serve
+// opens for a Redis Cluster of three masters. A multi-key script whose keys
+// were not hash-tagged into one slot fails there with CROSSSLOT.
+func TestOnRedisCluster(t *testing.T) {
+	ctx := context.Background()
+	cluster, err := devstack.StartRedisCluster(ctx, t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	rdb, err := openRedis(ctx, config.Redis{URL: "redis://127.0.0.1:6379/0", Durability: "relaxed",
+		Cluster: config.RedisCluster{Addrs: cluster.Addrs()}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+
+	locks := redislock.New(rdb, keyPrefix)
+	for i := range 8 { // environments spread over the slots
+		key := fmt.Sprintf("infra/env-%d", i)
+		l, err := locks.Acquire(ctx, key, runner.Holder{User: "U", PR: i}, time.Minute)
+		if err != nil {
+			t.Fatalf("acquire %s: %v", key, err)
+		}
+		if err := locks.Refresh(ctx, l, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := locks.Fenced(ctx, l, []byte("apply_start")); err != nil {
+			t.Fatal(err)
+		}
+		if _, held, err := locks.Holder(ctx, key); err != nil || !held {
+			t.Fatalf("holder %s: %v %v", key, held, err)
+		}
+		next, err := locks.Takeover(ctx, l, runner.Holder{User: "V"}, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if recs, err := locks.Ledger(ctx, key, 10); err != nil || len(recs) != 1 {
+			t.Fatalf("ledger %s: %v %v", key, recs, err)
+		}
+		if err := locks.Release(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := locks.ForceRelease(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	store := redisstore.New(rdb, keyPrefix, 0)
+	for i := range 8 {
+		id := fmt.Sprintf("p-cluster%d", i)
+		p, _ := approvals.New(approvals.Request{ID: id, Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
+			Requester: "U", Fence: 1, LockOwner: "o", TTL: time.Hour}, time.Now())
+		if _, err := store.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := approvals.Update(ctx, store, id, func(p approvals.Plan) (approvals.Plan, error) {
+			return approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, time.Now())
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := store.First(ctx, "envelope:"+id, time.Minute); err != nil || !ok {
+			t.Fatal(err)
+		}
+	}
+	if active, err := store.Active(ctx); err != nil || len(active) != 8 {
+		t.Fatalf("active: %d %v", len(active), err)
+	}
+	if err := store.RecordApplied(ctx, "infra", "staging", "abc", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := store.AppliedAt(ctx, "infra", "staging", "abc"); !ok || err != nil {
+		t.Fatal(err)
+	}
+
+	plans, _ := redisplans.New(rdb, keyPrefix, bytes.Repeat([]byte{1}, redisplans.KeySize))
+	if err := plans.Save(ctx, "p-cluster0", []byte("plan"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := plans.Load(ctx, "p-cluster0"); err != nil || string(b) != "plan" {
+		t.Fatal(err)
+	}
+
+	w, _ := redisjobs.NewWorker(redisjobs.WorkerOptions{Redis: rdb, Prefix: keyPrefix, Pool: "default", Name: "w", Exec: nopExec{}, Store: store,
+		Target: func(p, e string) (runner.Target, string, error) {
+			return runner.Target{Project: p, Env: e}, "default", nil
+		}})
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = w.Run(wctx) }()
+	client := redisjobs.NewClient(redisjobs.ClientOptions{Redis: rdb, Prefix: keyPrefix, Pool: func(string, string) (string, error) { return "default", nil }})
+	p, _ := approvals.New(approvals.Request{ID: "p-clusterjob", Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
+		Requester: "U", Fence: 1, LockOwner: "o", TTL: time.Hour}, time.Now())
+	if _, err := store.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Plan(ctx, runner.PlanJob{PlanID: "p-clusterjob", Lease: runner.Lease{Fence: 1},
+		Target: runner.Target{Project: "infra", Env: "staging"}}); err != nil {
+		t.Fatalf("plan job on the cluster: %v", err)
+	}
+}

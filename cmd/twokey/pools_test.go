@@ -1,0 +1,307 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/devstack/stacktest"
+	"github.com/twokey/twokey/runner/redisjobs"
+)
+
+// poolWorld is a stack whose serve replicas hold no Vault login: plans and
+// applies run on `twokey runner` workers, staging on pool nonprod and prod
+// on pool prod, each pool logging in with its own AppRole.
+type poolWorld struct {
+	*stack
+	serveConfig string
+	runnerEnv   map[string]map[string]string // pool → environment
+	rdb         *redis.Client
+	workers     int
+}
+
+func newPoolWorld(t *testing.T) *poolWorld {
+	t.Helper()
+	s := newStack(t, func(c *stackConfig) { c.lockTTL = "10s" })
+	w := &poolWorld{stack: s, runnerEnv: map[string]map[string]string{}}
+	cfg := s.baseConfig(filepath.Join(s.dir, "data-serve"), stacktest.Tool(t, "terraform"))
+	embedded := false
+	cfg.Runner = config.Runner{Embedded: &embedded, VisibilityTimeout: config.Duration(2 * time.Second)}
+	cfg.Pools = []config.Pool{{Name: "nonprod", Vault: config.VaultAuth{Method: "approle"}}, {Name: "prod", Vault: config.VaultAuth{Method: "approle"}}}
+	cfg.Projects[0].Environments[0].Pool = "nonprod"
+	cfg.Projects[0].Environments[1].Pool = "prod"
+	w.serveConfig = s.write("serve.yaml", cfg)
+	for _, pool := range []string{"nonprod", "prod"} {
+		roleID, secretID, err := s.vault.AppRole(context.Background(), "twokey-runner-"+pool, "twokey-runner-"+pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := strings.ToUpper(pool)
+		w.runnerEnv[pool] = map[string]string{"VAULT_" + up + "_ROLE_ID": roleID, "VAULT_" + up + "_SECRET_ID": secretID,
+			"GITHUB_TOKEN": githubToken, "TWOKEY_PLAN_KEY": s.env("TWOKEY_PLAN_KEY")}
+	}
+	w.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr})
+	t.Cleanup(func() { w.rdb.Close() })
+	return w
+}
+
+// startServe starts a serve replica with no Vault credential at all.
+func (w *poolWorld) startServe() *botProcess {
+	w.t.Helper()
+	before := w.slack.Connections()
+	p := w.startProcess([]string{"serve", "--config", w.serveConfig, "--sweep-interval", "200ms"}, map[string]string{
+		"SLACK_BOT_TOKEN": w.env("SLACK_BOT_TOKEN"), "SLACK_APP_TOKEN": w.env("SLACK_APP_TOKEN"),
+		"GITHUB_TOKEN": githubToken, "TWOKEY_PLAN_KEY": w.env("TWOKEY_PLAN_KEY"),
+	})
+	if err := w.slack.WaitConnected(before+1, 30*time.Second); err != nil {
+		w.t.Fatalf("serve did not connect: %v\n%s", err, w.logs.String())
+	}
+	return p
+}
+
+// startRunner starts a worker of pool, on a config with its own data dir.
+func (w *poolWorld) startRunner(pool, name string) *botProcess {
+	w.t.Helper()
+	w.workers++
+	b, err := os.ReadFile(w.serveConfig)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cfg, err := config.Parse(strings.NewReader(string(b)))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cfg.DataDir = filepath.Join(w.dir, "data-"+name)
+	path := w.write(name+".yaml", cfg)
+	return w.startProcess([]string{"runner", "--config", path, "--pool", pool, "--name", name}, w.runnerEnv[pool])
+}
+
+// plan reads a plan from the store.
+func (w *poolWorld) plan(id string) approvals.Plan {
+	w.t.Helper()
+	p, err := redisstore.New(w.rdb, keyPrefix, 0).Get(context.Background(), id)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return p
+}
+
+// Each pool's worker applies only its own environments, with its own Vault
+// login; serve holds none; a prod job put on the nonprod stream is refused.
+func TestRunnerPools(t *testing.T) {
+	w := newPoolWorld(t)
+	// Each apply records the policies of the token it was given.
+	lookup := filepath.Join(w.dir, "token.json")
+	w.provision = fmt.Sprintf(" && %s token lookup -format=json > %s", stacktest.Tool(t, "vault"), lookup)
+	w.openPR(1, "web")
+	serve := w.startServe()
+	w.startRunner("nonprod", "np-1")
+	w.startRunner("prod", "prod-1")
+	policies := func() string {
+		b, err := os.ReadFile(lookup)
+		if err != nil {
+			t.Fatalf("no token lookup from the apply: %v", err)
+		}
+		var out struct {
+			Data struct {
+				Policies []string `json:"policies"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(out.Data.Policies, ",")
+	}
+
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", serve.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(environ), "VAULT") {
+		t.Fatal("serve has Vault credentials in its environment")
+	}
+
+	w.slash(alice, "plan staging pr-1")
+	staging := w.planMessage(1, "Plan ready for review")
+	stagingID := staging.Buttons()[0].Value
+	w.click(bob, staging, approve)
+	w.click(carol, staging, approve)
+	w.waitTS(staging.TS, "Applied")
+	if ex := w.plan(stagingID).Executor; ex != "np-1" {
+		t.Fatalf("staging applied by %q, want the nonprod worker", ex)
+	}
+	if got := policies(); got != "staging-apply" {
+		t.Fatalf("staging apply token policies = %q", got)
+	}
+
+	w.slash(alice, "plan prod pr-1")
+	prod := w.visible("prod · PR #1")
+	prod = w.waitTS(prod.TS, "Plan ready for review")
+	planID := prod.Buttons()[0].Value
+	w.click(bob, prod, approve)
+	w.click(carol, prod, approve)
+	w.waitTS(prod.TS, "Applied")
+	if ex := w.plan(planID).Executor; ex != "prod-1" {
+		t.Fatalf("prod applied by %q, want the prod worker", ex)
+	}
+	if got := policies(); got != "prod-apply" {
+		t.Fatalf("prod apply token policies = %q, want the prod role's", got)
+	}
+
+	// The nonprod login cannot mint a prod token at all.
+	np := vaultLogin(t, w.vault.Addr, w.runnerEnv["nonprod"]["VAULT_NONPROD_ROLE_ID"], w.runnerEnv["nonprod"]["VAULT_NONPROD_SECRET_ID"])
+	if _, err := np.Auth().Token().CreateWithRole(&vault.TokenCreateRequest{TTL: "1m"}, "twokey-prod-apply"); err == nil {
+		t.Fatal("the nonprod runner's login can mint prod tokens")
+	}
+	if _, err := np.Auth().Token().CreateWithRole(&vault.TokenCreateRequest{TTL: "1m"}, "twokey-staging-apply"); err != nil {
+		t.Fatalf("the nonprod runner's login cannot mint staging tokens: %v", err)
+	}
+
+	// A prod job pushed onto the nonprod stream is refused by the nonprod worker.
+	job, _ := json.Marshal(redisjobs.Job{ID: "forged:plan:1", Kind: redisjobs.KindPlan, PlanID: "p-forged12", Project: "infra",
+		Env: "prod", Pool: "nonprod", At: time.Now()})
+	if err := w.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: keyPrefix + "jobs:{nonprod}", Values: map[string]any{"job": job}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		raw, err := w.rdb.Get(context.Background(), keyPrefix+"jobresult:{p-forged12}:plan").Result()
+		if err == nil {
+			if !strings.Contains(raw, "wrong_pool") || !strings.Contains(raw, `"worker":"np-1"`) {
+				t.Fatalf("forged job outcome: %s", raw)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the forged prod job was not refused")
+		}
+	}
+}
+
+// Two serve replicas share one Slack app: clicks land on different
+// replicas, and the flow completes.
+func TestTwoServeReplicas(t *testing.T) {
+	w := newPoolWorld(t)
+	w.openPR(1, "web")
+	w.startServe()
+	w.startServe()
+	w.startRunner("nonprod", "np-1")
+
+	w.slash(alice, "plan staging pr-1")
+	msg := w.planMessage(1, "Plan ready for review")
+	first, _ := w.slack.Click(bob, channel, msg.TS, approve)
+	if err := w.slack.WaitAcked(first, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	w.waitTS(msg.TS, "1 more needed")
+	second, _ := w.slack.Click(carol, channel, msg.TS, approve)
+	w.waitTS(msg.TS, "Applied")
+	a, b := w.slack.DeliveredTo(first), w.slack.DeliveredTo(second)
+	if len(a) != 1 || len(b) != 1 || a[0] == b[0] {
+		t.Fatalf("clicks delivered to connections %v and %v, want two different replicas", a, b)
+	}
+}
+
+// A worker killed mid-plan: another worker of the pool takes the job over
+// and the plan completes. A worker killed mid-apply: the apply is never
+// re-run; the plan is marked interrupted.
+func TestRunnerKilled(t *testing.T) {
+	w := newPoolWorld(t)
+	many := make([]string, 3000)
+	for i := range many {
+		many[i] = fmt.Sprintf("r%d", i)
+	}
+	var big strings.Builder
+	big.WriteString("terraform {\n  backend \"local\" {}\n}\n")
+	for _, r := range many {
+		fmt.Fprintf(&big, "resource \"terraform_data\" %q {\n  input = %q\n}\n", r, r)
+	}
+	w.openPRWith(1, big.String())
+	w.provision = " && sleep 20"
+	w.openPR(2, "slow")
+	w.startServe()
+	runners := map[string]*botProcess{"np-1": w.startRunner("nonprod", "np-1"), "np-2": w.startRunner("nonprod", "np-2")}
+
+	// Mid-plan: kill the worker holding the job as soon as it has it.
+	w.slash(alice, "plan staging pr-1")
+	holder := w.pendingConsumer("nonprod")
+	runners[holder].kill()
+	killed := time.Now()
+	msg := w.planMessage(1, "Plan ready for review")
+	t.Logf("plan taken over and finished %v after its worker %s was killed", time.Since(killed).Round(time.Millisecond), holder)
+	w.click(alice, msg, reject)
+	w.waitTS(msg.TS, "Rejected")
+	delete(runners, holder)
+	runners[holder+"b"] = w.startRunner("nonprod", holder+"b")
+
+	// Mid-apply: kill the worker that claimed the apply once terraform runs.
+	w.slash(alice, "plan staging pr-2")
+	msg = w.planMessage(2, "Plan ready for review")
+	planID := msg.Buttons()[0].Value
+	w.click(bob, msg, approve)
+	w.click(carol, msg, approve)
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(w.envDump()); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("apply never started")
+		}
+	}
+	executor := w.plan(planID).Executor
+	if p, ok := runners[executor]; ok {
+		p.kill()
+	} else {
+		t.Fatalf("apply claimed by %q, not a known worker", executor)
+	}
+	_ = os.Remove(w.envDump())
+	done := w.waitTS(msg.TS, "Interrupted")
+	if !strings.Contains(done.Content(), "never run twice") && !strings.Contains(done.Content(), "will not be retried") {
+		t.Fatalf("interrupted message:\n%s", done.Content())
+	}
+	time.Sleep(3 * time.Second) // past the visibility timeout: a takeover had its chance
+	if _, err := os.Stat(w.envDump()); err == nil {
+		t.Fatal("the apply ran again after its worker died")
+	}
+}
+
+// pendingConsumer waits until a worker of pool holds a job and names it.
+func (w *poolWorld) pendingConsumer(pool string) string {
+	w.t.Helper()
+	for deadline := time.Now().Add(waitFor); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		pending, err := w.rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{
+			Stream: keyPrefix + "jobs:{" + pool + "}", Group: "runners", Start: "-", End: "+", Count: 1}).Result()
+		if err == nil && len(pending) > 0 {
+			return pending[0].Consumer
+		}
+	}
+	w.t.Fatal("no worker took the job")
+	return ""
+}
+
+func vaultLogin(t *testing.T, addr, roleID, secretID string) *vault.Client {
+	t.Helper()
+	cfg := vault.DefaultConfig()
+	cfg.Address = addr
+	c, err := vault.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ClearToken()
+	sec, err := c.Logical().Write("auth/approle/login", map[string]any{"role_id": roleID, "secret_id": secretID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(sec.Auth.ClientToken)
+	return c
+}

@@ -1,0 +1,10 @@
+# Login policy of `twokey runner --pool nonprod`: it can mint child tokens on
+# the non-production token roles only, so a non-prod worker can never apply
+# to prod, whatever job reaches it.
+path "auth/token/create/twokey-staging-*" {
+  capabilities = ["update"]
+}
+
+path "auth/token/revoke-accessor" {
+  capabilities = ["update"]
+}
