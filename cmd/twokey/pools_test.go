@@ -168,6 +168,14 @@ func TestRunnerPools(t *testing.T) {
 		t.Fatalf("the nonprod runner's login cannot mint staging tokens: %v", err)
 	}
 
+	var picks []string
+	for _, line := range strings.Split(w.logs.String(), "\n") {
+		if i := strings.Index(line, "latency="); strings.Contains(line, `msg="job picked"`) && i >= 0 {
+			picks = append(picks, strings.Fields(line[i+len("latency="):])[0])
+		}
+	}
+	t.Logf("dispatch → worker pick-up, across processes: %s", strings.Join(picks, ", "))
+
 	// A prod job pushed onto the nonprod stream is refused by the nonprod worker.
 	job, _ := json.Marshal(redisjobs.Job{ID: "forged:plan:1", Kind: redisjobs.KindPlan, PlanID: "p-forged12", Project: "infra",
 		Env: "prod", Pool: "nonprod", At: time.Now()})
