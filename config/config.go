@@ -34,9 +34,22 @@ type Config struct {
 	PlanKeyEnv string `yaml:"plan_key_env"`
 	// Admins may force-unlock an environment (/tf unlock).
 	Admins   Who       `yaml:"admins"`
+	Audit    Audit     `yaml:"audit"`
 	Runner   Runner    `yaml:"runner"`
 	Pools    []Pool    `yaml:"pools"`
 	Projects []Project `yaml:"projects"`
+}
+
+// Audit is the record of every action (a hash-chained Redis Stream).
+type Audit struct {
+	// File, if set, also receives every event as a JSON line.
+	File string `yaml:"file"`
+	// Events older than MaxAge, or beyond the newest MaxLen, are trimmed —
+	// but never one younger than MinAge. Defaults: 400 days, no length
+	// limit, 90 days.
+	MaxAge Duration `yaml:"max_age"`
+	MaxLen int64    `yaml:"max_len"`
+	MinAge Duration `yaml:"min_age"`
 }
 
 // Runner says where plans and applies run.
@@ -293,6 +306,8 @@ func (c *Config) setDefaults() {
 	setDefault(&c.DataDir, "/var/lib/twokey")
 	setDefault(&c.PlanKeyEnv, "TWOKEY_PLAN_KEY")
 	setDefault(&c.Runner.VisibilityTimeout, Duration(30*time.Second))
+	setDefault(&c.Audit.MaxAge, Duration(400*24*time.Hour))
+	setDefault(&c.Audit.MinAge, Duration(90*24*time.Hour))
 	for i := range c.Pools {
 		setDefault(&c.Pools[i].Vault.Method, c.Vault.Auth.Method)
 		setDefault(&c.Pools[i].Vault.TokenEnv, "VAULT_"+envSuffix(c.Pools[i].Name)+"_TOKEN")
@@ -392,6 +407,12 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Redis.Sentinel.Addrs) > 0 && len(c.Redis.Cluster.Addrs) > 0 {
 		bad("redis: choose sentinel or cluster, not both")
+	}
+	if c.Audit.MinAge > c.Audit.MaxAge {
+		bad("audit.min_age (%v) is longer than audit.max_age (%v)", c.Audit.MinAge, c.Audit.MaxAge)
+	}
+	if c.Audit.MaxLen < 0 {
+		bad("audit.max_len must not be negative")
 	}
 	if c.Runner.VisibilityTimeout < Duration(time.Second) {
 		bad("runner.visibility_timeout must be at least 1s")

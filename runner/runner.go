@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ import (
 	tfjson "github.com/hashicorp/terraform-json"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
 )
 
 // Terraform is the part of terraform-exec the runner uses;
@@ -40,6 +42,7 @@ type Terraform interface {
 	WorkspaceSelect(ctx context.Context, workspace string, opts ...tfexec.WorkspaceSelectOption) error
 	WorkspaceNew(ctx context.Context, workspace string, opts ...tfexec.WorkspaceNewCmdOption) error
 	SetEnv(env map[string]string) error
+	SetStdout(w io.Writer)
 	Version(ctx context.Context, skipCache bool) (*version.Version, map[string]*version.Version, error)
 }
 
@@ -123,6 +126,9 @@ type Target struct {
 // Errors from Plan and Apply.
 var (
 	ErrStalePlan = errors.New("saved plan does not match the approved plan")
+	// ErrAudit: the audit record of an apply's start or credential could not
+	// be written, so nothing was applied.
+	ErrAudit = errors.New("the audit record could not be written")
 	// ErrDetached: the caller stopped waiting, but the work goes on
 	// elsewhere (a runner pool) and its result is kept for whoever finds it.
 	ErrDetached    = errors.New("stopped waiting; the work goes on and its result is kept")
@@ -153,7 +159,12 @@ type Options struct {
 	Env     map[string]string
 	DataDir string
 	// VaultAddr is passed to terraform as VAULT_ADDR next to the minted token.
-	VaultAddr    string
+	VaultAddr string
+	// Audit records credentials and applies. An apply whose start or
+	// credential cannot be recorded does not happen. nil records nothing.
+	Audit audit.Recorder
+	// Name identifies this process in the record (a worker's name).
+	Name         string
 	Logger       *slog.Logger
 	NewTerraform NewTerraformFunc // default terraform-exec
 }
@@ -259,6 +270,9 @@ type PlanJob struct {
 type PlanResult struct {
 	Digest  string // sha256 of the saved plan file, hex
 	Summary approvals.Summary
+	// Text is terraform's human-readable plan, redacted: what a person reads
+	// in the thread. Terraform itself masks sensitive values in it.
+	Text string `json:"text,omitempty"`
 }
 
 // Plan checks out job.Rev into a fresh workspace and runs init, plan -out
@@ -272,15 +286,17 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 	defer stop()
 
 	ws := r.workspace(job.Target)
+	about := subject{project: job.Target.Project, env: job.Target.Env, pr: job.Rev.PR, sha: job.Rev.SHA,
+		planID: job.PlanID, fence: job.Lease.Fence}
 	var cred *Credential
 	if job.Target.PlanCreds != nil {
 		req := *job.Target.PlanCreds
 		req.Purpose = "plan " + job.PlanID
-		c, err := r.o.Creds.Mint(ctx, req)
+		c, err := r.mint(ctx, req, about)
 		if err != nil {
 			return PlanResult{}, err
 		}
-		defer func() { _ = r.revoke(c) }()
+		defer r.revokeRecorded(c, about)
 		cred = c
 	}
 	tf, err := r.materialize(ctx, ws, job.PlanID, job.Rev, job.Target, cred)
@@ -292,7 +308,11 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 	for _, vf := range job.Target.VarFiles {
 		opts = append(opts, tfexec.VarFile(vf))
 	}
-	if _, err := tf.Plan(ctx, opts...); err != nil {
+	var text strings.Builder
+	tf.SetStdout(&text)
+	_, err = tf.Plan(ctx, opts...)
+	tf.SetStdout(nil)
+	if err != nil {
 		return PlanResult{}, r.cause(ctx, tfError("plan", err, cred))
 	}
 	plan, err := tf.ShowPlanFile(ctx, planFile)
@@ -308,7 +328,7 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 			return PlanResult{}, err
 		}
 	}
-	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan)}, nil
+	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan), Text: Redact(text.String(), cred.Values()...)}, nil
 }
 
 // ApplyJob is one approved apply.
@@ -355,19 +375,34 @@ func (r *Runner) Apply(ctx context.Context, job ApplyJob) (ApplyResult, error) {
 		Digest: g.Digest(), Approvers: g.Approvers()}); err != nil {
 		return ApplyResult{}, err
 	}
+	about := subject{project: g.Project(), env: g.Env(), pr: g.PR(), sha: g.SHA(), planID: g.PlanID(),
+		digest: g.Digest(), fence: g.Fence()}
+	if err := r.audit(ctx, audit.ApplyStarted, about, map[string]string{"approvers": strings.Join(g.Approvers(), ",")}); err != nil {
+		return ApplyResult{}, err
+	}
 	ctx, stop := r.guard(ctx, lease, job.Target.LockTTL, job.Target.ApplyTimeout)
 	defer stop()
 
 	req := job.Target.ApplyCreds
 	req.Purpose = "apply " + g.PlanID()
-	cred, err := r.o.Creds.Mint(ctx, req)
+	cred, err := r.mint(ctx, req, about)
 	if err != nil {
 		return ApplyResult{}, err
 	}
 	res := ApplyResult{Accessor: cred.Accessor, Expires: cred.Expires}
 	res, err = r.applyWith(ctx, job, cred, res)
-	res.RevokeErr = r.revoke(cred)
+	res.RevokeErr = r.revokeRecorded(cred, about)
 	res.Duration = time.Since(start)
+	result := "applied"
+	if err != nil {
+		result = "failed"
+		if errors.Is(err, ErrInterrupted) {
+			result = "interrupted"
+		}
+	}
+	_ = r.audit(context.WithoutCancel(ctx), audit.ApplyFinished, about, map[string]string{
+		"result": result, "summary": res.Summary, "duration": res.Duration.Round(time.Millisecond).String(),
+		"approvers": strings.Join(g.Approvers(), ","), "error": errText(err)})
 	end := LedgerRecord{Kind: "apply_end", PlanID: g.PlanID(), PR: g.PR(), SHA: g.SHA(), Digest: g.Digest(),
 		Result: "applied", Summary: res.Summary}
 	if err != nil {
@@ -380,6 +415,66 @@ func (r *Runner) Apply(ctx context.Context, job ApplyJob) (ApplyResult, error) {
 		r.o.Logger.Warn("apply result not recorded in the environment ledger", "plan_id", g.PlanID(), "err", rerr)
 	}
 	return res, err
+}
+
+// subject is what an audit event is about.
+type subject struct {
+	project, env, sha, planID, digest string
+	pr                                int
+	fence                             int64
+}
+
+// audit records an event; an error means it was not recorded.
+func (r *Runner) audit(ctx context.Context, typ string, s subject, detail map[string]string) error {
+	if r.o.Audit == nil {
+		return nil
+	}
+	for k, v := range detail {
+		if v == "" {
+			delete(detail, k)
+		}
+	}
+	err := r.o.Audit.Record(ctx, audit.Event{Type: typ, Actor: audit.Actor{ID: "twokey", Name: r.o.Name},
+		Project: s.project, Env: s.env, PR: s.pr, SHA: s.sha, PlanID: s.planID, Digest: s.digest, Fence: s.fence, Detail: detail})
+	if err != nil {
+		r.o.Logger.Error("audit record not written", "type", typ, "plan_id", s.planID, "err", err)
+		return fmt.Errorf("%w (%s): %w", ErrAudit, typ, err)
+	}
+	return nil
+}
+
+// mint mints a credential and records it — accessor and TTL, never the
+// token. A credential whose minting cannot be recorded is revoked unused.
+func (r *Runner) mint(ctx context.Context, req CredentialRequest, s subject) (*Credential, error) {
+	c, err := r.o.Creds.Mint(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.audit(ctx, audit.CredentialMinted, s, map[string]string{"accessor": c.Accessor, "role": req.Role,
+		"ttl": req.TTL.String(), "num_uses": strconv.Itoa(req.NumUses), "purpose": req.Purpose}); err != nil {
+		_ = r.revoke(c)
+		return nil, err
+	}
+	return c, nil
+}
+
+// revokeRecorded revokes a credential and records that it did (or could not).
+func (r *Runner) revokeRecorded(c *Credential, s subject) error {
+	err := r.revoke(c)
+	detail := map[string]string{"accessor": c.Accessor}
+	if err != nil {
+		detail["error"] = err.Error()
+		detail["expires"] = c.Expires.UTC().Format(time.RFC3339)
+	}
+	_ = r.audit(context.Background(), audit.CredentialRevoked, s, detail)
+	return err
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return Redact(err.Error())
 }
 
 // LedgerRecord is one entry in an environment's ledger, written with the

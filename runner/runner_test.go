@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/redislock"
@@ -482,5 +483,79 @@ func TestApplyAfterLostLeaseNeverStarts(t *testing.T) {
 	}
 	if len(f.creds.minted) != 0 {
 		t.Fatal("credentials minted without the lock")
+	}
+}
+
+// recorder collects audit events; it fails on the types in failOn.
+type recorder struct {
+	mu     sync.Mutex
+	events []audit.Event
+	failOn map[string]bool
+}
+
+func (r *recorder) Record(_ context.Context, e audit.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failOn[e.Type] {
+		return errors.New("audit stream unwritable")
+	}
+	r.events = append(r.events, e)
+	return nil
+}
+
+func (r *recorder) types() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.events {
+		out = append(out, e.Type)
+	}
+	return out
+}
+
+// An apply is recorded before it starts and before its credential is used;
+// when either record cannot be written, nothing is applied.
+func TestApplyNeedsItsAuditRecords(t *testing.T) {
+	for _, failOn := range []string{"", audit.ApplyStarted, audit.CredentialMinted} {
+		t.Run("fail "+failOn, func(t *testing.T) {
+			f := setup(t, 30*time.Second)
+			rec := &recorder{failOn: map[string]bool{failOn: true}}
+			r, err := runner.New(context.Background(), runner.Options{Locks: f.locks, Source: f.src, Creds: f.creds,
+				Binary: stacktest.Tool(t, "terraform"), Version: "1.12.2", DataDir: filepath.Join(f.dir, "data2"), Audit: rec, Name: "test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.r = r
+			lease, res := f.plan(t, "p1", sha1)
+			if !strings.Contains(res.Text, "terraform_data.a will be created") {
+				t.Fatalf("plan text:\n%s", res.Text)
+			}
+			_, err = f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
+			_, statErr := os.Stat(filepath.Join(f.dir, "env.txt"))
+			if failOn == "" {
+				if err != nil || statErr != nil {
+					t.Fatalf("apply: %v", err)
+				}
+				want := []string{audit.ApplyStarted, audit.CredentialMinted, audit.CredentialRevoked, audit.ApplyFinished}
+				if fmt.Sprint(rec.types()) != fmt.Sprint(want) {
+					t.Fatalf("events = %v, want %v", rec.types(), want)
+				}
+				for _, e := range rec.events {
+					if e.PlanID != "p1" || e.Fence != lease.Fence || e.Env != "staging" {
+						t.Fatalf("event lacks its subject: %+v", e)
+					}
+					if strings.Contains(fmt.Sprint(e.Detail), "hvs.") {
+						t.Fatalf("a token reached the audit record: %+v", e.Detail)
+					}
+				}
+				return
+			}
+			if !errors.Is(err, runner.ErrAudit) || statErr == nil {
+				t.Fatalf("err = %v, applied = %v; want ErrAudit and nothing applied", err, statErr == nil)
+			}
+			if len(f.creds.minted) != len(f.creds.revoked) {
+				t.Fatalf("minted %d, revoked %d", len(f.creds.minted), len(f.creds.revoked))
+			}
+		})
 	}
 }
