@@ -53,6 +53,7 @@ type Plan struct {
 	Requester string `json:"requester"`       // Slack user ID
 	Channel   string `json:"channel"`
 	MessageTS string `json:"message_ts,omitempty"`
+	Permalink string `json:"permalink,omitempty"` // the plan message's link
 
 	// The environment lock this plan holds: its fencing number and the
 	// owner token that lets any bot process refresh or release it.

@@ -20,6 +20,7 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )
@@ -62,7 +63,15 @@ type Options struct {
 	Runner   Runner
 	Dedup    Deduper
 	Promos   Promotions
-	Logger   *slog.Logger
+	Audit    audit.Recorder
+	History  History
+	// GitHub, if set, receives a comment per plan and commit statuses;
+	// GitHubState remembers what was written there.
+	GitHub      PullRequests
+	GitHubState GitHubState
+	// ConfigDigest is recorded when the bot starts (config_loaded).
+	ConfigDigest string
+	Logger       *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// GroupTTL bounds how long user group membership is cached; at most
@@ -97,8 +106,12 @@ type Bot struct {
 
 // New returns a Bot; Run connects it.
 func New(o Options) (*Bot, error) {
-	if o.Config == nil || o.Store == nil || o.Locks == nil || o.Runner == nil || o.Dedup == nil || o.Promos == nil {
-		return nil, errors.New("bot: Config, Store, Locks, Runner, Dedup and Promos are required")
+	if o.Config == nil || o.Store == nil || o.Locks == nil || o.Runner == nil || o.Dedup == nil || o.Promos == nil ||
+		o.Audit == nil || o.History == nil {
+		return nil, errors.New("bot: Config, Store, Locks, Runner, Dedup, Promos, Audit and History are required")
+	}
+	if (o.GitHub == nil) != (o.GitHubState == nil) {
+		return nil, errors.New("bot: GitHub and GitHubState go together")
 	}
 	if o.BotToken == "" || o.AppToken == "" {
 		return nil, errors.New("bot: Slack bot and app tokens are required")
@@ -144,12 +157,16 @@ func (b *Bot) Run(ctx context.Context) error {
 		return fmt.Errorf("slack: the bot token belongs to team %s, config expects %s", auth.TeamID, want)
 	}
 	b.log.Info("connected to slack", "team", auth.TeamID, "bot_user", auth.UserID)
+	_ = b.record(ctx, audit.ConfigLoaded, "", nil, map[string]string{"config_sha256": b.o.ConfigDigest, "team": auth.TeamID})
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sockErr := make(chan error, 1)
 	go func() { sockErr <- b.sm.RunContext(ctx) }()
 	go b.sweeper(ctx)
+	if b.o.GitHub != nil {
+		go b.githubSyncer(ctx)
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -22,7 +22,16 @@ type directory struct {
 
 	mu     sync.Mutex
 	groups map[string]cachedGroup
+	names  map[string]cachedName
 }
+
+type cachedName struct {
+	name string
+	at   time.Time
+}
+
+// nameTTL: a display name is recorded as it was at the time, give or take this.
+const nameTTL = 10 * time.Minute
 
 type cachedGroup struct {
 	members []string
@@ -30,7 +39,7 @@ type cachedGroup struct {
 }
 
 func newDirectory(api *slack.Client, ttl time.Duration, now func() time.Time) *directory {
-	return &directory{api: api, ttl: ttl, now: now, groups: map[string]cachedGroup{}}
+	return &directory{api: api, ttl: ttl, now: now, groups: map[string]cachedGroup{}, names: map[string]cachedName{}}
 }
 
 // includes reports whether user is listed in who, directly or through a
@@ -71,4 +80,30 @@ func (d *directory) members(ctx context.Context, group string) ([]string, error)
 	d.groups[group] = cachedGroup{members: members, at: d.now()}
 	d.mu.Unlock()
 	return members, nil
+}
+
+// name is a user's display name, for the record; decisions never use it.
+// When Slack cannot say, it is the ID.
+func (d *directory) name(ctx context.Context, user string) string {
+	d.mu.Lock()
+	c, ok := d.names[user]
+	d.mu.Unlock()
+	if ok && d.now().Sub(c.at) < nameTTL {
+		return c.name
+	}
+	u, err := d.api.GetUserInfoContext(ctx, user)
+	if err != nil {
+		return user
+	}
+	name := u.Profile.DisplayName
+	if name == "" {
+		name = u.RealName
+	}
+	if name == "" {
+		name = u.Name
+	}
+	d.mu.Lock()
+	d.names[user] = cachedName{name: name, at: d.now()}
+	d.mu.Unlock()
+	return name
 }

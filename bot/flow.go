@@ -15,6 +15,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/commands"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
@@ -26,6 +27,8 @@ func (b *Bot) handleCommand(ctx context.Context, envelope string, c slack.SlashC
 		return
 	}
 	log.Info("command", "text", clip(c.Text, 200))
+	_ = b.record(ctx, audit.Command, c.UserID, nil, map[string]string{"text": clip(c.Text, 200), "channel": c.ChannelID,
+		"team": c.TeamID})
 	if !b.ours(c.TeamID, c.EnterpriseID) {
 		b.fail(ctx, c.ChannelID, c.UserID, errOtherWorkspace)
 		return
@@ -41,6 +44,10 @@ func (b *Bot) handleCommand(ctx context.Context, envelope string, c slack.SlashC
 			err = b.plan(ctx, c.ChannelID, c.UserID, cmd)
 		case commands.Unlock:
 			err = b.unlock(ctx, c.ChannelID, c.UserID, cmd)
+		case commands.History:
+			err = b.history(ctx, c.ChannelID, c.UserID, cmd)
+		case commands.Show:
+			err = b.show(ctx, c.ChannelID, c.UserID, cmd)
 		}
 	}
 	if err != nil {
@@ -215,6 +222,7 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 		b.release(lease)
 		return err
 	}
+	b.dirty(ctx, p.ID)
 	text, blocks := b.planMessage(p)
 	text = fmt.Sprintf("planning %s for %s (%s) …", env.Name, cmd.Ref.Label(), short(rev.SHA))
 	_, ts, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
@@ -222,14 +230,19 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 		b.finish(ctx, p, approvals.StatusInvalidated, "could not post to Slack")
 		return fmt.Errorf("post plan message: %w", err)
 	}
+	permalink, err := b.api.GetPermalinkContext(ctx, &slack.PermalinkParameters{Channel: channel, Ts: ts})
+	if err != nil {
+		log.Warn("no permalink for the plan message", "err", err)
+	}
 	if p, err = b.mutate(ctx, p.ID, func(p approvals.Plan) (approvals.Plan, error) {
-		p.MessageTS = ts
+		p.MessageTS, p.Permalink = ts, permalink
 		return p, nil
 	}); err != nil {
 		b.release(lease)
 		return err
 	}
 	log.Info("planning", "sha", rev.SHA)
+	_ = b.record(ctx, audit.PlanStarted, user, &p, map[string]string{"title": rev.Title})
 
 	res, err := b.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: b.target(proj, env)})
 	if errors.Is(err, runner.ErrDetached) {
@@ -263,6 +276,9 @@ func (b *Bot) planned(ctx context.Context, p approvals.Plan, res runner.PlanResu
 		return err
 	}
 	lease := leaseOf(p)
+	_ = b.record(ctx, audit.PlanFinished, "", &p, map[string]string{"add": fmt.Sprint(res.Summary.Add),
+		"change": fmt.Sprint(res.Summary.Change), "destroy": fmt.Sprint(res.Summary.Destroy), "result": string(p.Status)})
+	b.uploadPlan(ctx, p, res.Text)
 	if p.Status == approvals.StatusNoChanges {
 		b.release(lease)
 		_ = b.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
@@ -348,6 +364,8 @@ func (b *Bot) approve(ctx context.Context, channel, user, planID string) (err er
 	}
 	b.log.Info("approval", "plan_id", p.ID, "user", user, "counted", res.Counted, "quorum", res.Quorum)
 	if res.Counted {
+		_ = b.record(ctx, audit.Approval, user, &p, map[string]string{
+			"approvals": fmt.Sprintf("%d of %d", len(approvals.Approvers(p)), p.Required)})
 		b.refresh(ctx, p)
 	}
 	if res.Duplicate && !res.Quorum {
@@ -390,6 +408,7 @@ func (b *Bot) reject(ctx context.Context, channel, user, planID string) (err err
 		return err
 	}
 	b.log.Info("rejected", "plan_id", p.ID, "user", user)
+	_ = b.record(ctx, audit.Rejection, user, &p, nil)
 	b.ended(ctx, p, "")
 	return nil
 }
@@ -484,6 +503,11 @@ func (b *Bot) applied(ctx context.Context, p approvals.Plan, grant approvals.Gra
 		b.abort(ctx, p, grant, "")
 		b.post(ctx, p, ":warning: Vault is unavailable: nothing was applied. The plan stays pending with its approvals.")
 		return err
+	case errors.Is(err, runner.ErrAudit):
+		log.Error("apply not started: its audit record could not be written", "err", err)
+		b.abort(ctx, p, grant, "")
+		b.post(ctx, p, ":warning: The audit record could not be written, so nothing was applied. The plan stays pending with its approvals.")
+		return err
 	case errors.Is(err, runner.ErrStalePlan):
 		b.finish(ctx, p, approvals.StatusInvalidated, b.describe(err))
 		return nil
@@ -563,6 +587,11 @@ func (b *Bot) finish(ctx context.Context, p approvals.Plan, to approvals.Status,
 		return false
 	}
 	b.log.Info("plan ended", "plan_id", p.ID, "status", string(to), "reason", reason)
+	typ := audit.Invalidation
+	if to == approvals.StatusPlanFailed {
+		typ = audit.PlanFailed
+	}
+	_ = b.record(ctx, typ, "", &p, map[string]string{"status": string(to), "reason": reason})
 	b.ended(ctx, p, ":no_entry: "+reason)
 	return true
 }
@@ -602,7 +631,11 @@ func (b *Bot) expire(ctx context.Context, p approvals.Plan) {
 func (b *Bot) mutate(ctx context.Context, id string, fn func(approvals.Plan) (approvals.Plan, error)) (approvals.Plan, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	return approvals.Update(ctx, b.o.Store, id, fn)
+	p, err := approvals.Update(ctx, b.o.Store, id, fn)
+	if err == nil {
+		b.dirty(ctx, id)
+	}
+	return p, err
 }
 
 func (b *Bot) release(l runner.Lease) {

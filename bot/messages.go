@@ -96,6 +96,8 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		return fmt.Sprintf(":no_entry: Promotion rule: %s. Apply it in %s first.", promo.Error(), promo.Requires)
 	case errors.Is(err, runner.ErrSource):
 		return "GitHub could not be reached, so nothing was planned or applied. Try again in a minute."
+	case errors.Is(err, runner.ErrAudit):
+		return ":warning: The audit record could not be written, so nothing was applied. The plan stays pending with its approvals; click *Approve* again to retry."
 	case errors.Is(err, runner.ErrCredentials):
 		return ":warning: Vault is unavailable, so nothing was applied. The plan stays pending with its approvals; click *Approve* again to retry."
 	case errors.Is(err, runner.ErrStalePlan) && errors.As(err, &te):

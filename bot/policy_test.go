@@ -20,6 +20,7 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/audit/redisaudit"
 	"github.com/twokey/twokey/bot/slacksim"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
@@ -89,6 +90,10 @@ func newPolicyHarness(t testing.TB) *policyHarness {
 	rdb := redis.NewClient(&redis.Options{Addr: h.mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	h.store = redisstore.New(rdb, "t:", 0)
+	auditLog, err := redisaudit.New(rdb, redisaudit.Options{Prefix: "t:"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	protected := true
 	cfg := &config.Config{
 		Slack: config.Slack{APIURL: srv.URL + "/api/", TeamID: pTeam},
@@ -99,10 +104,10 @@ func newPolicyHarness(t testing.TB) *policyHarness {
 			PlanTimeout: config.Duration(time.Minute), ApplyTimeout: config.Duration(time.Minute),
 		}}}},
 	}
-	var err error
 	h.b, err = New(Options{
 		Config: cfg, BotToken: "xoxb-sim", AppToken: "xapp-sim", Store: h.store, Locks: redislock.New(rdb, "t:"),
-		Runner: h.run, Dedup: h.store, Promos: h.store, Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond,
+		Runner: h.run, Dedup: h.store, Promos: h.store, Audit: auditLog, History: auditLog,
+		Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,15 +14,32 @@ import (
 func (b *Bot) sweeper(ctx context.Context) {
 	t := time.NewTicker(b.o.SweepInterval)
 	defer t.Stop()
+	var trimmed time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			b.sweep(ctx)
+			if tr, ok := b.o.History.(trimmer); ok && time.Since(trimmed) > trimEvery {
+				trimmed = time.Now()
+				if n, err := tr.Trim(ctx); err != nil {
+					b.log.Warn("audit retention", "err", err)
+				} else if n > 0 {
+					b.log.Info("audit retention: trimmed old events", "events", n)
+				}
+			}
 		}
 	}
 }
+
+// trimmer applies the audit record's retention.
+type trimmer interface {
+	Trim(ctx context.Context) (int, error)
+}
+
+// trimEvery is how often the audit retention runs.
+const trimEvery = 10 * time.Minute
 
 // sweep ends plans that can no longer go anywhere:
 //   - pending or planning past their TTL: expired;

@@ -7,6 +7,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/commands"
 	"github.com/twokey/twokey/runner"
 )
@@ -55,6 +56,8 @@ func (b *Bot) unlock(ctx context.Context, channel, user string, cmd commands.Unl
 			user, key, h.User, h.What(), h.Since.UTC().Format("15:04 MST"), h.Fence, escape(cmd.Reason))
 	}
 	b.log.Warn("environment unlocked by force", "env", key, "user", user, "held", held, "holder", h.User, "fence", h.Fence, "reason", cmd.Reason)
+	_ = b.record(ctx, audit.Unlock, user, &approvals.Plan{Project: proj.Name, Env: env.Name, Fence: h.Fence},
+		map[string]string{"holder": h.User, "holder_plan": h.PlanID, "reason": cmd.Reason, "held": fmt.Sprint(held)})
 	if _, _, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionText(text, false)); err != nil {
 		return fmt.Errorf("post unlock notice: %w", err)
 	}

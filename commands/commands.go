@@ -36,13 +36,27 @@ type Unlock struct {
 	Reason  string
 }
 
+// History asks for an environment's last N changes.
+type History struct {
+	Project string
+	Env     string
+	N       int
+}
+
+// Show asks for one plan's whole story.
+type Show struct {
+	PlanID string
+}
+
 // Help asks for usage.
 type Help struct{}
 
-func (Plan) command()   {}
-func (Status) command() {}
-func (Unlock) command() {}
-func (Help) command()   {}
+func (Plan) command()    {}
+func (Status) command()  {}
+func (Unlock) command()  {}
+func (History) command() {}
+func (Show) command()    {}
+func (Help) command()    {}
 
 // Ref names the revision to plan: the head of a pull request, or — to roll
 // back — a commit or tag of the default branch. Exactly one field is set.
@@ -102,15 +116,22 @@ const Usage = "```" + `
 /tf plan [project] <env> sha-<sha>      plan a commit of the default branch (a rollback)
 /tf plan [project] <env> ref-<tag>      plan a tag of the default branch
 /tf status [project] [env]             locks and pending plans, with age and approvals
+/tf history [project] <env> [n]        the last n changes (default 10): when, what, who, result
+/tf show <plan-id>                      one plan's whole story, from the audit record
 /tf unlock [project/]<env> <reason>    admins: free a stuck environment lock
 /tf help                               this text
 ` + "```"
 
 const (
-	usagePlan   = "/tf plan [project] <env> pr-<number> | sha-<40 hex> | ref-<tag>"
-	usageStatus = "/tf status [project] [env]"
-	usageUnlock = "/tf unlock [project/]<env> <reason>"
+	usagePlan    = "/tf plan [project] <env> pr-<number> | sha-<40 hex> | ref-<tag>"
+	usageStatus  = "/tf status [project] [env]"
+	usageUnlock  = "/tf unlock [project/]<env> <reason>"
+	usageHistory = "/tf history [project] <env> [n]"
+	usageShow    = "/tf show <plan-id>"
 )
+
+// MaxHistory bounds /tf history.
+const MaxHistory = 50
 
 // maxReason bounds a reason's length.
 const maxReason = 500
@@ -120,10 +141,11 @@ const maxReason = 500
 const maxTextLen = 4000
 
 var (
-	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	prRE   = regexp.MustCompile(`^(?:(?i:pr)-?|#)([0-9]{1,9})$`)
-	shaRE  = regexp.MustCompile(`^sha-([0-9a-f]{40})$`)
-	tagRE  = regexp.MustCompile(`^ref-([A-Za-z0-9][A-Za-z0-9._/-]{0,99})$`)
+	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	prRE     = regexp.MustCompile(`^(?:(?i:pr)-?|#)([0-9]{1,9})$`)
+	shaRE    = regexp.MustCompile(`^sha-([0-9a-f]{40})$`)
+	planIDRE = regexp.MustCompile(`^p-[a-z2-9]{8}$`)
+	tagRE    = regexp.MustCompile(`^ref-([A-Za-z0-9][A-Za-z0-9._/-]{0,99})$`)
 )
 
 // Parse parses the text after `/tf`.
@@ -146,6 +168,13 @@ func Parse(text string) (Command, error) {
 		return parseStatus(args)
 	case "unlock":
 		return parseUnlock(args)
+	case "history":
+		return parseHistory(args)
+	case "show":
+		if len(args) != 1 || !planIDRE.MatchString(args[0]) {
+			return nil, &Error{Err: ErrUsage, Detail: "show needs a plan ID, like p-7k2m9qab", Usage: usageShow}
+		}
+		return Show{PlanID: args[0]}, nil
 	case "help", "-h", "--help":
 		return Help{}, nil
 	}
@@ -189,6 +218,29 @@ func parseStatus(args []string) (Command, error) {
 		s.Project, s.Env = args[0], args[1]
 	}
 	return s, nil
+}
+
+func parseHistory(args []string) (Command, error) {
+	h := History{N: 10}
+	if n := len(args); n > 0 {
+		if v, err := strconv.Atoi(args[n-1]); err == nil {
+			if v < 1 || v > MaxHistory {
+				return nil, &Error{Err: ErrUsage, Detail: fmt.Sprintf("history shows 1 to %d changes", MaxHistory), Usage: usageHistory}
+			}
+			h.N, args = v, args[:n-1]
+		}
+	}
+	if len(args) < 1 || len(args) > 2 {
+		return nil, &Error{Err: ErrUsage, Detail: "history needs an environment", Usage: usageHistory}
+	}
+	if err := checkNames(args, usageHistory); err != nil {
+		return nil, err
+	}
+	h.Env = args[len(args)-1]
+	if len(args) == 2 {
+		h.Project = args[0]
+	}
+	return h, nil
 }
 
 func parseUnlock(args []string) (Command, error) {

@@ -29,6 +29,10 @@ func TestParse(t *testing.T) {
 		{text: "unlock staging stuck after a crash", want: Unlock{Env: "staging", Reason: "stuck after a crash"}},
 		{text: `unlock infra/prod "bot died, lease stuck"`, want: Unlock{Project: "infra", Env: "prod", Reason: "bot died, lease stuck"}},
 		{text: "unlock prod \u201csmart quotes\u201d", want: Unlock{Env: "prod", Reason: "smart quotes"}},
+		{text: "history staging", want: History{Env: "staging", N: 10}},
+		{text: "history staging 25", want: History{Env: "staging", N: 25}},
+		{text: "history network prod 3", want: History{Project: "network", Env: "prod", N: 3}},
+		{text: "show p-7k2m9qab", want: Show{PlanID: "p-7k2m9qab"}},
 		{text: "", want: Help{}},
 		{text: "help", want: Help{}},
 		{text: "--help", want: Help{}},
@@ -55,6 +59,12 @@ func TestParse(t *testing.T) {
 		{text: "status PROD", wantErr: ErrMalformedName},
 		{text: "apply prod", wantErr: ErrUnknownCommand},
 		{text: "unlock staging", wantErr: ErrUsage},
+		{text: "history", wantErr: ErrUsage},
+		{text: "history staging 0", wantErr: ErrUsage},
+		{text: "history staging 51", wantErr: ErrUsage},
+		{text: "history a b c", wantErr: ErrUsage},
+		{text: "show", wantErr: ErrUsage},
+		{text: "show p-../etc", wantErr: ErrUsage},
 		{text: "unlock", wantErr: ErrUsage},
 		{text: "unlock Prod reason", wantErr: ErrMalformedName},
 		{text: "unlock a/b/c reason", wantErr: ErrMalformedName},
@@ -87,7 +97,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestUsageNamesEveryCommand(t *testing.T) {
-	for _, verb := range []string{"/tf plan", "/tf status", "/tf unlock", "/tf help"} {
+	for _, verb := range []string{"/tf plan", "/tf status", "/tf history", "/tf show", "/tf unlock", "/tf help"} {
 		if !strings.Contains(Usage, verb) {
 			t.Errorf("Usage does not mention %q", verb)
 		}
@@ -112,7 +122,7 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"plan staging pr-42", "plan network prod #7", "status", "status prod",
 		"help", "apply prod", "plan ../x pr-1", "plan prod pr-99999999999", "\x00plan",
-		`unlock infra/prod "stuck"`, "unlock prod \u201cx\u201d", `plan "staging" pr-1`,
+		`unlock infra/prod "stuck"`, "unlock prod \u201cx\u201d", `plan "staging" pr-1`, "history prod 5", "show p-abcdefgh",
 	} {
 		f.Add(s)
 	}
@@ -152,6 +162,14 @@ func FuzzParse(f *testing.F) {
 		case Unlock:
 			if c.Reason == "" || len(c.Reason) > maxReason || !nameRE.MatchString(c.Env) || (c.Project != "" && !nameRE.MatchString(c.Project)) {
 				t.Fatalf("accepted malformed unlock %#v from %q", c, text)
+			}
+		case History:
+			if c.N < 1 || c.N > MaxHistory || !nameRE.MatchString(c.Env) {
+				t.Fatalf("accepted malformed history %#v from %q", c, text)
+			}
+		case Show:
+			if !planIDRE.MatchString(c.PlanID) {
+				t.Fatalf("accepted malformed show %#v from %q", c, text)
 			}
 		case Help:
 		default:

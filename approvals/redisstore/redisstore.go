@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -222,4 +223,51 @@ func (s *Store) RecentApplied(ctx context.Context, project, env string, n int) (
 		out[i] = approvals.Applied{SHA: z.Member.(string), At: time.UnixMilli(int64(z.Score)).UTC()}
 	}
 	return out, nil
+}
+
+func (s *Store) dirtyKey() string           { return s.prefix + "github:dirty" }
+func (s *Store) githubKey(id string) string { return s.prefix + "github:{" + id + "}" }
+
+// MarkDirty notes that a plan changed and its pull request should show it.
+func (s *Store) MarkDirty(ctx context.Context, id string) error {
+	return s.rdb.SAdd(ctx, s.dirtyKey(), id).Err()
+}
+
+// TakeDirty returns the plans marked dirty and unmarks them; a plan whose
+// sync fails is marked again.
+func (s *Store) TakeDirty(ctx context.Context, n int) ([]string, error) {
+	ids, err := s.rdb.SPopN(ctx, s.dirtyKey(), int64(n)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read plans to sync: %w", err)
+	}
+	return ids, nil
+}
+
+// GitHubState returns what was last written to GitHub for a plan: its
+// comment's ID and the posted values (the comment body's digest, each
+// status's state), keyed by name.
+func (s *Store) GitHubState(ctx context.Context, id string) (int64, map[string]string, error) {
+	m, err := s.rdb.HGetAll(ctx, s.githubKey(id)).Result()
+	if err != nil {
+		return 0, nil, fmt.Errorf("read github state of %s: %w", id, err)
+	}
+	var comment int64
+	if c, ok := m["comment_id"]; ok {
+		comment, _ = strconv.ParseInt(c, 10, 64)
+		delete(m, "comment_id")
+	}
+	return comment, m, nil
+}
+
+// SetGitHubState records what was written to GitHub for a plan.
+func (s *Store) SetGitHubState(ctx context.Context, id string, comment int64, posted map[string]string) error {
+	fields := map[string]any{"comment_id": comment}
+	for k, v := range posted {
+		fields[k] = v
+	}
+	pipe := s.rdb.TxPipeline()
+	pipe.HSet(ctx, s.githubKey(id), fields)
+	pipe.Expire(ctx, s.githubKey(id), s.retention)
+	_, err := pipe.Exec(ctx)
+	return err
 }

@@ -2,9 +2,11 @@ package slacksim
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -93,6 +95,31 @@ func (s *Server) call(r *http.Request, method string, p map[string]string) map[s
 		}
 		return ok(map[string]any{"user": map[string]any{"id": u.ID, "name": u.Name, "real_name": u.RealName,
 			"team_id": u.TeamID, "profile": map[string]any{"display_name": u.Name, "real_name": u.RealName}}})
+	case "chat.getPermalink":
+		s.mu.Lock()
+		m := s.find(p["channel"], p["message_ts"])
+		s.mu.Unlock()
+		if m == nil {
+			return fail("message_not_found")
+		}
+		return ok(map[string]any{"channel": m.Channel, "permalink": fmt.Sprintf("https://twokey-sim.slack.com/archives/%s/p%s",
+			m.Channel, strings.ReplaceAll(m.TS, ".", ""))})
+	case "files.getUploadURLExternal":
+		n, err := strconv.Atoi(p["length"])
+		if err != nil || n <= 0 || p["filename"] == "" {
+			return fail("invalid_arguments")
+		}
+		id := "F" + strings.ToUpper(randomID()[:10])
+		s.mu.Lock()
+		s.files[id] = &upload{name: p["filename"], length: n}
+		s.mu.Unlock()
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		return ok(map[string]any{"upload_url": scheme + "://" + r.Host + "/upload/" + id, "file_id": id})
+	case "files.completeUploadExternal":
+		return s.completeUpload(p)
 	case "conversations.open":
 		users := p["users"]
 		if users == "" || strings.Contains(users, ",") {
@@ -334,4 +361,69 @@ func fail(e string) map[string]any { return map[string]any{"ok": false, "error":
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// serveUpload receives a file's bytes, as Slack's upload URL does.
+func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var content []byte
+	if err := r.ParseMultipartForm(64 << 20); err == nil && r.MultipartForm != nil && len(r.MultipartForm.File["file"]) > 0 {
+		f, err := r.MultipartForm.File["file"][0].Open()
+		if err == nil {
+			content, _ = io.ReadAll(f)
+			f.Close()
+		}
+	}
+	s.mu.Lock()
+	u, found := s.files[id]
+	if found {
+		u.content = content
+	}
+	s.mu.Unlock()
+	if !found {
+		http.Error(w, "unknown upload", http.StatusNotFound)
+		return
+	}
+	_, _ = io.WriteString(w, "OK - "+strconv.Itoa(len(content)))
+}
+
+// completeUpload shares uploaded files in a channel or thread.
+func (s *Server) completeUpload(p map[string]string) map[string]any {
+	var files []struct {
+		ID    string `json:"id"`
+		Title string `json:"title"`
+	}
+	if json.Unmarshal([]byte(p["files"]), &files) != nil || len(files) == 0 {
+		return fail("invalid_arguments")
+	}
+	channel := p["channel_id"]
+	s.mu.Lock()
+	m := &Message{Channel: channel, TS: s.nextTS(), ThreadTS: p["thread_ts"], User: s.o.BotUserID, Text: p["initial_comment"]}
+	var summaries []map[string]any
+	for _, f := range files {
+		u, found := s.files[f.ID]
+		if !found || u.content == nil {
+			s.mu.Unlock()
+			return fail("file_not_found")
+		}
+		if len(u.content) != u.length {
+			s.mu.Unlock()
+			return fail("file_size_mismatch")
+		}
+		m.Files = append(m.Files, File{ID: f.ID, Name: u.name, Title: f.Title, Size: len(u.content)})
+		summaries = append(summaries, map[string]any{"id": f.ID, "title": f.Title})
+	}
+	if channel != "" {
+		if m.ThreadTS != "" && s.find(channel, m.ThreadTS) == nil {
+			s.mu.Unlock()
+			return fail("thread_not_found")
+		}
+		s.messages = append(s.messages, m)
+		m.Seq = s.seq + 1
+	}
+	cp := *m
+	after := s.bump(Event{Kind: "message", Message: &cp})
+	s.mu.Unlock()
+	after()
+	return ok(map[string]any{"files": summaries})
 }

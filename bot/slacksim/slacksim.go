@@ -55,6 +55,15 @@ type Message struct {
 	For       string          `json:"for,omitempty"` // the user an ephemeral message is shown to
 	Edits     int             `json:"edits,omitempty"`
 	Seq       int64           `json:"seq"` // order of the last change
+	Files     []File          `json:"files,omitempty"`
+}
+
+// File is an uploaded file shared in a message.
+type File struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Title string `json:"title"`
+	Size  int    `json:"size"`
 }
 
 // Call is one recorded Web API request.
@@ -85,6 +94,14 @@ type Server struct {
 	closed    bool
 	listeners map[int]func(Event)
 	nextSub   int
+	files     map[string]*upload
+}
+
+// upload is a file between files.getUploadURLExternal and its completion.
+type upload struct {
+	name    string
+	length  int
+	content []byte
 }
 
 // Event tells a listener (the demo page) that something changed.
@@ -114,6 +131,7 @@ func New(o Options) *Server {
 	s := &Server{
 		o: o, users: map[string]User{}, groups: map[string][]string{}, channels: map[string]string{},
 		envelopes: map[string]*envelope{}, tsBase: time.Now().Unix(), listeners: map[int]func(Event){},
+		files: map[string]*upload{},
 	}
 	s.changed = sync.NewCond(&s.mu)
 	return s
@@ -263,6 +281,18 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/{method}", s.serveAPI)
 	mux.HandleFunc("/socket", s.serveSocket)
+	mux.HandleFunc("POST /upload/{id}", s.serveUpload)
 	s.uiRoutes(mux)
 	return mux
+}
+
+// FileContent returns an uploaded file's content.
+func (s *Server) FileContent(id string) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.files[id]
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(f.content), true
 }

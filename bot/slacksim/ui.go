@@ -26,6 +26,16 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /ui/api/command", s.uiCommand)
 	mux.HandleFunc("POST /ui/api/click", s.uiClick)
 	mux.HandleFunc("GET /ui/api/events", s.uiEvents)
+	mux.HandleFunc("GET /ui/api/files/{id}", func(w http.ResponseWriter, r *http.Request) {
+		b, ok := s.FileContent(r.PathValue("id"))
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		_, _ = w.Write(b)
+	})
 }
 
 type uiChannel struct {

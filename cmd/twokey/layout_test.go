@@ -37,7 +37,7 @@ func TestImportGraph(t *testing.T) {
 	// package path, or "path/..." for it and everything below it.
 	libraries := map[string][]string{
 		"github.com/slack-go/slack":           {"bot"},
-		"github.com/redis/go-redis":           {"runner/redislock", "runner/redisplans", "runner/redisjobs", "approvals/redisstore", "cmd/twokey"},
+		"github.com/redis/go-redis":           {"runner/redislock", "runner/redisplans", "runner/redisjobs", "approvals/redisstore", "audit/redisaudit", "cmd/twokey"},
 		"github.com/hashicorp/terraform-exec": {"runner"},
 		"github.com/hashicorp/terraform-json": {"runner"},
 		"github.com/hashicorp/go-version":     {"runner"},
@@ -51,7 +51,8 @@ func TestImportGraph(t *testing.T) {
 	// Project packages each package may not import.
 	forbidden := map[string][]string{
 		"commands":  {"approvals", "runner", "bot", "config", "cmd", "devstack"},
-		"approvals": {"runner", "bot", "config", "cmd", "devstack", "commands"},
+		"approvals": {"runner", "bot", "config", "cmd", "devstack", "commands", "audit"},
+		"audit":     {"approvals", "runner", "bot", "config", "cmd", "devstack", "commands"},
 		"config":    {"approvals", "runner", "bot", "cmd", "commands", "devstack"},
 		"runner":    {"bot", "cmd", "commands", "devstack"},
 		"bot":       {"cmd", "devstack"},
@@ -80,7 +81,7 @@ func TestImportGraph(t *testing.T) {
 			}
 		}
 	}
-	for _, pure := range []string{"commands", "approvals"} {
+	for _, pure := range []string{"commands", "approvals", "audit"} {
 		for _, imp := range imports[pure] {
 			if strings.Contains(strings.Split(imp, "/")[0], ".") {
 				t.Errorf("%s must stay pure but imports %s", pure, imp)

@@ -43,6 +43,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 		err = checkConfig(args[1:], stdout, getenv)
 	case "demo":
 		err = demo(ctx, args[1:], stdout, stderr)
+	case "audit":
+		err = auditCmd(ctx, args[1:], stdout, getenv)
 	case "version":
 		fmt.Fprintln(stdout, "twokey", version)
 	case "help", "-h", "--help":
@@ -67,6 +69,7 @@ commands:
   demo           the whole flow on this machine, in a local Slack-like page
   serve          connect to Slack and run plans and applies (or dispatch them to runner pools)
   runner         run the plans and applies of one pool (--pool), with that pool's Vault login
+  audit          verify the audit chain (audit verify), or write it out (audit export --since 720h)
   check-config   validate a config file and the environment it needs; print every problem
   version        print the version
 `

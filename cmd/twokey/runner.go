@@ -50,7 +50,8 @@ func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func
 		return err
 	}
 	defer deps.rdb.Close()
-	run, err := runner.New(ctx, deps.runnerOptions(cfg, log))
+	defer deps.audit.Close()
+	run, err := runner.New(ctx, deps.runnerOptions(cfg, log, *name))
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/audit/redisaudit"
 	"github.com/twokey/twokey/bot"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
@@ -53,12 +57,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return err
 	}
 	defer deps.rdb.Close()
+	defer deps.audit.Close()
+	digest, err := fileDigest(common.config)
+	if err != nil {
+		return err
+	}
 
 	// serve runs plans itself, or dispatches them to runner pools and then
 	// holds no Vault login at all.
 	var run bot.Runner
 	if cfg.Runner.IsEmbedded() {
-		r, err := runner.New(ctx, deps.runnerOptions(cfg, log))
+		r, err := runner.New(ctx, deps.runnerOptions(cfg, log, "serve"))
 		if err != nil {
 			return err
 		}
@@ -79,6 +88,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	b, err := bot.New(bot.Options{
 		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken,
 		Store: store, Locks: deps.locks, Runner: run, Dedup: store, Promos: store, Logger: log,
+		Audit: deps.audit, History: deps.audit, GitHub: deps.src, GitHubState: store, ConfigDigest: digest,
 		ShutdownGrace: *grace, SweepInterval: *sweep,
 	})
 	if err != nil {
@@ -94,6 +104,7 @@ type deps struct {
 	locks *redislock.Locks
 	plans *redisplans.Store
 	src   *ghsource.Source
+	audit *redisaudit.Log
 	creds *vaultcreds.Client // nil without a Vault login
 }
 
@@ -108,6 +119,9 @@ func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, lo
 	fail := func(err error) (*deps, error) {
 		rdb.Close()
 		return nil, err
+	}
+	if d.audit, err = openAudit(rdb, cfg, log); err != nil {
+		return fail(err)
 	}
 	if d.src, err = ghsource.New(ghsource.Options{
 		APIURL: cfg.GitHub.APIURL, Token: secrets.GitHubToken, MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
@@ -146,9 +160,9 @@ func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, lo
 }
 
 // runnerOptions are a runner's options from the config.
-func (d *deps) runnerOptions(cfg *config.Config, log *slog.Logger) runner.Options {
+func (d *deps) runnerOptions(cfg *config.Config, log *slog.Logger, name string) runner.Options {
 	o := runner.Options{
-		Locks: d.locks, Source: d.src, Plans: d.plans, Binary: cfg.Terraform.Path,
+		Locks: d.locks, Source: d.src, Plans: d.plans, Binary: cfg.Terraform.Path, Audit: d.audit, Name: name,
 		Version: cfg.Terraform.Version, Env: cfg.Terraform.Env, DataDir: cfg.DataDir, VaultAddr: cfg.Vault.Address, Logger: log,
 	}
 	if d.creds != nil {
@@ -211,4 +225,20 @@ func checkDurable(ctx context.Context, rdb redis.UniversalClient) error {
 			got["appendonly"], got["appendfsync"])
 	}
 	return nil
+}
+
+// openAudit opens the audit chain with the config's retention and file sink.
+func openAudit(rdb redis.UniversalClient, cfg *config.Config, log *slog.Logger) (*redisaudit.Log, error) {
+	return redisaudit.New(rdb, redisaudit.Options{Prefix: keyPrefix, File: cfg.Audit.File,
+		MaxAge: cfg.Audit.MaxAge.D(), MinAge: cfg.Audit.MinAge.D(), MaxLen: cfg.Audit.MaxLen, Logger: log})
+}
+
+// fileDigest is the sha256 of a file, recorded when a process starts.
+func fileDigest(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Pull is a pull request.
@@ -51,6 +52,39 @@ type Server struct {
 type repo struct {
 	cloneURL string
 	pulls    map[int]*Pull
+	comments []Comment
+	statuses []Status
+}
+
+// Comment is a comment on a pull request, with every body it has had.
+type Comment struct {
+	ID     int64
+	PR     int
+	Bodies []string // the first is the created body; each edit appends
+}
+
+// Status is one commit status, in the order they were set.
+type Status struct {
+	SHA, Context, State, Description, TargetURL string
+}
+
+// Comments returns the comments on a repository's pull requests.
+func (s *Server) Comments(fullName string) []Comment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Comment
+	for _, c := range s.repos[fullName].comments {
+		c.Bodies = append([]string(nil), c.Bodies...)
+		out = append(out, c)
+	}
+	return out
+}
+
+// Statuses returns every commit status set, in order.
+func (s *Server) Statuses(fullName string) []Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Status(nil), s.repos[fullName].statuses...)
 }
 
 // New returns an empty server.
@@ -112,7 +146,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	parts := strings.SplitN(strings.Trim(strings.TrimPrefix(r.URL.Path, "/api/v3"), "/"), "/", 4)
-	if len(parts) < 3 || parts[0] != "repos" || r.Method != http.MethodGet {
+	if len(parts) < 3 || parts[0] != "repos" {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
 		return
 	}
@@ -125,6 +159,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if rp == nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+		return
+	}
+	if r.Method != http.MethodGet {
+		s.write(w, r.Method, fullName, rest, body)
 		return
 	}
 	switch {
@@ -246,4 +284,60 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// write answers the writes twokey makes: PR comments and commit statuses.
+func (s *Server) write(w http.ResponseWriter, method, fullName, rest string, body []byte) {
+	var in struct {
+		Body        string `json:"body"`
+		State       string `json:"state"`
+		Context     string `json:"context"`
+		Description string `json:"description"`
+		TargetURL   string `json:"target_url"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"message": "Problems parsing JSON"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rp := s.repos[fullName]
+	parts := strings.Split(rest, "/")
+	switch {
+	case method == http.MethodPost && len(parts) == 3 && parts[0] == "issues" && parts[2] == "comments":
+		n, _ := strconv.Atoi(parts[1])
+		if rp.pulls[n] == nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+			return
+		}
+		id := int64(1000 + len(rp.comments))
+		rp.comments = append(rp.comments, Comment{ID: id, PR: n, Bodies: []string{in.Body}})
+		writeJSON(w, http.StatusCreated, map[string]any{"id": id, "body": in.Body})
+	case method == http.MethodPatch && len(parts) == 3 && parts[0] == "issues" && parts[1] == "comments":
+		id, _ := strconv.ParseInt(parts[2], 10, 64)
+		for i := range rp.comments {
+			if rp.comments[i].ID == id {
+				rp.comments[i].Bodies = append(rp.comments[i].Bodies, in.Body)
+				writeJSON(w, http.StatusOK, map[string]any{"id": id, "body": in.Body})
+				return
+			}
+		}
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+	case method == http.MethodPost && len(parts) == 2 && parts[0] == "statuses":
+		switch in.State {
+		case "pending", "success", "failure", "error":
+		default:
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"message": "Validation Failed"})
+			return
+		}
+		if utf8.RuneCountInString(in.Description) > 140 {
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"message": "description is too long (maximum is 140 characters)"})
+			return
+		}
+		rp.statuses = append(rp.statuses, Status{SHA: parts[1], Context: in.Context, State: in.State,
+			Description: in.Description, TargetURL: in.TargetURL})
+		writeJSON(w, http.StatusCreated, map[string]any{"state": in.State, "context": in.Context})
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+	}
 }

@@ -307,3 +307,37 @@ func untar(r io.Reader, dst string) error {
 		}
 	}
 }
+
+// UpsertComment writes a pull request's comment: it creates one when id is
+// 0, and edits comment id in place otherwise. It returns the comment's ID.
+func (s *Source) UpsertComment(ctx context.Context, repo string, pr int, id int64, body string) (int64, error) {
+	owner, name, _ := strings.Cut(repo, "/")
+	if id != 0 {
+		c, _, err := s.gh.Issues.EditComment(ctx, owner, name, id, &github.IssueComment{Body: &body})
+		if err != nil {
+			return id, fmt.Errorf("%w: edit comment %d on %s#%d: %w", runner.ErrSource, id, repo, pr, err)
+		}
+		return c.GetID(), nil
+	}
+	c, _, err := s.gh.Issues.CreateComment(ctx, owner, name, pr, &github.IssueComment{Body: &body})
+	if err != nil {
+		return 0, fmt.Errorf("%w: comment on %s#%d: %w", runner.ErrSource, repo, pr, err)
+	}
+	return c.GetID(), nil
+}
+
+// SetStatus sets a commit status (state: pending, success, failure, error).
+func (s *Source) SetStatus(ctx context.Context, repo, sha, context, state, description, targetURL string) error {
+	owner, name, _ := strings.Cut(repo, "/")
+	if r := []rune(description); len(r) > 140 { // GitHub's limit
+		description = string(r[:139]) + "…"
+	}
+	st := github.RepoStatus{State: &state, Context: &context, Description: &description}
+	if targetURL != "" {
+		st.TargetURL = &targetURL
+	}
+	if _, _, err := s.gh.Repositories.CreateStatus(ctx, owner, name, sha, st); err != nil {
+		return fmt.Errorf("%w: status %s on %s@%s: %w", runner.ErrSource, context, repo, shortSHA(sha), err)
+	}
+	return nil
+}

@@ -86,6 +86,7 @@ function textObject(t) {
 function renderBlocks(m) {
   const wrap = document.createElement("div");
   if (!m.blocks || !m.blocks.length) {
+    if (!m.text) return wrap;
     const b = document.createElement("div");
     b.className = "block";
     b.innerHTML = mrkdwn(m.text || "");
@@ -169,6 +170,17 @@ function renderMessage(m, inThread) {
     '<span class="msg-time">' + timeOf(m.ts) + "</span>" + (m.edits ? '<span class="edited">(edited)</span>' : "");
   body.appendChild(head);
   body.appendChild(renderBlocks(m));
+  for (const f of m.files || []) {
+    const a = document.createElement("a");
+    a.className = "file";
+    a.href = "api/files/" + encodeURIComponent(f.id);
+    a.target = "_blank";
+    a.rel = "noopener";
+    a.innerHTML = '<span class="file-icon">📄</span><span><span class="file-title"></span><span class="file-meta"></span></span>';
+    a.querySelector(".file-title").textContent = f.title || f.name;
+    a.querySelector(".file-meta").textContent = f.name + " · " + (f.size >= 1024 ? Math.round(f.size / 1024) + " KB" : f.size + " B");
+    body.appendChild(a);
+  }
   if (!inThread) {
     const replies = [...state.messages.values()].filter((r) => r.channel === m.channel && r.thread_ts === m.ts && visible(r));
     if (replies.length) {

@@ -1,0 +1,123 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
+	"github.com/twokey/twokey/commands"
+	"github.com/twokey/twokey/runner"
+)
+
+// History reads the audit record.
+type History interface {
+	// Newest returns up to n matching events, newest first, from the
+	// newest scan events.
+	Newest(ctx context.Context, n, scan int, match func(audit.Event) bool) ([]audit.Event, error)
+	// Since returns the events from since on, oldest first.
+	Since(ctx context.Context, since time.Time) ([]audit.Event, error)
+}
+
+// record appends an event caused by user (a Slack user ID; "" for twokey
+// itself) about p, if there is one. It reports whether the event was
+// written; a failure is logged.
+func (b *Bot) record(ctx context.Context, typ, user string, p *approvals.Plan, detail map[string]string) error {
+	e := audit.Event{Type: typ, Actor: audit.Actor{ID: "twokey", Name: "twokey"}, Detail: detail}
+	if user != "" {
+		e.Actor = audit.Actor{ID: user, Name: b.dir.name(ctx, user)}
+	}
+	if p != nil {
+		e.Project, e.Env, e.PR, e.Ref, e.SHA = p.Project, p.Env, p.PR, p.Ref, p.SHA
+		e.PlanID, e.Digest, e.Fence, e.Permalink = p.ID, p.Digest, p.Fence, p.Permalink
+	}
+	for k, v := range e.Detail {
+		if v == "" {
+			delete(e.Detail, k)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := b.o.Audit.Record(ctx, e); err != nil {
+		b.log.Error("audit record not written", "type", typ, "plan_id", e.PlanID, "err", err)
+		return err
+	}
+	return nil
+}
+
+// history answers `/tf history [project] <env> [n]`: the last n applies.
+func (b *Bot) history(ctx context.Context, channel, user string, cmd commands.History) error {
+	proj, env, err := b.cfg.Resolve(cmd.Project, cmd.Env)
+	if err != nil {
+		return err
+	}
+	events, err := b.o.History.Newest(ctx, cmd.N, 20000, func(e audit.Event) bool {
+		return e.Type == audit.ApplyFinished && e.Project == proj.Name && e.Env == env.Name
+	})
+	if err != nil {
+		return err
+	}
+	key := runner.LockKey(proj.Name, env.Name)
+	if len(events) == 0 {
+		b.tell(ctx, channel, user, fmt.Sprintf("Nothing has been applied in *%s* yet.", key))
+		return nil
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "*Last %d changes in %s*\n", len(events), key)
+	for _, e := range events {
+		what := "PR #" + fmt.Sprint(e.PR)
+		if ref, err := commands.ParseRef(e.Ref); err == nil {
+			what = ref.Label()
+		}
+		requester, link := "?", ""
+		if p, err := b.o.Store.Get(ctx, e.PlanID); err == nil {
+			requester = "<@" + p.Requester + ">"
+			if p.Permalink != "" {
+				link = fmt.Sprintf(" · <%s|message>", p.Permalink)
+			}
+		}
+		fmt.Fprintf(&out, "• %s · %s `%s` · plan `%s` · asked by %s · approved by %s · *%s* %s%s\n",
+			e.Time.UTC().Format("Jan 2 15:04 MST"), what, short(e.SHA), e.PlanID, requester,
+			mentions(strings.Split(e.Detail["approvers"], ",")), e.Detail["result"], escape(e.Detail["summary"]), link)
+	}
+	b.tell(ctx, channel, user, clip(out.String(), maxSection))
+	return nil
+}
+
+// show answers `/tf show <plan-id>`: the plan and every event about it.
+func (b *Bot) show(ctx context.Context, channel, user string, cmd commands.Show) error {
+	p, err := b.o.Store.Get(ctx, cmd.PlanID)
+	if err != nil {
+		return err
+	}
+	events, err := b.o.History.Since(ctx, p.CreatedAt.Add(-time.Minute))
+	if err != nil {
+		return err
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "*Plan `%s`*: %s/%s, %s at `%s`, asked by <@%s> — %s\n", p.ID, p.Project, p.Env, label(p), short(p.SHA),
+		p.Requester, statusWords(p.Status))
+	if p.Permalink != "" {
+		fmt.Fprintf(&out, "<%s|The plan's message>\n", p.Permalink)
+	}
+	for _, e := range events {
+		if e.PlanID != p.ID {
+			continue
+		}
+		who := e.Actor.Name
+		if strings.HasPrefix(e.Actor.ID, "U") || strings.HasPrefix(e.Actor.ID, "W") {
+			who = "<@" + e.Actor.ID + ">"
+		}
+		fmt.Fprintf(&out, "• %s · %s · %s", e.Time.UTC().Format("15:04:05"), strings.ReplaceAll(e.Type, "_", " "), who)
+		for _, k := range []string{"result", "summary", "reason", "accessor", "ttl", "add", "change", "destroy", "duration"} {
+			if v := e.Detail[k]; v != "" {
+				fmt.Fprintf(&out, " · %s %s", k, escape(v))
+			}
+		}
+		out.WriteString("\n")
+	}
+	b.tell(ctx, channel, user, clip(out.String(), maxSection))
+	return nil
+}
