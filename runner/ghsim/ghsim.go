@@ -43,10 +43,11 @@ type Server struct {
 	// Token, when set, is the only bearer token accepted.
 	Token string
 
-	mu       sync.Mutex
-	repos    map[string]*repo
-	requests []Request
-	failing  int // answer this many more requests with 500
+	mu         sync.Mutex
+	repos      map[string]*repo
+	requests   []Request
+	failing    int  // answer this many more requests with 500
+	writesDown bool // answer every write with 502
 }
 
 type repo struct {
@@ -120,6 +121,14 @@ func (s *Server) Fail(n int) {
 	s.failing = n
 }
 
+// FailWrites makes every write (comments, statuses) answer 502 until
+// called with false: GitHub is up for reading, down for writing.
+func (s *Server) FailWrites(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writesDown = down
+}
+
 // Requests returns every request so far.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
@@ -131,8 +140,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	s.mu.Lock()
 	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization"), Body: string(body)})
-	failing := s.failing > 0
-	if failing {
+	failing := s.failing > 0 || s.writesDown && r.Method != http.MethodGet
+	if s.failing > 0 {
 		s.failing--
 	}
 	s.mu.Unlock()
