@@ -54,11 +54,22 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
     as alice   click Approve             refused: nobody approves their own plan
     as dave    click Approve             refused: not an approver
     as bob, then carol, click Approve    two approvals: the apply runs
+    as anyone  /tf history staging       the record of what changed, by whom
   twokey's log: %s    Ctrl-C stops everything.
+  The audit chain, from another terminal:
+    %s audit verify --config %s
 
-`, d.URL, logPath)
+`, d.URL, logPath, self(), d.Config)
 	return serve(ctx, []string{"--config", d.Config, "--log-format", "text", "--log-level", *logLevel, "--shutdown-grace", "10s"},
 		io.MultiWriter(logFile, levelFilter{stderr}), d.Getenv)
+}
+
+// self is how to run this binary again.
+func self() string {
+	if exe, err := os.Executable(); err == nil {
+		return exe
+	}
+	return "twokey"
 }
 
 // levelFilter passes only warnings and errors to the terminal; the log

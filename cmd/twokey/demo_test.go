@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,8 +23,9 @@ import (
 	"github.com/twokey/twokey/devstack/stacktest"
 )
 
-// startDemo runs `twokey demo` in this process and returns the page's URL.
-func startDemo(t *testing.T) string {
+// startDemo runs `twokey demo` in this process and returns the page's URL
+// and what it printed.
+func startDemo(t *testing.T) (string, *syncBuffer) {
 	t.Helper()
 	port, err := devstack.FreePort()
 	if err != nil {
@@ -45,7 +47,7 @@ func startDemo(t *testing.T) string {
 	url := "http://" + addr + "/ui/"
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if connected(url) {
-			return url
+			return url, out
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("demo did not come up:\n%s", out.String())
@@ -68,7 +70,7 @@ func connected(url string) bool {
 // alice's own approval is refused, bob and carol approve, and the thread
 // shows the apply succeeded. The screenshot is kept as an artifact.
 func TestDemoInBrowser(t *testing.T) {
-	url := startDemo(t)
+	url, out := startDemo(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(stacktest.Tool(t, "chromium")),
 		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
@@ -121,6 +123,18 @@ func TestDemoInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", artifact)
+
+	// The banner's audit command verifies the chain the demo just wrote.
+	m := regexp.MustCompile(`audit verify --config (\S+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("the banner does not say how to verify the record:\n%s", out)
+	}
+	var verify bytes.Buffer
+	if code := Main(context.Background(), []string{"audit", "verify", "--config", m[1]}, &verify, &verify, os.Getenv); code != 0 ||
+		!strings.Contains(verify.String(), "audit chain intact") {
+		t.Fatalf("audit verify on the demo: %d %s", code, verify.String())
+	}
+	t.Log(strings.TrimSpace(verify.String()))
 }
 
 // artifactsDir is where tests keep what a person may want to look at.
