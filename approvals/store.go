@@ -20,6 +20,16 @@ type Store interface {
 	Active(ctx context.Context) ([]Plan, error)
 }
 
+// GrantStore keeps break-glass grants, with the same compare-and-swap on
+// BreakGlass.Version.
+type GrantStore interface {
+	CreateGrant(ctx context.Context, g BreakGlass) (BreakGlass, error)
+	GetGrant(ctx context.Context, id string) (BreakGlass, error)
+	PutGrant(ctx context.Context, g BreakGlass) (BreakGlass, error)
+	// OpenGrants lists grants that are not Closed, oldest first.
+	OpenGrants(ctx context.Context) ([]BreakGlass, error)
+}
+
 // Store errors.
 var (
 	ErrNotFound = errors.New("no such plan")
@@ -40,10 +50,21 @@ var ErrUnchanged = errors.New("unchanged")
 // first. fn must be pure: it may run more than once. It returns the plan as
 // stored, and fn's error (with the plan fn saw) if fn refused.
 func Update(ctx context.Context, s Store, id string, fn func(Plan) (Plan, error)) (Plan, error) {
+	return update(ctx, id, s.Get, s.Put, func(p *Plan) *int64 { return &p.Version }, fn)
+}
+
+// UpdateGrant is Update for a break-glass grant.
+func UpdateGrant(ctx context.Context, s GrantStore, id string, fn func(BreakGlass) (BreakGlass, error)) (BreakGlass, error) {
+	return update(ctx, id, s.GetGrant, s.PutGrant, func(g *BreakGlass) *int64 { return &g.Version }, fn)
+}
+
+func update[T any](ctx context.Context, id string, get func(context.Context, string) (T, error),
+	put func(context.Context, T) (T, error), version func(*T) *int64, fn func(T) (T, error)) (T, error) {
+	var zero T
 	for range maxUpdateAttempts {
-		cur, err := s.Get(ctx, id)
+		cur, err := get(ctx, id)
 		if err != nil {
-			return Plan{}, err
+			return zero, err
 		}
 		next, err := fn(cur)
 		if errors.Is(err, ErrUnchanged) {
@@ -52,12 +73,12 @@ func Update(ctx context.Context, s Store, id string, fn func(Plan) (Plan, error)
 		if err != nil {
 			return cur, err
 		}
-		next.Version = cur.Version
-		stored, err := s.Put(ctx, next)
+		*version(&next) = *version(&cur)
+		stored, err := put(ctx, next)
 		if errors.Is(err, ErrConflict) {
 			continue
 		}
 		return stored, err
 	}
-	return Plan{}, fmt.Errorf("update plan %s: %w after %d attempts", id, ErrConflict, maxUpdateAttempts)
+	return zero, fmt.Errorf("update %s: %w after %d attempts", id, ErrConflict, maxUpdateAttempts)
 }

@@ -195,6 +195,43 @@ type Environment struct {
 	PlanTimeout  Duration `yaml:"plan_timeout"`
 	ApplyTimeout Duration `yaml:"apply_timeout"`
 	Vault        EnvVault `yaml:"vault"`
+	// BreakGlass, if set, lets on-call engineers get emergency credentials
+	// here without a plan; nil means break-glass is not available.
+	BreakGlass *BreakGlass `yaml:"breakglass"`
+}
+
+// BreakGlass is an environment's emergency access: who may ask, for how
+// long, who must agree, and which Vault token they get.
+type BreakGlass struct {
+	// OnCall may request (user IDs, or user groups read at request time).
+	OnCall Who `yaml:"oncall"`
+	// MaxTTL caps the requested duration, and the token's life with it.
+	MaxTTL Duration `yaml:"max_ttl"`
+	// Approvals is 1 (another on-call member or an approver of the
+	// environment agrees) or 0 (self-service). Either way the grant is
+	// reviewed afterwards. Default 1.
+	Approvals *int `yaml:"approvals"`
+	// Role is the Vault token role the emergency token is created from, and
+	// Policies the policies it gets (the role must allow exactly these).
+	Role     string   `yaml:"role"`
+	Policies []string `yaml:"policies"`
+	// WrapTTL is how long the response-wrapped token waits to be unwrapped.
+	// Default 5m.
+	WrapTTL Duration `yaml:"wrap_ttl"`
+	// Channel is the security channel where every grant is announced,
+	// approved and reviewed.
+	Channel string `yaml:"channel"`
+	// RemindEvery re-announces a grant that ended but is not yet reviewed.
+	// Default 24h.
+	RemindEvery Duration `yaml:"remind_every"`
+}
+
+// ApprovalsNeeded is 0 or 1.
+func (b *BreakGlass) ApprovalsNeeded() int {
+	if b.Approvals == nil {
+		return 1
+	}
+	return *b.Approvals
 }
 
 // Who lists Slack user IDs and user group IDs.
@@ -331,6 +368,10 @@ func (c *Config) setDefaults() {
 			setDefault(&e.ApplyTimeout, Duration(DefaultApplyTimeout))
 			setDefault(&e.Pool, DefaultPool)
 			e.Vault.Apply.setDefaults()
+			if b := e.BreakGlass; b != nil {
+				setDefault(&b.WrapTTL, Duration(5*time.Minute))
+				setDefault(&b.RemindEvery, Duration(24*time.Hour))
+			}
 			if e.Vault.Plan != nil {
 				e.Vault.Plan.setDefaults()
 			}
@@ -543,6 +584,49 @@ func (e *Environment) validate(where string) []error {
 	errs = append(errs, e.Vault.Apply.validate(where+": vault.apply")...)
 	if e.Vault.Plan != nil {
 		errs = append(errs, e.Vault.Plan.validate(where+": vault.plan")...)
+	}
+	if e.BreakGlass != nil {
+		errs = append(errs, e.BreakGlass.validate(where+": breakglass")...)
+	}
+	return errs
+}
+
+func (b *BreakGlass) validate(where string) []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{where}, args...)...))
+	}
+	if b.OnCall.Empty() {
+		bad("oncall: nobody could request; list users or groups")
+	}
+	for _, err := range b.OnCall.validate("oncall") {
+		bad("%v", err)
+	}
+	if b.MaxTTL < Duration(time.Minute) {
+		bad("max_ttl must be at least 1m")
+	}
+	if n := b.ApprovalsNeeded(); n != 0 && n != 1 {
+		bad("approvals is %d; it must be 1 (another person agrees) or 0 (self-service, reviewed afterwards)", n)
+	}
+	if b.Role == "" {
+		bad("role is required (the Vault token role emergency tokens are created from)")
+	}
+	if len(b.Policies) == 0 {
+		bad("policies: list the policies an emergency token gets")
+	}
+	for _, p := range b.Policies {
+		if p == "root" || p == "" {
+			bad("policies: %q cannot be granted", p)
+		}
+	}
+	if b.WrapTTL < Duration(30*time.Second) || b.WrapTTL > Duration(time.Hour) {
+		bad("wrap_ttl must be between 30s and 1h")
+	}
+	if !channelRE.MatchString(b.Channel) {
+		bad("channel: %q is not a Slack channel ID (C…); every grant is announced there", b.Channel)
+	}
+	if b.RemindEvery < Duration(time.Minute) {
+		bad("remind_every must be at least 1m")
 	}
 	return errs
 }

@@ -285,3 +285,29 @@ func TestPipelineConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestBreakGlass(t *testing.T) {
+	withBG := func(bg string) string {
+		return strings.Replace(minimal, "        vault: {apply: {role: staging-apply}}\n",
+			"        vault: {apply: {role: staging-apply}}\n        breakglass: "+bg+"\n", 1)
+	}
+	c, err := Parse(strings.NewReader(withBG(`{oncall: {groups: [SONCALL]}, max_ttl: 1h, role: bg, policies: [staging-bg], channel: CSEC}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bg := c.Projects[0].Environments[0].BreakGlass
+	if bg.ApprovalsNeeded() != 1 || bg.WrapTTL.D() != 5*time.Minute || bg.RemindEvery.D() != 24*time.Hour {
+		t.Fatalf("break-glass defaults: %+v", bg)
+	}
+	_, err = Parse(strings.NewReader(withBG(`{approvals: 2, max_ttl: 10s, policies: [root], channel: "#security", wrap_ttl: 2h}`)))
+	for _, want := range []string{"oncall: nobody", "max_ttl must be at least 1m", "approvals is 2", "role is required",
+		`policies: "root" cannot be granted`, "wrap_ttl must be between", `channel: "#security"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in:\n%v", want, err)
+		}
+	}
+	c, err = Parse(strings.NewReader(withBG(`{oncall: {users: [UERIN]}, approvals: 0, max_ttl: 1h, role: bg, policies: [p], channel: CSEC}`)))
+	if err != nil || c.Projects[0].Environments[0].BreakGlass.ApprovalsNeeded() != 0 {
+		t.Fatalf("self-service: %v", err)
+	}
+}

@@ -62,18 +62,10 @@ return 1
 // Create stores a new plan at version 1.
 func (s *Store) Create(ctx context.Context, p approvals.Plan) (approvals.Plan, error) {
 	p.Version = 1
-	data, err := json.Marshal(p)
-	if err != nil {
+	if err := s.create(ctx, s.planKey(p.ID), "plan "+p.ID, p); err != nil {
 		return approvals.Plan{}, err
 	}
-	ok, err := createScript.Run(ctx, s.rdb, []string{s.planKey(p.ID)}, data).Int()
-	if err != nil {
-		return approvals.Plan{}, fmt.Errorf("create plan %s: %w", p.ID, err)
-	}
-	if ok != 1 {
-		return approvals.Plan{}, fmt.Errorf("%w: %s", approvals.ErrExists, p.ID)
-	}
-	if err := s.index(ctx, p); err != nil {
+	if err := s.index(ctx, s.activeKey(), p.ID, p.Status.Terminal(), p.CreatedAt); err != nil {
 		return approvals.Plan{}, err
 	}
 	return p, nil
@@ -81,61 +73,92 @@ func (s *Store) Create(ctx context.Context, p approvals.Plan) (approvals.Plan, e
 
 // Get reads a plan.
 func (s *Store) Get(ctx context.Context, id string) (approvals.Plan, error) {
-	data, err := s.rdb.HGet(ctx, s.planKey(id), "data").Bytes()
-	if errors.Is(err, redis.Nil) {
-		return approvals.Plan{}, fmt.Errorf("%w: %s", approvals.ErrNotFound, id)
-	}
-	if err != nil {
-		return approvals.Plan{}, fmt.Errorf("read plan %s: %w", id, err)
-	}
 	var p approvals.Plan
-	if err := json.Unmarshal(data, &p); err != nil {
-		return approvals.Plan{}, fmt.Errorf("decode plan %s: %w", id, err)
-	}
-	return p, nil
+	return p, s.get(ctx, s.planKey(id), "plan "+id, &p)
 }
 
 // Put writes p if p.Version is still the stored version.
 func (s *Store) Put(ctx context.Context, p approvals.Plan) (approvals.Plan, error) {
-	expected := p.Version
-	p.Version = expected + 1
-	data, err := json.Marshal(p)
-	if err != nil {
+	terminal := p.Status.Terminal()
+	if err := s.put(ctx, s.planKey(p.ID), "plan "+p.ID, &p, &p.Version, terminal); err != nil {
 		return approvals.Plan{}, err
 	}
-	terminal := "0"
-	if p.Status.Terminal() {
-		terminal = "1"
-	}
-	res, err := putScript.Run(ctx, s.rdb, []string{s.planKey(p.ID)},
-		expected, data, terminal, s.retention.Milliseconds()).Int()
-	if err != nil {
-		return approvals.Plan{}, fmt.Errorf("write plan %s: %w", p.ID, err)
-	}
-	switch res {
-	case -1:
-		return approvals.Plan{}, fmt.Errorf("%w: %s", approvals.ErrNotFound, p.ID)
-	case 0:
-		return approvals.Plan{}, fmt.Errorf("%w: %s", approvals.ErrConflict, p.ID)
-	}
-	if err := s.index(ctx, p); err != nil {
+	if err := s.index(ctx, s.activeKey(), p.ID, terminal, p.CreatedAt); err != nil {
 		return approvals.Plan{}, err
 	}
 	return p, nil
 }
 
-// index keeps the set of open plans. It is only an index: Active re-reads
-// every plan it names, so a crash between the write and this update is
-// harmless.
-func (s *Store) index(ctx context.Context, p approvals.Plan) error {
-	var err error
-	if p.Status.Terminal() {
-		err = s.rdb.ZRem(ctx, s.activeKey(), p.ID).Err()
-	} else {
-		err = s.rdb.ZAdd(ctx, s.activeKey(), redis.Z{Score: float64(p.CreatedAt.UnixMilli()), Member: p.ID}).Err()
+// create stores doc under key at version 1.
+func (s *Store) create(ctx context.Context, key, what string, doc any) error {
+	data, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	ok, err := createScript.Run(ctx, s.rdb, []string{key}, data).Int()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", what, err)
+	}
+	if ok != 1 {
+		return fmt.Errorf("%w: %s", approvals.ErrExists, what)
+	}
+	return nil
+}
+
+// get reads the document under key into doc.
+func (s *Store) get(ctx context.Context, key, what string, doc any) error {
+	data, err := s.rdb.HGet(ctx, key, "data").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return fmt.Errorf("%w: %s", approvals.ErrNotFound, what)
 	}
 	if err != nil {
-		return fmt.Errorf("index plan %s: %w", p.ID, err)
+		return fmt.Errorf("read %s: %w", what, err)
+	}
+	if err := json.Unmarshal(data, doc); err != nil {
+		return fmt.Errorf("decode %s: %w", what, err)
+	}
+	return nil
+}
+
+// put writes doc, whose version is *version, if that is still the stored
+// version, and advances *version. A finished document is kept for the
+// retention period.
+func (s *Store) put(ctx context.Context, key, what string, doc any, version *int64, finished bool) error {
+	expected := *version
+	*version = expected + 1
+	data, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	terminal := "0"
+	if finished {
+		terminal = "1"
+	}
+	res, err := putScript.Run(ctx, s.rdb, []string{key}, expected, data, terminal, s.retention.Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("write %s: %w", what, err)
+	}
+	switch res {
+	case -1:
+		return fmt.Errorf("%w: %s", approvals.ErrNotFound, what)
+	case 0:
+		return fmt.Errorf("%w: %s", approvals.ErrConflict, what)
+	}
+	return nil
+}
+
+// index keeps a set of open plans or grants. It is only an index: Active
+// and OpenGrants re-read everything it names, so a crash between the write
+// and this update is harmless.
+func (s *Store) index(ctx context.Context, key, id string, done bool, created time.Time) error {
+	var err error
+	if done {
+		err = s.rdb.ZRem(ctx, key, id).Err()
+	} else {
+		err = s.rdb.ZAdd(ctx, key, redis.Z{Score: float64(created.UnixMilli()), Member: id}).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("index %s: %w", id, err)
 	}
 	return nil
 }
@@ -270,4 +293,61 @@ func (s *Store) SetGitHubState(ctx context.Context, id string, comment int64, po
 	pipe.Expire(ctx, s.githubKey(id), s.retention)
 	_, err := pipe.Exec(ctx)
 	return err
+}
+
+func (s *Store) grantKey(id string) string { return s.prefix + "breakglass:{" + id + "}" }
+func (s *Store) openGrantsKey() string     { return s.prefix + "breakglass:open" }
+
+var _ approvals.GrantStore = (*Store)(nil)
+
+// CreateGrant stores a new break-glass grant at version 1.
+func (s *Store) CreateGrant(ctx context.Context, g approvals.BreakGlass) (approvals.BreakGlass, error) {
+	g.Version = 1
+	if err := s.create(ctx, s.grantKey(g.ID), "grant "+g.ID, g); err != nil {
+		return approvals.BreakGlass{}, err
+	}
+	if err := s.index(ctx, s.openGrantsKey(), g.ID, g.Closed(), g.CreatedAt); err != nil {
+		return approvals.BreakGlass{}, err
+	}
+	return g, nil
+}
+
+// GetGrant reads a grant.
+func (s *Store) GetGrant(ctx context.Context, id string) (approvals.BreakGlass, error) {
+	var g approvals.BreakGlass
+	return g, s.get(ctx, s.grantKey(id), "grant "+id, &g)
+}
+
+// PutGrant writes g if g.Version is still the stored version. A closed
+// grant is kept for the retention period; its story stays in the audit
+// record for good.
+func (s *Store) PutGrant(ctx context.Context, g approvals.BreakGlass) (approvals.BreakGlass, error) {
+	if err := s.put(ctx, s.grantKey(g.ID), "grant "+g.ID, &g, &g.Version, g.Closed()); err != nil {
+		return approvals.BreakGlass{}, err
+	}
+	if err := s.index(ctx, s.openGrantsKey(), g.ID, g.Closed(), g.CreatedAt); err != nil {
+		return approvals.BreakGlass{}, err
+	}
+	return g, nil
+}
+
+// OpenGrants lists grants that are not closed, oldest first.
+func (s *Store) OpenGrants(ctx context.Context) ([]approvals.BreakGlass, error) {
+	ids, err := s.rdb.ZRange(ctx, s.openGrantsKey(), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list grants: %w", err)
+	}
+	var out []approvals.BreakGlass
+	for _, id := range ids {
+		g, err := s.GetGrant(ctx, id)
+		if errors.Is(err, approvals.ErrNotFound) || err == nil && g.Closed() {
+			s.rdb.ZRem(ctx, s.openGrantsKey(), id)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, nil
 }

@@ -200,3 +200,55 @@ func TestAppliedRecord(t *testing.T) {
 		}
 	})
 }
+
+// Grants are versioned like plans; an unreviewed grant stays open after it
+// ended, and leaves the open set once reviewed.
+func TestGrants(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		g, err := approvals.NewBreakGlass(approvals.GrantRequest{ID: "bg-1", Project: "infra", Env: "prod", Requester: "UERIN",
+			Reason: "fire", Duration: time.Minute, Required: 0, Policies: []string{"p"}, Channel: "CSEC", Minter: "serve"}, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, err = s.CreateGrant(ctx, g); err != nil || g.Version != 1 {
+			t.Fatalf("create: %v %+v", err, g)
+		}
+		if _, err := s.CreateGrant(ctx, g); !errors.Is(err, approvals.ErrExists) {
+			t.Fatalf("create twice: %v", err)
+		}
+		stale := g
+		g, err = approvals.UpdateGrant(ctx, s, g.ID, func(g approvals.BreakGlass) (approvals.BreakGlass, error) {
+			return approvals.Minted(g, "acc", "wrap", t0.Add(time.Minute), t0.Add(time.Minute), t0)
+		})
+		if err != nil || g.Version != 2 || g.Status != approvals.GrantActive {
+			t.Fatalf("mint: %v %+v", err, g)
+		}
+		stale.Note = "lost write"
+		if _, err := s.PutGrant(ctx, stale); !errors.Is(err, approvals.ErrConflict) {
+			t.Fatalf("stale write: %v", err)
+		}
+		g, _ = approvals.UpdateGrant(ctx, s, g.ID, func(g approvals.BreakGlass) (approvals.BreakGlass, error) {
+			return approvals.EndGrant(g, approvals.OutcomeExpired, "", "", t0.Add(time.Minute))
+		})
+		if open, err := s.OpenGrants(ctx); err != nil || len(open) != 1 || open[0].Status != approvals.GrantEnded {
+			t.Fatalf("an ended, unreviewed grant is still open: %v %+v", err, open)
+		}
+		for _, u := range []string{"UBOB", "UCAROL"} {
+			if _, err := approvals.UpdateGrant(ctx, s, g.ID, func(g approvals.BreakGlass) (approvals.BreakGlass, error) {
+				return approvals.ReviewGrant(g, u, true, "", t0.Add(time.Hour))
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if open, err := s.OpenGrants(ctx); err != nil || len(open) != 0 {
+			t.Fatalf("a reviewed grant is closed: %v %+v", err, open)
+		}
+		if g, err := s.GetGrant(ctx, "bg-1"); err != nil || len(g.Reviews) != 2 {
+			t.Fatalf("the closed grant is kept: %v %+v", err, g)
+		}
+		if ttl := rdb.PTTL(ctx, s.grantKey("bg-1")).Val(); ttl <= 0 {
+			t.Fatalf("a closed grant is kept for the retention period, ttl %v", ttl)
+		}
+	})
+}
