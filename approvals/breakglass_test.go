@@ -6,7 +6,6 @@ import (
 	"time"
 )
 
-
 func request(required int) GrantRequest {
 	return GrantRequest{ID: "bg-1", Project: "infra", Env: "prod", Requester: "UERIN", Reason: "db failover stuck",
 		Duration: 30 * time.Minute, Required: required, Policies: []string{"prod-breakglass"}, Channel: "CSEC", Minter: "serve"}
