@@ -696,6 +696,9 @@ func Target(p *config.Project, e *config.Environment) runner.Target {
 	if p.Terraform != nil { // the project pins its own binary and version
 		t.Binary, t.Version = p.Terraform.Path, p.Terraform.Version
 	}
+	if bg := e.BreakGlass; bg != nil {
+		t.BreakGlass = &runner.BreakGlassTarget{Role: bg.Role, Policies: bg.Policies, MaxTTL: bg.MaxTTL.D(), WrapTTL: bg.WrapTTL.D()}
+	}
 	return t
 }
 

@@ -171,6 +171,9 @@ var DeployRoles = map[string]TokenRole{
 	"twokey-staging-apply": {AllowedPolicies: []string{"staging-apply"}, ExplicitMaxTTL: 30 * time.Minute, Orphan: true},
 	"twokey-prod-plan":     {AllowedPolicies: []string{"prod-plan"}, ExplicitMaxTTL: 15 * time.Minute, Orphan: true},
 	"twokey-prod-apply":    {AllowedPolicies: []string{"prod-apply"}, ExplicitMaxTTL: 30 * time.Minute, Orphan: true},
+
+	"twokey-staging-breakglass": {AllowedPolicies: []string{"staging-breakglass"}, ExplicitMaxTTL: time.Hour, Orphan: true},
+	"twokey-prod-breakglass":    {AllowedPolicies: []string{"prod-breakglass"}, ExplicitMaxTTL: time.Hour, Orphan: true},
 }
 
 // ApplyDeploy writes the policies in deploy/vault/*.hcl and DeployRoles, as

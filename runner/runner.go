@@ -121,6 +121,7 @@ type Target struct {
 	PlanTTL       time.Duration // how long the saved plan is kept
 	PlanTimeout   time.Duration
 	ApplyTimeout  time.Duration
+	BreakGlass    *BreakGlassTarget // nil: no break-glass here
 }
 
 // Errors from Plan and Apply.

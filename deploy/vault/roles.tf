@@ -12,6 +12,10 @@ locals {
     "twokey-staging-apply" = { policy = "staging-apply", max_ttl = 1800 }
     "twokey-prod-plan"     = { policy = "prod-plan", max_ttl = 900 }
     "twokey-prod-apply"    = { policy = "prod-apply", max_ttl = 1800 }
+    # Break-glass: one token per approved emergency request, capped at the
+    # environment's breakglass.max_ttl (here 1h), never renewable.
+    "twokey-staging-breakglass" = { policy = "staging-breakglass", max_ttl = 3600 }
+    "twokey-prod-breakglass"    = { policy = "prod-breakglass", max_ttl = 3600 }
   }
 }
 

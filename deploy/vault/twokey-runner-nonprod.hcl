@@ -8,3 +8,9 @@ path "auth/token/create/twokey-staging-*" {
 path "auth/token/revoke-accessor" {
   capabilities = ["update"]
 }
+
+# Break-glass: confirm an emergency token is gone after it expires or is
+# revoked.
+path "auth/token/lookup-accessor" {
+  capabilities = ["update"]
+}

@@ -7,6 +7,7 @@ package vaultcreds
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -226,4 +227,115 @@ func (c *Client) revokeAccessor(ctx context.Context, accessor string) error {
 		return fmt.Errorf("revoke %s: %w", accessor, err)
 	}
 	return nil
+}
+
+var _ runner.EmergencyCredentials = (*Client)(nil)
+
+// MintWrapped creates a token from req.Role with exactly req.Policies,
+// response-wrapped: Vault keeps the token in a cubbyhole and returns a
+// single-use wrapping token. twokey never sees the token itself.
+func (c *Client) MintWrapped(ctx context.Context, req runner.WrappedRequest) (runner.Wrapped, error) {
+	bot, err := c.authed(ctx)
+	if err != nil {
+		return runner.Wrapped{}, fmt.Errorf("%w: vault login: %w", runner.ErrCredentials, err)
+	}
+	wrapTTL := req.WrapTTL.String()
+	bot.SetWrappingLookupFunc(func(string, string) string { return wrapTTL })
+	renewable := false
+	sec, err := bot.Auth().Token().CreateWithRoleWithContext(ctx, &vault.TokenCreateRequest{
+		Policies:        req.Policies,
+		TTL:             req.TTL.String(),
+		ExplicitMaxTTL:  req.TTL.String(),
+		Renewable:       &renewable,
+		NoDefaultPolicy: true,
+		DisplayName:     "twokey-breakglass",
+		Metadata:        map[string]string{"purpose": req.Purpose},
+	}, req.Role)
+	if err != nil {
+		c.forget(err)
+		return runner.Wrapped{}, fmt.Errorf("%w: create token on role %s: %w", runner.ErrCredentials, req.Role, err)
+	}
+	if sec == nil || sec.WrapInfo == nil || sec.WrapInfo.Token == "" || sec.WrapInfo.WrappedAccessor == "" {
+		return runner.Wrapped{}, fmt.Errorf("%w: role %s returned no wrapped token", runner.ErrCredentials, req.Role)
+	}
+	wi := sec.WrapInfo
+	created := wi.CreationTime
+	if created.IsZero() {
+		created = time.Now()
+	}
+	return runner.Wrapped{
+		WrapToken: wi.Token, WrapAccessor: wi.Accessor, Accessor: wi.WrappedAccessor, CreationPath: wi.CreationPath,
+		Expires: created.Add(req.TTL), WrapExpires: created.Add(time.Duration(wi.TTL) * time.Second),
+	}, nil
+}
+
+// Alive reports whether the token with accessor exists.
+func (c *Client) Alive(ctx context.Context, accessor string) (bool, error) {
+	bot, err := c.authed(ctx)
+	if err != nil {
+		return false, fmt.Errorf("%w: vault login: %w", runner.ErrCredentials, err)
+	}
+	_, err = bot.Auth().Token().LookupAccessorWithContext(ctx, accessor)
+	var re *vault.ResponseError
+	if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "invalid accessor") {
+		return false, nil
+	}
+	if err != nil {
+		c.forget(err)
+		return false, fmt.Errorf("%w: look up %s: %w", runner.ErrCredentials, accessor, err)
+	}
+	return true, nil
+}
+
+// RevokeAccessor revokes a token by its accessor, and its leases with it.
+func (c *Client) RevokeAccessor(ctx context.Context, accessor string) error {
+	return c.revokeAccessor(ctx, accessor)
+}
+
+// WrapChecker looks up wrapping tokens. sys/wrapping/lookup needs no login,
+// so `twokey serve` can check a token it is about to deliver without
+// holding any Vault credential.
+type WrapChecker struct{ api *vault.Client }
+
+var _ runner.WrapChecker = (*WrapChecker)(nil)
+
+// NewWrapChecker returns a WrapChecker for the Vault at address.
+func NewWrapChecker(address string, timeout time.Duration) (*WrapChecker, error) {
+	cfg := vault.DefaultConfig()
+	if cfg.Error != nil {
+		return nil, cfg.Error
+	}
+	cfg.Address, cfg.Timeout, cfg.MaxRetries = address, timeout, 1
+	api, err := vault.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	api.ClearToken()
+	return &WrapChecker{api: api}, nil
+}
+
+// LookupWrapping returns what Vault says about a wrapping token; a token
+// that was unwrapped (or never existed) is runner.ErrWrapping.
+func (w *WrapChecker) LookupWrapping(ctx context.Context, wrapToken string) (runner.WrapInfo, error) {
+	sec, err := w.api.Logical().WriteWithContext(ctx, "sys/wrapping/lookup", map[string]any{"token": wrapToken})
+	var re *vault.ResponseError
+	if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest {
+		return runner.WrapInfo{}, fmt.Errorf("%w: %s", runner.ErrWrapping, strings.Join(re.Errors, "; "))
+	}
+	if err != nil {
+		return runner.WrapInfo{}, fmt.Errorf("%w: look up the wrapping token: %w", runner.ErrCredentials, err)
+	}
+	if sec == nil || sec.Data == nil {
+		return runner.WrapInfo{}, fmt.Errorf("%w: empty lookup", runner.ErrWrapping)
+	}
+	info := runner.WrapInfo{}
+	info.CreationPath, _ = sec.Data["creation_path"].(string)
+	if s, ok := sec.Data["creation_time"].(string); ok {
+		info.CreationTime, _ = time.Parse(time.RFC3339Nano, s)
+	}
+	if n, ok := sec.Data["creation_ttl"].(json.Number); ok {
+		secs, _ := n.Int64()
+		info.TTL = time.Duration(secs) * time.Second
+	}
+	return info, nil
 }

@@ -3,7 +3,9 @@ package vaultcreds
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,5 +223,82 @@ func TestMintReadsNonKV2Secrets(t *testing.T) {
 	defer f.creds.Revoke(ctx, cred)
 	if got := cred.Env()["API_KEY"]; got != "v1-value" {
 		t.Fatalf("API_KEY = %q", got)
+	}
+}
+
+// A break-glass token comes wrapped: the wrapping token unwraps once, to a
+// token with exactly the break-glass policies and a TTL no longer than
+// asked; a second unwrap fails, and the lookup says so.
+func TestMintWrapped(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	w, err := f.creds.MintWrapped(ctx, runner.WrappedRequest{Role: "twokey-prod-breakglass", Policies: []string{"prod-breakglass"},
+		TTL: 10 * time.Minute, WrapTTL: time.Minute, Purpose: "breakglass bg-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.WrapToken == "" || w.Accessor == "" || w.WrapAccessor == "" || w.CreationPath != "auth/token/create/twokey-prod-breakglass" {
+		t.Fatalf("wrapped = %+v (path %q)", w, w.CreationPath)
+	}
+	if s := fmt.Sprintf("%v %+v %#v", w, w, w); strings.Contains(s, w.WrapToken) {
+		t.Fatalf("a wrapped token prints its wrapping token: %s", s)
+	}
+	checker, err := NewWrapChecker(f.dev.Addr, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := checker.LookupWrapping(ctx, w.WrapToken)
+	if err != nil || info.CreationPath != w.CreationPath || info.TTL != time.Minute {
+		t.Fatalf("lookup before unwrap: %v %+v", err, info)
+	}
+	for _, acc := range []string{w.Accessor, w.WrapAccessor} {
+		if alive, err := f.creds.Alive(ctx, acc); err != nil || !alive {
+			t.Fatalf("alive(%s) = %v %v", acc, alive, err)
+		}
+	}
+
+	// The requester unwraps it, with no token of their own.
+	anon, _ := f.root.Clone()
+	anon.ClearToken()
+	sec, err := anon.Logical().UnwrapWithContext(ctx, w.WrapToken)
+	if err != nil || sec == nil || sec.Auth == nil {
+		t.Fatalf("unwrap: %v", err)
+	}
+	look, err := f.root.Auth().Token().LookupWithContext(ctx, sec.Auth.ClientToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies, _ := look.TokenPolicies()
+	ttl, _ := look.TokenTTL()
+	renewable, _ := look.TokenIsRenewable()
+	accessor, _ := look.TokenAccessor()
+	if !slices.Equal(policies, []string{"prod-breakglass"}) || ttl <= 0 || ttl > 10*time.Minute || renewable || accessor != w.Accessor {
+		t.Fatalf("unwrapped token: policies %v ttl %v renewable %v accessor %s", policies, ttl, renewable, accessor)
+	}
+	if _, err := anon.Logical().UnwrapWithContext(ctx, w.WrapToken); err == nil {
+		t.Fatal("a wrapping token unwrapped twice")
+	}
+	if _, err := checker.LookupWrapping(ctx, w.WrapToken); !errors.Is(err, runner.ErrWrapping) {
+		t.Fatalf("lookup after unwrap: %v", err)
+	}
+	if alive, err := f.creds.Alive(ctx, w.WrapAccessor); err != nil || alive {
+		t.Fatalf("the wrapping token is gone after unwrap: alive %v, %v", alive, err)
+	}
+
+	// Revoke ends the token at once.
+	if err := f.creds.RevokeAccessor(ctx, w.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	if alive, err := f.creds.Alive(ctx, w.Accessor); err != nil || alive {
+		t.Fatalf("alive after revoke = %v %v", alive, err)
+	}
+	if _, err := f.root.Auth().Token().LookupWithContext(ctx, sec.Auth.ClientToken); err == nil {
+		t.Fatal("the revoked token still looks up")
+	}
+
+	// More than the role allows is refused.
+	if _, err := f.creds.MintWrapped(ctx, runner.WrappedRequest{Role: "twokey-prod-breakglass", Policies: []string{"prod-apply"},
+		TTL: time.Minute, WrapTTL: time.Minute}); !errors.Is(err, runner.ErrCredentials) {
+		t.Fatalf("policies outside the role: %v", err)
 	}
 }
