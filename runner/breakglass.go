@@ -122,8 +122,9 @@ func (r *Runner) BreakGlass(ctx context.Context, job BreakGlassJob) (Wrapped, er
 	return w, nil
 }
 
-// TokenAlive reports whether the token with accessor still exists.
-func (r *Runner) TokenAlive(ctx context.Context, accessor string) (bool, error) {
+// TokenAlive reports whether the token with accessor still exists. Project
+// and env say whose token it is (runner pools route by them).
+func (r *Runner) TokenAlive(ctx context.Context, _, _, accessor string) (bool, error) {
 	ec, err := r.emergency()
 	if err != nil {
 		return false, err

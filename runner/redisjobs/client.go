@@ -98,6 +98,49 @@ func (c *Client) Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyRe
 	return ev.Apply.result(), nil
 }
 
+// BreakGlass mints a grant's wrapped token on its environment's pool.
+func (c *Client) BreakGlass(ctx context.Context, job runner.BreakGlassJob) (runner.Wrapped, error) {
+	ev, err := c.run(ctx, Job{Kind: KindBreakGlass, PlanID: job.GrantID, Project: job.Target.Project, Env: job.Target.Env,
+		TTL: job.TTL}, nil)
+	if err != nil {
+		return runner.Wrapped{}, err
+	}
+	if ev.Wrapped == nil {
+		return runner.Wrapped{}, errors.New("break-glass job ended without a token")
+	}
+	return *ev.Wrapped, nil
+}
+
+// TokenAlive asks the environment's pool whether a token still exists.
+func (c *Client) TokenAlive(ctx context.Context, project, env, accessor string) (bool, error) {
+	ev, err := c.run(ctx, Job{Kind: KindTokenAlive, Project: project, Env: env, Accessors: []string{accessor}}, nil)
+	if err != nil {
+		return false, err
+	}
+	if ev.Alive == nil {
+		return false, errors.New("token lookup job ended without an answer")
+	}
+	return *ev.Alive, nil
+}
+
+// RevokeBreakGlass revokes a grant's tokens on its environment's pool.
+func (c *Client) RevokeBreakGlass(ctx context.Context, project, env, grantID string, accessors ...string) error {
+	_, err := c.run(ctx, Job{Kind: KindRevoke, PlanID: grantID, Project: project, Env: env, Accessors: accessors}, nil)
+	return err
+}
+
+// Drift runs a drift check on the environment's pool.
+func (c *Client) Drift(ctx context.Context, job runner.DriftJob) (runner.DriftResult, error) {
+	ev, err := c.run(ctx, Job{Kind: KindDrift, PlanID: job.ID, Project: job.Target.Project, Env: job.Target.Env, Rev: job.Rev}, nil)
+	if err != nil {
+		return runner.DriftResult{}, err
+	}
+	if ev.Drift == nil {
+		return runner.DriftResult{}, errors.New("drift job ended without a result")
+	}
+	return *ev.Drift, nil
+}
+
 // run dispatches j and follows its events until its result.
 func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, error) {
 	pool, err := c.o.Pool(j.Project, j.Env)
@@ -142,6 +185,10 @@ func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, 
 						progress(ev.Line)
 					}
 				case "result":
+					if ev.Wrapped != nil {
+						// The wrapping token is on its way to one person; it stays nowhere else.
+						c.o.Redis.Del(context.WithoutCancel(ctx), eventsKey(c.o.Prefix, j.ID))
+					}
 					return ev, ev.Err.err()
 				}
 			}

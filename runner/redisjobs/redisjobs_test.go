@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,6 +47,26 @@ func (f *fakeExec) Apply(_ context.Context, job runner.ApplyJob) (runner.ApplyRe
 		return runner.ApplyResult{}, &runner.TerraformError{Step: "apply", Output: "boom"}
 	}
 	return runner.ApplyResult{Summary: "1 added, 0 changed, 0 destroyed", Accessor: "acc"}, nil
+}
+
+func (f *fakeExec) Drift(_ context.Context, job runner.DriftJob) (runner.DriftResult, error) {
+	return runner.DriftResult{SHA: job.Rev.SHA, Summary: approvals.Summary{Change: 1}}, nil
+}
+
+func (f *fakeExec) BreakGlass(_ context.Context, job runner.BreakGlassJob) (runner.Wrapped, error) {
+	return runner.Wrapped{WrapToken: "hvs.wrapping-" + job.GrantID, Accessor: "acc-" + job.GrantID, WrapAccessor: "wacc",
+		Expires: time.Now().Add(job.TTL)}, nil
+}
+
+func (f *fakeExec) TokenAlive(_ context.Context, _, _, accessor string) (bool, error) {
+	return accessor == "alive", nil
+}
+
+func (f *fakeExec) RevokeBreakGlass(_ context.Context, _, env, _ string, accessors ...string) error {
+	if len(accessors) == 0 {
+		return errors.New("nothing to revoke")
+	}
+	return nil
 }
 
 type fixture struct {
@@ -327,5 +348,43 @@ func BenchmarkDispatch(b *testing.B) {
 		if _, err := client.Plan(ctx, runner.PlanJob{PlanID: id, Lease: runner.Lease{Fence: 1}, Target: runner.Target{Project: "infra", Env: "dev"}}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Break-glass work runs on the environment's pool; the wrapping token
+// reaches the client and is then gone from Redis.
+func TestBreakGlassJobs(t *testing.T) {
+	f := setup(t)
+	f.worker(t, "prod", "w-prod", &fakeExec{}, time.Second)
+	ctx := context.Background()
+	w, err := f.client.BreakGlass(ctx, runner.BreakGlassJob{GrantID: "bg-1", TTL: time.Minute,
+		Target: runner.Target{Project: "infra", Env: "prod"}})
+	if err != nil || w.WrapToken != "hvs.wrapping-bg-1" || w.Accessor != "acc-bg-1" {
+		t.Fatalf("break-glass: %v %+v", err, w)
+	}
+	for _, key := range f.rdb.Keys(ctx, "t:*").Val() {
+		if typ := f.rdb.Type(ctx, key).Val(); typ == "string" && strings.Contains(f.rdb.Get(ctx, key).Val(), "hvs.") {
+			t.Errorf("the wrapping token stayed in Redis under %s", key)
+		}
+		if typ := f.rdb.Type(ctx, key).Val(); typ == "stream" {
+			for _, m := range f.rdb.XRange(ctx, key, "-", "+").Val() {
+				if raw, _ := m.Values["event"].(string); strings.Contains(raw, "hvs.") {
+					t.Errorf("the wrapping token stayed in Redis under %s", key)
+				}
+			}
+		}
+	}
+	if alive, err := f.client.TokenAlive(ctx, "infra", "prod", "alive"); err != nil || !alive {
+		t.Fatalf("alive: %v %v", alive, err)
+	}
+	if alive, err := f.client.TokenAlive(ctx, "infra", "prod", "gone"); err != nil || alive {
+		t.Fatalf("gone: %v %v", alive, err)
+	}
+	if err := f.client.RevokeBreakGlass(ctx, "infra", "prod", "bg-1", "acc-bg-1", "wacc"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.client.Drift(ctx, runner.DriftJob{ID: "bg-1", Rev: runner.Revision{SHA: "head"}, Target: runner.Target{Project: "infra", Env: "prod"}})
+	if err != nil || d.SHA != "head" || d.Summary.Change != 1 {
+		t.Fatalf("drift: %v %+v", err, d)
 	}
 }

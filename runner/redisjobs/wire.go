@@ -12,23 +12,29 @@ import (
 type Kind string
 
 const (
-	KindPlan  Kind = "plan"
-	KindApply Kind = "apply"
+	KindPlan       Kind = "plan"
+	KindApply      Kind = "apply"
+	KindBreakGlass Kind = "breakglass"        // mint a grant's wrapped token
+	KindTokenAlive Kind = "breakglass_alive"  // does a token still exist?
+	KindRevoke     Kind = "breakglass_revoke" // revoke a grant's tokens
+	KindDrift      Kind = "drift"             // plan the default branch, read-only
 )
 
-// Job is one plan or apply for a pool's workers. It carries only names and
-// the revision: each worker builds the target from its own configuration,
-// and an apply's Grant from the plan in the store.
+// Job is one piece of work for a pool's workers. It carries only names, the
+// revision and a grant's accessors: each worker builds the target from its
+// own configuration, and an apply's Grant from the plan in the store.
 type Job struct {
-	ID      string          `json:"id"`
-	Kind    Kind            `json:"kind"`
-	PlanID  string          `json:"plan_id"`
-	Project string          `json:"project"`
-	Env     string          `json:"env"`
-	Pool    string          `json:"pool"`
-	Rev     runner.Revision `json:"rev"`
-	Lease   runner.Lease    `json:"lease,omitzero"`
-	At      time.Time       `json:"at"` // when it was dispatched
+	ID        string          `json:"id"`
+	Kind      Kind            `json:"kind"`
+	PlanID    string          `json:"plan_id"` // or a break-glass grant's ID
+	Project   string          `json:"project"`
+	Env       string          `json:"env"`
+	Pool      string          `json:"pool"`
+	Rev       runner.Revision `json:"rev,omitzero"`
+	Lease     runner.Lease    `json:"lease,omitzero"`
+	TTL       time.Duration   `json:"ttl,omitempty"`       // a break-glass token's
+	Accessors []string        `json:"accessors,omitempty"` // tokens to look up or revoke
+	At        time.Time       `json:"at"`                  // when it was dispatched
 }
 
 // event is what a worker reports on a job's event stream.
@@ -39,7 +45,12 @@ type event struct {
 	Line   string             `json:"line,omitempty"`
 	Plan   *runner.PlanResult `json:"plan,omitempty"`
 	Apply  *applyResult       `json:"apply,omitempty"`
-	Err    *wireError         `json:"err,omitempty"`
+	// Wrapped carries a break-glass wrapping token to the serve replica
+	// that delivers it; the job's events are deleted once it is read.
+	Wrapped *runner.Wrapped     `json:"wrapped,omitempty"`
+	Alive   *bool               `json:"alive,omitempty"`
+	Drift   *runner.DriftResult `json:"drift,omitempty"`
+	Err     *wireError          `json:"err,omitempty"`
 }
 
 type applyResult struct {
@@ -92,6 +103,8 @@ var sentinels = map[string]error{
 	"no_workdir":       runner.ErrNoWorkDir,
 	"binary":           runner.ErrBinary,
 	"no_plan_file":     runner.ErrNoPlanFile,
+	"no_breakglass":    runner.ErrNoBreakGlass,
+	"audit":            runner.ErrAudit,
 	"wrong_pool":       ErrWrongPool,
 	"stale_job":        ErrStaleJob,
 	"claimed":          approvals.ErrClaimed,

@@ -16,10 +16,15 @@ import (
 	"github.com/twokey/twokey/runner"
 )
 
-// Executor runs plans and applies; *runner.Runner is one.
+// Executor runs plans, applies, drift checks and break-glass tokens;
+// *runner.Runner is one.
 type Executor interface {
 	Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResult, error)
 	Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error)
+	Drift(ctx context.Context, job runner.DriftJob) (runner.DriftResult, error)
+	BreakGlass(ctx context.Context, job runner.BreakGlassJob) (runner.Wrapped, error)
+	TokenAlive(ctx context.Context, project, env, accessor string) (bool, error)
+	RevokeBreakGlass(ctx context.Context, project, env, grantID string, accessors ...string) error
 }
 
 // WorkerOptions configure a Worker.
@@ -162,6 +167,26 @@ func (w *Worker) handle(ctx context.Context, msg redis.XMessage) {
 		ev = w.plan(work, j, target)
 	case KindApply:
 		ev = w.apply(work, j, target, log)
+	case KindDrift:
+		res, err := w.o.Exec.Drift(work, runner.DriftJob{ID: j.PlanID, Rev: j.Rev, Target: target})
+		ev = event{Type: "result", Err: encodeError(err)}
+		if err == nil {
+			ev.Drift = &res
+		}
+	case KindBreakGlass:
+		wrapped, err := w.o.Exec.BreakGlass(work, runner.BreakGlassJob{GrantID: j.PlanID, TTL: j.TTL, Target: target})
+		ev = event{Type: "result", Err: encodeError(err)}
+		if err == nil {
+			ev.Wrapped = &wrapped
+		}
+	case KindTokenAlive:
+		ev = event{Type: "result", Err: encodeError(errors.New("token lookup job without an accessor"))}
+		if len(j.Accessors) == 1 {
+			alive, err := w.o.Exec.TokenAlive(work, j.Project, j.Env, j.Accessors[0])
+			ev = event{Type: "result", Alive: &alive, Err: encodeError(err)}
+		}
+	case KindRevoke:
+		ev = event{Type: "result", Err: encodeError(w.o.Exec.RevokeBreakGlass(work, j.Project, j.Env, j.PlanID, j.Accessors...))}
 	default:
 		ev = event{Type: "result", Err: encodeError(fmt.Errorf("unknown job kind %q", j.Kind))}
 	}
@@ -250,9 +275,13 @@ func (w *Worker) emit(id string, ev event) {
 	}
 }
 
-// finish reports the result and keeps it for replicas that were not waiting.
+// finish reports the result and keeps a plan's or apply's for replicas
+// that were not waiting.
 func (w *Worker) finish(j Job, ev event) {
 	w.emit(j.ID, ev)
+	if j.Kind != KindPlan && j.Kind != KindApply {
+		return
+	}
 	ev.Worker, ev.At = w.o.Name, time.Now().UTC()
 	b, _ := json.Marshal(ev)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
