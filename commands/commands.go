@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 )
 
@@ -48,6 +49,24 @@ type Show struct {
 	PlanID string
 }
 
+// BreakGlass asks for emergency credentials in one environment, for a
+// while, for a reason. Incident is the first link in the reason, if any.
+type BreakGlass struct {
+	Project  string
+	Env      string
+	Duration time.Duration
+	Reason   string
+	Incident string
+}
+
+// BreakGlassForm asks for the break-glass form (a modal) to fill in.
+type BreakGlassForm struct{}
+
+// BreakGlassRevoke ends a break-glass grant's token at once.
+type BreakGlassRevoke struct {
+	ID string
+}
+
 // Help asks for usage.
 type Help struct{}
 
@@ -57,6 +76,10 @@ func (Unlock) command()  {}
 func (History) command() {}
 func (Show) command()    {}
 func (Help) command()    {}
+
+func (BreakGlass) command()       {}
+func (BreakGlassForm) command()   {}
+func (BreakGlassRevoke) command() {}
 
 // Ref names the revision to plan: the head of a pull request, or — to roll
 // back — a commit or tag of the default branch. Exactly one field is set.
@@ -119,6 +142,10 @@ const Usage = "```" + `
 /tf history [project] <env> [n]        the last n changes (default 10): when, what, who, result
 /tf show <plan-id>                      one plan's whole story, from the audit record
 /tf unlock [project/]<env> <reason>    admins: free a stuck environment lock
+/tf breakglass [project] <env> <duration> <reason>
+                                       on-call: emergency credentials (e.g. 30m), announced and reviewed
+/tf breakglass                         the same, as a form
+/tf breakglass revoke <grant-id>       end an emergency credential now
 /tf help                               this text
 ` + "```"
 
@@ -128,6 +155,7 @@ const (
 	usageUnlock  = "/tf unlock [project/]<env> <reason>"
 	usageHistory = "/tf history [project] <env> [n]"
 	usageShow    = "/tf show <plan-id>"
+	usageBG      = "/tf breakglass [project] <env> <duration> <reason>  |  /tf breakglass revoke <grant-id>"
 )
 
 // MaxHistory bounds /tf history.
@@ -145,6 +173,8 @@ var (
 	prRE     = regexp.MustCompile(`^(?:(?i:pr)-?|#)([0-9]{1,9})$`)
 	shaRE    = regexp.MustCompile(`^sha-([0-9a-f]{40})$`)
 	planIDRE = regexp.MustCompile(`^p-[a-z2-9]{8}$`)
+	grantRE  = regexp.MustCompile(`^bg-[a-z2-9]{8}$`)
+	linkRE   = regexp.MustCompile(`https://[^\s<>|"]+`)
 	tagRE    = regexp.MustCompile(`^ref-([A-Za-z0-9][A-Za-z0-9._/-]{0,99})$`)
 )
 
@@ -175,6 +205,8 @@ func Parse(text string) (Command, error) {
 			return nil, &Error{Err: ErrUsage, Detail: "show needs a plan ID, like p-7k2m9qab", Usage: usageShow}
 		}
 		return Show{PlanID: args[0]}, nil
+	case "breakglass", "break-glass":
+		return parseBreakGlass(args)
 	case "help", "-h", "--help":
 		return Help{}, nil
 	}
@@ -264,6 +296,48 @@ func parseUnlock(args []string) (Command, error) {
 		return nil, &Error{Err: ErrUsage, Detail: fmt.Sprintf("the reason is longer than %d characters", maxReason), Usage: usageUnlock}
 	}
 	return u, nil
+}
+
+func parseBreakGlass(args []string) (Command, error) {
+	if len(args) == 0 {
+		return BreakGlassForm{}, nil
+	}
+	if strings.ToLower(args[0]) == "revoke" {
+		if len(args) != 2 || !grantRE.MatchString(args[1]) {
+			return nil, &Error{Err: ErrUsage, Detail: "revoke needs a grant ID, like bg-7k2m9qab", Usage: usageBG}
+		}
+		return BreakGlassRevoke{ID: args[1]}, nil
+	}
+	// [project] env duration reason…: the duration says where the names end.
+	at := -1
+	for i := 1; i <= 2 && i < len(args); i++ {
+		if _, err := time.ParseDuration(args[i]); err == nil {
+			at = i
+			break
+		}
+	}
+	if at < 0 {
+		return nil, &Error{Err: ErrUsage, Detail: "breakglass needs an environment, a duration like 30m and a reason", Usage: usageBG}
+	}
+	d, _ := time.ParseDuration(args[at])
+	if d < time.Minute {
+		return nil, &Error{Err: ErrUsage, Detail: "the duration must be at least 1m", Usage: usageBG}
+	}
+	if err := checkNames(args[:at], usageBG); err != nil {
+		return nil, err
+	}
+	bg := BreakGlass{Env: args[at-1], Duration: d, Reason: strings.TrimSpace(strings.Join(args[at+1:], " "))}
+	if at == 2 {
+		bg.Project = args[0]
+	}
+	if bg.Reason == "" {
+		return nil, &Error{Err: ErrUsage, Detail: "breakglass needs a reason: everyone will read it", Usage: usageBG}
+	}
+	if len(bg.Reason) > maxReason {
+		return nil, &Error{Err: ErrUsage, Detail: fmt.Sprintf("the reason is longer than %d characters", maxReason), Usage: usageBG}
+	}
+	bg.Incident = linkRE.FindString(bg.Reason)
+	return bg, nil
 }
 
 // fields splits text on white space, keeping "quoted strings" (straight or

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -33,10 +34,25 @@ func TestParse(t *testing.T) {
 		{text: "history staging 25", want: History{Env: "staging", N: 25}},
 		{text: "history network prod 3", want: History{Project: "network", Env: "prod", N: 3}},
 		{text: "show p-7k2m9qab", want: Show{PlanID: "p-7k2m9qab"}},
+		{text: `breakglass prod 30m "db failover stuck, need to resize"`,
+			want: BreakGlass{Env: "prod", Duration: 30 * time.Minute, Reason: "db failover stuck, need to resize"}},
+		{text: "breakglass network prod 1h30m disk full https://inc.example.com/INC-7 see there",
+			want: BreakGlass{Project: "network", Env: "prod", Duration: 90 * time.Minute,
+				Reason: "disk full https://inc.example.com/INC-7 see there", Incident: "https://inc.example.com/INC-7"}},
+		{text: "breakglass", want: BreakGlassForm{}},
+		{text: "break-glass revoke bg-7k2m9qab", want: BreakGlassRevoke{ID: "bg-7k2m9qab"}},
 		{text: "", want: Help{}},
 		{text: "help", want: Help{}},
 		{text: "--help", want: Help{}},
 
+		{text: "breakglass prod 30m", wantErr: ErrUsage},
+		{text: `breakglass prod 30m ""`, wantErr: ErrUsage},
+		{text: "breakglass prod soon fire", wantErr: ErrUsage},
+		{text: "breakglass prod 30s fire", wantErr: ErrUsage},
+		{text: "breakglass prod -5m fire", wantErr: ErrUsage},
+		{text: "breakglass PROD 5m fire", wantErr: ErrMalformedName},
+		{text: "breakglass revoke", wantErr: ErrUsage},
+		{text: "breakglass revoke p-7k2m9qab", wantErr: ErrUsage},
 		{text: "plan", wantErr: ErrUsage},
 		{text: "plan staging", wantErr: ErrUsage},
 		{text: "plan prod #", wantErr: ErrMalformedRef},
@@ -123,6 +139,7 @@ func FuzzParse(f *testing.F) {
 		"plan staging pr-42", "plan network prod #7", "status", "status prod",
 		"help", "apply prod", "plan ../x pr-1", "plan prod pr-99999999999", "\x00plan",
 		`unlock infra/prod "stuck"`, "unlock prod \u201cx\u201d", `plan "staging" pr-1`, "history prod 5", "show p-abcdefgh",
+		`breakglass prod 30m "db stuck"`, "breakglass infra prod 1h x https://a.b/c", "breakglass revoke bg-abcdefgh", "breakglass",
 	} {
 		f.Add(s)
 	}
@@ -171,7 +188,16 @@ func FuzzParse(f *testing.F) {
 			if !planIDRE.MatchString(c.PlanID) {
 				t.Fatalf("accepted malformed show %#v from %q", c, text)
 			}
-		case Help:
+		case BreakGlass:
+			if c.Reason == "" || len(c.Reason) > maxReason || c.Duration < time.Minute || !nameRE.MatchString(c.Env) ||
+				(c.Project != "" && !nameRE.MatchString(c.Project)) || (c.Incident != "" && !strings.Contains(c.Reason, c.Incident)) {
+				t.Fatalf("accepted malformed breakglass %#v from %q", c, text)
+			}
+		case BreakGlassRevoke:
+			if !grantRE.MatchString(c.ID) {
+				t.Fatalf("accepted malformed revoke %#v from %q", c, text)
+			}
+		case Help, BreakGlassForm:
 		default:
 			t.Fatalf("unexpected command type %T", cmd)
 		}
