@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -25,12 +26,17 @@ import (
 	"github.com/twokey/twokey/runner"
 )
 
-// Runner runs plans and applies; *runner.Runner is one.
+// Runner runs plans, applies, drift checks and break-glass tokens;
+// *runner.Runner and a runner pool's client are ones.
 type Runner interface {
 	Resolve(ctx context.Context, repo string, ref runner.Ref) (runner.Revision, error)
 	Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResult, error)
 	Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error)
 	Discard(ctx context.Context, planID string) error
+	Drift(ctx context.Context, job runner.DriftJob) (runner.DriftResult, error)
+	BreakGlass(ctx context.Context, job runner.BreakGlassJob) (runner.Wrapped, error)
+	TokenAlive(ctx context.Context, project, env, accessor string) (bool, error)
+	RevokeBreakGlass(ctx context.Context, project, env, grantID string, accessors ...string) error
 }
 
 // Deduper remembers keys for a while. First reports whether key is new,
@@ -59,6 +65,7 @@ type Options struct {
 	BotToken config.Secret
 	AppToken config.Secret
 	Store    approvals.Store
+	Grants   approvals.GrantStore
 	Locks    runner.Locker
 	Runner   Runner
 	Dedup    Deduper
@@ -69,6 +76,9 @@ type Options struct {
 	// GitHubState remembers what was written there.
 	GitHub      PullRequests
 	GitHubState GitHubState
+	// Wrapping checks a break-glass wrapping token right before it is
+	// delivered; without it no break-glass token is delivered.
+	Wrapping runner.WrapChecker
 	// ConfigDigest is recorded when the bot starts (config_loaded).
 	ConfigDigest string
 	Logger       *slog.Logger
@@ -102,13 +112,17 @@ type Bot struct {
 	teamID     string
 	botUserID  string
 	progressIn time.Duration // how often apply progress is posted
+	instance   string        // this process, in the record of who minted what
+	// shownLeft is the minutes left each active grant's announcement shows.
+	shownMu   sync.Mutex
+	shownLeft map[string]int
 }
 
 // New returns a Bot; Run connects it.
 func New(o Options) (*Bot, error) {
-	if o.Config == nil || o.Store == nil || o.Locks == nil || o.Runner == nil || o.Dedup == nil || o.Promos == nil ||
-		o.Audit == nil || o.History == nil {
-		return nil, errors.New("bot: Config, Store, Locks, Runner, Dedup, Promos, Audit and History are required")
+	if o.Config == nil || o.Store == nil || o.Grants == nil || o.Locks == nil || o.Runner == nil || o.Dedup == nil ||
+		o.Promos == nil || o.Audit == nil || o.History == nil {
+		return nil, errors.New("bot: Config, Store, Grants, Locks, Runner, Dedup, Promos, Audit and History are required")
 	}
 	if (o.GitHub == nil) != (o.GitHubState == nil) {
 		return nil, errors.New("bot: GitHub and GitHubState go together")
@@ -139,6 +153,8 @@ func New(o Options) (*Bot, error) {
 		o: o, cfg: o.Config, log: o.Logger, api: api, sm: sm,
 		dir:        newDirectory(api, o.GroupTTL, o.Now),
 		progressIn: 2 * time.Second,
+		instance:   instanceName(),
+		shownLeft:  map[string]int{},
 	}
 	b.workCtx, b.stopWork = context.WithCancel(context.Background())
 	return b, nil
@@ -198,6 +214,11 @@ func (b *Bot) dispatch(evt socketmode.Event) {
 		if !ok || evt.Request == nil {
 			return
 		}
+		if cb.Type == slack.InteractionTypeViewSubmission {
+			req := *evt.Request
+			b.background(func(ctx context.Context) { b.handleSubmission(ctx, req, cb) })
+			return
+		}
 		b.ack(evt.Request)
 		id := evt.Request.EnvelopeID
 		b.background(func(ctx context.Context) { b.handleInteraction(ctx, id, cb) })
@@ -210,6 +231,29 @@ func (b *Bot) dispatch(evt socketmode.Event) {
 	case socketmode.EventTypeConnectionError, socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage:
 		b.log.Warn("socket mode trouble", "type", string(evt.Type), "data", fmt.Sprint(evt.Data))
 	}
+}
+
+// handleSubmission checks a modal's submission within Slack's three
+// seconds, acknowledges it — with the form's errors, if any — and then does
+// the work.
+func (b *Bot) handleSubmission(ctx context.Context, req socketmode.Request, cb slack.InteractionCallback) {
+	check, cancel := context.WithTimeout(ctx, 2500*time.Millisecond)
+	errs, work := b.viewSubmitted(check, cb)
+	cancel()
+	if len(errs) > 0 || work == nil {
+		if len(errs) == 0 {
+			errs = map[string]string{fieldEnv: "twokey cannot take this form."}
+		}
+		if err := b.sm.Ack(req, slack.NewErrorsViewSubmissionResponse(errs)); err != nil {
+			b.log.Error("ack view submission", "envelope", req.EnvelopeID, "err", err)
+		}
+		return
+	}
+	b.ack(&req)
+	if !b.firstTime(ctx, "envelope:"+req.EnvelopeID, "", cb.User.ID) {
+		return
+	}
+	work(ctx)
 }
 
 func (b *Bot) ack(req *socketmode.Request) {
@@ -243,6 +287,11 @@ func (b *Bot) drain() {
 		<-done
 	}
 	b.stopWork()
+}
+
+func instanceName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("serve@%s-%d", host, os.Getpid())
 }
 
 // slogOutput adapts slog to slack-go's logger.

@@ -21,7 +21,7 @@ func TestClickOf(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := clickOf(cb)
-	if err != nil || c.user != "UBOB" || c.planID != "p-abcdefgh" || c.action != actionApprove || c.channel != "CDEPLOY" || c.team != "T0TWOKEY" {
+	if err != nil || c.user != "UBOB" || c.id != "p-abcdefgh" || c.action != actionApprove || c.channel != "CDEPLOY" || c.team != "T0TWOKEY" {
 		t.Fatalf("clickOf = %+v, %v", c, err)
 	}
 	for name, mutate := range map[string]func(*slack.InteractionCallback){
@@ -70,7 +70,7 @@ func FuzzInteraction(f *testing.F) {
 			}
 			return
 		}
-		if (c.action != actionApprove && c.action != actionReject) || !planIDRE.MatchString(c.planID) ||
+		if re, ok := buttons[c.action]; !ok || !re.MatchString(c.id) ||
 			!slackID.MatchString(c.user) || !slackID.MatchString(c.channel) || !slackID.MatchString(c.team) {
 			t.Fatalf("accepted a malformed click %+v from %q", c, payload)
 		}

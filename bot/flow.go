@@ -48,6 +48,14 @@ func (b *Bot) handleCommand(ctx context.Context, envelope string, c slack.SlashC
 			err = b.history(ctx, c.ChannelID, c.UserID, cmd)
 		case commands.Show:
 			err = b.show(ctx, c.ChannelID, c.UserID, cmd)
+		case commands.BreakGlass:
+			err = b.breakGlass(ctx, c.ChannelID, c.UserID, cmd)
+		case commands.BreakGlassForm:
+			if _, verr := b.api.OpenViewContext(ctx, c.TriggerID, b.requestModal(c.ChannelID)); verr != nil {
+				err = fmt.Errorf("open the break-glass form: %w", verr)
+			}
+		case commands.BreakGlassRevoke:
+			err = b.revokeGrant(ctx, c.ChannelID, c.UserID, cmd)
 		}
 	}
 	if err != nil {
@@ -55,16 +63,24 @@ func (b *Bot) handleCommand(ctx context.Context, envelope string, c slack.SlashC
 	}
 }
 
-// click is a button press, decoded and checked.
+// click is a button press, decoded and checked. id is the plan's or, for a
+// break-glass button, the grant's.
 type click struct {
 	user, team, enterprise, channel string
-	action, planID                  string
+	action, id, trigger             string
 }
 
 var (
-	planIDRE = regexp.MustCompile(`^p-[a-z2-9]{8}$`)
-	slackID  = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
+	planIDRE  = regexp.MustCompile(`^p-[a-z2-9]{8}$`)
+	grantIDRE = regexp.MustCompile(`^bg-[a-z2-9]{8}$`)
+	slackID   = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
 )
+
+// buttons maps each action to the IDs its value must be.
+var buttons = map[string]*regexp.Regexp{
+	actionApprove: planIDRE, actionReject: planIDRE,
+	actionBGApprove: grantIDRE, actionBGDeny: grantIDRE, actionBGReview: grantIDRE, actionBGUnwrapFailed: grantIDRE,
+}
 
 // clickOf decodes a block_actions payload into the one button press twokey
 // acts on. Anything else — other interaction types, several actions,
@@ -78,18 +94,19 @@ func clickOf(cb slack.InteractionCallback) (click, error) {
 	}
 	a := cb.ActionCallback.BlockActions[0]
 	c := click{user: cb.User.ID, team: cb.Team.ID, enterprise: cb.Enterprise.ID, channel: cb.Channel.ID,
-		action: a.ActionID, planID: a.Value}
+		action: a.ActionID, id: a.Value, trigger: cb.TriggerID}
 	if c.channel == "" {
 		c.channel = cb.Container.ChannelID
 	}
 	if cb.User.TeamID != "" && cb.User.TeamID != c.team {
 		return click{}, errOtherWorkspace
 	}
+	idRE, known := buttons[c.action]
 	switch {
-	case c.action != actionApprove && c.action != actionReject:
+	case !known:
 		return click{}, fmt.Errorf("%w: %q", errUnknownAction, clip(c.action, 40))
-	case !planIDRE.MatchString(c.planID):
-		return click{}, fmt.Errorf("%w: plan %q", errUnknownAction, clip(c.planID, 40))
+	case !idRE.MatchString(c.id):
+		return click{}, fmt.Errorf("%w: %q on %q", errUnknownAction, clip(c.id, 40), c.action)
 	case !slackID.MatchString(c.user), !slackID.MatchString(c.channel), !slackID.MatchString(c.team):
 		return click{}, fmt.Errorf("%w: malformed user, channel or team", errUnknownAction)
 	}
@@ -117,12 +134,20 @@ func (b *Bot) handleInteraction(ctx context.Context, envelope string, cb slack.I
 	}
 	switch c.action {
 	case actionApprove:
-		err = b.approve(ctx, c.channel, c.user, c.planID)
+		err = b.approve(ctx, c.channel, c.user, c.id)
 	case actionReject:
-		err = b.reject(ctx, c.channel, c.user, c.planID)
+		err = b.reject(ctx, c.channel, c.user, c.id)
+	case actionBGApprove:
+		err = b.approveGrant(ctx, c.channel, c.user, c.id)
+	case actionBGDeny:
+		err = b.denyGrant(ctx, c.channel, c.user, c.id)
+	case actionBGReview:
+		err = b.openReview(ctx, c.channel, c.user, c.id, c.trigger)
+	case actionBGUnwrapFailed:
+		err = b.unwrapFailed(ctx, c.channel, c.user, c.id)
 	}
 	if err != nil {
-		b.fail(ctx, c.channel, c.user, err, "user", c.user, "plan_id", c.planID, "action", c.action)
+		b.fail(ctx, c.channel, c.user, err, "user", c.user, "id", c.id, "action", c.action)
 	}
 }
 

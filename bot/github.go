@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/slack-go/slack"
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/audit"
@@ -34,19 +33,11 @@ type GitHubState interface {
 
 // uploadPlan puts the full plan text in the plan's thread as a file.
 func (b *Bot) uploadPlan(ctx context.Context, p approvals.Plan, text string) {
-	text = runner.Redact(text)
-	if strings.TrimSpace(text) == "" || p.MessageTS == "" {
+	if p.MessageTS == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if _, err := b.api.UploadFileContext(ctx, slack.UploadFileParameters{
-		Content: text, FileSize: len(text), Filename: "plan-" + p.ID + ".txt",
-		Title:   fmt.Sprintf("terraform plan of %s for %s/%s", label(p), p.Project, p.Env),
-		Channel: p.Channel, ThreadTimestamp: p.MessageTS,
-	}); err != nil {
-		b.log.Error("upload plan text", "plan_id", p.ID, "err", err)
-	}
+	b.uploadText(ctx, p.Channel, p.MessageTS, "plan-"+p.ID+".txt",
+		fmt.Sprintf("terraform plan of %s for %s/%s", label(p), p.Project, p.Env), text)
 }
 
 // dirty marks a plan for the GitHub syncer.

@@ -57,6 +57,18 @@ func (r *fakeRunner) Apply(_ context.Context, job runner.ApplyJob) (runner.Apply
 
 func (r *fakeRunner) Discard(context.Context, string) error { return nil }
 
+func (r *fakeRunner) Drift(context.Context, runner.DriftJob) (runner.DriftResult, error) {
+	return runner.DriftResult{}, nil
+}
+
+func (r *fakeRunner) BreakGlass(context.Context, runner.BreakGlassJob) (runner.Wrapped, error) {
+	return runner.Wrapped{}, runner.ErrNoBreakGlass
+}
+
+func (r *fakeRunner) TokenAlive(context.Context, string, string, string) (bool, error) { return false, nil }
+
+func (r *fakeRunner) RevokeBreakGlass(context.Context, string, string, string, ...string) error { return nil }
+
 // policyHarness is a bot wired to miniredis, a local Slack and a fake
 // runner, with a clock the test moves.
 type policyHarness struct {
@@ -105,7 +117,7 @@ func newPolicyHarness(t testing.TB) *policyHarness {
 		}}}},
 	}
 	h.b, err = New(Options{
-		Config: cfg, BotToken: "xoxb-sim", AppToken: "xapp-sim", Store: h.store, Locks: redislock.New(rdb, "t:"),
+		Config: cfg, BotToken: "xoxb-sim", AppToken: "xapp-sim", Store: h.store, Grants: h.store, Locks: redislock.New(rdb, "t:"),
 		Runner: h.run, Dedup: h.store, Promos: h.store, Audit: auditLog, History: auditLog,
 		Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond,
 	})

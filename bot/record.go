@@ -25,13 +25,31 @@ type History interface {
 // itself) about p, if there is one. It reports whether the event was
 // written; a failure is logged.
 func (b *Bot) record(ctx context.Context, typ, user string, p *approvals.Plan, detail map[string]string) error {
-	e := audit.Event{Type: typ, Actor: audit.Actor{ID: "twokey", Name: "twokey"}, Detail: detail}
-	if user != "" {
-		e.Actor = audit.Actor{ID: user, Name: b.dir.name(ctx, user)}
-	}
+	e := audit.Event{Type: typ, Detail: detail}
 	if p != nil {
 		e.Project, e.Env, e.PR, e.Ref, e.SHA = p.Project, p.Env, p.PR, p.Ref, p.SHA
 		e.PlanID, e.Digest, e.Fence, e.Permalink = p.ID, p.Digest, p.Fence, p.Permalink
+	}
+	return b.write(ctx, e, user)
+}
+
+// recordGrant appends a break-glass event: stage says which step of the
+// grant's life it is.
+func (b *Bot) recordGrant(ctx context.Context, stage, user string, g approvals.BreakGlass, detail map[string]string) error {
+	if detail == nil {
+		detail = map[string]string{}
+	}
+	detail["stage"] = stage
+	return b.write(ctx, audit.Event{Type: audit.BreakGlass, Project: g.Project, Env: g.Env, PlanID: g.ID,
+		Permalink: g.Permalink, Detail: detail}, user)
+}
+
+// write appends e, caused by user (a Slack user ID; "" for twokey itself).
+func (b *Bot) write(ctx context.Context, e audit.Event, user string) error {
+	typ := e.Type
+	e.Actor = audit.Actor{ID: "twokey", Name: "twokey"}
+	if user != "" {
+		e.Actor = audit.Actor{ID: user, Name: b.dir.name(ctx, user)}
 	}
 	for k, v := range e.Detail {
 		if v == "" {

@@ -72,6 +72,27 @@ func (b *Bot) status(ctx context.Context, channel, user string, cmd commands.Sta
 	if out.Len() == 0 {
 		out.WriteString("No environments match.")
 	}
+	grants, err := b.o.Grants.OpenGrants(ctx)
+	if err != nil {
+		return err
+	}
+	var lines []string
+	for _, g := range grants {
+		if (cmd.Project != "" && g.Project != cmd.Project) || (cmd.Env != "" && g.Env != cmd.Env) {
+			continue
+		}
+		line := fmt.Sprintf("    • `%s` %s/%s by <@%s>: %s", g.ID, g.Project, g.Env, g.Requester, grantWords(g))
+		switch {
+		case g.Status == approvals.GrantActive:
+			line += ", expires " + expiresIn(now, g.ExpiresAt)
+		case g.Status == approvals.GrantEnded:
+			line += fmt.Sprintf(" (%d of %d reviews), ended %s ago", len(g.Reviews), approvals.ReviewsNeeded, ago(now, g.EndedAt))
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) > 0 {
+		out.WriteString("\n*Break-glass*\n" + strings.Join(lines, "\n") + "\n")
+	}
 	b.tell(ctx, channel, user, clip(out.String(), maxSection))
 	return nil
 }

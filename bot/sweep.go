@@ -21,6 +21,7 @@ func (b *Bot) sweeper(ctx context.Context) {
 			return
 		case <-t.C:
 			b.sweep(ctx)
+			b.sweepGrants(ctx)
 			if tr, ok := b.o.History.(trimmer); ok && time.Since(trimmed) > trimEvery {
 				trimmed = time.Now()
 				if n, err := tr.Trim(ctx); err != nil {

@@ -120,6 +120,10 @@ func (s *Server) call(r *http.Request, method string, p map[string]string) map[s
 		return ok(map[string]any{"upload_url": scheme + "://" + r.Host + "/upload/" + id, "file_id": id})
 	case "files.completeUploadExternal":
 		return s.completeUpload(p)
+	case "views.open":
+		return s.openView(p)
+	case "views.update":
+		return s.updateView(p)
 	case "conversations.open":
 		users := p["users"]
 		if users == "" || strings.Contains(users, ",") {

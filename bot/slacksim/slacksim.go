@@ -95,6 +95,8 @@ type Server struct {
 	listeners map[int]func(Event)
 	nextSub   int
 	files     map[string]*upload
+	views     map[string]*View
+	triggers  map[string]trigger
 }
 
 // upload is a file between files.getUploadURLExternal and its completion.
@@ -106,9 +108,10 @@ type upload struct {
 
 // Event tells a listener (the demo page) that something changed.
 type Event struct {
-	Kind        string   `json:"kind"` // message, ack, connection
+	Kind        string   `json:"kind"` // message, ack, connection, view
 	Message     *Message `json:"message,omitempty"`
-	Connections int      `json:"connections"` // sockets taking envelopes
+	View        *View    `json:"view,omitempty"` // opened or changed; without blocks: closed
+	Connections int      `json:"connections"`    // sockets taking envelopes
 }
 
 // New returns a server with no users, groups or channels.
@@ -131,7 +134,7 @@ func New(o Options) *Server {
 	s := &Server{
 		o: o, users: map[string]User{}, groups: map[string][]string{}, channels: map[string]string{},
 		envelopes: map[string]*envelope{}, tsBase: time.Now().Unix(), listeners: map[int]func(Event){},
-		files: map[string]*upload{},
+		files: map[string]*upload{}, views: map[string]*View{}, triggers: map[string]trigger{},
 	}
 	s.changed = sync.NewCond(&s.mu)
 	return s

@@ -22,7 +22,7 @@ func (s *Server) SlashCommand(user, channel, text string) (string, error) {
 		"channel_id": channel, "channel_name": chName, "user_id": u.ID, "user_name": u.Name,
 		"command": "/tf", "text": text, "api_app_id": "A0TWOKEY", "is_enterprise_install": false,
 		"response_url": "https://hooks.slack.invalid/commands/" + randomID(),
-		"trigger_id":   randomID(),
+		"trigger_id":   s.newTrigger(u.ID),
 	})
 }
 
@@ -85,7 +85,7 @@ func (s *Server) deliverClick(u User, msg Message, button Button) (string, error
 		"api_app_id":   "A0TWOKEY",
 		"token":        "verification-token-unused",
 		"container":    map[string]any{"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": msg.Ephemeral},
-		"trigger_id":   randomID(),
+		"trigger_id":   s.newTrigger(u.ID),
 		"team":         map[string]any{"id": u.TeamID, "domain": "twokey"},
 		"channel":      map[string]any{"id": channel, "name": s.channelName(channel)},
 		"message":      map[string]any{"type": "message", "ts": ts, "text": msg.Text, "user": msg.User, "blocks": blocks},

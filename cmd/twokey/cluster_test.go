@@ -29,6 +29,18 @@ func (nopExec) Apply(_ context.Context, j runner.ApplyJob) (runner.ApplyResult, 
 	return runner.ApplyResult{Summary: "ok"}, nil
 }
 
+func (nopExec) Drift(context.Context, runner.DriftJob) (runner.DriftResult, error) {
+	return runner.DriftResult{}, nil
+}
+
+func (nopExec) BreakGlass(context.Context, runner.BreakGlassJob) (runner.Wrapped, error) {
+	return runner.Wrapped{WrapToken: "w", Accessor: "a", WrapAccessor: "wa"}, nil
+}
+
+func (nopExec) TokenAlive(context.Context, string, string, string) (bool, error) { return false, nil }
+
+func (nopExec) RevokeBreakGlass(context.Context, string, string, string, ...string) error { return nil }
+
 // TestOnRedisCluster runs every Redis adapter through the client serve
 // opens for a Redis Cluster of three masters. A multi-key script whose keys
 // were not hash-tagged into one slot fails there with CROSSSLOT.

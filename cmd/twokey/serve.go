@@ -85,9 +85,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		})
 	}
 	store := redisstore.New(deps.rdb, keyPrefix, 0)
+	wrapping, err := vaultcreds.NewWrapChecker(cfg.Vault.Address, 10*time.Second)
+	if err != nil {
+		return err
+	}
 	b, err := bot.New(bot.Options{
-		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken,
-		Store: store, Locks: deps.locks, Runner: run, Dedup: store, Promos: store, Logger: log,
+		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken, Wrapping: wrapping,
+		Store: store, Grants: store, Locks: deps.locks, Runner: run, Dedup: store, Promos: store, Logger: log,
 		Audit: deps.audit, History: deps.audit, GitHub: deps.src, GitHubState: store, ConfigDigest: digest,
 		ShutdownGrace: *grace, SweepInterval: *sweep,
 	})
