@@ -29,7 +29,16 @@ var (
 	errNoRevoke     = errors.New("only the requester, the environment's on-call engineers and approvers, and twokey admins may revoke a grant")
 	errNotRequester = errors.New("only the requester can report a problem with their token")
 	errGrantMinting = errors.New("the token is being created right now; try again in a moment")
+	errUnknownGrant = errors.New("this break-glass grant is unknown to twokey (it may be older than the retention period)")
+	errSelfGrant    = errors.New("you asked for this break-glass access, so you cannot approve it")
+	errNotGrantPeer = errors.New("only the environment's other on-call engineers and its approvers can approve break-glass access; your click was not counted")
+	errNotReviewer  = errors.New("only the environment's approvers and twokey admins review break-glass grants")
 )
+
+// grantErrors are told to the user in their own words.
+var grantErrors = []error{errNoBreakGlass, errNotOnCall, errNoReason, errNoRevoke, errNotRequester, errGrantMinting,
+	errUnknownGrant, errSelfGrant, errNotGrantPeer, errNotReviewer, approvals.ErrSelfReview, approvals.ErrAlreadyReviewed,
+	approvals.ErrRequestLapsed, runner.ErrNoBreakGlass}
 
 // capError: the requested duration is over the environment's cap.
 type capError struct {
@@ -146,11 +155,15 @@ func (b *Bot) approveGrant(ctx context.Context, channel, user, id string) (err e
 	g, err = b.mutateGrant(ctx, id, func(cur approvals.BreakGlass) (approvals.BreakGlass, error) {
 		return approvals.ApproveGrant(cur, user, authorized, b.instance, b.o.Now())
 	})
-	if errors.Is(err, approvals.ErrRequestLapsed) {
+	switch {
+	case errors.Is(err, approvals.ErrRequestLapsed):
 		b.lapse(ctx, g)
 		return err
-	}
-	if err != nil {
+	case errors.Is(err, approvals.ErrSelfApproval):
+		return errSelfGrant
+	case errors.Is(err, approvals.ErrNotAuthorized):
+		return errNotGrantPeer
+	case err != nil:
 		return err
 	}
 	b.log.Warn("break-glass approved", "grant", g.ID, "approver", user)
@@ -175,6 +188,9 @@ func (b *Bot) denyGrant(ctx context.Context, channel, user, id string) error {
 	g, err = b.mutateGrant(ctx, id, func(cur approvals.BreakGlass) (approvals.BreakGlass, error) {
 		return approvals.DenyGrant(cur, user, authorized, b.o.Now())
 	})
+	if errors.Is(err, approvals.ErrNotAuthorized) {
+		return errNotGrantPeer
+	}
 	if err != nil {
 		return err
 	}
@@ -328,7 +344,7 @@ func (b *Bot) compromised(ctx context.Context, g approvals.BreakGlass, user, why
 // unwrapFailed answers the requester's "Unwrap failed" click: if Vault says
 // the wrapping token is gone before its time, someone else unwrapped it.
 func (b *Bot) unwrapFailed(ctx context.Context, channel, user, id string) error {
-	g, err := b.o.Grants.GetGrant(ctx, id)
+	g, err := b.getGrant(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -428,7 +444,7 @@ func goneWords(confirmed bool) string {
 
 // grantEnv reads a grant and its environment's configuration.
 func (b *Bot) grantEnv(ctx context.Context, id string) (approvals.BreakGlass, *config.Environment, error) {
-	g, err := b.o.Grants.GetGrant(ctx, id)
+	g, err := b.getGrant(ctx, id)
 	if err != nil {
 		return g, nil, err
 	}
@@ -440,6 +456,14 @@ func (b *Bot) grantEnv(ctx context.Context, id string) (approvals.BreakGlass, *c
 		return g, nil, fmt.Errorf("%w: %s/%s", errNoBreakGlass, g.Project, g.Env)
 	}
 	return g, env, nil
+}
+
+func (b *Bot) getGrant(ctx context.Context, id string) (approvals.BreakGlass, error) {
+	g, err := b.o.Grants.GetGrant(ctx, id)
+	if errors.Is(err, approvals.ErrNotFound) {
+		return g, errUnknownGrant
+	}
+	return g, err
 }
 
 // mutateGrant updates a grant with a compare-and-swap, on a context that

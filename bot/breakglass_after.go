@@ -209,7 +209,7 @@ func (b *Bot) openReview(ctx context.Context, channel, user, id, trigger string)
 		if err != nil {
 			return err
 		}
-		return approvals.ErrNotAuthorized
+		return errNotReviewer
 	}
 	if _, err := b.api.OpenViewContext(ctx, trigger, b.reviewModal(g, channel)); err != nil {
 		return fmt.Errorf("open the review form: %w", err)
@@ -230,6 +230,9 @@ func (b *Bot) review(ctx context.Context, user, id, note string) error {
 	g, err = b.mutateGrant(ctx, id, func(cur approvals.BreakGlass) (approvals.BreakGlass, error) {
 		return approvals.ReviewGrant(cur, user, authorized, note, b.o.Now())
 	})
+	if errors.Is(err, approvals.ErrNotAuthorized) {
+		return errNotReviewer
+	}
 	if err != nil {
 		return err
 	}

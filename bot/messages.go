@@ -64,6 +64,18 @@ func (b *Bot) describe(err error, attrs ...any) string {
 			return e.Error() + "." // the sentinel alone: what it wraps is for the log
 		}
 	}
+	for _, e := range grantErrors {
+		if errors.Is(err, e) {
+			return capitalize(e.Error()) + "."
+		}
+	}
+	var capErr *capError
+	if errors.As(err, &capErr) {
+		return capErr.Error() + "."
+	}
+	if errors.Is(err, approvals.ErrGrantState) {
+		return "Nothing was done: " + err.Error() + "."
+	}
 	switch {
 	case errors.As(err, &pe):
 		if pe.Usage != "" {
@@ -124,6 +136,13 @@ func (b *Bot) tell(ctx context.Context, channel, user, text string) {
 // fail tells user what went wrong.
 func (b *Bot) fail(ctx context.Context, channel, user string, err error, attrs ...any) {
 	b.tell(ctx, channel, user, b.describe(err, attrs...))
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 func newRef() string {

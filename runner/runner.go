@@ -65,7 +65,8 @@ type Source interface {
 }
 
 // Ref names what to plan: a pull request's head, or a commit or tag of the
-// default branch (a rollback). Exactly one field is set.
+// default branch (a rollback). At most one field is set; the zero Ref is the
+// default branch's head (what a drift check plans).
 type Ref struct {
 	PR  int    `json:"pr,omitempty"`
 	SHA string `json:"sha,omitempty"`

@@ -31,6 +31,9 @@ const (
 	mallory = "UMALLORY"
 	channel = "CDEPLOY"
 	group   = "SAPPROVERS"
+	// Break-glass: erin and alice are on call; grants are announced in #security.
+	oncall   = "SONCALL"
+	security = "CSECURITY"
 )
 
 // Secrets planted where terraform must not see them.
@@ -84,7 +87,9 @@ func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 		s.slack.AddUser(u)
 	}
 	s.slack.SetGroup(group, bob, carol)
+	s.slack.SetGroup(oncall, erin, alice)
 	s.slack.AddChannel(channel, "deploys")
+	s.slack.AddChannel(security, "security")
 	s.slack.AddChannel("COTHER", "random")
 	srv := httptest.NewServer(s.slack.Handler())
 	t.Cleanup(func() { s.slack.Close(); srv.Close() })
@@ -142,6 +147,12 @@ func (s *stack) baseConfig(dataDir, terraform string) *config.Config {
 		return config.Duration(d)
 	}
 	approvers := config.Who{Groups: []string{group}, Users: []string{erin}}
+	one, none := 1, 0
+	breakGlass := func(env string, approvals *int) *config.BreakGlass {
+		return &config.BreakGlass{OnCall: config.Who{Groups: []string{oncall}}, MaxTTL: dur("1h"), Approvals: approvals,
+			Role: "twokey-" + env + "-breakglass", Policies: []string{env + "-breakglass"}, WrapTTL: dur("2m"),
+			Channel: security, RemindEvery: dur("24h")}
+	}
 	return &config.Config{
 		Slack:     config.Slack{APIURL: s.slackURL, TeamID: "T0TWOKEY"},
 		GitHub:    config.GitHub{APIURL: s.ghURL + "/api/v3/"},
@@ -160,11 +171,13 @@ func (s *stack) baseConfig(dataDir, terraform string) *config.Config {
 					Apply: config.Credential{Role: "twokey-staging-apply", TTL: dur(s.sc.applyTokenTTL), NumUses: 4,
 						Secrets: []config.VaultSecret{{Path: "secret/data/staging/deploy", Env: map[string]string{"DB_PASSWORD": "password"}}}},
 				},
+				BreakGlass: breakGlass("staging", &one),
 			},
 			{
 				Name: "prod", Requires: "staging", Approvers: approvers, Channels: []string{channel},
 				BackendConfig: map[string]string{"path": filepath.Join(s.dir, "prod.tfstate")},
 				Vault:         config.EnvVault{Apply: config.Credential{Role: "twokey-prod-apply", TTL: dur("15m")}},
+				BreakGlass:    breakGlass("prod", &none), // self-service
 			},
 		}}},
 	}
@@ -342,8 +355,14 @@ func (s *stack) ephemeral(user, want string) slacksim.Message {
 // thread waits for a reply in msg's thread containing want.
 func (s *stack) thread(msg slacksim.Message, want string) slacksim.Message {
 	s.t.Helper()
+	return s.threadWithin(waitFor, msg, want)
+}
+
+// threadWithin is thread with its own time limit.
+func (s *stack) threadWithin(limit time.Duration, msg slacksim.Message, want string) slacksim.Message {
+	s.t.Helper()
 	var found slacksim.Message
-	_, err := s.slack.Wait(waitFor, func(msgs []slacksim.Message) bool {
+	_, err := s.slack.Wait(limit, func(msgs []slacksim.Message) bool {
 		for _, m := range msgs {
 			if m.ThreadTS == msg.TS && strings.Contains(m.Content(), want) {
 				found = m

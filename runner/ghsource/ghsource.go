@@ -84,6 +84,9 @@ func (s *Source) Resolve(ctx context.Context, repo string, ref runner.Ref) (runn
 	}
 	branch := r.GetDefaultBranch()
 	sha := ref.SHA
+	if ref == (runner.Ref{}) {
+		sha = branch // the branch's head
+	}
 	if ref.Tag != "" {
 		if sha, err = s.tagCommit(ctx, owner, name, ref.Tag); err != nil {
 			return runner.Revision{}, err

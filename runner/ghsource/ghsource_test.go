@@ -180,6 +180,7 @@ func TestResolveRollbackRefs(t *testing.T) {
 	}{
 		{ref: runner.Ref{SHA: first}, wantSHA: first},
 		{ref: runner.Ref{SHA: base}, wantSHA: base},
+		{ref: runner.Ref{}, wantSHA: base}, // the default branch's head
 		{ref: runner.Ref{Tag: "v1.0.0"}, wantSHA: first},
 		{ref: runner.Ref{Tag: "light"}, wantSHA: base},
 		{ref: runner.Ref{SHA: f.v1}, wantErr: runner.ErrNotDefaultBranch},
