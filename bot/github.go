@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/runner"

@@ -65,9 +65,13 @@ func (r *fakeRunner) BreakGlass(context.Context, runner.BreakGlassJob) (runner.W
 	return runner.Wrapped{}, runner.ErrNoBreakGlass
 }
 
-func (r *fakeRunner) TokenAlive(context.Context, string, string, string) (bool, error) { return false, nil }
+func (r *fakeRunner) TokenAlive(context.Context, string, string, string) (bool, error) {
+	return false, nil
+}
 
-func (r *fakeRunner) RevokeBreakGlass(context.Context, string, string, string, ...string) error { return nil }
+func (r *fakeRunner) RevokeBreakGlass(context.Context, string, string, string, ...string) error {
+	return nil
+}
 
 // policyHarness is a bot wired to miniredis, a local Slack and a fake
 // runner, with a clock the test moves.
