@@ -29,11 +29,16 @@ import (
 
 var full = flag.Bool("twokey.full", false, "run the property tests at full size")
 
-// fakeRunner plans instantly and records every apply.
+// fakeRunner plans instantly and records every apply; its break-glass
+// tokens are names, alive until revoked.
 type fakeRunner struct {
 	mu      sync.Mutex
 	head    string // the PR's current head commit
 	applies map[string][]string
+	now     func() time.Time
+	bgErr   error           // BreakGlass fails with this
+	revoked map[string]bool // accessors revoked
+	drifts  int
 }
 
 func (r *fakeRunner) Resolve(_ context.Context, repo string, ref runner.Ref) (runner.Revision, error) {
@@ -57,20 +62,55 @@ func (r *fakeRunner) Apply(_ context.Context, job runner.ApplyJob) (runner.Apply
 
 func (r *fakeRunner) Discard(context.Context, string) error { return nil }
 
-func (r *fakeRunner) Drift(context.Context, runner.DriftJob) (runner.DriftResult, error) {
-	return runner.DriftResult{}, nil
+func (r *fakeRunner) Drift(_ context.Context, job runner.DriftJob) (runner.DriftResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.drifts++
+	return runner.DriftResult{SHA: job.Rev.SHA}, nil
 }
 
-func (r *fakeRunner) BreakGlass(context.Context, runner.BreakGlassJob) (runner.Wrapped, error) {
-	return runner.Wrapped{}, runner.ErrNoBreakGlass
+func (r *fakeRunner) BreakGlass(_ context.Context, job runner.BreakGlassJob) (runner.Wrapped, error) {
+	if r.bgErr != nil {
+		return runner.Wrapped{}, r.bgErr
+	}
+	now := r.now()
+	return runner.Wrapped{WrapToken: "hvs.wrap-" + job.GrantID, WrapAccessor: "wacc-" + job.GrantID, Accessor: "acc-" + job.GrantID,
+		CreationPath: "auth/token/create/" + job.Target.BreakGlass.Role, Expires: now.Add(job.TTL), WrapExpires: now.Add(5 * time.Minute)}, nil
 }
 
-func (r *fakeRunner) TokenAlive(context.Context, string, string, string) (bool, error) {
-	return false, nil
+func (r *fakeRunner) TokenAlive(_ context.Context, _, _, accessor string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.revoked[accessor], nil
 }
 
-func (r *fakeRunner) RevokeBreakGlass(context.Context, string, string, string, ...string) error {
+func (r *fakeRunner) RevokeBreakGlass(_ context.Context, _, _, _ string, accessors ...string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, a := range accessors {
+		r.revoked[a] = true
+	}
 	return nil
+}
+
+// fakeWrapping answers wrapping lookups: a token in used was unwrapped.
+type fakeWrapping struct {
+	mu   sync.Mutex
+	used map[string]bool
+	path string // if set, the creation path every token claims
+}
+
+func (f *fakeWrapping) LookupWrapping(_ context.Context, token string) (runner.WrapInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.used[token] {
+		return runner.WrapInfo{}, runner.ErrWrapping
+	}
+	path := f.path
+	if path == "" {
+		path = "auth/token/create/twokey-staging-breakglass"
+	}
+	return runner.WrapInfo{CreationPath: path}, nil
 }
 
 // policyHarness is a bot wired to miniredis, a local Slack and a fake
@@ -80,6 +120,7 @@ type policyHarness struct {
 	slack  *slacksim.Server
 	mr     *miniredis.Miniredis
 	run    *fakeRunner
+	wrap   *fakeWrapping
 	store  *redisstore.Store
 	now    time.Time
 	nextID int
@@ -92,7 +133,9 @@ const (
 
 func newPolicyHarness(t testing.TB) *policyHarness {
 	t.Helper()
-	h := &policyHarness{now: time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC), run: &fakeRunner{applies: map[string][]string{}}}
+	h := &policyHarness{now: time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC), wrap: &fakeWrapping{used: map[string]bool{}},
+		run: &fakeRunner{applies: map[string][]string{}, revoked: map[string]bool{}}}
+	h.run.now = func() time.Time { return h.now }
 	h.slack = slacksim.New(slacksim.Options{})
 	for _, u := range []string{pAlice, pBob, pCarol, pErin, pDave} {
 		h.slack.AddUser(slacksim.User{ID: u, Name: u})
@@ -122,7 +165,7 @@ func newPolicyHarness(t testing.TB) *policyHarness {
 	}
 	h.b, err = New(Options{
 		Config: cfg, BotToken: "xoxb-sim", AppToken: "xapp-sim", Store: h.store, Grants: h.store, Locks: redislock.New(rdb, "t:"),
-		Runner: h.run, Dedup: h.store, Promos: h.store, Audit: auditLog, History: auditLog,
+		Runner: h.run, Dedup: h.store, Promos: h.store, Audit: auditLog, History: auditLog, Wrapping: h.wrap,
 		Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond,
 	})
 	if err != nil {
