@@ -104,32 +104,52 @@ func (b *Bot) history(ctx context.Context, channel, user string, cmd commands.Hi
 	return nil
 }
 
-// show answers `/tf show <plan-id>`: the plan and every event about it.
+// show answers `/tf show <plan-id>|<grant-id>`: the plan or grant and every
+// event about it.
 func (b *Bot) show(ctx context.Context, channel, user string, cmd commands.Show) error {
-	p, err := b.o.Store.Get(ctx, cmd.PlanID)
-	if err != nil {
-		return err
-	}
-	events, err := b.o.History.Since(ctx, p.CreatedAt.Add(-time.Minute))
-	if err != nil {
-		return err
-	}
 	var out strings.Builder
-	fmt.Fprintf(&out, "*Plan `%s`*: %s/%s, %s at `%s`, asked by <@%s> — %s\n", p.ID, p.Project, p.Env, label(p), short(p.SHA),
-		p.Requester, statusWords(p.Status))
-	if p.Permalink != "" {
-		fmt.Fprintf(&out, "<%s|The plan's message>\n", p.Permalink)
+	var since time.Time
+	if grantIDRE.MatchString(cmd.PlanID) {
+		g, err := b.getGrant(ctx, cmd.PlanID)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&out, "*Break-glass `%s`*: %s/%s for %s, asked by <@%s> — %s\n>%s\n", g.ID, g.Project, g.Env, human(g.Duration),
+			g.Requester, grantWords(g), escape(clip(g.Reason, 500)))
+		if g.Permalink != "" {
+			fmt.Fprintf(&out, "<%s|The announcement>\n", g.Permalink)
+		}
+		since = g.CreatedAt
+	} else {
+		p, err := b.o.Store.Get(ctx, cmd.PlanID)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&out, "*Plan `%s`*: %s/%s, %s at `%s`, asked by <@%s> — %s\n", p.ID, p.Project, p.Env, label(p), short(p.SHA),
+			p.Requester, statusWords(p.Status))
+		if p.Permalink != "" {
+			fmt.Fprintf(&out, "<%s|The plan's message>\n", p.Permalink)
+		}
+		since = p.CreatedAt
+	}
+	events, err := b.o.History.Since(ctx, since.Add(-time.Minute))
+	if err != nil {
+		return err
 	}
 	for _, e := range events {
-		if e.PlanID != p.ID {
+		if e.PlanID != cmd.PlanID {
 			continue
 		}
 		who := e.Actor.Name
 		if strings.HasPrefix(e.Actor.ID, "U") || strings.HasPrefix(e.Actor.ID, "W") {
 			who = "<@" + e.Actor.ID + ">"
 		}
-		fmt.Fprintf(&out, "• %s · %s · %s", e.Time.UTC().Format("15:04:05"), strings.ReplaceAll(e.Type, "_", " "), who)
-		for _, k := range []string{"result", "summary", "reason", "accessor", "ttl", "add", "change", "destroy", "duration"} {
+		what := strings.ReplaceAll(e.Type, "_", " ")
+		if e.Type == audit.BreakGlass {
+			what = "break-glass " + e.Detail["stage"]
+		}
+		fmt.Fprintf(&out, "• %s · %s · %s", e.Time.UTC().Format("15:04:05"), what, who)
+		for _, k := range []string{"result", "summary", "reason", "note", "accessor", "ttl", "add", "change", "destroy", "duration"} {
 			if v := e.Detail[k]; v != "" {
 				fmt.Fprintf(&out, " · %s %s", k, escape(v))
 			}

@@ -44,9 +44,9 @@ type History struct {
 	N       int
 }
 
-// Show asks for one plan's whole story.
+// Show asks for one plan's, or one break-glass grant's, whole story.
 type Show struct {
-	PlanID string
+	PlanID string // p-… or bg-…
 }
 
 // BreakGlass asks for emergency credentials in one environment, for a
@@ -140,7 +140,7 @@ const Usage = "```" + `
 /tf plan [project] <env> ref-<tag>      plan a tag of the default branch
 /tf status [project] [env]             locks and pending plans, with age and approvals
 /tf history [project] <env> [n]        the last n changes (default 10): when, what, who, result
-/tf show <plan-id>                      one plan's whole story, from the audit record
+/tf show <plan-id>|<grant-id>           one plan's or grant's whole story, from the audit record
 /tf unlock [project/]<env> <reason>    admins: free a stuck environment lock
 /tf breakglass [project] <env> <duration> <reason>
                                        on-call: emergency credentials (e.g. 30m), announced and reviewed
@@ -154,7 +154,7 @@ const (
 	usageStatus  = "/tf status [project] [env]"
 	usageUnlock  = "/tf unlock [project/]<env> <reason>"
 	usageHistory = "/tf history [project] <env> [n]"
-	usageShow    = "/tf show <plan-id>"
+	usageShow    = "/tf show <plan-id> | <grant-id>"
 	usageBG      = "/tf breakglass [project] <env> <duration> <reason>  |  /tf breakglass revoke <grant-id>"
 )
 
@@ -201,8 +201,8 @@ func Parse(text string) (Command, error) {
 	case "history":
 		return parseHistory(args)
 	case "show":
-		if len(args) != 1 || !planIDRE.MatchString(args[0]) {
-			return nil, &Error{Err: ErrUsage, Detail: "show needs a plan ID, like p-7k2m9qab", Usage: usageShow}
+		if len(args) != 1 || !planIDRE.MatchString(args[0]) && !grantRE.MatchString(args[0]) {
+			return nil, &Error{Err: ErrUsage, Detail: "show needs a plan ID like p-7k2m9qab, or a grant ID like bg-7k2m9qab", Usage: usageShow}
 		}
 		return Show{PlanID: args[0]}, nil
 	case "breakglass", "break-glass":

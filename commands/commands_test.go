@@ -34,6 +34,7 @@ func TestParse(t *testing.T) {
 		{text: "history staging 25", want: History{Env: "staging", N: 25}},
 		{text: "history network prod 3", want: History{Project: "network", Env: "prod", N: 3}},
 		{text: "show p-7k2m9qab", want: Show{PlanID: "p-7k2m9qab"}},
+		{text: "show bg-7k2m9qab", want: Show{PlanID: "bg-7k2m9qab"}},
 		{text: `breakglass prod 30m "db failover stuck, need to resize"`,
 			want: BreakGlass{Env: "prod", Duration: 30 * time.Minute, Reason: "db failover stuck, need to resize"}},
 		{text: "breakglass network prod 1h30m disk full https://inc.example.com/INC-7 see there",
@@ -185,7 +186,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted malformed history %#v from %q", c, text)
 			}
 		case Show:
-			if !planIDRE.MatchString(c.PlanID) {
+			if !planIDRE.MatchString(c.PlanID) && !grantRE.MatchString(c.PlanID) {
 				t.Fatalf("accepted malformed show %#v from %q", c, text)
 			}
 		case BreakGlass:

@@ -275,6 +275,15 @@ func TestBreakGlassApprovedDeliveredRevokedReviewed(t *testing.T) {
 	s.thread(ann, "Review complete (2 of 2)")
 	s.announcement(id, "revoked, reviewed")
 
+	s.slash(dave, "show "+id) // anyone can read the story
+	story := s.ephemeral(dave, "Break-glass `"+id+"`")
+	for _, step := range []string{"break-glass requested", "break-glass approved · <@UBOB>", "break-glass revoked · <@UERIN>",
+		"break-glass reviewed · <@UCAROL>"} {
+		if !strings.Contains(story.Content(), step) {
+			t.Errorf("/tf show lacks %q:\n%s", step, story.Content())
+		}
+	}
+
 	if logs := s.logs.String(); strings.Contains(logs, token) || strings.Contains(logs, wrapToken) {
 		t.Fatal("a token reached the log")
 	}
