@@ -14,6 +14,7 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/bot/slacksim"
@@ -395,4 +396,75 @@ func TestBreakGlassCompromised(t *testing.T) {
 	if !slices.Contains(got, "compromised:erin") {
 		t.Fatalf("no compromised event: %v", got)
 	}
+}
+
+// With runner pools, serve holds no Vault login: the prod pool's worker
+// creates, checks and revokes the token and runs the drift check; serve
+// delivers the wrapping token after checking it with Vault, and Redis
+// keeps no copy of it.
+func TestBreakGlassOnRunnerPools(t *testing.T) {
+	w := newPoolWorld(t)
+	w.startServe()
+	w.startRunner("prod", "prod-1")
+	w.slash(erin, `breakglass prod 10m "queue stuck"`)
+	dm := w.dmTo(erin, "vault unwrap")
+	wrapToken := wrapRE.FindStringSubmatch(dm.Content())[1]
+	ann := w.announcement("", "token delivered")
+	id := grantID(t, ann)
+	if key := redisHolding(t, w.rdb, wrapToken); key != "" {
+		t.Errorf("the wrapping token is in Redis under %s", key)
+	}
+	token, err := w.unwrap(wrapToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if policies, _ := mustLookup(t, w.stack, token).TokenPolicies(); !slices.Equal(policies, []string{"prod-breakglass"}) {
+		t.Fatalf("policies %v", policies)
+	}
+	w.slash(erin, "breakglass revoke "+id)
+	w.ephemeral(erin, "Vault confirms the token is gone")
+	if _, err := w.lookup(token); err == nil {
+		t.Fatal("the token outlived its revocation")
+	}
+	w.thread(ann, "No drift")
+	if !strings.Contains(w.logs.String(), `kind=drift`) || !strings.Contains(w.logs.String(), `kind=breakglass`) {
+		t.Fatalf("the break-glass work did not run on the pool:\n%s", w.logs.String())
+	}
+}
+
+// redisHolding returns a key whose value contains needle, or "".
+func redisHolding(t *testing.T, rdb *redis.Client, needle string) string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, "*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("read Redis keys: %v (%d keys)", err, len(keys))
+	}
+	for _, key := range keys {
+		var values []string
+		switch rdb.Type(ctx, key).Val() {
+		case "string":
+			values = []string{rdb.Get(ctx, key).Val()}
+		case "hash":
+			for k, v := range rdb.HGetAll(ctx, key).Val() {
+				values = append(values, k, v)
+			}
+		case "list":
+			values = rdb.LRange(ctx, key, 0, -1).Val()
+		case "set":
+			values = rdb.SMembers(ctx, key).Val()
+		case "zset":
+			values = rdb.ZRange(ctx, key, 0, -1).Val()
+		case "stream":
+			for _, m := range rdb.XRange(ctx, key, "-", "+").Val() {
+				values = append(values, fmt.Sprint(m.Values))
+			}
+		}
+		for _, v := range values {
+			if strings.Contains(v, needle) {
+				return key
+			}
+		}
+	}
+	return ""
 }
