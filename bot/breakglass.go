@@ -575,15 +575,21 @@ func (b *Bot) grantError(err error) string {
 
 func newGrantID() string { return "bg-" + newPlanID()[2:] }
 
-// human renders a duration the way people write one: 30m, 1h, 1h30m.
+// human renders a duration the way people write one: 30m, 1h, 1h30m, 45s.
 func human(d time.Duration) string {
-	s := d.Round(time.Second).String()
-	s = strings.TrimSuffix(s, "0s")
-	s = strings.TrimSuffix(s, "0m")
-	if s == "" {
-		return "0s"
+	d = d.Round(time.Second)
+	h, m, s := d/time.Hour, (d%time.Hour)/time.Minute, (d%time.Minute)/time.Second
+	var out string
+	if h > 0 {
+		out += fmt.Sprintf("%dh", h)
 	}
-	return s
+	if m > 0 {
+		out += fmt.Sprintf("%dm", m)
+	}
+	if s > 0 || out == "" {
+		out += fmt.Sprintf("%ds", s)
+	}
+	return out
 }
 
 // viewSubmitted checks a submitted break-glass modal before it is

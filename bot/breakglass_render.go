@@ -40,7 +40,7 @@ func (b *Bot) grantMessage(g approvals.BreakGlass) (string, []slack.Block) {
 		target = g.Project + "/" + g.Env
 	}
 	fallback := fmt.Sprintf("Break-glass %s in %s by %s: %s", g.ID, target, g.Requester, grantWords(g))
-	intro := fmt.Sprintf("*<@%s> asked for emergency access to %s for %s*\n>%s", g.Requester, target, human(g.Duration),
+	intro := fmt.Sprintf("<@%s> asked for emergency access to *%s* for *%s*:\n>%s", g.Requester, target, human(g.Duration),
 		strings.ReplaceAll(escape(g.Reason), "\n", "\n>"))
 	if g.Incident != "" {
 		intro += fmt.Sprintf("\nIncident: <%s>", g.Incident)

@@ -81,3 +81,12 @@ func TestPlanMessageStates(t *testing.T) {
 		t.Errorf("rejected message: %s", js)
 	}
 }
+
+func TestHuman(t *testing.T) {
+	for d, want := range map[time.Duration]string{30 * time.Minute: "30m", time.Hour: "1h", 90 * time.Minute: "1h30m",
+		45 * time.Second: "45s", 0: "0s", 2*time.Hour + 5*time.Second: "2h5s", 10 * time.Minute: "10m"} {
+		if got := human(d); got != want {
+			t.Errorf("human(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -77,8 +77,10 @@ func StartDemo(ctx context.Context, o DemoOptions) (_ *Demo, err error) {
 		d.Slack.AddUser(u)
 	}
 	d.Slack.SetGroup("SAPPROVERS", "UBOB", "UCAROL")
+	d.Slack.SetGroup("SONCALL", "UERIN")
 	d.Slack.AddChannel("CDEPLOYS", "deploys")
 	d.Slack.AddChannel("CPRODDEPLOYS", "prod-deploys")
+	d.Slack.AddChannel("CSECURITY", "security")
 	slackURL, err := d.serve(o.Listen, d.Slack.Handler())
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", o.Listen, err)

@@ -129,10 +129,19 @@ func (s *Server) call(r *http.Request, method string, p map[string]string) map[s
 		if users == "" || strings.Contains(users, ",") {
 			return fail("invalid_arguments")
 		}
-		return ok(map[string]any{"channel": map[string]any{"id": "D" + strings.TrimPrefix(users, "U")}})
+		s.mu.Lock()
+		_, known := s.users[users]
+		s.mu.Unlock()
+		if !known {
+			return fail("user_not_found")
+		}
+		return ok(map[string]any{"channel": map[string]any{"id": DM(users)}})
 	}
 	return fail("unknown_method")
 }
+
+// DM is the channel of a user's direct messages with the app.
+func DM(user string) string { return "D" + strings.TrimPrefix(user, "U") }
 
 func (s *Server) post(p map[string]string, ephemeral bool) map[string]any {
 	channel := p["channel"]

@@ -25,6 +25,8 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui/api/state", s.uiState)
 	mux.HandleFunc("POST /ui/api/command", s.uiCommand)
 	mux.HandleFunc("POST /ui/api/click", s.uiClick)
+	mux.HandleFunc("POST /ui/api/submit", s.uiSubmit)
+	mux.HandleFunc("POST /ui/api/close", s.uiClose)
 	mux.HandleFunc("GET /ui/api/events", s.uiEvents)
 	mux.HandleFunc("GET /ui/api/files/{id}", func(w http.ResponseWriter, r *http.Request) {
 		b, ok := s.FileContent(r.PathValue("id"))
@@ -51,6 +53,10 @@ func (s *Server) uiState(w http.ResponseWriter, _ *http.Request) {
 		chans = append(chans, uiChannel{ID: id, Name: name})
 	}
 	conns := len(s.live())
+	views := []View{}
+	for _, v := range s.views {
+		views = append(views, *v)
+	}
 	s.mu.Unlock()
 	slices.SortFunc(chans, func(a, b uiChannel) int { return strings.Compare(a.Name, b.Name) })
 	var users []User
@@ -61,16 +67,18 @@ func (s *Server) uiState(w http.ResponseWriter, _ *http.Request) {
 	}
 	writeJSON(w, map[string]any{
 		"team": s.o.TeamID, "bot": map[string]string{"id": s.o.BotUserID, "name": "twokey"},
-		"users": users, "channels": chans, "messages": msgs, "connections": conns,
+		"users": users, "channels": chans, "messages": msgs, "connections": conns, "views": views,
 	})
 }
 
 type uiAction struct {
-	User     string `json:"user"`
-	Channel  string `json:"channel"`
-	Text     string `json:"text"`
-	TS       string `json:"ts"`
-	ActionID string `json:"action_id"`
+	User     string            `json:"user"`
+	Channel  string            `json:"channel"`
+	Text     string            `json:"text"`
+	TS       string            `json:"ts"`
+	ActionID string            `json:"action_id"`
+	ViewID   string            `json:"view_id"`
+	Values   map[string]string `json:"values"`
 }
 
 func readAction(w http.ResponseWriter, r *http.Request) (uiAction, bool) {
@@ -107,12 +115,36 @@ func (s *Server) uiClick(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]bool{"ok": true})
 }
 
+func (s *Server) uiSubmit(w http.ResponseWriter, r *http.Request) {
+	a, ok := readAction(w, r)
+	if !ok {
+		return
+	}
+	errs, err := s.SubmitView(a.User, a.ViewID, a.Values)
+	if err != nil {
+		writeJSON(w, map[string]string{"error": uiError(err)})
+		return
+	}
+	writeJSON(w, map[string]any{"ok": true, "errors": errs})
+}
+
+func (s *Server) uiClose(w http.ResponseWriter, r *http.Request) {
+	a, ok := readAction(w, r)
+	if !ok {
+		return
+	}
+	s.CloseView(a.User, a.ViewID)
+	writeJSON(w, map[string]bool{"ok": true})
+}
+
 func uiError(err error) string {
 	switch {
 	case strings.Contains(err.Error(), ErrNoConnection.Error()):
 		return "twokey is not connected; is the bot running?"
 	case strings.Contains(err.Error(), ErrNoButton.Error()):
 		return "that button is gone: the message changed"
+	case strings.Contains(err.Error(), "is required"):
+		return strings.TrimPrefix(err.Error(), "slacksim: ")
 	}
 	return err.Error()
 }

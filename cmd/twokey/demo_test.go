@@ -124,6 +124,46 @@ func TestDemoInBrowser(t *testing.T) {
 	}
 	t.Logf("screenshot: %s", artifact)
 
+	// erin, on call, asks for break-glass in the form; bob approves in
+	// #security; the wrapped token waits in erin's DMs.
+	err = chromedp.Do(ctx,
+		as("erin"),
+		chromedp.SendKeys(chromedp.ID("composer-input"), "/tf breakglass\n"),
+		chromedp.WaitVisible(chromedp.ID("modal-form")),
+		chromedp.SetValue(chromedp.CSS(`#modal-body select[name="bg_env"]`), "infra/prod"),
+		chromedp.SendKeys(chromedp.CSS(`#modal-body input[name="bg_duration"]`), "2h"),
+		chromedp.SendKeys(chromedp.CSS(`#modal-body textarea[name="bg_reason"]`), "db failover stuck, need to resize"),
+		chromedp.Click(chromedp.ID("modal-submit")),
+		waitText("#modal-body", "at most 1h"), // over the cap: the form says so and stays open
+		chromedp.SetValue(chromedp.CSS(`#modal-body input[name="bg_duration"]`), "30m"),
+		chromedp.Click(chromedp.ID("modal-submit")),
+		chromedp.WaitNotVisible(chromedp.ID("modal-form")),
+		chromedp.Click(chromedp.CSS(`#channels .nav-item[data-channel="security"]`)),
+		waitText("#messages", "waiting for approval"),
+		as("bob"),
+		chromedp.Click(chromedp.CSS(`#messages button[data-action="twokey_bg_approve"]`)),
+		waitText("#messages", "token delivered"),
+		chromedp.Sleep(300*time.Millisecond),
+	)
+	if err != nil {
+		t.Fatalf("browser, break-glass: %v", err)
+	}
+	shot, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(artifactsDir(t), "breakglass.png"), shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = chromedp.Do(ctx,
+		as("erin"),
+		chromedp.Click(chromedp.CSS(`#dms .nav-item[data-channel="dm"]`)),
+		waitText("#messages", "vault unwrap"),
+	)
+	if err != nil {
+		t.Fatalf("browser, break-glass DM: %v", err)
+	}
+
 	// The banner's audit command verifies the chain the demo just wrote.
 	m := regexp.MustCompile(`audit verify --config (\S+)`).FindStringSubmatch(out.String())
 	if m == nil {

@@ -3,12 +3,14 @@
 // clicks as the chosen user, and follows changes over a websocket.
 "use strict";
 
-const state = { users: [], channels: [], messages: new Map(), me: null, channel: null, thread: null, bot: null, connections: 0 };
+const state = { users: [], channels: [], messages: new Map(), views: new Map(), me: null, channel: null, thread: null, bot: null, connections: 0,
+  seen: new Map() }; // channel → messages read there
 const $ = (id) => document.getElementById(id);
 
 const EMOJI = {
   lock: "🔒", unlock: "🔓", rocket: "🚀", white_check_mark: "✅", warning: "⚠️", no_entry: "⛔", recycle: "♻️",
   x: "❌", hourglass: "⏳", memo: "📝", fire: "🔥", rotating_light: "🚨", key: "🔑", eyes: "👀", tada: "🎉",
+  hourglass_flowing_sand: "⏳",
 };
 const COLORS = ["#2bac76", "#e8912d", "#1264a3", "#9b5fc0", "#e01e5a", "#36c5f0", "#616061"];
 
@@ -75,7 +77,7 @@ function text(s) {
     .replace(/(^|[\s(])_([^_\n]+)_(?=$|[\s).,:;!?])/g, "$1<i>$2</i>")
     .replace(/(^|[\s(])~([^~\n]+)~(?=$|[\s).,:;!?])/g, "$1<s>$2</s>")
     .replace(/:([a-z0-9_+-]+):/g, (all, name) => EMOJI[name] || all)
-    .replace(/\n/g, "<br>");
+    .split("\n").map((line) => line.startsWith("&gt;") ? '<span class="quote">' + line.slice(4) + "</span>" : line).join("<br>");
   return h.replace(/\u0000(\d+)\u0000/g, (_, i) => "<code>" + codes[+i] + "</code>");
 }
 function textObject(t) {
@@ -195,21 +197,118 @@ function renderMessage(m, inThread) {
   return row;
 }
 
+// The modal on the current user's screen, if any: Block Kit inputs (plain
+// text, multi-line, static select), with the errors of the last submission.
+function renderModal() {
+  const overlay = $("modal");
+  const v = [...state.views.values()].find((x) => x.user === state.me);
+  if (!v) { overlay.hidden = true; overlay.dataset.view = ""; return; }
+  if (overlay.dataset.view === v.id && overlay.dataset.errors === JSON.stringify(v.errors || {})) return;
+  const keep = overlay.dataset.view === v.id ? readModal() : {};
+  overlay.dataset.view = v.id;
+  overlay.dataset.errors = JSON.stringify(v.errors || {});
+  overlay.hidden = false;
+  $("modal-title").textContent = v.title;
+  $("modal-submit").textContent = v.submit || "Submit";
+  $("modal-submit").hidden = !v.submit;
+  $("modal-close").textContent = v.close || "Cancel";
+  const body = $("modal-body");
+  body.replaceChildren();
+  for (const block of v.blocks || []) {
+    if (block.type !== "input") {
+      body.appendChild(renderBlocks({ blocks: [block] }));
+      continue;
+    }
+    const field = document.createElement("label");
+    field.className = "field";
+    const label = document.createElement("div");
+    label.className = "field-label";
+    label.textContent = block.label.text + (block.optional ? " (optional)" : "");
+    field.appendChild(label);
+    const e = block.element;
+    let input;
+    if (e.type === "static_select") {
+      input = document.createElement("select");
+      input.appendChild(new Option(e.placeholder ? e.placeholder.text : "Choose…", ""));
+      for (const o of e.options || []) input.appendChild(new Option(o.text.text, o.value));
+    } else if (e.multiline) {
+      input = document.createElement("textarea");
+      input.rows = 3;
+    } else {
+      input = document.createElement("input");
+    }
+    if (e.placeholder && input.tagName !== "SELECT") input.placeholder = e.placeholder.text;
+    if (e.max_length) input.maxLength = e.max_length;
+    input.name = block.block_id;
+    input.value = keep[block.block_id] || "";
+    field.appendChild(input);
+    if (block.hint) {
+      const h = document.createElement("div");
+      h.className = "field-hint";
+      h.textContent = block.hint.text;
+      field.appendChild(h);
+    }
+    const err = (v.errors || {})[block.block_id];
+    if (err) {
+      const x = document.createElement("div");
+      x.className = "field-error";
+      x.innerHTML = mrkdwn(err);
+      field.appendChild(x);
+    }
+    body.appendChild(field);
+  }
+  $("modal-error").textContent = "";
+}
+function readModal() {
+  const values = {};
+  for (const el of $("modal-body").querySelectorAll("input, textarea, select")) {
+    if (el.value !== "") values[el.name] = el.value;
+  }
+  return values;
+}
+$("modal-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const id = $("modal").dataset.view;
+  try {
+    await post("api/submit", { user: state.me, view_id: id, values: readModal() });
+  } catch (e) {
+    $("modal-error").textContent = e.message;
+  }
+};
+$("modal-close").onclick = () => post("api/close", { user: state.me, view_id: $("modal").dataset.view }).catch(() => {});
+
+function shownIn(channel) { return [...state.messages.values()].filter((m) => m.channel === channel && !m.thread_ts && visible(m)).length; }
+function unreadIn(channel) { return Math.max(0, shownIn(channel) - (state.seen.get(state.me + "/" + channel) || 0)); }
+
+// render redraws what changed: the channel's messages (only when one of
+// them, or its replies, changed), the thread, the sidebar and the modal.
+let listShown = "";
 function render() {
+  state.seen.set(state.me + "/" + state.channel, shownIn(state.channel));
+  renderList();
+  renderThread();
+  renderSidebar();
+  renderModal();
+}
+
+function renderList() {
   const list = $("messages");
+  const top = ordered([...state.messages.values()].filter((m) => m.channel === state.channel && !m.thread_ts && visible(m)));
+  const replies = [...state.messages.values()].filter((m) => m.channel === state.channel && m.thread_ts && visible(m)).length;
+  const shown = JSON.stringify([state.channel, state.me, replies, top.map((m) => m.ts + ":" + m.seq)]);
+  if (shown === listShown) return;
+  listShown = shown;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   list.replaceChildren();
-  const top = ordered([...state.messages.values()].filter((m) => m.channel === state.channel && !m.thread_ts && visible(m)));
   if (!top.length) {
     const e = document.createElement("div");
     e.className = "empty";
-    e.innerHTML = "No messages yet. Type <code>/tf plan staging pr-1</code> below.";
+    e.innerHTML = isDM(state.channel) ? "twokey writes here when it has something for you alone: a break-glass token, say."
+      : "No messages yet. Type <code>/tf plan staging pr-1</code> below.";
     list.appendChild(e);
   }
   for (const m of top) list.appendChild(renderMessage(m, false));
   if (atBottom) list.scrollTop = list.scrollHeight;
-  renderThread();
-  renderSidebar();
 }
 
 function renderThread() {
@@ -226,17 +325,66 @@ function renderThread() {
   list.scrollTop = list.scrollHeight;
 }
 
-function channelName(id) { const c = state.channels.find((x) => x.id === id); return c ? c.name : id; }
+// dm is the channel of the current user's direct messages with twokey.
+function dm(userID) { return "D" + (userID || "").replace(/^U/, ""); }
+function isDM(id) { return id && id.startsWith("D"); }
+function channelName(id) {
+  if (isDM(id)) return "twokey";
+  const c = state.channels.find((x) => x.id === id);
+  return c ? c.name : id;
+}
+function channelTitle(id) { return isDM(id) ? "✉ twokey (direct messages)" : "# " + channelName(id); }
+function showChannel(id) {
+  state.channel = id;
+  state.thread = null;
+  $("channel-name").textContent = channelTitle(id);
+  $("composer-input").placeholder = isDM(id) ? "Message twokey — try /tf help" : "Message #" + channelName(id) + " — try /tf plan staging pr-1";
+  render();
+}
 
+// renderSidebar rebuilds the sidebar only when what it shows changed, so
+// that a click on it is never lost to a re-render.
+let sidebarShown = "";
 function renderSidebar() {
+  const shown = JSON.stringify([state.channels, state.users, state.me, state.channel, state.connections,
+    state.channels.map((c) => unreadIn(c.id)), unreadIn(dm(state.me))]);
+  if (shown === sidebarShown) return;
+  sidebarShown = shown;
   const ch = $("channels");
   ch.replaceChildren();
   for (const c of state.channels) {
     const item = document.createElement("div");
     item.className = "nav-item" + (c.id === state.channel ? " active" : "");
+    item.dataset.channel = c.name;
     item.textContent = "# " + c.name;
-    item.onclick = () => { state.channel = c.id; state.thread = null; $("channel-name").textContent = "# " + c.name; render(); };
+    const unread = unreadIn(c.id);
+    if (unread && c.id !== state.channel) {
+      const b = document.createElement("span");
+      b.className = "count";
+      b.textContent = unread;
+      item.appendChild(b);
+    }
+    item.onclick = () => showChannel(c.id);
     ch.appendChild(item);
+  }
+  const dms = $("dms");
+  dms.replaceChildren();
+  if (state.me) {
+    const mine = dm(state.me);
+    const item = document.createElement("div");
+    item.className = "nav-item" + (mine === state.channel ? " active" : "");
+    item.dataset.channel = "dm";
+    item.appendChild(avatar(state.bot ? state.bot.id : ""));
+    item.appendChild(document.createTextNode("twokey"));
+    const n = unreadIn(mine);
+    if (n && mine !== state.channel) {
+      const b = document.createElement("span");
+      b.className = "count";
+      b.textContent = n;
+      item.appendChild(b);
+    }
+    item.onclick = () => showChannel(mine);
+    dms.appendChild(item);
   }
   const us = $("users");
   us.replaceChildren();
@@ -252,7 +400,12 @@ function renderSidebar() {
     r.className = "role";
     r.textContent = u.title || "";
     item.appendChild(r);
-    item.onclick = () => { state.me = u.id; localStorage.setItem("twokey-demo-user", u.id); render(); };
+    item.onclick = () => {
+      if (isDM(state.channel)) state.channel = dm(u.id);
+      state.me = u.id;
+      localStorage.setItem("twokey-demo-user", u.id);
+      showChannel(state.channel);
+    };
     us.appendChild(item);
   }
   const as = $("composer-as");
@@ -307,10 +460,11 @@ async function load() {
   state.bot = s.bot;
   state.connections = s.connections;
   state.messages = new Map(s.messages.map((m) => [key(m), m]));
+  state.views = new Map((s.views || []).map((v) => [v.id, v]));
   state.channel = state.channel || (s.channels[0] && s.channels[0].id);
   const saved = localStorage.getItem("twokey-demo-user");
   state.me = state.me || (s.users.find((u) => u.id === saved) ? saved : s.users[0] && s.users[0].id);
-  render();
+  showChannel(state.channel);
 }
 
 function follow() {
@@ -318,6 +472,10 @@ function follow() {
   ws.onmessage = (ev) => {
     const e = JSON.parse(ev.data);
     if (e.message) state.messages.set(key(e.message), e.message);
+    if (e.view) {
+      if (e.view.blocks) state.views.set(e.view.id, e.view);
+      else state.views.delete(e.view.id);
+    }
     if (typeof e.connections === "number") state.connections = e.connections;
     render();
   };
