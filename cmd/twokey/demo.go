@@ -55,6 +55,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
     as dave    click Approve             refused: not an approver
     as bob, then carol, click Approve    two approvals: the apply runs
     as anyone  /tf history staging       the record of what changed, by whom
+    as erin    /tf breakglass            on call: emergency access, approved in #security
   twokey's log: %s    Ctrl-C stops everything.
   The audit chain, from another terminal:
     %s audit verify --config %s
