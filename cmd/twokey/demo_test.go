@@ -89,7 +89,7 @@ func TestDemoInBrowser(t *testing.T) {
 	}
 	approveButton := chromedp.CSS(`#messages button[data-action="twokey_approve"]`)
 	waitText := func(sel, text string) chromedp.Action[chromedp.Void] {
-		return chromedp.Poll[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).innerText.includes(%q)`, sel, text),
+		return chromedp.Poll[chromedp.Void](fmt.Sprintf(`(document.querySelector(%q) || {innerText: ""}).innerText.includes(%q)`, sel, text),
 			chromedp.WithPollingTimeout(60*time.Second))
 	}
 	err := chromedp.Do(ctx,
@@ -126,25 +126,34 @@ func TestDemoInBrowser(t *testing.T) {
 
 	// erin, on call, asks for break-glass in the form; bob approves in
 	// #security; the wrapped token waits in erin's DMs.
-	err = chromedp.Do(ctx,
-		as("erin"),
-		chromedp.SendKeys(chromedp.ID("composer-input"), "/tf breakglass\n"),
-		chromedp.WaitVisible(chromedp.ID("modal-form")),
-		chromedp.SetValue(chromedp.CSS(`#modal-body select[name="bg_env"]`), "infra/prod"),
-		chromedp.SendKeys(chromedp.CSS(`#modal-body input[name="bg_duration"]`), "2h"),
-		chromedp.SendKeys(chromedp.CSS(`#modal-body textarea[name="bg_reason"]`), "db failover stuck, need to resize"),
-		chromedp.Click(chromedp.ID("modal-submit")),
-		waitText("#modal-body", "at most 1h"), // over the cap: the form says so and stays open
-		chromedp.SetValue(chromedp.CSS(`#modal-body input[name="bg_duration"]`), "30m"),
-		chromedp.Click(chromedp.ID("modal-submit")),
-		chromedp.WaitNotVisible(chromedp.ID("modal-form")),
-		chromedp.Click(chromedp.CSS(`#channels .nav-item[data-channel="security"]`)),
-		waitText("#messages", "waiting for approval"),
-		as("bob"),
-		chromedp.Click(chromedp.CSS(`#messages button[data-action="twokey_bg_approve"]`)),
-		waitText("#messages", "token delivered"),
-		chromedp.Sleep(300*time.Millisecond),
-	)
+	steps := []struct {
+		name string
+		do   chromedp.Action[chromedp.Void]
+	}{
+		{"as erin", as("erin")},
+		{"type", chromedp.SendKeys(chromedp.ID("composer-input"), "/tf breakglass\n")},
+		{"form", chromedp.WaitVisible(chromedp.ID("modal-form"))},
+		{"env", chromedp.SetValue(chromedp.CSS(`#modal-body select[name="bg_env"]`), "infra/prod")},
+		{"duration", chromedp.SendKeys(chromedp.CSS(`#modal-body input[name="bg_duration"]`), "2h")},
+		{"reason", chromedp.SendKeys(chromedp.CSS(`#modal-body textarea[name="bg_reason"]`), "db failover stuck, need to resize")},
+		{"submit", chromedp.Click(chromedp.ID("modal-submit"))},
+		{"cap", waitText("#modal-body .field-error", "at most 1h")}, // over the cap: the form says so and stays open
+		{"duration again", chromedp.SetValue(chromedp.CSS(`#modal-body input[name="bg_duration"]`), "30m")},
+		{"submit again", chromedp.Click(chromedp.ID("modal-submit"))},
+		{"form closed", chromedp.WaitNotVisible(chromedp.ID("modal-form"))},
+		{"#security", chromedp.Click(chromedp.CSS(`#channels .nav-item[data-channel="security"]`))},
+		{"request", waitText("#messages", "waiting for approval")},
+		{"as bob", as("bob")},
+		{"approve", chromedp.Click(chromedp.CSS(`#messages button[data-action="twokey_bg_approve"]`))},
+		{"delivered", waitText("#messages", "token delivered")},
+		{"settle", chromedp.Sleep(300 * time.Millisecond)},
+	}
+	for _, step := range steps {
+		if err = chromedp.Do(ctx, step.do); err != nil {
+			err = fmt.Errorf("%s: %w", step.name, err)
+			break
+		}
+	}
 	if err != nil {
 		t.Fatalf("browser, break-glass: %v", err)
 	}

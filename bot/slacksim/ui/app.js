@@ -280,9 +280,8 @@ $("modal-close").onclick = () => post("api/close", { user: state.me, view_id: $(
 function shownIn(channel) { return [...state.messages.values()].filter((m) => m.channel === channel && !m.thread_ts && visible(m)).length; }
 function unreadIn(channel) { return Math.max(0, shownIn(channel) - (state.seen.get(state.me + "/" + channel) || 0)); }
 
-// render redraws what changed: the channel's messages (only when one of
-// them, or its replies, changed), the thread, the sidebar and the modal.
-let listShown = "";
+// render redraws what changed: the channel's messages, the thread, the
+// sidebar and the modal.
 function render() {
   state.seen.set(state.me + "/" + state.channel, shownIn(state.channel));
   renderList();
@@ -291,23 +290,41 @@ function render() {
   renderModal();
 }
 
+// reconcile makes container's children the given items, in order. An item
+// whose key and signature are unchanged keeps its element, untouched: a
+// click on it is never lost to a redraw.
+function reconcile(container, items) {
+  const old = container._items || new Map();
+  const next = new Map();
+  items.forEach((it, i) => {
+    let cur = old.get(it.key);
+    if (!cur || cur.sig !== it.sig) cur = { sig: it.sig, el: it.build() };
+    next.set(it.key, cur);
+    if (container.children[i] !== cur.el) container.insertBefore(cur.el, container.children[i] || null);
+  });
+  while (container.children.length > items.length) container.lastChild.remove();
+  container._items = next;
+}
+
 function renderList() {
   const list = $("messages");
   const top = ordered([...state.messages.values()].filter((m) => m.channel === state.channel && !m.thread_ts && visible(m)));
-  const replies = [...state.messages.values()].filter((m) => m.channel === state.channel && m.thread_ts && visible(m)).length;
-  const shown = JSON.stringify([state.channel, state.me, replies, top.map((m) => m.ts + ":" + m.seq)]);
-  if (shown === listShown) return;
-  listShown = shown;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  list.replaceChildren();
+  const items = top.map((m) => {
+    const replies = [...state.messages.values()].filter((r) => r.channel === m.channel && r.thread_ts === m.ts && visible(r)).length;
+    return { key: key(m) + "/" + state.me, sig: m.seq + ":" + replies, build: () => renderMessage(m, false) };
+  });
   if (!top.length) {
-    const e = document.createElement("div");
-    e.className = "empty";
-    e.innerHTML = isDM(state.channel) ? "twokey writes here when it has something for you alone: a break-glass token, say."
+    const text = isDM(state.channel) ? "twokey writes here when it has something for you alone: a break-glass token, say."
       : "No messages yet. Type <code>/tf plan staging pr-1</code> below.";
-    list.appendChild(e);
+    items.push({ key: "empty", sig: text, build: () => {
+      const e = document.createElement("div");
+      e.className = "empty";
+      e.innerHTML = text;
+      return e;
+    } });
   }
-  for (const m of top) list.appendChild(renderMessage(m, false));
+  reconcile(list, items);
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
@@ -342,74 +359,57 @@ function showChannel(id) {
   render();
 }
 
-// renderSidebar rebuilds the sidebar only when what it shows changed, so
-// that a click on it is never lost to a re-render.
-let sidebarShown = "";
+// navItem is a sidebar entry; setNav updates one in place, so a click on
+// it is never lost to a redraw.
+function navItem(label, onclick, data) {
+  const item = document.createElement("div");
+  item.className = "nav-item";
+  Object.assign(item.dataset, data);
+  if (typeof label === "string") item.textContent = label;
+  else item.append(...label);
+  const b = document.createElement("span");
+  b.className = "count";
+  b.hidden = true;
+  item.appendChild(b);
+  item.onclick = onclick;
+  return item;
+}
+function setNav(item, active, count) {
+  item.classList.toggle("active", active);
+  const b = item.querySelector(".count");
+  b.hidden = !count;
+  b.textContent = count || "";
+}
+
 function renderSidebar() {
-  const shown = JSON.stringify([state.channels, state.users, state.me, state.channel, state.connections,
-    state.channels.map((c) => unreadIn(c.id)), unreadIn(dm(state.me))]);
-  if (shown === sidebarShown) return;
-  sidebarShown = shown;
   const ch = $("channels");
-  ch.replaceChildren();
-  for (const c of state.channels) {
-    const item = document.createElement("div");
-    item.className = "nav-item" + (c.id === state.channel ? " active" : "");
-    item.dataset.channel = c.name;
-    item.textContent = "# " + c.name;
-    const unread = unreadIn(c.id);
-    if (unread && c.id !== state.channel) {
-      const b = document.createElement("span");
-      b.className = "count";
-      b.textContent = unread;
-      item.appendChild(b);
-    }
-    item.onclick = () => showChannel(c.id);
-    ch.appendChild(item);
-  }
+  reconcile(ch, state.channels.map((c) => ({ key: c.id, sig: c.name, build: () => navItem("# " + c.name, () => showChannel(c.id), { channel: c.name }) })));
+  state.channels.forEach((c, i) => setNav(ch.children[i], c.id === state.channel, c.id === state.channel ? 0 : unreadIn(c.id)));
+  const mine = dm(state.me);
   const dms = $("dms");
-  dms.replaceChildren();
-  if (state.me) {
-    const mine = dm(state.me);
-    const item = document.createElement("div");
-    item.className = "nav-item" + (mine === state.channel ? " active" : "");
-    item.dataset.channel = "dm";
-    item.appendChild(avatar(state.bot ? state.bot.id : ""));
-    item.appendChild(document.createTextNode("twokey"));
-    const n = unreadIn(mine);
-    if (n && mine !== state.channel) {
-      const b = document.createElement("span");
-      b.className = "count";
-      b.textContent = n;
-      item.appendChild(b);
-    }
-    item.onclick = () => showChannel(mine);
-    dms.appendChild(item);
-  }
+  reconcile(dms, state.me ? [{ key: "dm", sig: "dm", build: () => navItem(
+    [avatar(state.bot ? state.bot.id : ""), document.createTextNode("twokey")], () => showChannel(dm(state.me)), { channel: "dm" }) }] : []);
+  if (state.me) setNav(dms.children[0], mine === state.channel, mine === state.channel ? 0 : unreadIn(mine));
   const us = $("users");
-  us.replaceChildren();
-  for (const u of state.users) {
-    const item = document.createElement("div");
-    item.className = "nav-item" + (u.id === state.me ? " active" : "");
-    item.dataset.user = u.name;
-    item.appendChild(avatar(u.id));
-    const n = document.createElement("span");
-    n.textContent = u.name;
-    item.appendChild(n);
-    const r = document.createElement("span");
-    r.className = "role";
-    r.textContent = u.title || "";
-    item.appendChild(r);
-    item.onclick = () => {
+  reconcile(us, state.users.map((u) => ({ key: u.id, sig: u.name + u.title, build: () => {
+    const role = document.createElement("span");
+    role.className = "role";
+    role.textContent = u.title || "";
+    const name = document.createElement("span");
+    name.textContent = u.name;
+    return navItem([avatar(u.id), name, role], () => {
       if (isDM(state.channel)) state.channel = dm(u.id);
       state.me = u.id;
       localStorage.setItem("twokey-demo-user", u.id);
       showChannel(state.channel);
-    };
-    us.appendChild(item);
-  }
+    }, { user: u.name });
+  } })));
+  state.users.forEach((u, i) => setNav(us.children[i], u.id === state.me, 0));
   const as = $("composer-as");
-  as.replaceChildren(avatar(state.me || ""), document.createTextNode(userName(state.me || "")));
+  if (as.dataset.user !== state.me) {
+    as.dataset.user = state.me || "";
+    as.replaceChildren(avatar(state.me || ""), document.createTextNode(userName(state.me || "")));
+  }
   const conn = $("connection");
   conn.className = "connection" + (state.connections > 0 ? " up" : "");
   conn.textContent = state.connections > 0 ? "twokey connected" : "twokey offline";
