@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,13 @@ func (b *Bot) sweepGrants(ctx context.Context) {
 		return
 	}
 	now := b.o.Now()
+	b.shownMu.Lock()
+	for id := range b.shownLeft {
+		if !slices.ContainsFunc(grants, func(g approvals.BreakGlass) bool { return g.ID == id && g.Status == approvals.GrantActive }) {
+			delete(b.shownLeft, id)
+		}
+	}
+	b.shownMu.Unlock()
 	for _, g := range grants {
 		switch {
 		case approvals.RequestLapsed(g, now):
@@ -79,7 +87,7 @@ func (b *Bot) expireGrant(ctx context.Context, g approvals.BreakGlass) {
 // countdown re-renders an active grant's announcement when the minutes
 // left change.
 func (b *Bot) countdown(ctx context.Context, g approvals.BreakGlass) {
-	left := int(g.ExpiresAt.Sub(b.o.Now()).Minutes())
+	left := minutesLeft(g, b.o.Now())
 	b.shownMu.Lock()
 	shown, ok := b.shownLeft[g.ID]
 	b.shownLeft[g.ID] = left

@@ -61,7 +61,7 @@ func (b *Bot) grantMessage(g approvals.BreakGlass) (string, []slack.Block) {
 	token := "—"
 	switch {
 	case g.Status == approvals.GrantActive:
-		token = fmt.Sprintf(":hourglass_flowing_sand: %s left, until %s", human(g.ExpiresAt.Sub(now).Truncate(time.Minute)+time.Minute),
+		token = fmt.Sprintf(":hourglass_flowing_sand: %s left, until %s", human(time.Duration(minutesLeft(g, now))*time.Minute),
 			g.ExpiresAt.UTC().Format("15:04 MST"))
 	case g.HadToken():
 		token = "gone since " + g.EndedAt.UTC().Format("Jan 2 15:04 MST")
@@ -109,6 +109,11 @@ func (b *Bot) grantMessage(g approvals.BreakGlass) (string, []slack.Block) {
 			slack.NewButtonBlockElement(actionBGReview, g.ID, plain("Reviewed…")).WithStyle(slack.StylePrimary)))
 	}
 	return fallback, blocks
+}
+
+// minutesLeft is the active grant's time left, in minutes rounded up.
+func minutesLeft(g approvals.BreakGlass, now time.Time) int {
+	return int((g.ExpiresAt.Sub(now) + time.Minute - 1) / time.Minute)
 }
 
 func grantIcon(g approvals.BreakGlass) string {

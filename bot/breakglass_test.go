@@ -103,6 +103,12 @@ func TestBreakGlassExpiryDriftAndReminders(t *testing.T) {
 	if g.Status != approvals.GrantActive || !g.Delivered || g.Approver != pAlice || !h.said("DERIN", "vault unwrap hvs.wrap-"+id) {
 		t.Fatalf("approved grant: %+v", g)
 	}
+	// The announcement counts down as the minutes pass.
+	h.now = h.now.Add(10 * time.Minute)
+	h.sweep()
+	if !h.said(pSecurity, "20m left") {
+		t.Fatal("the announcement does not count down")
+	}
 	h.now = g.ExpiresAt
 	h.sweep()
 	g, _ = h.store.GetGrant(ctx, id)

@@ -201,9 +201,11 @@ func TestBreakGlassApprovedDeliveredRevokedReviewed(t *testing.T) {
 	s.ephemeral(erin, "cannot approve")
 	s.click(dave, ann, bgApprove)
 	s.ephemeral(dave, "your click was not counted")
+	approved := time.Now()
 	s.click(bob, ann, bgApprove)
 
 	dm := s.dmTo(erin, "vault unwrap")
+	t.Logf("approval → wrapped token in erin's DMs: %v", time.Since(approved).Round(time.Millisecond))
 	m := wrapRE.FindStringSubmatch(dm.Content())
 	if m == nil {
 		t.Fatalf("no wrapping token in the DM: %s", dm.Content())
