@@ -70,6 +70,7 @@ type BreakGlass struct {
 	WrapAccessor string    `json:"wrap_accessor,omitempty"` // the wrapping token's accessor
 	WrapExpires  time.Time `json:"wrap_expires,omitzero"`
 	Delivered    bool      `json:"delivered,omitempty"` // the wrapping token reached the requester's DMs
+	UnwrappedAt  time.Time `json:"unwrapped_at,omitzero"` // when Vault was first seen to have no wrapping token any more
 
 	// The announcement in the security channel, and the requester's DM.
 	Channel   string `json:"channel"`

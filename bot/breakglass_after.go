@@ -44,6 +44,9 @@ func (b *Bot) sweepGrants(ctx context.Context) {
 			b.expireGrant(ctx, g)
 		case g.Status == approvals.GrantActive:
 			b.countdown(ctx, g)
+			if g.Delivered && g.UnwrappedAt.IsZero() && now.Before(g.WrapExpires) {
+				b.watchUnwrap(ctx, g)
+			}
 		case g.Status == approvals.GrantEnded && g.HadToken():
 			_, env, err := b.cfg.Resolve(g.Project, g.Env)
 			if err != nil || env.BreakGlass == nil {
@@ -82,6 +85,31 @@ func (b *Bot) expireGrant(ctx context.Context, g approvals.BreakGlass) {
 	b.refreshGrant(ctx, g)
 	b.postGrant(ctx, g, ":hourglass: The token expired. "+goneWords(gone)+" Checking for drift next.")
 	b.background(func(ctx context.Context) { b.driftCheck(ctx, g) })
+}
+
+// watchUnwrap tells the security channel and the requester when the
+// wrapping token is used: if it was not the requester, they know at once.
+func (b *Bot) watchUnwrap(ctx context.Context, g approvals.BreakGlass) {
+	alive, err := b.o.Runner.TokenAlive(ctx, g.Project, g.Env, g.WrapAccessor)
+	if err != nil || alive {
+		return
+	}
+	now := b.o.Now()
+	g, err = b.mutateGrant(ctx, g.ID, func(cur approvals.BreakGlass) (approvals.BreakGlass, error) {
+		if !cur.UnwrappedAt.IsZero() || cur.Status != approvals.GrantActive {
+			return cur, approvals.ErrUnchanged
+		}
+		cur.UnwrappedAt, cur.UpdatedAt = now, now
+		return cur, nil
+	})
+	if err != nil || !g.UnwrappedAt.Equal(now) {
+		return
+	}
+	_ = b.recordGrant(ctx, "unwrapped", "", g, nil)
+	at := now.UTC().Format("15:04:05 MST")
+	b.postGrant(ctx, g, fmt.Sprintf(":key: The token was unwrapped at %s.", at))
+	b.dmText(ctx, g.Requester, fmt.Sprintf(":key: Your break-glass token `%s` was unwrapped at %s. If that was not you, "+
+		"press *Unwrap failed* above, or `/tf breakglass revoke %s`.", g.ID, at, g.ID))
 }
 
 // countdown re-renders an active grant's announcement when the minutes

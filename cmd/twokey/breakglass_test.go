@@ -189,7 +189,7 @@ func TestBreakGlassRefusals(t *testing.T) {
 // the logs.
 func TestBreakGlassApprovedDeliveredRevokedReviewed(t *testing.T) {
 	s := newStack(t)
-	s.startBot()
+	s.startBot("--sweep-interval", "200ms")
 	s.slash(erin, `breakglass staging 10m "db failover stuck, need to resize https://incidents.example.com/INC-42"`)
 	s.ephemeral(erin, "waiting for one approval")
 	ann := s.announcement("", "waiting for approval")
@@ -225,6 +225,8 @@ func TestBreakGlassApprovedDeliveredRevokedReviewed(t *testing.T) {
 		t.Fatalf("the unwrapped token: policies %v, ttl %v", policies, ttl)
 	}
 	s.announcement(id, "token delivered")
+	s.thread(ann, "The token was unwrapped at") // the security channel sees it picked up
+	s.dmTo(erin, "was unwrapped at")
 
 	s.slash(bob, "status staging")
 	s.ephemeral(bob, id+"` infra/staging by <@"+erin+">: active")
@@ -291,7 +293,7 @@ func TestBreakGlassApprovedDeliveredRevokedReviewed(t *testing.T) {
 		t.Fatal("a token reached the log")
 	}
 	want := []string{"requested:erin", "approved:bob", "credential_minted", "minted:twokey", "delivered:twokey",
-		"credential_revoked", "revoked:erin", "credential_minted", "credential_revoked", // the drift check's read-only credential
+		"unwrapped:twokey", "credential_revoked", "revoked:erin", "credential_minted", "credential_revoked", // the drift check's read-only credential
 		"drift:twokey", "reviewed:bob", "reviewed:carol"}
 	if got := s.breakGlassEvents(id); !slices.Equal(got, want) {
 		t.Fatalf("break-glass events:\n%v\nwant\n%v", got, want)
@@ -354,7 +356,8 @@ func TestBreakGlassSelfServiceExpires(t *testing.T) {
 	s.announcement(id, "expired, *unreviewed*")
 	s.slash(bob, "status")
 	s.ephemeral(bob, id+"` infra/prod by <@"+erin+">: expired, *unreviewed* (0 of 2 reviews)")
-	want := []string{"requested:erin", "credential_minted", "minted:twokey", "delivered:twokey", "expired:twokey", "drift:twokey"}
+	want := []string{"requested:erin", "credential_minted", "minted:twokey", "delivered:twokey", "unwrapped:twokey",
+		"expired:twokey", "drift:twokey"}
 	if got := s.breakGlassEvents(id); !slices.Equal(got, want) {
 		t.Fatalf("break-glass events:\n%v\nwant\n%v", got, want)
 	}
