@@ -69,7 +69,7 @@ type BreakGlass struct {
 	Accessor     string    `json:"accessor,omitempty"`      // the token's accessor (never the token)
 	WrapAccessor string    `json:"wrap_accessor,omitempty"` // the wrapping token's accessor
 	WrapExpires  time.Time `json:"wrap_expires,omitzero"`
-	Delivered    bool      `json:"delivered,omitempty"` // the wrapping token reached the requester's DMs
+	Delivered    bool      `json:"delivered,omitempty"`   // the wrapping token reached the requester's DMs
 	UnwrappedAt  time.Time `json:"unwrapped_at,omitzero"` // when Vault was first seen to have no wrapping token any more
 
 	// The announcement in the security channel, and the requester's DM.
