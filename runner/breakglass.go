@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/terraform-exec/tfexec"
-
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/audit"
 )
@@ -203,40 +201,13 @@ func (r *Runner) Drift(ctx context.Context, job DriftJob) (DriftResult, error) {
 		holds: filepath.Join(root, "holds")}
 	ws.work = filepath.Join(ws.src, filepath.FromSlash(job.Target.Dir))
 	about := subject{project: job.Target.Project, env: job.Target.Env, sha: job.Rev.SHA, planID: job.ID}
-	var cred *Credential
-	if job.Target.PlanCreds != nil {
-		req := *job.Target.PlanCreds
-		req.Purpose = "drift " + job.ID
-		c, err := r.mint(ctx, req, about)
-		if err != nil {
-			return DriftResult{}, err
-		}
-		defer r.revokeRecorded(c, about)
-		cred = c
-	}
-	tf, err := r.materialize(ctx, ws, job.ID, job.Rev, job.Target, cred)
 	// The workspace's terraform is used once; do not keep it.
 	defer r.forget(ws.work)
+	summary, text, err := r.planIn(ctx, ws, job.ID, "drift", job.Rev, job.Target, about, filepath.Join(root, "drift.tfplan"), false)
 	if err != nil {
 		return DriftResult{}, err
 	}
-	planFile := filepath.Join(root, "drift.tfplan")
-	opts := []tfexec.PlanOption{tfexec.Out(planFile), tfexec.Lock(false)}
-	for _, vf := range job.Target.VarFiles {
-		opts = append(opts, tfexec.VarFile(vf))
-	}
-	var text strings.Builder
-	tf.SetStdout(&text)
-	_, err = tf.Plan(ctx, opts...)
-	tf.SetStdout(nil)
-	if err != nil {
-		return DriftResult{}, tfError("plan", err, cred)
-	}
-	plan, err := tf.ShowPlanFile(ctx, planFile)
-	if err != nil {
-		return DriftResult{}, tfError("show", err, cred)
-	}
-	return DriftResult{SHA: job.Rev.SHA, Summary: Summarize(plan), Text: Redact(text.String(), cred.Values()...)}, nil
+	return DriftResult{SHA: job.Rev.SHA, Summary: summary, Text: text}, nil
 }
 
 // forget drops the cached Terraform of a workspace that is gone.

@@ -287,39 +287,12 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 	ctx, stop := r.guard(ctx, job.Lease, job.Target.LockTTL, job.Target.PlanTimeout)
 	defer stop()
 
-	ws := r.workspace(job.Target)
 	about := subject{project: job.Target.Project, env: job.Target.Env, pr: job.Rev.PR, sha: job.Rev.SHA,
 		planID: job.PlanID, fence: job.Lease.Fence}
-	var cred *Credential
-	if job.Target.PlanCreds != nil {
-		req := *job.Target.PlanCreds
-		req.Purpose = "plan " + job.PlanID
-		c, err := r.mint(ctx, req, about)
-		if err != nil {
-			return PlanResult{}, err
-		}
-		defer r.revokeRecorded(c, about)
-		cred = c
-	}
-	tf, err := r.materialize(ctx, ws, job.PlanID, job.Rev, job.Target, cred)
-	if err != nil {
-		return PlanResult{}, r.cause(ctx, err)
-	}
 	planFile := r.planFile(job.PlanID)
-	opts := []tfexec.PlanOption{tfexec.Out(planFile), tfexec.Lock(true)}
-	for _, vf := range job.Target.VarFiles {
-		opts = append(opts, tfexec.VarFile(vf))
-	}
-	var text strings.Builder
-	tf.SetStdout(&text)
-	_, err = tf.Plan(ctx, opts...)
-	tf.SetStdout(nil)
+	summary, text, err := r.planIn(ctx, r.workspace(job.Target), job.PlanID, "plan", job.Rev, job.Target, about, planFile, true)
 	if err != nil {
-		return PlanResult{}, r.cause(ctx, tfError("plan", err, cred))
-	}
-	plan, err := tf.ShowPlanFile(ctx, planFile)
-	if err != nil {
-		return PlanResult{}, r.cause(ctx, tfError("show", err, cred))
+		return PlanResult{}, err
 	}
 	data, err := os.ReadFile(planFile)
 	if err != nil {
@@ -330,7 +303,46 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 			return PlanResult{}, err
 		}
 	}
-	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan), Text: Redact(text.String(), cred.Values()...)}, nil
+	return PlanResult{Digest: digestOf(data), Summary: summary, Text: text}, nil
+}
+
+// planIn mints the target's read-only plan credentials, if it has any,
+// checks rev out into ws, and runs terraform plan -out planFile (taking
+// terraform's state lock if lock) and show. It returns what the plan would
+// do and its text, redacted; the credentials are revoked when it returns.
+func (r *Runner) planIn(ctx context.Context, ws workspace, id, purpose string, rev Revision, t Target, about subject,
+	planFile string, lock bool) (approvals.Summary, string, error) {
+	var cred *Credential
+	if t.PlanCreds != nil {
+		req := *t.PlanCreds
+		req.Purpose = purpose + " " + id
+		c, err := r.mint(ctx, req, about)
+		if err != nil {
+			return approvals.Summary{}, "", err
+		}
+		defer r.revokeRecorded(c, about)
+		cred = c
+	}
+	tf, err := r.materialize(ctx, ws, id, rev, t, cred)
+	if err != nil {
+		return approvals.Summary{}, "", r.cause(ctx, err)
+	}
+	opts := []tfexec.PlanOption{tfexec.Out(planFile), tfexec.Lock(lock)}
+	for _, vf := range t.VarFiles {
+		opts = append(opts, tfexec.VarFile(vf))
+	}
+	var text strings.Builder
+	tf.SetStdout(&text)
+	_, err = tf.Plan(ctx, opts...)
+	tf.SetStdout(nil)
+	if err != nil {
+		return approvals.Summary{}, "", r.cause(ctx, tfError("plan", err, cred))
+	}
+	plan, err := tf.ShowPlanFile(ctx, planFile)
+	if err != nil {
+		return approvals.Summary{}, "", r.cause(ctx, tfError("show", err, cred))
+	}
+	return Summarize(plan), Redact(text.String(), cred.Values()...), nil
 }
 
 // ApplyJob is one approved apply.
