@@ -205,7 +205,14 @@ func (b *Bot) denyGrant(ctx context.Context, channel, user, id string) error {
 // mayApproveGrant: another on-call engineer of the environment, or one of
 // its approvers. An error means membership could not be read.
 func (b *Bot) mayApproveGrant(ctx context.Context, user string, env *config.Environment) (bool, error) {
-	for _, who := range []config.Who{env.BreakGlass.OnCall, env.Approvers} {
+	return b.anyOf(ctx, user, env.BreakGlass.OnCall, env.Approvers)
+}
+
+// anyOf reports whether user is in any of the lists, reading them in
+// order; an error (errMembership) means one could not be read before user
+// was found.
+func (b *Bot) anyOf(ctx context.Context, user string, lists ...config.Who) (bool, error) {
+	for _, who := range lists {
 		ok, err := b.dir.includes(ctx, user, who)
 		if ok {
 			return true, nil
@@ -378,14 +385,11 @@ func (b *Bot) revokeGrant(ctx context.Context, channel, user string, cmd command
 		return err
 	}
 	if user != g.Requester {
-		ok, err := b.mayApproveGrant(ctx, user, env)
-		if !ok && err == nil {
-			ok, err = b.dir.includes(ctx, user, b.cfg.Admins)
+		ok, err := b.anyOf(ctx, user, env.BreakGlass.OnCall, env.Approvers, b.cfg.Admins)
+		if err != nil {
+			return err
 		}
 		if !ok {
-			if err != nil {
-				return fmt.Errorf("%w: %w", errMembership, err)
-			}
 			return errNoRevoke
 		}
 	}
@@ -515,29 +519,13 @@ func (b *Bot) announce(ctx context.Context, g approvals.BreakGlass) approvals.Br
 
 // refreshGrant re-renders a grant's announcement.
 func (b *Bot) refreshGrant(ctx context.Context, g approvals.BreakGlass) {
-	if g.MessageTS == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
 	text, blocks := b.grantMessage(g)
-	if _, _, _, err := b.api.UpdateMessageContext(ctx, g.Channel, g.MessageTS,
-		slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
-		b.log.Error("update break-glass announcement", "grant", g.ID, "err", err)
-	}
+	b.edit(ctx, g.Channel, g.MessageTS, text, blocks, "grant", g.ID)
 }
 
 // postGrant writes in the announcement's thread.
 func (b *Bot) postGrant(ctx context.Context, g approvals.BreakGlass, text string) {
-	if g.MessageTS == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if _, _, err := b.api.PostMessageContext(ctx, g.Channel, slack.MsgOptionText(clip(text, maxSection), false),
-		slack.MsgOptionTS(g.MessageTS)); err != nil {
-		b.log.Error("post in break-glass thread", "grant", g.ID, "err", err)
-	}
+	b.reply(ctx, g.Channel, g.MessageTS, text, "grant", g.ID)
 }
 
 // dm posts to user's direct messages with twokey.

@@ -220,16 +220,7 @@ func (b *Bot) remind(ctx context.Context, g approvals.BreakGlass, every time.Dur
 
 // mayReview: an approver of the environment or a twokey admin.
 func (b *Bot) mayReview(ctx context.Context, user string, env *config.Environment) (bool, error) {
-	for _, who := range []config.Who{env.Approvers, b.cfg.Admins} {
-		ok, err := b.dir.includes(ctx, user, who)
-		if ok {
-			return true, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("%w: %w", errMembership, err)
-		}
-	}
-	return false, nil
+	return b.anyOf(ctx, user, env.Approvers, b.cfg.Admins)
 }
 
 // openReview answers a Reviewed click: the review form, with a note field.

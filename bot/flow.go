@@ -677,28 +677,39 @@ func leaseOf(p approvals.Plan) runner.Lease {
 
 // refresh re-renders a plan's channel message.
 func (b *Bot) refresh(ctx context.Context, p approvals.Plan) {
-	if p.MessageTS == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
 	text, blocks := b.planMessage(p)
-	if _, _, _, err := b.api.UpdateMessageContext(ctx, p.Channel, p.MessageTS,
-		slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
-		b.log.Error("update plan message", "plan_id", p.ID, "err", err)
-	}
+	b.edit(ctx, p.Channel, p.MessageTS, text, blocks, "plan_id", p.ID)
 }
 
 // post writes in the plan's thread.
 func (b *Bot) post(ctx context.Context, p approvals.Plan, text string) {
-	if p.MessageTS == "" {
+	b.reply(ctx, p.Channel, p.MessageTS, text, "plan_id", p.ID)
+}
+
+// edit replaces the message at ts, if there is one; a failure is logged
+// with attrs.
+func (b *Bot) edit(ctx context.Context, channel, ts, text string, blocks []slack.Block, attrs ...any) {
+	if ts == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, _, err := b.api.PostMessageContext(ctx, p.Channel, slack.MsgOptionText(clip(text, maxSection), false),
-		slack.MsgOptionTS(p.MessageTS)); err != nil {
-		b.log.Error("post in thread", "plan_id", p.ID, "err", err)
+	if _, _, _, err := b.api.UpdateMessageContext(ctx, channel, ts,
+		slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
+		b.log.Error("update message", append(attrs, "err", err)...)
+	}
+}
+
+// reply writes in the thread of the message at ts, if there is one.
+func (b *Bot) reply(ctx context.Context, channel, ts, text string, attrs ...any) {
+	if ts == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, _, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionText(clip(text, maxSection), false),
+		slack.MsgOptionTS(ts)); err != nil {
+		b.log.Error("post in thread", append(attrs, "err", err)...)
 	}
 }
 
