@@ -4,8 +4,9 @@
 // Every function here is pure: it takes a Plan and the time and returns the
 // next Plan and a decision. Storage is behind Store, a versioned
 // compare-and-swap, so a duplicate delivery or a second bot process can never
-// count a click twice or start a second apply. The only way to get a Grant —
-// the value runner.Apply requires — is BeginApply on a plan with quorum.
+// count a click twice or start a second apply. The only ways to get a Grant —
+// the value runner.Apply requires — are a Notary's BeginApply, on a plan with
+// enough signed approvals, and its GrantOf, which verifies a signed grant.
 package approvals
 
 import (
@@ -13,6 +14,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/twokey/twokey/attest"
 )
 
 // Status is where a plan is in its life.
@@ -80,6 +83,13 @@ type Plan struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 
+	// Seal is the signature, by the serve process that made the plan, of
+	// the terms approvals are given for (see Notary).
+	Seal attest.Signature `json:"seal,omitzero"`
+	// Grant is the signed permission to apply, set by Notary.BeginApply;
+	// whoever mints apply credentials verifies it (Notary.GrantOf).
+	Grant *SignedGrant `json:"grant,omitempty"`
+
 	// Version is the store's compare-and-swap counter; Store.Put rejects a
 	// plan whose Version is not the stored one.
 	Version int64 `json:"version"`
@@ -92,6 +102,8 @@ type Approval struct {
 	Digest string    `json:"digest"`
 	SHA    string    `json:"sha"`
 	Fence  int64     `json:"fence"`
+	// Sig is the signature of the serve process that verified the click.
+	Sig attest.Signature `json:"sig,omitzero"`
 }
 
 // Summary is what the plan would do, without any values.
@@ -207,6 +219,9 @@ type Result struct {
 	Counted   bool // a new approval was recorded
 	Duplicate bool // this user had already approved this exact plan
 	Quorum    bool // the plan now has enough approvals
+	// Forged counts approvals that no trusted key signed; a Notary
+	// dropped them and they did not count.
+	Forged int
 }
 
 // Approve records user's approval. authorized is the caller's decision, made
@@ -287,8 +302,10 @@ func End(p Plan, to Status, reason string, now time.Time) (Plan, error) {
 	return p, nil
 }
 
-// Grant is permission to apply one exact plan once. Only BeginApply makes
-// one; its fields cannot be set from outside this package.
+// Grant is permission to apply one exact plan once. Its fields cannot be
+// set from outside this package, and only a Notary makes one: BeginApply,
+// which counted signed approvals and signs the grant, and GrantOf, which
+// verifies a signed grant and its approvals again.
 type Grant struct {
 	planID, project, env string
 	pr                   int
@@ -296,6 +313,8 @@ type Grant struct {
 	fence                int64
 	lockOwner            string
 	approvers            []string
+	notAfter             time.Time
+	signed               *SignedGrant
 }
 
 func (g Grant) PlanID() string      { return g.planID }
@@ -308,14 +327,29 @@ func (g Grant) Fence() int64        { return g.fence }
 func (g Grant) LockOwner() string   { return g.lockOwner }
 func (g Grant) Approvers() []string { return slices.Clone(g.approvers) }
 
-// Valid reports whether g came from BeginApply (the zero Grant does not).
-func (g Grant) Valid() bool { return g.planID != "" && g.digest != "" && len(g.approvers) > 0 }
+// NotAfter is when the grant stops letting an apply start.
+func (g Grant) NotAfter() time.Time { return g.notAfter }
 
-// BeginApply moves a pending plan with quorum to StatusApplying and returns
-// the Grant for it. The caller must store the returned plan with a
-// compare-and-swap before using the Grant: only the process whose write wins
-// may apply.
-func BeginApply(p Plan, now time.Time) (Plan, Grant, error) {
+// Valid reports whether g came from a Notary (the zero Grant does not).
+func (g Grant) Valid() bool {
+	return g.planID != "" && g.digest != "" && len(g.approvers) > 0 && g.signed != nil
+}
+
+// Check is what runs right before apply credentials are minted: the grant
+// came from a Notary and has not run out.
+func (g Grant) Check(now time.Time) error {
+	if !g.Valid() {
+		return fmt.Errorf("%w: apply without a signed grant", ErrForged)
+	}
+	if !now.Before(g.notAfter) {
+		return fmt.Errorf("%w: the grant ran out at %s", ErrGrantExpired, g.notAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// beginApply moves a pending plan with quorum to StatusApplying and returns
+// the Grant for it; Notary.BeginApply signs it.
+func beginApply(p Plan, now time.Time) (Plan, Grant, error) {
 	if err := open(p, now); err != nil {
 		return p, Grant{}, err
 	}
@@ -327,22 +361,6 @@ func BeginApply(p Plan, now time.Time) (Plan, Grant, error) {
 	}
 	p.Status, p.UpdatedAt = StatusApplying, now
 	return p, Grant{
-		planID: p.ID, project: p.Project, env: p.Env, pr: p.PR, sha: p.SHA, digest: p.Digest,
-		fence: p.Fence, lockOwner: p.LockOwner, approvers: Approvers(p),
-	}, nil
-}
-
-// GrantFor returns the Grant of a plan that BeginApply already moved to
-// StatusApplying — for a runner in another process, which reads the plan
-// from the store. Quorum is checked again.
-func GrantFor(p Plan) (Grant, error) {
-	if p.Status != StatusApplying {
-		return Grant{}, &StateError{Status: p.Status, Want: ErrNotPending}
-	}
-	if !HasQuorum(p) {
-		return Grant{}, ErrNoQuorum
-	}
-	return Grant{
 		planID: p.ID, project: p.Project, env: p.Env, pr: p.PR, sha: p.SHA, digest: p.Digest,
 		fence: p.Fence, lockOwner: p.LockOwner, approvers: Approvers(p),
 	}, nil

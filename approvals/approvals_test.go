@@ -1,10 +1,13 @@
 package approvals
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/twokey/twokey/attest"
 )
 
 var t0 = time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
@@ -25,7 +28,16 @@ func pendingPlan(t *testing.T, required int, protected bool) Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if p, err = testNotary().Seal(p); err != nil {
+		t.Fatal(err)
+	}
 	return p
+}
+
+// testNotary signs with a fixed key, so every call returns the same signer.
+func testNotary() *Notary {
+	seed := make([]byte, ed25519.SeedSize)
+	return NewNotary(attest.NewSigner(ed25519.NewKeyFromSeed(seed)), attest.Keyring{})
 }
 
 func TestRequiredApprovals(t *testing.T) {
@@ -138,9 +150,10 @@ func TestApproveRules(t *testing.T) {
 }
 
 func TestApprovalsBindToPlan(t *testing.T) {
+	n := testNotary()
 	p := pendingPlan(t, 2, true)
-	p, _, _ = Approve(p, "UA", true, t0.Add(2*time.Minute))
-	p, _, _ = Approve(p, "UB", true, t0.Add(3*time.Minute))
+	p, _, _ = n.Approve(p, "UA", true, t0.Add(2*time.Minute))
+	p, _, _ = n.Approve(p, "UB", true, t0.Add(3*time.Minute))
 	if !HasQuorum(p) {
 		t.Fatal("no quorum")
 	}
@@ -154,20 +167,21 @@ func TestApprovalsBindToPlan(t *testing.T) {
 		if HasQuorum(q) || len(Approvers(q)) != 0 {
 			t.Errorf("approvals survived a change of %s", name)
 		}
-		if _, _, err := BeginApply(q, t0.Add(4*time.Minute)); !errors.Is(err, ErrNoQuorum) {
-			t.Errorf("BeginApply after %s change: err = %v, want ErrNoQuorum", name, err)
+		if _, _, err := n.BeginApply(q, t0.Add(4*time.Minute)); !errors.Is(err, ErrForged) {
+			t.Errorf("BeginApply after %s change: err = %v, want ErrForged (the plan no longer matches its seal)", name, err)
 		}
 	}
 }
 
 func TestBeginApplyOnce(t *testing.T) {
+	n := testNotary()
 	p := pendingPlan(t, 2, true)
-	if _, _, err := BeginApply(p, t0.Add(2*time.Minute)); !errors.Is(err, ErrNoQuorum) {
+	if _, _, err := n.BeginApply(p, t0.Add(2*time.Minute)); !errors.Is(err, ErrNoQuorum) {
 		t.Fatalf("without approvals: err = %v", err)
 	}
-	p, _, _ = Approve(p, "UA", true, t0.Add(2*time.Minute))
-	p, _, _ = Approve(p, "UB", true, t0.Add(3*time.Minute))
-	applying, g, err := BeginApply(p, t0.Add(4*time.Minute))
+	p, _, _ = n.Approve(p, "UA", true, t0.Add(2*time.Minute))
+	p, _, _ = n.Approve(p, "UB", true, t0.Add(3*time.Minute))
+	applying, g, err := n.BeginApply(p, t0.Add(4*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,10 +189,10 @@ func TestBeginApplyOnce(t *testing.T) {
 		g.Fence() != 7 || g.SHA() != "abc1234" || len(g.Approvers()) != 2 {
 		t.Fatalf("bad transition: %+v %+v", applying, g)
 	}
-	if _, _, err := BeginApply(applying, t0.Add(5*time.Minute)); !errors.Is(err, ErrNotPending) {
+	if _, _, err := n.BeginApply(applying, t0.Add(5*time.Minute)); !errors.Is(err, ErrNotPending) {
 		t.Fatalf("second BeginApply: err = %v, want ErrNotPending", err)
 	}
-	if _, _, err := Approve(applying, "UC", true, t0.Add(5*time.Minute)); !errors.Is(err, ErrNotPending) {
+	if _, _, err := n.Approve(applying, "UC", true, t0.Add(5*time.Minute)); !errors.Is(err, ErrNotPending) {
 		t.Fatalf("approve while applying: err = %v", err)
 	}
 	if (Grant{}).Valid() {
@@ -187,7 +201,7 @@ func TestBeginApplyOnce(t *testing.T) {
 
 	other := p
 	other.ID = "p2"
-	_, otherGrant, _ := BeginApply(other, t0.Add(4*time.Minute))
+	_, otherGrant, _ := n.BeginApply(other, t0.Add(4*time.Minute))
 	if _, err := Finish(applying, otherGrant, nil, "", t0.Add(6*time.Minute)); !errors.Is(err, ErrGrantMismatch) {
 		t.Fatalf("Finish with another plan's grant: err = %v", err)
 	}
@@ -199,7 +213,7 @@ func TestBeginApplyOnce(t *testing.T) {
 	if failed.Status != StatusFailed {
 		t.Fatalf("Finish with error: status %s", failed.Status)
 	}
-	if _, _, err := BeginApply(done, t0.Add(7*time.Minute)); !errors.Is(err, ErrNotPending) {
+	if _, _, err := n.BeginApply(done, t0.Add(7*time.Minute)); !errors.Is(err, ErrNotPending) {
 		t.Fatalf("BeginApply on applied plan: err = %v", err)
 	}
 }
@@ -252,10 +266,11 @@ func TestEnd(t *testing.T) {
 }
 
 func TestAbortKeepsApprovals(t *testing.T) {
+	n := testNotary()
 	p := pendingPlan(t, 2, true)
-	p, _, _ = Approve(p, "UA", true, t0.Add(2*time.Minute))
-	p, _, _ = Approve(p, "UB", true, t0.Add(3*time.Minute))
-	applying, g, err := BeginApply(p, t0.Add(4*time.Minute))
+	p, _, _ = n.Approve(p, "UA", true, t0.Add(2*time.Minute))
+	p, _, _ = n.Approve(p, "UB", true, t0.Add(3*time.Minute))
+	applying, g, err := n.BeginApply(p, t0.Add(4*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +282,7 @@ func TestAbortKeepsApprovals(t *testing.T) {
 		t.Fatalf("abort of a pending plan: %v", err)
 	}
 	// A retry after the abort is a fresh BeginApply.
-	if _, _, err := BeginApply(back, t0.Add(6*time.Minute)); err != nil {
+	if _, _, err := n.BeginApply(back, t0.Add(6*time.Minute)); err != nil {
 		t.Fatalf("retry after abort: %v", err)
 	}
 }
@@ -299,26 +314,28 @@ func TestPromoted(t *testing.T) {
 	}
 }
 
-func TestGrantForAndClaim(t *testing.T) {
+func TestGrantOfAndClaim(t *testing.T) {
+	n := testNotary()
 	p := pendingPlan(t, 2, true)
-	if _, err := GrantFor(p); !errors.Is(err, ErrNotPending) {
+	if _, err := n.GrantOf(p); !errors.Is(err, ErrNotPending) {
 		t.Fatalf("grant for a pending plan: %v", err)
 	}
-	p, _, _ = Approve(p, "UA", true, t0.Add(time.Minute))
-	p, _, _ = Approve(p, "UB", true, t0.Add(time.Minute))
-	applying, g, err := BeginApply(p, t0.Add(2*time.Minute))
+	p, _, _ = n.Approve(p, "UA", true, t0.Add(time.Minute))
+	p, _, _ = n.Approve(p, "UB", true, t0.Add(time.Minute))
+	applying, g, err := n.BeginApply(p, t0.Add(2*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := GrantFor(applying)
+	again, err := n.GrantOf(applying)
 	if err != nil || again.PlanID() != g.PlanID() || again.Digest() != g.Digest() || again.Fence() != g.Fence() ||
 		fmt.Sprint(again.Approvers()) != fmt.Sprint(g.Approvers()) {
 		t.Fatalf("GrantFor = %+v, %v; BeginApply gave %+v", again, err, g)
 	}
 	forged := applying
-	forged.Approvals = forged.Approvals[:1] // quorum lost in storage
-	if _, err := GrantFor(forged); !errors.Is(err, ErrNoQuorum) {
-		t.Fatalf("grant without quorum: %v", err)
+	forged.Grant = &SignedGrant{Body: append([]byte(nil), applying.Grant.Body...), Sig: applying.Grant.Sig}
+	forged.Grant.Body[len(forged.Grant.Body)-2] ^= 1 // the grant edited in storage
+	if _, err := n.GrantOf(forged); !errors.Is(err, ErrForged) {
+		t.Fatalf("edited grant: %v", err)
 	}
 	claimed, err := Claim(applying, "runner-1", t0)
 	if err != nil || claimed.Executor != "runner-1" {

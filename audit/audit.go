@@ -2,7 +2,9 @@
 // command, plan, approval, credential and apply, as events in a hash chain.
 // Each event carries the sha256 of the previous event's canonical form, so
 // editing or deleting one breaks the chain at that point, and Verify finds
-// where.
+// where. Each event is also signed by the process that wrote it, so that a
+// Redis writer who rewrites the chain cannot seal it again unseen
+// (VerifySigned).
 //
 // This package is pure; redisaudit stores the chain in a Redis Stream.
 package audit
@@ -14,6 +16,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/twokey/twokey/attest"
 )
 
 // Event types.
@@ -34,6 +38,7 @@ const (
 	GitHubUpdated     = "github_updated"     // the PR comment or a commit status was written
 	GitHubUnavailable = "github_unavailable" // … or could not be, and will be retried
 	BreakGlass        = "breakglass"         // an emergency credential's life (detail "stage")
+	Forgery           = "forgery"            // state in Redis without a trusted signature was found and not acted on
 )
 
 // Actor is who caused an event: a Slack user (ID, and display name at the
@@ -64,12 +69,15 @@ type Event struct {
 	// Prev is the hash of the event before; Hash is this event's.
 	Prev string `json:"prev"`
 	Hash string `json:"hash"`
+	// Sig is the writing process's signature of Hash (Sign), so that
+	// re-sealing a rewritten chain takes a key, not just sha256.
+	Sig attest.Signature `json:"sig,omitzero"`
 }
 
 // Canonical is the event as it is hashed: JSON with fields in declaration
-// order and detail keys sorted, without ID and Hash.
+// order and detail keys sorted, without ID, Hash and Sig.
 func (e Event) Canonical() []byte {
-	e.ID, e.Hash = "", ""
+	e.ID, e.Hash, e.Sig = "", "", attest.Signature{}
 	e.Time = e.Time.UTC()
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -83,6 +91,14 @@ func (e *Event) Seal(prev string) {
 	e.Prev = prev
 	sum := sha256.Sum256(e.Canonical())
 	e.Hash = hex.EncodeToString(sum[:])
+}
+
+// purposeAudit is what an audit signature is for.
+const purposeAudit = "audit"
+
+// Sign signs a sealed event's hash (Seal first).
+func (e *Event) Sign(s *attest.Signer) {
+	e.Sig = s.Sign(purposeAudit, []byte(e.Hash))
 }
 
 // Recorder appends events. Appends that the flow depends on (a credential
@@ -103,8 +119,15 @@ func (e *BreakError) Error() string {
 }
 
 // Verify checks that events form an unbroken chain starting after the
-// event whose hash is anchor ("" for the first event ever).
+// event whose hash is anchor ("" for the first event ever). It does not
+// check signatures: anyone can re-seal a chain; see VerifySigned.
 func Verify(anchor string, events []Event) error {
+	return VerifySigned(anchor, events, nil)
+}
+
+// VerifySigned is Verify that also requires every event to be signed by a
+// key in trust (if trust is not nil), and names the first that is not.
+func VerifySigned(anchor string, events []Event, trust *attest.Keyring) error {
 	prev := anchor
 	for i, e := range events {
 		if e.Prev != prev {
@@ -114,6 +137,12 @@ func Verify(anchor string, events []Event) error {
 		e.Seal(e.Prev)
 		if e.Hash != stored {
 			return &BreakError{Index: i, ID: e.ID, Reason: "its content does not match its hash (it was edited)"}
+		}
+		if trust != nil {
+			if err := trust.Verify(purposeAudit, []byte(stored), e.Sig); err != nil {
+				return &BreakError{Index: i, ID: e.ID, Reason: fmt.Sprintf("it is %v: forged, or the chain was re-sealed from here (%s event of %s)",
+					err, e.Type, e.Time.UTC().Format(time.RFC3339))}
+			}
 		}
 		prev = stored
 	}

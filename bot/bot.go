@@ -21,6 +21,7 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
@@ -79,6 +80,10 @@ type Options struct {
 	// Wrapping checks a break-glass wrapping token right before it is
 	// delivered; without it no break-glass token is delivered.
 	Wrapping runner.WrapChecker
+	// Notary seals plans, signs each approval this process verified and the
+	// grant to apply, and counts only signed approvals. nil: a key of this
+	// process alone, so no other process can verify what it signed.
+	Notary *approvals.Notary
 	// ConfigDigest is recorded when the bot starts (config_loaded).
 	ConfigDigest string
 	Logger       *slog.Logger
@@ -144,6 +149,15 @@ func New(o Options) (*Bot, error) {
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = 5 * time.Second
+	}
+	if o.Notary == nil {
+		signer, err := attest.GenerateSigner()
+		if err != nil {
+			return nil, err
+		}
+		o.Logger.Warn("no signing key: approvals and grants are signed with a key of this process alone, " +
+			"so no other serve replica or runner can verify them")
+		o.Notary = approvals.NewNotary(signer, attest.Keyring{})
 	}
 	api := slack.New(o.BotToken.Reveal(),
 		slack.OptionAPIURL(o.Config.Slack.APIURL),

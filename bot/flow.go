@@ -293,7 +293,11 @@ func (b *Bot) planned(ctx context.Context, p approvals.Plan, res runner.PlanResu
 		return nil
 	}
 	p, err = b.mutate(ctx, p.ID, func(p approvals.Plan) (approvals.Plan, error) {
-		return approvals.Planned(p, res.Digest, res.Summary, env.PlanTTL.D(), b.o.Now())
+		p, err := approvals.Planned(p, res.Digest, res.Summary, env.PlanTTL.D(), b.o.Now())
+		if err != nil {
+			return p, err
+		}
+		return b.o.Notary.Seal(p)
 	})
 	if err != nil {
 		// Rejected while planning: the reject already released the lock.
@@ -373,13 +377,16 @@ func (b *Bot) approve(ctx context.Context, channel, user, planID string) (err er
 	}
 	var res approvals.Result
 	p, err = b.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
-		next, r, err := approvals.Approve(cur, user, authorized, b.o.Now())
+		next, r, err := b.o.Notary.Approve(cur, user, authorized, b.o.Now())
 		res = r
-		if err == nil && r.Duplicate {
+		if err == nil && r.Duplicate && r.Forged == 0 {
 			return cur, approvals.ErrUnchanged
 		}
 		return next, err
 	})
+	if res.Forged > 0 || errors.Is(err, approvals.ErrForged) {
+		b.forgery(ctx, p, fmt.Sprintf("%d approval(s) without a trusted signature found and not counted", res.Forged), err)
+	}
 	if errors.Is(err, approvals.ErrExpired) {
 		b.expire(ctx, p)
 		return err
@@ -443,10 +450,13 @@ func (b *Bot) reject(ctx context.Context, channel, user, planID string) (err err
 func (b *Bot) apply(ctx context.Context, planID, channel, actor string) error {
 	var grant approvals.Grant
 	p, err := b.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
-		next, g, err := approvals.BeginApply(cur, b.o.Now())
+		next, g, err := b.o.Notary.BeginApply(cur, b.o.Now())
 		grant = g
 		return next, err
 	})
+	if errors.Is(err, approvals.ErrForged) {
+		b.forgery(ctx, p, "apply refused", err)
+	}
 	var se *approvals.StateError
 	if errors.As(err, &se) && se.Status == approvals.StatusApplying {
 		return nil // another click or process is applying it

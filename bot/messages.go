@@ -91,6 +91,8 @@ func (b *Bot) describe(err error, attrs ...any) string {
 			locked.Key, h.User, h.What(), h.Since.UTC().Format("15:04 MST"), ago(b.o.Now(), h.Since), h.Fence)
 	case errors.As(err, &ce):
 		return ce.Error()
+	case errors.Is(err, approvals.ErrForged):
+		return ":rotating_light: This plan's record in Redis is not signed by twokey (someone wrote to Redis directly), so nothing was counted or applied. The security record has it; run `/tf plan` again."
 	case errors.Is(err, approvals.ErrSelfApproval):
 		return "You asked for this plan, so you cannot approve it: the two-person rule needs two other people."
 	case errors.Is(err, approvals.ErrNotAuthorized):

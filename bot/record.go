@@ -159,3 +159,14 @@ func (b *Bot) show(ctx context.Context, channel, user string, cmd commands.Show)
 	b.tell(ctx, channel, user, clip(out.String(), maxSection))
 	return nil
 }
+
+// forgery records that state in Redis about p was not signed by a trusted
+// key and was not acted on: loudly, in the log and in the record.
+func (b *Bot) forgery(ctx context.Context, p approvals.Plan, what string, err error) {
+	detail := map[string]string{"what": what, "by": b.instance}
+	if err != nil {
+		detail["error"] = err.Error()
+	}
+	b.log.Error("forged state in Redis refused", "plan_id", p.ID, "env", p.Project+"/"+p.Env, "what", what, "err", err)
+	_ = b.record(ctx, audit.Forgery, "", &p, detail)
+}

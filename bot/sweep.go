@@ -117,7 +117,7 @@ func (b *Bot) completeDetached(ctx context.Context, p approvals.Plan) bool {
 		if !found {
 			return false
 		}
-		g, err := approvals.GrantFor(p)
+		g, err := b.o.Notary.GrantOf(p)
 		if err != nil {
 			return false
 		}

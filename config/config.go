@@ -38,6 +38,9 @@ type Config struct {
 	Runner   Runner    `yaml:"runner"`
 	Pools    []Pool    `yaml:"pools"`
 	Projects []Project `yaml:"projects"`
+
+	// Signing: keys that sign approvals, grants and audit events (signing.go).
+	Signing Signing `yaml:"signing"`
 }
 
 // Audit is the record of every action (a hash-chained Redis Stream).
@@ -425,7 +428,8 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.Redis.URL, "redis://") && !strings.HasPrefix(c.Redis.URL, "rediss://") {
 		bad("redis.url: %q is not a redis:// or rediss:// URL", c.Redis.URL)
-	} else if strings.Contains(strings.SplitN(strings.SplitN(c.Redis.URL, "://", 2)[1], "/", 2)[0], "@") {
+	} else if host := strings.SplitN(strings.SplitN(c.Redis.URL, "://", 2)[1], "/", 2)[0]; strings.Contains(host, "@") &&
+		strings.Contains(strings.SplitN(host, "@", 2)[0], ":") { // a user name (a Redis ACL user) is fine
 		bad("redis.url: put the password in the variable named by redis.password_env, not in the URL")
 	}
 	if c.Redis.Durability != "strict" && c.Redis.Durability != "relaxed" {
@@ -532,6 +536,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, e.validate(ew)...)
 		}
 	}
+	errs = append(errs, c.Signing.validate()...)
 	return errors.Join(errs...)
 }
 

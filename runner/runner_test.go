@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
@@ -171,9 +172,17 @@ func grant(t *testing.T, id string, lease runner.Lease, sha string, res runner.P
 		t.Fatal(err)
 	}
 	p, _ = approvals.Planned(p, res.Digest, res.Summary, time.Hour, now)
-	p, _, _ = approvals.Approve(p, "UA", true, now)
-	p, _, _ = approvals.Approve(p, "UB", true, now)
-	_, g, err := approvals.BeginApply(p, now)
+	signer, err := attest.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := approvals.NewNotary(signer, attest.Keyring{})
+	if p, err = n.Seal(p); err != nil {
+		t.Fatal(err)
+	}
+	p, _, _ = n.Approve(p, "UA", true, now)
+	p, _, _ = n.Approve(p, "UB", true, now)
+	_, g, err := n.BeginApply(p, now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/audit"
 )
 
@@ -32,7 +33,12 @@ type Options struct {
 	// trimmed, but never one younger than MinAge. Zero disables each limit.
 	MaxAge, MinAge time.Duration
 	MaxLen         int64
-	Logger         *slog.Logger
+	// Signer signs every event this process appends (audit.Event.Sign).
+	Signer *attest.Signer
+	// Trust, if it holds any key, makes Verify require every event to be
+	// signed by one of them.
+	Trust  attest.Keyring
+	Logger *slog.Logger
 }
 
 // Log is an audit.Recorder on Redis.
@@ -97,6 +103,9 @@ func (l *Log) Record(ctx context.Context, e audit.Event) error {
 			return fmt.Errorf("audit: %w", err)
 		}
 		e.Seal(last)
+		if l.o.Signer != nil {
+			e.Sign(l.o.Signer)
+		}
 		body, err := json.Marshal(e)
 		if err != nil {
 			return err
@@ -191,7 +200,11 @@ func (l *Log) Verify(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := audit.Verify(anchor, events); err != nil {
+	var trust *attest.Keyring
+	if l.o.Trust.Len() > 0 {
+		trust = &l.o.Trust
+	}
+	if err := audit.VerifySigned(anchor, events, trust); err != nil {
 		return len(events), err
 	}
 	last, err := l.rdb.Get(ctx, l.keys[1]).Result()
@@ -262,4 +275,36 @@ func idTime(id string) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(ms)
+}
+
+// VerifyHead checks the chain against a copy kept outside Redis: the newest
+// event in a file sink (Options.File, one JSON event a line) must be in the
+// stream, or events were cut from the end (or the stream replaced). Events
+// trimmed by retention are older than what the file's last line records,
+// so they do not matter here.
+func (l *Log) VerifyHead(ctx context.Context, file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("audit head: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) == 0 || lines[0] == "" {
+		return nil // this process wrote nothing yet
+	}
+	var head audit.Event
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &head); err != nil {
+		return fmt.Errorf("audit head %s: unreadable last line: %w", file, err)
+	}
+	events, err := l.rangeEvents(ctx, "-", "+")
+	if err != nil {
+		return err
+	}
+	for _, e := range events {
+		if e.Hash == head.Hash {
+			return nil
+		}
+	}
+	return &audit.BreakError{Index: len(events), ID: head.ID, Reason: fmt.Sprintf(
+		"the newest event %s recorded (%s, %s, hash %.12s) is not in the chain: events were cut from its end or the stream was replaced",
+		file, head.Type, head.Time.UTC().Format(time.RFC3339), head.Hash)}
 }

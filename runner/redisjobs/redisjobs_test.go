@@ -15,6 +15,7 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
 )
@@ -70,6 +71,7 @@ func (f *fakeExec) RevokeBreakGlass(_ context.Context, _, env, _ string, accesso
 }
 
 type fixture struct {
+	notary *approvals.Notary // serve's: seals, signs approvals and grants
 	rdb    *redis.Client
 	store  *redisstore.Store
 	client *Client
@@ -81,7 +83,7 @@ func setup(t *testing.T) *fixture {
 	srv := stacktest.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
-	f := &fixture{rdb: rdb, store: redisstore.New(rdb, "t:", 0), pools: map[string]string{"dev": "nonprod", "prod": "prod", "failing": "nonprod"}}
+	f := &fixture{notary: newNotary(t), rdb: rdb, store: redisstore.New(rdb, "t:", 0), pools: map[string]string{"dev": "nonprod", "prod": "prod", "failing": "nonprod"}}
 	f.client = NewClient(ClientOptions{Redis: rdb, Prefix: "t:", PickupTimeout: 5 * time.Second,
 		Pool: func(_, env string) (string, error) { return f.pools[env], nil }})
 	return f
@@ -90,7 +92,7 @@ func setup(t *testing.T) *fixture {
 // worker starts a worker of pool; it stops with the test.
 func (f *fixture) worker(t *testing.T, pool, name string, exec Executor, visibility time.Duration) {
 	t.Helper()
-	w, err := NewWorker(WorkerOptions{Redis: f.rdb, Prefix: "t:", Pool: pool, Name: name, Exec: exec, Store: f.store,
+	w, err := NewWorker(WorkerOptions{Redis: f.rdb, Prefix: "t:", Pool: pool, Name: name, Exec: exec, Store: f.store, Notary: f.verifier(),
 		Visibility: visibility, Grace: time.Second,
 		Target: func(project, env string) (runner.Target, string, error) {
 			return runner.Target{Project: project, Env: env}, map[string]string{"dev": "nonprod", "prod": "prod", "failing": "nonprod"}[env], nil
@@ -115,10 +117,15 @@ func (f *fixture) plan(t *testing.T, id, env string, status approvals.Status) ap
 	}
 	if status != approvals.StatusPlanning {
 		p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, now)
-		p, _, _ = approvals.Approve(p, "UA", true, now)
-		p, _, _ = approvals.Approve(p, "UB", true, now)
+		if p, err = f.notary.Seal(p); err != nil {
+			t.Fatal(err)
+		}
+		p, _, _ = f.notary.Approve(p, "UA", true, now)
+		p, _, _ = f.notary.Approve(p, "UB", true, now)
 		if status == approvals.StatusApplying {
-			p, _, _ = approvals.BeginApply(p, now)
+			if p, _, err = f.notary.BeginApply(p, now); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	p, err = f.store.Create(context.Background(), p)
@@ -128,13 +135,28 @@ func (f *fixture) plan(t *testing.T, id, env string, status approvals.Status) ap
 	return p
 }
 
+// newNotary is a serve process's notary, with a fresh key.
+func newNotary(t testing.TB) *approvals.Notary {
+	t.Helper()
+	s, err := attest.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return approvals.NewNotary(s, attest.Keyring{})
+}
+
+// verifier is a worker's notary: serve's public keys, no signing key.
+func (f *fixture) verifier() *approvals.Notary {
+	return approvals.NewNotary(nil, attest.NewKeyring(f.notary.PublicKeys()...))
+}
+
 func (f *fixture) grant(t *testing.T, id string) approvals.Grant {
 	t.Helper()
 	p, err := f.store.Get(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := approvals.GrantFor(p)
+	g, err := f.notary.GrantOf(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +353,7 @@ func BenchmarkDispatch(b *testing.B) {
 	defer rdb.Close()
 	store := redisstore.New(rdb, "b:", 0)
 	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Pool: func(string, string) (string, error) { return "nonprod", nil }})
-	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "nonprod", Name: "w", Exec: &fakeExec{}, Store: store,
+	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "nonprod", Name: "w", Exec: &fakeExec{}, Store: store, Notary: newNotary(b),
 		Target: func(p, e string) (runner.Target, string, error) {
 			return runner.Target{Project: p, Env: e}, "nonprod", nil
 		}})

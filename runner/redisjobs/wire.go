@@ -110,6 +110,8 @@ var sentinels = map[string]error{
 	"claimed":          approvals.ErrClaimed,
 	"approvals_state":  approvals.ErrNotPending,
 	"approvals_quorum": approvals.ErrNoQuorum,
+	"forged":           approvals.ErrForged,
+	"grant_expired":    approvals.ErrGrantExpired,
 }
 
 type wireError struct {

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -35,6 +36,13 @@ type WorkerOptions struct {
 	Name   string // unique among the pool's workers
 	Exec   Executor
 	Store  approvals.Store
+	// Notary verifies each apply's signed grant, and counts its signed
+	// approvals again, before anything is minted. It needs only the public
+	// keys of the serve processes.
+	Notary *approvals.Notary
+	// Audit records refused forgeries (and nothing else: the runner records
+	// its own work).
+	Audit audit.Recorder
 	// Target builds the target of an environment from this worker's own
 	// configuration, and names the environment's pool.
 	Target func(project, env string) (t runner.Target, pool string, err error)
@@ -56,8 +64,8 @@ type Worker struct {
 
 // NewWorker returns a Worker.
 func NewWorker(o WorkerOptions) (*Worker, error) {
-	if o.Redis == nil || o.Exec == nil || o.Store == nil || o.Target == nil || o.Pool == "" || o.Name == "" {
-		return nil, errors.New("redisjobs: Redis, Exec, Store, Target, Pool and Name are required")
+	if o.Redis == nil || o.Exec == nil || o.Store == nil || o.Notary == nil || o.Target == nil || o.Pool == "" || o.Name == "" {
+		return nil, errors.New("redisjobs: Redis, Exec, Store, Notary, Target, Pool and Name are required")
 	}
 	if o.Visibility <= 0 {
 		o.Visibility = 30 * time.Second
@@ -214,13 +222,30 @@ func (w *Worker) plan(ctx context.Context, j Job, target runner.Target) event {
 	return event{Type: "result", Plan: &res}
 }
 
-// apply claims the plan — so that a job taken over after this worker died
-// is never applied twice — and applies it with a Grant built again from the
-// stored plan, which must still be applying with quorum.
+// apply verifies the plan's signed grant and its approvals, claims the
+// plan — so that a job taken over after this worker died is never applied
+// twice — and applies it with the Grant built from what was signed. A plan
+// whose grant does not verify is refused, loudly, and never touched.
 func (w *Worker) apply(ctx context.Context, j Job, target runner.Target, log *slog.Logger) event {
+	var g approvals.Grant
 	p, err := approvals.Update(ctx, w.o.Store, j.PlanID, func(p approvals.Plan) (approvals.Plan, error) {
+		var err error
+		if g, err = w.o.Notary.GrantOf(p); err != nil {
+			return p, err
+		}
 		return approvals.Claim(p, w.o.Name, time.Now())
 	})
+	if err == nil {
+		err = g.Check(time.Now())
+	}
+	if err == nil && (g.Project() != j.Project || g.Env() != j.Env || g.SHA() != j.Rev.SHA) {
+		err = fmt.Errorf("%w: the job names %s/%s at %s, the grant %s/%s at %s", approvals.ErrForged,
+			j.Project, j.Env, j.Rev.SHA, g.Project(), g.Env(), g.SHA())
+	}
+	if errors.Is(err, approvals.ErrForged) || errors.Is(err, approvals.ErrGrantExpired) {
+		w.refuse(ctx, j, p, err, log)
+		return event{Type: "result", Err: encodeError(err)}
+	}
 	if errors.Is(err, approvals.ErrClaimed) {
 		reason := fmt.Sprintf("runner %s stopped during this apply; it is never run twice. Check the environment, then plan again.", p.Executor)
 		_, endErr := approvals.Update(ctx, w.o.Store, j.PlanID, func(p approvals.Plan) (approvals.Plan, error) {
@@ -232,13 +257,24 @@ func (w *Worker) apply(ctx context.Context, j Job, target runner.Target, log *sl
 	if err != nil {
 		return event{Type: "result", Err: encodeError(err)}
 	}
-	g, err := approvals.GrantFor(p)
-	if err != nil {
-		return event{Type: "result", Err: encodeError(err)}
-	}
 	res, err := w.o.Exec.Apply(ctx, runner.ApplyJob{Grant: g, Rev: j.Rev, Target: target,
 		Progress: func(line string) { w.emit(j.ID, event{Type: "progress", Line: line}) }})
 	return event{Type: "result", Apply: toWire(res), Err: encodeError(err)}
+}
+
+// refuse records an apply job that no trusted signature backs.
+func (w *Worker) refuse(ctx context.Context, j Job, p approvals.Plan, err error, log *slog.Logger) {
+	log.Error("refused an apply job without a valid signed grant: nothing minted, nothing applied", "err", err)
+	if w.o.Audit == nil {
+		return
+	}
+	rerr := w.o.Audit.Record(context.WithoutCancel(ctx), audit.Event{Type: audit.Forgery,
+		Actor: audit.Actor{ID: "twokey", Name: w.o.Name}, Project: j.Project, Env: j.Env, PR: p.PR, SHA: j.Rev.SHA,
+		PlanID: j.PlanID, Detail: map[string]string{"what": "apply job refused", "by": w.o.Name, "pool": w.o.Pool,
+			"job": j.ID, "error": err.Error()}})
+	if rerr != nil {
+		log.Error("audit record of a refused forgery not written", "err", rerr)
+	}
 }
 
 // heartbeat keeps the job's idle time low while it runs, so no other

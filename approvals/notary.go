@@ -1,0 +1,256 @@
+package approvals
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/twokey/twokey/attest"
+)
+
+// Errors of signed state.
+var (
+	// ErrForged: a plan, approval or grant is not signed by a trusted key,
+	// or its signature does not cover what it claims. It is never acted on.
+	ErrForged = errors.New("not signed by a trusted twokey key")
+	// ErrGrantExpired: the grant is older than GrantTTL; plan again.
+	ErrGrantExpired = errors.New("the grant to apply has run out")
+)
+
+// GrantTTL is how long a signed grant lets an apply start. A grant found in
+// Redis later than this — replayed, say — starts nothing.
+const GrantTTL = 10 * time.Minute
+
+// Signature purposes: a signature made for one kind of statement never
+// verifies as another.
+const (
+	purposePlan     = "plan"
+	purposeApproval = "approval"
+	purposeGrant    = "grant"
+)
+
+// Notary signs what this process decided and verifies what others signed.
+//
+// The serve process that verifies Slack clicks holds a signing key: it seals
+// each plan's terms (who asked, what exactly, how many approvals it needs),
+// signs each approval it counted, and signs the grant to apply, which
+// carries the signed approvals. Whoever mints apply credentials holds only
+// the public keys: GrantOf verifies the grant and counts the quorum again
+// from the approvals' own signatures. Approvals written into Redis by anyone
+// else count for nothing.
+type Notary struct {
+	signer *attest.Signer // nil: this process only verifies (a runner)
+	trust  attest.Keyring // keys of the processes that verify clicks
+}
+
+// NewNotary returns a Notary that signs with signer (nil for a process that
+// only verifies) and trusts the keys in trust, and its own.
+func NewNotary(signer *attest.Signer, trust attest.Keyring) *Notary {
+	if signer != nil {
+		trust = trust.With(signer.Public())
+	}
+	return &Notary{signer: signer, trust: trust}
+}
+
+// Trusted lists the IDs of the keys whose signatures count.
+func (n *Notary) Trusted() []string { return n.trust.IDs() }
+
+// PublicKeys are the keys whose signatures count, for a process that only
+// verifies.
+func (n *Notary) PublicKeys() []ed25519.PublicKey { return n.trust.Keys() }
+
+// terms are what a plan's seal covers: everything the two-person rule
+// decides on.
+type terms struct {
+	ID        string    `json:"id"`
+	Project   string    `json:"project"`
+	Env       string    `json:"env"`
+	PR        int       `json:"pr"`
+	Ref       string    `json:"ref"`
+	SHA       string    `json:"sha"`
+	Requester string    `json:"requester"`
+	Fence     int64     `json:"fence"`
+	LockOwner string    `json:"lock_owner"`
+	Digest    string    `json:"digest"`
+	Required  int       `json:"required"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func termsOf(p Plan) terms {
+	return terms{ID: p.ID, Project: p.Project, Env: p.Env, PR: p.PR, Ref: p.Ref, SHA: p.SHA, Requester: p.Requester,
+		Fence: p.Fence, LockOwner: p.LockOwner, Digest: p.Digest, Required: p.Required, ExpiresAt: p.ExpiresAt.UTC()}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // plain structs always marshal
+	}
+	return b
+}
+
+// approvalMessage is what an approval's signature covers.
+func approvalMessage(planID string, a Approval) []byte {
+	return mustJSON(struct {
+		PlanID string    `json:"plan_id"`
+		User   string    `json:"user"`
+		At     time.Time `json:"at"`
+		Digest string    `json:"digest"`
+		SHA    string    `json:"sha"`
+		Fence  int64     `json:"fence"`
+	}{planID, a.User, a.At.UTC(), a.Digest, a.SHA, a.Fence})
+}
+
+// SignedGrant is a grant as it travels through Redis: its body and the
+// signature of the serve process that counted the approvals.
+type SignedGrant struct {
+	Body []byte           `json:"body"`
+	Sig  attest.Signature `json:"sig"`
+}
+
+// grantBody is what a grant says.
+type grantBody struct {
+	Plan      terms      `json:"plan"`
+	Approvals []Approval `json:"approvals"` // each signed on its own
+	IssuedAt  time.Time  `json:"issued_at"`
+	NotAfter  time.Time  `json:"not_after"`
+}
+
+func (n *Notary) sign(purpose string, msg []byte) (attest.Signature, error) {
+	if n.signer == nil {
+		return attest.Signature{}, errors.New("this process has no signing key")
+	}
+	return n.signer.Sign(purpose, msg), nil
+}
+
+// Seal signs a plan's terms. The serve process calls it when the plan is
+// planned (Planned), and Approve and BeginApply refuse a plan whose terms
+// no longer match their seal.
+func (n *Notary) Seal(p Plan) (Plan, error) {
+	sig, err := n.sign(purposePlan, mustJSON(termsOf(p)))
+	if err != nil {
+		return p, err
+	}
+	p.Seal = sig
+	return p, nil
+}
+
+// CheckSeal verifies a plan's seal against its terms as they are now.
+func (n *Notary) CheckSeal(p Plan) error {
+	if err := n.trust.Verify(purposePlan, mustJSON(termsOf(p)), p.Seal); err != nil {
+		return fmt.Errorf("%w: plan %s: its terms are %w", ErrForged, p.ID, err)
+	}
+	return nil
+}
+
+// split separates the approvals a trusted key signed for this plan from the
+// rest.
+func (n *Notary) split(p Plan) (signed, forged []Approval) {
+	for _, a := range p.Approvals {
+		if n.trust.Verify(purposeApproval, approvalMessage(p.ID, a), a.Sig) == nil {
+			signed = append(signed, a)
+		} else {
+			forged = append(forged, a)
+		}
+	}
+	return signed, forged
+}
+
+// Approve is the package's Approve on a sealed plan, counting only signed
+// approvals, and signing the one it adds. Approvals without a trusted
+// signature are dropped from the plan and named in Result.Forged.
+func (n *Notary) Approve(p Plan, user string, authorized bool, now time.Time) (Plan, Result, error) {
+	if err := n.CheckSeal(p); err != nil {
+		return p, Result{}, err
+	}
+	signed, forged := n.split(p)
+	q := p
+	q.Approvals = signed
+	next, r, err := Approve(q, user, authorized, now)
+	r.Forged = len(forged)
+	if err != nil {
+		return p, r, err
+	}
+	if r.Counted {
+		last := &next.Approvals[len(next.Approvals)-1]
+		if last.Sig, err = n.sign(purposeApproval, approvalMessage(p.ID, *last)); err != nil {
+			return p, r, err
+		}
+	}
+	if r.Duplicate && len(forged) > 0 {
+		next.UpdatedAt = now // drop the forged ones, even though nothing new counted
+	}
+	return next, r, nil
+}
+
+// BeginApply moves a sealed, pending plan with enough signed approvals to
+// StatusApplying, signs the grant (stored in the plan as Grant) and returns
+// it. The caller must store the returned plan with a compare-and-swap
+// before using the Grant: only the process whose write wins may apply.
+func (n *Notary) BeginApply(p Plan, now time.Time) (Plan, Grant, error) {
+	if err := n.CheckSeal(p); err != nil {
+		return p, Grant{}, err
+	}
+	signed, forged := n.split(p)
+	q := p
+	q.Approvals = signed
+	next, g, err := beginApply(q, now)
+	if errors.Is(err, ErrNoQuorum) && len(forged) > 0 {
+		return p, Grant{}, fmt.Errorf("%w (%d approval(s) without a trusted signature ignored: %w)", err, len(forged), ErrForged)
+	}
+	if err != nil {
+		return p, Grant{}, err
+	}
+	body := grantBody{Plan: termsOf(q), Approvals: signed, IssuedAt: now.UTC(), NotAfter: now.Add(GrantTTL).UTC()}
+	raw := mustJSON(body)
+	sig, err := n.sign(purposeGrant, raw)
+	if err != nil {
+		return p, Grant{}, err
+	}
+	next.Grant = &SignedGrant{Body: raw, Sig: sig}
+	g.signed, g.notAfter = next.Grant, body.NotAfter
+	return next, g, nil
+}
+
+// GrantOf returns the Grant of a plan that BeginApply moved to
+// StatusApplying — for the process that mints apply credentials, which
+// reads the plan from the store. It verifies the grant's signature and
+// counts the quorum again from the approvals' own signatures, and builds
+// the Grant only from what was signed, never from the plan's other fields.
+func (n *Notary) GrantOf(p Plan) (Grant, error) {
+	if p.Status != StatusApplying {
+		return Grant{}, &StateError{Status: p.Status, Want: ErrNotPending}
+	}
+	if p.Grant == nil {
+		return Grant{}, fmt.Errorf("%w: plan %s is applying without a signed grant", ErrForged, p.ID)
+	}
+	if err := n.trust.Verify(purposeGrant, p.Grant.Body, p.Grant.Sig); err != nil {
+		return Grant{}, fmt.Errorf("%w: plan %s: the grant is %w", ErrForged, p.ID, err)
+	}
+	var body grantBody
+	if err := json.Unmarshal(p.Grant.Body, &body); err != nil {
+		return Grant{}, fmt.Errorf("%w: plan %s: unreadable grant: %w", ErrForged, p.ID, err)
+	}
+	t := body.Plan
+	if t.ID != p.ID {
+		return Grant{}, fmt.Errorf("%w: plan %s carries the grant of plan %s", ErrForged, p.ID, t.ID)
+	}
+	var users []string
+	for _, a := range body.Approvals {
+		if n.trust.Verify(purposeApproval, approvalMessage(t.ID, a), a.Sig) != nil {
+			continue
+		}
+		if a.Digest != t.Digest || a.SHA != t.SHA || a.Fence != t.Fence || a.User == t.Requester || slices.Contains(users, a.User) {
+			continue
+		}
+		users = append(users, a.User)
+	}
+	if t.Required < 1 || len(users) < t.Required {
+		return Grant{}, fmt.Errorf("%w: plan %s: %d signed approval(s) of %d required: %w", ErrForged, p.ID, len(users), t.Required, ErrNoQuorum)
+	}
+	return Grant{planID: t.ID, project: t.Project, env: t.Env, pr: t.PR, sha: t.SHA, digest: t.Digest,
+		fence: t.Fence, lockOwner: t.LockOwner, approvers: users, notAfter: body.NotAfter, signed: p.Grant}, nil
+}
