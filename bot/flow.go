@@ -734,6 +734,7 @@ func Target(p *config.Project, e *config.Environment) runner.Target {
 		Dir: p.WorkDir(e), VarFiles: e.VarFiles, BackendConfig: e.BackendConfig,
 		ApplyCreds: credentialRequest(e.Vault.Apply),
 		LockTTL:    e.LockTTL.D(), PlanTTL: e.PlanTTL.D(), PlanTimeout: e.PlanTimeout.D(), ApplyTimeout: e.ApplyTimeout.D(),
+		Providers: runner.Providers{Allowed: p.Providers, AllowPR: p.AllowPRProviders}, AllowForkPRs: p.AllowForkPRs,
 	}
 	if e.Vault.Plan != nil {
 		req := credentialRequest(*e.Vault.Plan)
@@ -769,6 +770,12 @@ func planFailure(err error) string {
 		return "could not check out the commit"
 	case errors.Is(err, runner.ErrNoWorkDir):
 		return "the terraform directory is not in this revision"
+	case errors.Is(err, runner.ErrForkPR):
+		return "pull requests from forks are not planned here"
+	case errors.Is(err, runner.ErrProvider):
+		return "a provider is not allowed; the details were sent to the requester"
+	case errors.Is(err, runner.ErrSandbox):
+		return "the sandbox could not be set up, so nothing ran"
 	case errors.Is(err, runner.ErrInterrupted):
 		return "plan interrupted"
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -195,28 +193,10 @@ type DriftResult struct {
 func (r *Runner) Drift(ctx context.Context, job DriftJob) (DriftResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, job.Target.PlanTimeout)
 	defer cancel()
-	root := filepath.Join(r.o.DataDir, "drift", job.Target.Project, job.Target.Env, job.ID)
-	defer os.RemoveAll(root)
-	ws := workspace{root: root, src: filepath.Join(root, "src"), home: filepath.Join(root, "home"),
-		holds: filepath.Join(root, "holds")}
-	ws.work = filepath.Join(ws.src, filepath.FromSlash(job.Target.Dir))
 	about := subject{project: job.Target.Project, env: job.Target.Env, sha: job.Rev.SHA, planID: job.ID}
-	// The workspace's terraform is used once; do not keep it.
-	defer r.forget(ws.work)
-	summary, text, err := r.planIn(ctx, ws, job.ID, "drift", job.Rev, job.Target, about, filepath.Join(root, "drift.tfplan"), false)
+	res, _, err := r.planIn(ctx, "drift", job.ID, job.Rev, job.Target, about, false)
 	if err != nil {
 		return DriftResult{}, err
 	}
-	return DriftResult{SHA: job.Rev.SHA, Summary: summary, Text: text}, nil
-}
-
-// forget drops the cached Terraform of a workspace that is gone.
-func (r *Runner) forget(workdir string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k := range r.tfs {
-		if strings.HasPrefix(k, workdir+"\x00") {
-			delete(r.tfs, k)
-		}
-	}
+	return DriftResult{SHA: job.Rev.SHA, Summary: res.Summary, Text: res.Text}, nil
 }

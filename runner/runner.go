@@ -10,6 +10,7 @@ package runner
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -83,6 +84,8 @@ type Revision struct {
 	Branch   string `json:"branch,omitempty"` // the default branch, for SHA and tag refs
 	Title    string `json:"title,omitempty"`
 	URL      string `json:"url,omitempty"` // the pull request's web page
+	// Fork: the pull request's head is in another repository.
+	Fork bool `json:"fork,omitempty"`
 }
 
 // Label names the revision for people: "PR #42", "tag v1.2", "commit 1a2b3c4".
@@ -104,6 +107,7 @@ var (
 	ErrNotDefaultBranch = errors.New("not on the default branch")
 	ErrNoWorkDir        = errors.New("the terraform directory is not in this revision")
 	ErrSource           = errors.New("source unavailable")
+	ErrForkPR           = errors.New("pull requests from forks are not planned in this project")
 )
 
 // Target is where and how a project's environment is planned and applied.
@@ -123,6 +127,8 @@ type Target struct {
 	PlanTimeout   time.Duration
 	ApplyTimeout  time.Duration
 	BreakGlass    *BreakGlassTarget // nil: no break-glass here
+	Providers     Providers         // which providers runs may use
+	AllowForkPRs  bool              // plan pull requests whose head is in a fork
 }
 
 // Errors from Plan and Apply.
@@ -152,9 +158,13 @@ type Options struct {
 	Locks  Locker
 	Source Source
 	Creds  Credentials
-	// Plans shares saved plan files between bot processes; nil keeps them
-	// on this machine only (an apply must then run where its plan ran).
-	Plans   PlanStore
+	// Plans keeps saved plan files, sealed, where every process that may
+	// apply them can read them. A plan file is on disk, in clear text, only
+	// inside the run that made or applies it.
+	Plans PlanStore
+	// Sandbox confines every terraform process. Required: Unconfined is
+	// the explicit opt-out.
+	Sandbox Sandbox
 	Binary  string // path to terraform or tofu
 	Version string // the version the binary must report
 	// Env is extra, non-secret environment for terraform.
@@ -176,17 +186,15 @@ type Runner struct {
 	o Options
 
 	mu sync.Mutex
-	// tfs holds one Terraform per workspace directory and binary, so the
-	// binary's version is learned once rather than before every command.
-	tfs map[string]Terraform
-	// checked remembers each binary's version check.
+	// checked remembers each binary's version check, so the version is
+	// learned once rather than before every command.
 	checked map[string]error
 }
 
 // New checks the binary's version and returns a Runner.
 func New(ctx context.Context, o Options) (*Runner, error) {
-	if o.Locks == nil || o.Source == nil || o.Creds == nil || o.DataDir == "" || o.Binary == "" {
-		return nil, errors.New("runner: Locks, Source, Creds, DataDir and Binary are required")
+	if o.Locks == nil || o.Source == nil || o.Creds == nil || o.Plans == nil || o.Sandbox == nil || o.DataDir == "" || o.Binary == "" {
+		return nil, errors.New("runner: Locks, Source, Creds, Plans, Sandbox, DataDir and Binary are required")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -194,12 +202,17 @@ func New(ctx context.Context, o Options) (*Runner, error) {
 	if o.NewTerraform == nil {
 		o.NewTerraform = newTfexec
 	}
-	for _, d := range []string{"envs", "plans"} {
-		if err := os.MkdirAll(filepath.Join(o.DataDir, d), 0o700); err != nil {
+	// Runs may drop to another uid, which must reach (not list) their
+	// directories.
+	if err := os.MkdirAll(filepath.Join(o.DataDir, "runs"), 0o711); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{o.DataDir, filepath.Join(o.DataDir, "runs")} {
+		if err := os.Chmod(d, 0o711); err != nil {
 			return nil, err
 		}
 	}
-	r := &Runner{o: o, tfs: map[string]Terraform{}, checked: map[string]error{}}
+	r := &Runner{o: o, checked: map[string]error{}}
 	if err := r.checkBinary(ctx, o.Binary, o.Version); err != nil {
 		return nil, err
 	}
@@ -233,16 +246,19 @@ func (r *Runner) checkBinary(ctx context.Context, bin, want string) error {
 }
 
 func (r *Runner) version(ctx context.Context, bin, want string) error {
-	dir, err := os.MkdirTemp(r.o.DataDir, "version-")
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	dir := filepath.Join(r.o.DataDir, "runs", "version-"+hex.EncodeToString(rnd[:]))
+	box, err := r.o.Sandbox.Open(Run{Dir: dir, Binary: bin})
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrSandbox, err)
 	}
-	defer os.RemoveAll(dir)
-	tf, err := r.o.NewTerraform(dir, bin)
+	defer box.Close()
+	tf, err := r.o.NewTerraform(dir, box.Exec())
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBinary, err)
 	}
-	if err := tf.SetEnv(r.baseEnv(dir)); err != nil {
+	if err := tf.SetEnv(r.baseEnv(filepath.Join(dir, "home"), filepath.Join(dir, "tmp"))); err != nil {
 		return err
 	}
 	got, _, err := tf.Version(ctx, true)
@@ -277,9 +293,13 @@ type PlanResult struct {
 	Text string `json:"text,omitempty"`
 }
 
-// Plan checks out job.Rev into a fresh workspace and runs init, plan -out
-// and show, keeping the lease alive throughout. A lost lease interrupts it.
+// Plan checks out job.Rev into a run of its own and runs init, plan -out
+// and show in its sandbox, keeping the lease alive throughout. A lost lease
+// interrupts it. The saved plan goes to the plan store, sealed.
 func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
+	if job.Rev.Fork && !job.Target.AllowForkPRs {
+		return PlanResult{}, fmt.Errorf("%w (%s)", ErrForkPR, job.Rev.Label())
+	}
 	// A plan taken over from a worker that died may find its lease gone.
 	if err := r.o.Locks.Refresh(ctx, job.Lease, job.Target.LockTTL); err != nil {
 		return PlanResult{}, err
@@ -289,60 +309,71 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 
 	about := subject{project: job.Target.Project, env: job.Target.Env, pr: job.Rev.PR, sha: job.Rev.SHA,
 		planID: job.PlanID, fence: job.Lease.Fence}
-	planFile := r.planFile(job.PlanID)
-	summary, text, err := r.planIn(ctx, r.workspace(job.Target), job.PlanID, "plan", job.Rev, job.Target, about, planFile, true)
+	res, data, err := r.planIn(ctx, "plan", job.PlanID, job.Rev, job.Target, about, true)
 	if err != nil {
 		return PlanResult{}, err
 	}
-	data, err := os.ReadFile(planFile)
-	if err != nil {
+	if err := r.o.Plans.Save(ctx, job.PlanID, data, job.Target.PlanTTL+time.Hour); err != nil {
 		return PlanResult{}, err
 	}
-	if r.o.Plans != nil {
-		if err := r.o.Plans.Save(ctx, job.PlanID, data, job.Target.PlanTTL+time.Hour); err != nil {
-			return PlanResult{}, err
-		}
-	}
-	return PlanResult{Digest: digestOf(data), Summary: summary, Text: text}, nil
+	return res, nil
 }
 
 // planIn mints the target's read-only plan credentials, if it has any,
-// checks rev out into ws, and runs terraform plan -out planFile (taking
-// terraform's state lock if lock) and show. It returns what the plan would
-// do and its text, redacted; the credentials are revoked when it returns.
-func (r *Runner) planIn(ctx context.Context, ws workspace, id, purpose string, rev Revision, t Target, about subject,
-	planFile string, lock bool) (approvals.Summary, string, error) {
+// checks rev out into a new run, and runs terraform plan -out (taking
+// terraform's state lock if lock) and show in the run's sandbox. It returns
+// what the plan would do, its text (redacted) and the saved plan's bytes;
+// the credentials are revoked and the run is gone when it returns.
+//
+// The digest is taken of the plan file's bytes once every process of the
+// plan has ended, and show reads those same bytes, read-only: the summary
+// people approve, the digest they approve and the file applied are one.
+func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Target, about subject,
+	lock bool) (PlanResult, []byte, error) {
 	var cred *Credential
 	if t.PlanCreds != nil {
 		req := *t.PlanCreds
-		req.Purpose = purpose + " " + id
+		req.Purpose = kind + " " + id
 		c, err := r.mint(ctx, req, about)
 		if err != nil {
-			return approvals.Summary{}, "", err
+			return PlanResult{}, nil, err
 		}
 		defer r.revokeRecorded(c, about)
 		cred = c
 	}
-	tf, err := r.materialize(ctx, ws, id, rev, t, cred)
+	ru, err := r.open(ctx, kind, t)
 	if err != nil {
-		return approvals.Summary{}, "", r.cause(ctx, err)
+		return PlanResult{}, nil, err
 	}
-	opts := []tfexec.PlanOption{tfexec.Out(planFile), tfexec.Lock(lock)}
+	defer ru.close(r)
+	if err := r.materialize(ctx, ru, rev, cred); err != nil {
+		return PlanResult{}, nil, r.cause(ctx, err)
+	}
+	opts := []tfexec.PlanOption{tfexec.Out(ru.planOut), tfexec.Lock(lock)}
 	for _, vf := range t.VarFiles {
 		opts = append(opts, tfexec.VarFile(vf))
 	}
 	var text strings.Builder
-	tf.SetStdout(&text)
-	_, err = tf.Plan(ctx, opts...)
-	tf.SetStdout(nil)
+	ru.tf.SetStdout(&text)
+	err = step(ctx, func() error { _, err := ru.tf.Plan(ru.ctx, opts...); return err })
+	ru.tf.SetStdout(nil)
 	if err != nil {
-		return approvals.Summary{}, "", r.cause(ctx, tfError("plan", err, cred))
+		return PlanResult{}, nil, r.cause(ctx, tfError("plan", err, cred))
 	}
-	plan, err := tf.ShowPlanFile(ctx, planFile)
+	data, err := os.ReadFile(ru.planOut)
 	if err != nil {
-		return approvals.Summary{}, "", r.cause(ctx, tfError("show", err, cred))
+		return PlanResult{}, nil, err
 	}
-	return Summarize(plan), Redact(text.String(), cred.Values()...), nil
+	planFile, err := ru.box.Input("plan.tfplan", data)
+	if err != nil {
+		return PlanResult{}, nil, fmt.Errorf("%w: %w", ErrSandbox, err)
+	}
+	var plan *tfjson.Plan
+	err = step(ctx, func() (err error) { plan, err = ru.tf.ShowPlanFile(ru.ctx, planFile); return err })
+	if err != nil {
+		return PlanResult{}, nil, r.cause(ctx, tfError("show", err, cred))
+	}
+	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan), Text: Redact(text.String(), cred.Values()...)}, data, nil
 }
 
 // ApplyJob is one approved apply.
@@ -515,23 +546,29 @@ func (r *Runner) record(ctx context.Context, l Lease, rec LedgerRecord) error {
 	return r.o.Locks.Fenced(ctx, l, b)
 }
 
-// applyWith runs the apply of job with cred.
+// applyWith runs the apply of job with cred, in a run of its own: the
+// approved revision checked out afresh and initialised, and the saved plan,
+// checked against the approved digest, given to terraform read-only.
 func (r *Runner) applyWith(ctx context.Context, job ApplyJob, cred *Credential, res ApplyResult) (ApplyResult, error) {
 	g := job.Grant
-	ws := r.workspace(job.Target)
-	tf, err := r.ready(ctx, ws, g.PlanID(), job.Rev, job.Target, cred)
+	data, err := r.savedPlan(ctx, g)
 	if err != nil {
+		return res, err
+	}
+	ru, err := r.open(ctx, "apply", job.Target)
+	if err != nil {
+		return res, err
+	}
+	defer ru.close(r)
+	if err := r.materialize(ctx, ru, job.Rev, cred); err != nil {
 		return res, r.cause(ctx, err)
 	}
-	planFile, err := r.savedPlan(ctx, g)
+	planFile, err := ru.box.Input("plan.tfplan", data)
 	if err != nil {
-		return res, err
-	}
-	if err := tf.SetEnv(r.env(ws, cred)); err != nil {
-		return res, err
+		return res, fmt.Errorf("%w: %w", ErrSandbox, err)
 	}
 	prog := newProgress(job.Progress, cred)
-	err = tf.ApplyJSON(ctx, prog, tfexec.DirOrPlan(planFile))
+	err = step(ctx, func() error { return ru.tf.ApplyJSON(ru.ctx, prog, tfexec.DirOrPlan(planFile)) })
 	res.Summary = prog.summary()
 	if err != nil {
 		terr := tfError("apply", errors.Join(err, prog.diagnostics()), cred)
@@ -541,44 +578,26 @@ func (r *Runner) applyWith(ctx context.Context, job ApplyJob, cred *Credential, 
 		}
 		return res, r.cause(ctx, terr)
 	}
-	_ = os.Remove(planFile)
 	return res, nil
 }
 
-// savedPlan returns the path of the saved plan the grant approves, fetching
-// it from the plan store when this machine does not have it, and checks its
-// sha256 against the approved digest: the last check before terraform.
-func (r *Runner) savedPlan(ctx context.Context, g approvals.Grant) (string, error) {
-	path := r.planFile(g.PlanID())
-	if digest, err := fileDigest(path); err == nil && digest == g.Digest() {
-		return path, nil
-	}
-	if r.o.Plans == nil {
-		return "", fmt.Errorf("%w: the saved plan file changed or is not on this machine", ErrStalePlan)
-	}
+// savedPlan loads the saved plan the grant approves from the plan store and
+// checks its sha256 against the approved digest: the last check before
+// terraform, on the exact bytes terraform is given.
+func (r *Runner) savedPlan(ctx context.Context, g approvals.Grant) ([]byte, error) {
 	data, err := r.o.Plans.Load(ctx, g.PlanID())
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrStalePlan, err)
+		return nil, fmt.Errorf("%w: %w", ErrStalePlan, err)
 	}
 	if digestOf(data) != g.Digest() {
-		return "", fmt.Errorf("%w: the stored plan file does not match the approved digest", ErrStalePlan)
+		return nil, fmt.Errorf("%w: the stored plan file does not match the approved digest", ErrStalePlan)
 	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		return "", err
-	}
-	return path, nil
+	return data, nil
 }
 
-// Discard removes a plan's saved file, here and in the plan store.
+// Discard removes a plan's saved file from the plan store.
 func (r *Runner) Discard(ctx context.Context, planID string) error {
-	err := os.Remove(r.planFile(planID))
-	if errors.Is(err, os.ErrNotExist) {
-		err = nil
-	}
-	if r.o.Plans != nil {
-		err = errors.Join(err, r.o.Plans.Delete(ctx, planID))
-	}
-	return err
+	return r.o.Plans.Delete(ctx, planID)
 }
 
 // guard derives the context work runs under: it ends at timeout, and when
@@ -626,18 +645,6 @@ func (r *Runner) revoke(c *Credential) error {
 		r.o.Logger.Error("revoke credential; it expires by its TTL", "accessor", c.Accessor, "expires", c.Expires, "err", err)
 	}
 	return err
-}
-
-func (r *Runner) planFile(planID string) string {
-	return filepath.Join(r.o.DataDir, "plans", planID+".tfplan")
-}
-
-func fileDigest(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	return digestOf(data), nil
 }
 
 func digestOf(data []byte) string {

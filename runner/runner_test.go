@@ -21,6 +21,7 @@ import (
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/redislock"
+	"github.com/twokey/twokey/runner/redisplans"
 )
 
 // dirSource checks out files from memory, one tree per SHA.
@@ -86,12 +87,25 @@ func (c *fakeCreds) Revoke(_ context.Context, cred *runner.Credential) error {
 
 type fixture struct {
 	r      *runner.Runner
+	opts   runner.Options // what r was made with
 	locks  *redislock.Locks
 	rdb    *redis.Client
 	creds  *fakeCreds
 	src    *dirSource
+	plans  *redisplans.Store
 	target runner.Target
-	dir    string // test scratch: state, env dump
+	root   string // test scratch, holding data/ and dir
+	dir    string // what runs may write: state, env dump
+}
+
+// runner makes another runner like f's, changed by mod, in its own data
+// directory.
+func (f fixture) runner(t testing.TB, mod func(*runner.Options)) (*runner.Runner, error) {
+	t.Helper()
+	o := f.opts
+	o.DataDir = filepath.Join(f.root, fmt.Sprintf("data-%d", time.Now().UnixNano()))
+	mod(&o)
+	return runner.New(context.Background(), o)
 }
 
 const sha1 = "1111111111111111111111111111111111111111"
@@ -114,13 +128,20 @@ resource "terraform_data" "a" {
 
 func setup(t testing.TB, lockTTL time.Duration) fixture {
 	t.Helper()
-	dir := t.TempDir()
+	root := stacktest.Dir(t)
+	dir := stacktest.Writable(t, root, "out")
 	srv := stacktest.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
+	plans, err := redisplans.New(rdb, "t:", make([]byte, redisplans.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := fixture{
 		locks: redislock.New(rdb, "t:"),
 		rdb:   rdb,
+		plans: plans,
+		root:  root,
 		creds: &fakeCreds{},
 		src:   &dirSource{trees: map[string]map[string]string{sha1: {"infra/main.tf": mainTF(dir, "")}}},
 		dir:   dir,
@@ -132,11 +153,12 @@ func setup(t testing.TB, lockTTL time.Duration) fixture {
 			LockTTL: lockTTL, PlanTimeout: time.Minute, ApplyTimeout: time.Minute,
 		},
 	}
-	var err error
-	f.r, err = runner.New(context.Background(), runner.Options{
-		Locks: f.locks, Source: f.src, Creds: f.creds, Binary: stacktest.Tool(t, "terraform"),
-		Version: "1.12.2", DataDir: filepath.Join(dir, "data"), VaultAddr: "http://vault.test:8200",
-	})
+	f.opts = runner.Options{
+		Locks: f.locks, Source: f.src, Creds: f.creds, Plans: plans, Sandbox: stacktest.Sandbox(t, dir),
+		Binary: stacktest.Tool(t, "terraform"), Version: "1.12.2", DataDir: filepath.Join(root, "data"),
+		VaultAddr: "http://vault.test:8200",
+	}
+	f.r, err = runner.New(context.Background(), f.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,8 +265,7 @@ func TestApplyRefusesAChangedPlanFile(t *testing.T) {
 	f := setup(t, 30*time.Second)
 	lease, res := f.plan(t, "p1", sha1)
 	g := grant(t, "p1", lease, sha1, res)
-	plan := filepath.Join(f.dir, "data", "plans", "p1.tfplan")
-	if err := os.WriteFile(plan, []byte("tampered"), 0o600); err != nil {
+	if err := f.plans.Save(context.Background(), "p1", []byte("tampered"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: g, Rev: f.rev(sha1), Target: f.target})
@@ -271,19 +292,37 @@ func TestApplyWithoutCredentialsDoesNothing(t *testing.T) {
 		t.Fatal("applied without credentials")
 	}
 	// The saved plan is still there for a retry.
-	if _, err := os.Stat(filepath.Join(f.dir, "data", "plans", "p1.tfplan")); err != nil {
+	if _, err := f.plans.Load(context.Background(), "p1"); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func TestApplyRebuildsAMissingWorkspace(t *testing.T) {
+// Every run has a directory of its own, removed after it: nothing a plan
+// wrote is there when its apply (or any later run) starts.
+func TestRunsLeaveNothingBehind(t *testing.T) {
 	f := setup(t, 30*time.Second)
+	leftovers := func() []string {
+		entries, err := os.ReadDir(filepath.Join(f.root, "data", "runs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			if e.Name() != ".bin" { // binaries staged for a run that drops from root
+				names = append(names, e.Name())
+			}
+		}
+		return names
+	}
 	lease, res := f.plan(t, "p1", sha1)
-	if err := os.RemoveAll(filepath.Join(f.dir, "data", "envs")); err != nil {
-		t.Fatal(err)
+	if l := leftovers(); len(l) != 0 {
+		t.Fatalf("the plan left %v", l)
 	}
 	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
-		t.Fatalf("apply after losing the workspace: %v", err)
+		t.Fatalf("apply: %v", err)
+	}
+	if l := leftovers(); len(l) != 0 {
+		t.Fatalf("the apply left %v", l)
 	}
 }
 
@@ -333,10 +372,7 @@ func TestPlanErrorIsRedacted(t *testing.T) {
 
 func TestRefusesWrongBinaryVersion(t *testing.T) {
 	f := setup(t, time.Minute)
-	_, err := runner.New(context.Background(), runner.Options{
-		Locks: f.locks, Source: f.src, Creds: f.creds, Binary: stacktest.Tool(t, "terraform"),
-		Version: "1.9.8", DataDir: t.TempDir(),
-	})
+	_, err := f.runner(t, func(o *runner.Options) { o.Version = "1.9.8" })
 	if !errors.Is(err, runner.ErrBinary) || !strings.Contains(err.Error(), "1.12.2") {
 		t.Fatalf("err = %v", err)
 	}
@@ -360,10 +396,7 @@ func TestRedact(t *testing.T) {
 
 func TestOpenTofu(t *testing.T) {
 	f := setup(t, 30*time.Second)
-	r, err := runner.New(context.Background(), runner.Options{
-		Locks: f.locks, Source: f.src, Creds: f.creds, Binary: stacktest.Tool(t, "tofu"),
-		Version: "1.12.6", DataDir: filepath.Join(f.dir, "tofu"),
-	})
+	r, err := f.runner(t, func(o *runner.Options) { o.Binary, o.Version = stacktest.Tool(t, "tofu"), "1.12.6" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,8 +562,7 @@ func TestApplyNeedsItsAuditRecords(t *testing.T) {
 		t.Run("fail "+failOn, func(t *testing.T) {
 			f := setup(t, 30*time.Second)
 			rec := &recorder{failOn: map[string]bool{failOn: true}}
-			r, err := runner.New(context.Background(), runner.Options{Locks: f.locks, Source: f.src, Creds: f.creds,
-				Binary: stacktest.Tool(t, "terraform"), Version: "1.12.2", DataDir: filepath.Join(f.dir, "data2"), Audit: rec, Name: "test"})
+			r, err := f.runner(t, func(o *runner.Options) { o.Audit, o.Name = rec, "test" })
 			if err != nil {
 				t.Fatal(err)
 			}

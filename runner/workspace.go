@@ -2,7 +2,11 @@ package runner
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -12,113 +16,132 @@ import (
 	"github.com/hashicorp/terraform-exec/tfexec"
 )
 
-// workspace is the directory one environment's plans run in:
+// run is one plan, apply or drift check: a directory made for it and
+// removed after it, in its own sandbox. Nothing a run writes is read by a
+// later one.
 //
-//	<data>/envs/<project>/<env>/src     the checked-out tree, fresh for every plan
-//	<data>/envs/<project>/<env>/home    HOME for terraform
-//	<data>/envs/<project>/<env>/holds   which plan and commit src holds
-//
-// Saved plan files live apart from it, in <data>/plans.
-type workspace struct {
-	root, src, home, work, holds string
+//	<data>/runs/<kind>-<project>-<env>-<random>/
+//	    src/    the checked-out tree
+//	    home/   HOME
+//	    tmp/    TMPDIR
+//	    in/     read-only inputs: the saved plan that show and apply read
+type run struct {
+	box              Box
+	dir, src, work   string
+	home, tmp        string
+	bin              string
+	ctx              context.Context // what terraform runs under: see confine
+	unconfine        func()
+	planOut          string // where plan writes the saved plan
+	tf               Terraform
+	target           Target
+	cred             *Credential
+	providersChecked bool
 }
 
-func (r *Runner) workspace(t Target) workspace {
-	root := filepath.Join(r.o.DataDir, "envs", t.Project, t.Env)
-	src := filepath.Join(root, "src")
-	return workspace{
-		root: root, src: src, home: filepath.Join(root, "home"),
-		work: filepath.Join(src, filepath.FromSlash(t.Dir)), holds: filepath.Join(root, "holds"),
-	}
-}
-
-// materialize checks rev out into a fresh src and runs terraform init.
-func (r *Runner) materialize(ctx context.Context, ws workspace, planID string, rev Revision, t Target, cred *Credential) (Terraform, error) {
-	_ = os.Remove(ws.holds)
-	if err := os.RemoveAll(ws.src); err != nil {
-		return nil, err
-	}
-	for _, d := range []string{ws.root, ws.home} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
-		}
-	}
-	if err := r.o.Source.Checkout(ctx, rev, ws.src); err != nil {
-		return nil, err
-	}
-	if st, err := os.Stat(ws.work); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("%w: no directory %q in %s at %s", ErrNoWorkDir, t.Dir, rev.Repo, short(rev.SHA))
-	}
-	tf, err := r.terraform(ctx, ws.work, t)
+// open makes a run's directory and sandbox.
+func (r *Runner) open(ctx context.Context, kind string, t Target) (*run, error) {
+	bin, err := r.binary(ctx, t)
 	if err != nil {
 		return nil, err
 	}
-	if err := tf.SetEnv(r.env(ws, cred)); err != nil {
-		return nil, err
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	dir := filepath.Join(r.o.DataDir, "runs", fmt.Sprintf("%s-%s-%s-%s", kind, safeName(t.Project), safeName(t.Env), hex.EncodeToString(rnd[:])))
+	box, err := r.o.Sandbox.Open(Run{Dir: dir, Binary: bin})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSandbox, err)
+	}
+	ru := &run{box: box, dir: dir, src: filepath.Join(dir, "src"), home: filepath.Join(dir, "home"),
+		tmp: filepath.Join(dir, "tmp"), bin: bin, target: t, planOut: filepath.Join(dir, "plan.tfplan")}
+	ru.work = filepath.Join(ru.src, filepath.FromSlash(t.Dir))
+	ru.ctx, ru.unconfine = confine(ctx, box)
+	return ru, nil
+}
+
+// close ends the run: no process of it outlives this, and its directory
+// is gone.
+func (ru *run) close(r *Runner) {
+	ru.unconfine()
+	if err := ru.box.Close(); err != nil {
+		r.o.Logger.Warn("run directory not removed", "dir", ru.dir, "err", err)
+	}
+}
+
+func safeName(s string) string {
+	return strings.Map(func(c rune) rune {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			return c
+		}
+		return '_'
+	}, s)
+}
+
+// materialize checks rev out into the run, refuses provider binaries the
+// pull request brings (unless the project allows them), and runs terraform
+// init and workspace selection in the sandbox, then checks which providers
+// init selected.
+func (r *Runner) materialize(ctx context.Context, ru *run, rev Revision, cred *Credential) error {
+	t := ru.target
+	if err := r.o.Source.Checkout(ctx, rev, ru.src); err != nil {
+		return err
+	}
+	if st, err := os.Stat(ru.work); err != nil || !st.IsDir() {
+		return fmt.Errorf("%w: no directory %q in %s at %s", ErrNoWorkDir, t.Dir, rev.Repo, short(rev.SHA))
+	}
+	if !t.Providers.AllowPR {
+		if err := prProviderDirs(ru.src); err != nil {
+			return err
+		}
+	}
+	if err := ru.box.Prepared(); err != nil {
+		return fmt.Errorf("%w: %w", ErrSandbox, err)
+	}
+	tf, err := r.o.NewTerraform(ru.work, ru.box.Exec())
+	if err != nil {
+		return err
+	}
+	ru.tf, ru.cred = tf, cred
+	if err := tf.SetEnv(r.env(ru, cred)); err != nil {
+		return err
 	}
 	var opts []tfexec.InitOption
 	for _, k := range slices.Sorted(maps.Keys(t.BackendConfig)) {
 		opts = append(opts, tfexec.BackendConfig(k+"="+t.BackendConfig[k]))
 	}
-	if err := tf.Init(ctx, opts...); err != nil {
-		return nil, tfError("init", err, cred)
+	if err := step(ctx, func() error { return tf.Init(ru.ctx, opts...) }); err != nil {
+		return tfError("init", err, cred)
+	}
+	if err := t.Providers.check(ru.work, ru.src); err != nil {
+		return err
 	}
 	if t.Workspace != "" && t.Workspace != "default" {
-		if err := tf.WorkspaceSelect(ctx, t.Workspace); err != nil {
-			if err := tf.WorkspaceNew(ctx, t.Workspace); err != nil {
-				return nil, tfError("workspace", err, cred)
+		if err := step(ctx, func() error { return tf.WorkspaceSelect(ru.ctx, t.Workspace) }); err != nil {
+			if err := step(ctx, func() error { return tf.WorkspaceNew(ru.ctx, t.Workspace) }); err != nil {
+				return tfError("workspace", err, cred)
 			}
 		}
 	}
-	if err := os.WriteFile(ws.holds, []byte(planID+" "+rev.SHA+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	return tf, nil
+	return nil
 }
 
-// ready returns the workspace's terraform if it still holds planID at
-// rev.SHA, and rebuilds the workspace otherwise (after a restart on another
-// machine, or when the directory was cleaned).
-func (r *Runner) ready(ctx context.Context, ws workspace, planID string, rev Revision, t Target, cred *Credential) (Terraform, error) {
-	if b, err := os.ReadFile(ws.holds); err == nil && strings.TrimSpace(string(b)) == planID+" "+rev.SHA {
-		tf, err := r.terraform(ctx, ws.work, t)
-		if err != nil {
-			return nil, err
-		}
-		return tf, tf.SetEnv(r.env(ws, cred))
+// step runs one terraform command unless ctx has already ended: commands
+// run under the run's confined context, which outlives ctx by the grace
+// an interrupted command gets.
+func step(ctx context.Context, f func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	r.o.Logger.Info("rebuilding workspace for apply", "plan_id", planID, "sha", rev.SHA)
-	return r.materialize(ctx, ws, planID, rev, t, cred)
-}
-
-// terraform returns the cached Terraform for a working directory, with the
-// target's checked binary.
-func (r *Runner) terraform(ctx context.Context, workdir string, t Target) (Terraform, error) {
-	bin, err := r.binary(ctx, t)
-	if err != nil {
-		return nil, err
-	}
-	key := workdir + "\x00" + bin
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if tf, ok := r.tfs[key]; ok {
-		return tf, nil
-	}
-	tf, err := r.o.NewTerraform(workdir, bin)
-	if err != nil {
-		return nil, err
-	}
-	r.tfs[key] = tf
-	return tf, nil
+	return f()
 }
 
 // baseEnv is the whole environment terraform gets without credentials: an
 // allowlist, never the bot's own environment, which holds its tokens.
-func (r *Runner) baseEnv(home string) map[string]string {
+func (r *Runner) baseEnv(home, tmp string) map[string]string {
 	env := map[string]string{
 		"PATH":               os.Getenv("PATH"),
 		"HOME":               home,
-		"TMPDIR":             os.TempDir(),
+		"TMPDIR":             tmp,
 		"TF_CLI_CONFIG_FILE": os.DevNull,
 		"CHECKPOINT_DISABLE": "1",
 	}
@@ -127,8 +150,8 @@ func (r *Runner) baseEnv(home string) map[string]string {
 }
 
 // env adds a credential's values, VAULT_TOKEN among them, to baseEnv.
-func (r *Runner) env(ws workspace, cred *Credential) map[string]string {
-	env := r.baseEnv(ws.home)
+func (r *Runner) env(ru *run, cred *Credential) map[string]string {
+	env := r.baseEnv(ru.home, ru.tmp)
 	if cred != nil {
 		maps.Copy(env, cred.Env())
 		if r.o.VaultAddr != "" {
@@ -136,6 +159,115 @@ func (r *Runner) env(ws workspace, cred *Credential) map[string]string {
 		}
 	}
 	return env
+}
+
+// ErrProvider means a provider the project does not allow was selected,
+// or the pull request brings provider binaries of its own; nothing of the
+// provider ran.
+var ErrProvider = errors.New("provider not allowed")
+
+// Providers says which providers a project's runs may use.
+type Providers struct {
+	// Allowed are source addresses ("hashicorp/aws",
+	// "registry.terraform.io/hashicorp/aws"). Empty: any provider of the
+	// public registries (Terraform's and OpenTofu's), installed from them or
+	// from the operator's mirror.
+	Allowed []string
+	// AllowPR lets the pull request bring provider binaries of its own
+	// (terraform.d/plugins, a committed .terraform): its code runs at plan
+	// time, in the sandbox. Their sources must still be Allowed.
+	AllowPR bool
+}
+
+var registries = []string{"registry.terraform.io", "registry.opentofu.org"}
+
+// prProviderDirs refuses a tree that brings provider binaries: an implied
+// local mirror (terraform.d) or a committed .terraform directory.
+func prProviderDirs(src string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "terraform.d" || d.Name() == ".terraform") {
+			rel, _ := filepath.Rel(src, p)
+			return fmt.Errorf("%w: the pull request brings provider binaries in %s/; "+
+				"only providers from the registry or the configured mirror may run (a project can allow this with providers.allow_pr)", ErrProvider, rel)
+		}
+		return nil
+	})
+}
+
+// check reads which providers init installed in work/.terraform/providers
+// (<host>/<namespace>/<type>/<version>/<os_arch>) and refuses any that is not
+// allowed, or that is loaded from inside the checked-out tree when that is
+// not allowed.
+func (p Providers) check(work, src string) error {
+	root := filepath.Join(work, ".terraform", "providers")
+	hosts, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // built-in providers only
+	}
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for _, h := range hosts {
+		nss, _ := os.ReadDir(filepath.Join(root, h.Name()))
+		for _, ns := range nss {
+			types, _ := os.ReadDir(filepath.Join(root, h.Name(), ns.Name()))
+			for _, ty := range types {
+				addr := h.Name() + "/" + ns.Name() + "/" + ty.Name()
+				if !p.allows(addr) {
+					bad = append(bad, addr)
+					continue
+				}
+				if !p.AllowPR && fromTree(filepath.Join(root, h.Name(), ns.Name(), ty.Name()), src) {
+					bad = append(bad, addr+" (from the pull request's files)")
+				}
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%w: %s", ErrProvider, strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+func (p Providers) allows(addr string) bool {
+	if len(p.Allowed) == 0 {
+		host, _, _ := strings.Cut(addr, "/")
+		return slices.Contains(registries, host)
+	}
+	for _, a := range p.Allowed {
+		a = strings.ToLower(a)
+		if strings.Count(a, "/") == 1 {
+			for _, reg := range registries {
+				if addr == reg+"/"+a {
+					return true
+				}
+			}
+		}
+		if addr == a {
+			return true
+		}
+	}
+	return false
+}
+
+// fromTree reports whether anything under dir links into src.
+func fromTree(dir, src string) bool {
+	found := false
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink == 0 {
+			return nil
+		}
+		if t, err := filepath.EvalSymlinks(p); err == nil && (t == src || strings.HasPrefix(t, src+string(filepath.Separator))) {
+			found = true
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return found
 }
 
 func short(sha string) string {

@@ -6,10 +6,13 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/runner"
+	"github.com/twokey/twokey/runner/bwrap"
 )
 
 // Tool returns the path of an installed tool or fails the test.
@@ -54,4 +57,58 @@ func logWriter(t testing.TB) io.Writer {
 		return os.Stderr
 	}
 	return io.Discard
+}
+
+// Dir returns a directory for the test that a sandboxed run can reach:
+// runs drop to another uid when the tests run as root, so it and its
+// parents allow others to pass through (not to list). It is removed when
+// the test ends.
+func Dir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "twokey-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = removeAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Writable makes dir/name, a directory sandboxed runs may write to (a
+// local backend's state, what a test's provisioners record).
+func Writable(t testing.TB, dir, name string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(p, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Sandbox returns the bubblewrap sandbox the tests run terraform in, with
+// writable visible read-write, or fails the test: a test never falls back
+// to running terraform unconfined.
+func Sandbox(t testing.TB, writable ...string) runner.Sandbox {
+	t.Helper()
+	sb, err := bwrap.New(context.Background(), bwrap.Options{Writable: writable})
+	if err != nil {
+		t.Fatalf("sandbox: %v (the README's test command installs bubblewrap)", err)
+	}
+	return sb
+}
+
+// removeAll removes what a run that dropped to another uid left.
+func removeAll(dir string) error {
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
 }

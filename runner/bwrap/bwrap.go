@@ -1,0 +1,380 @@
+// Package bwrap is runner.Sandbox on bubblewrap, the unprivileged sandbox
+// Flatpak uses: every terraform process of a run, and every provider and
+// program it starts, runs in its own PID, mount, user, IPC and UTS
+// namespaces, sees only the run's directory (read-write), its read-only
+// inputs, the terraform binary and the system's libraries and certificates,
+// and dies with the run.
+//
+// terraform-exec starts a binary by path, so each run gets a two-line shell
+// script that execs bwrap with the run's arguments (read from a file the
+// sandbox cannot see) and terraform's. Where twokey runs as root, the script
+// first drops to an unprivileged uid with setpriv, so not even an escape from
+// the user namespace lands as root.
+package bwrap
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/twokey/twokey/runner"
+)
+
+// Options configure a Sandbox.
+type Options struct {
+	// Path is the bwrap binary; default "bwrap" from PATH.
+	Path string
+	// ReadOnly are host paths every run sees read-only at the same place:
+	// a provider mirror, a CLI config file.
+	ReadOnly []string
+	// Writable are host paths every run sees read-write: a local backend's
+	// state directory. Nothing of twokey's own belongs here.
+	Writable []string
+	// UID and GID are what a run drops to when twokey runs as root;
+	// default 65534 (nobody). Ignored otherwise: the run keeps twokey's uid
+	// outside its user namespace, and nothing inside it.
+	UID, GID int
+}
+
+// system is what every run sees read-only, where it exists: programs and
+// libraries (for providers, `data "external"` programs and git), and the
+// files that name resolution and TLS need.
+var system = []string{
+	"/usr", "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts",
+	"/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/localtime", "/etc/alternatives",
+}
+
+// Sandbox is a runner.Sandbox.
+type Sandbox struct {
+	o       Options
+	bwrap   string
+	setpriv string // set when runs drop from root
+	version string
+
+	mu     sync.Mutex
+	staged map[string]string // binary → its copy that the run's uid can read
+}
+
+var _ runner.Sandbox = (*Sandbox)(nil)
+
+// New finds bwrap and proves it can start a sandbox here, or says why not.
+func New(ctx context.Context, o Options) (*Sandbox, error) {
+	if o.Path == "" {
+		o.Path = "bwrap"
+	}
+	if o.UID == 0 {
+		o.UID = 65534
+	}
+	if o.GID == 0 {
+		o.GID = 65534
+	}
+	for _, p := range append(append([]string(nil), o.ReadOnly...), o.Writable...) {
+		if !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("sandbox path %q is not absolute", p)
+		}
+	}
+	path, err := exec.LookPath(o.Path)
+	if err != nil {
+		return nil, fmt.Errorf("bubblewrap not found (install the bubblewrap package): %w", err)
+	}
+	s := &Sandbox{o: o, bwrap: path, staged: map[string]string{}}
+	if os.Geteuid() == 0 {
+		if s.setpriv, err = exec.LookPath("setpriv"); err != nil {
+			return nil, fmt.Errorf("running as root, runs drop to uid %d with setpriv (util-linux), which is missing: %w", o.UID, err)
+		}
+	}
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s --version: %w", path, err)
+	}
+	s.version = strings.TrimSpace(string(out))
+	if err := s.probe(ctx); err != nil {
+		return nil, fmt.Errorf("bubblewrap cannot start a sandbox on this host (are unprivileged user namespaces allowed?): %w", err)
+	}
+	return s, nil
+}
+
+// probe starts an empty run.
+func (s *Sandbox) probe(ctx context.Context) error {
+	dir, err := os.MkdirTemp("", "twokey-probe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return err
+	}
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		return err
+	}
+	box, err := s.Open(runner.Run{Dir: filepath.Join(dir, "run"), Binary: truePath})
+	if err != nil {
+		return err
+	}
+	defer box.Close()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, box.Exec())
+	cmd.Dir, cmd.Stderr = filepath.Join(dir, "run"), &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+func (s *Sandbox) String() string {
+	drop := ""
+	if s.setpriv != "" {
+		drop = fmt.Sprintf(", uid %d", s.o.UID)
+	}
+	return fmt.Sprintf("%s: own PID, mount, user, IPC, UTS and cgroup namespaces%s; only the run's directory is writable", s.version, drop)
+}
+
+// box is one run's sandbox.
+type box struct {
+	s        *Sandbox
+	root     string // the run's control directory, outside the sandbox's view
+	dir      string // the run's directory, read-write inside
+	in       string // read-only inputs: root/in, seen inside at dir/in
+	exe      string
+	info     string
+	dropping bool
+}
+
+// Open prepares run.Dir (which must not exist) and returns its box.
+//
+//	<parent>/<name>        the run's directory: read-write, the only one
+//	<parent>/<name>.ctl/   the box's arguments, script and status; inputs in in/
+func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
+	b := &box{s: s, dir: run.Dir, root: run.Dir + ".ctl", dropping: s.setpriv != ""}
+	b.in, b.exe, b.info = filepath.Join(b.root, "in"), filepath.Join(b.root, "terraform"), filepath.Join(b.root, "info")
+	if err := os.Mkdir(b.root, 0o711); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (runner.Box, error) { os.RemoveAll(b.root); return nil, err }
+	if err := os.Mkdir(b.in, 0o755); err != nil {
+		return fail(err)
+	}
+	for _, d := range []string{run.Dir, filepath.Join(run.Dir, "home"), filepath.Join(run.Dir, "tmp")} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return fail(err)
+		}
+		if err := b.own(d); err != nil {
+			return fail(err)
+		}
+	}
+	bin, err := s.stage(run.Binary, filepath.Join(filepath.Dir(run.Dir), ".bin"))
+	if err != nil {
+		return fail(err)
+	}
+	args := []string{
+		"--unshare-all", "--share-net", "--die-with-parent", "--new-session",
+		"--cap-drop", "ALL", "--hostname", "twokey-run",
+		"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+	}
+	args = append(args, mounts(system, "--ro-bind")...)
+	// Merged /usr: /bin, /lib… are links into it.
+	for _, l := range []string{"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
+		if t, err := os.Readlink(l); err == nil {
+			args = append(args, "--symlink", t, l)
+		} else if st, err := os.Stat(l); err == nil && st.IsDir() {
+			args = append(args, "--ro-bind", l, l)
+		}
+	}
+	args = append(args, mounts(s.o.ReadOnly, "--ro-bind")...)
+	args = append(args, mounts(s.o.Writable, "--bind")...)
+	args = append(args, "--ro-bind", bin, bin, "--bind", run.Dir, run.Dir,
+		"--ro-bind", b.in, filepath.Join(run.Dir, "in"))
+	if b.dropping {
+		args = append(args, "--uid", strconv.Itoa(s.o.UID), "--gid", strconv.Itoa(s.o.GID))
+	}
+	var nul bytes.Buffer
+	for _, a := range args {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fail(fmt.Errorf("sandbox argument %q holds a NUL byte", a))
+		}
+		nul.WriteString(a)
+		nul.WriteByte(0)
+	}
+	argsFile := filepath.Join(b.root, "args")
+	if err := os.WriteFile(argsFile, nul.Bytes(), 0o600); err != nil {
+		return fail(err)
+	}
+	// terraform-exec's environment, which the runner builds from an
+	// allowlist, passes through bwrap unchanged.
+	var script strings.Builder
+	script.WriteString("#!/bin/sh\n# twokey: run terraform in this run's sandbox\nexec")
+	if b.dropping {
+		fmt.Fprintf(&script, " %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --",
+			quote(s.setpriv), s.o.UID, s.o.GID)
+	}
+	// terraform runs where terraform-exec started the script.
+	fmt.Fprintf(&script, " %s --args 3 --info-fd 4 --chdir \"$PWD\" -- %s \"$@\" 3<%s 4>%s\n",
+		quote(s.bwrap), quote(bin), quote(argsFile), quote(b.info))
+	if err := os.WriteFile(b.exe, []byte(script.String()), 0o700); err != nil {
+		return fail(err)
+	}
+	return b, nil
+}
+
+func mounts(paths []string, flag string) []string {
+	var out []string
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		out = append(out, flag, p, p)
+	}
+	return out
+}
+
+// quote quotes s for sh.
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// stage returns the path of bin that a run can start. A run that drops from
+// root may not reach the binary where it is (a 0700 home), so it gets a
+// copy, made once per binary, in dir.
+func (s *Sandbox) stage(bin, dir string) (string, error) {
+	bin, err := filepath.EvalSymlinks(bin)
+	if err != nil || s.setpriv == "" {
+		return bin, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := bin + "\x00" + dir
+	if p, ok := s.staged[key]; ok {
+		return p, nil
+	}
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return "", err
+	}
+	st, err := os.Stat(bin)
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, fmt.Sprintf("%s-%d-%d", filepath.Base(bin), st.Size(), st.ModTime().UnixNano()))
+	if _, err := os.Stat(p); err != nil {
+		if err := copyFile(bin, p+".tmp"); err != nil {
+			return "", err
+		}
+		if err := os.Rename(p+".tmp", p); err != nil {
+			return "", err
+		}
+	}
+	s.staged[key] = p
+	return p, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// own gives path to the uid a run drops to.
+func (b *box) own(path string) error {
+	if !b.dropping {
+		return nil
+	}
+	return os.Lchown(path, b.s.o.UID, b.s.o.GID)
+}
+
+func (b *box) Exec() string { return b.exe }
+
+// Prepared hands the run's directory, filled from outside, to the run's uid.
+func (b *box) Prepared() error {
+	if !b.dropping {
+		return nil
+	}
+	return filepath.WalkDir(b.dir, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return b.own(p)
+	})
+}
+
+// Input places data where every later command of the run reads it and none
+// can change it, and returns that path.
+func (b *box) Input(name string, data []byte) (string, error) {
+	if name != filepath.Base(name) || name == "." || name == ".." {
+		return "", fmt.Errorf("input name %q", name)
+	}
+	p := filepath.Join(b.in, name)
+	if err := os.WriteFile(p+".tmp", data, 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Rename(p+".tmp", p); err != nil {
+		return "", err
+	}
+	return filepath.Join(b.dir, "in", name), nil
+}
+
+// Interrupt asks the sandboxed terraform to stop (SIGINT), as terraform-exec
+// would ask an unsandboxed one: bwrap does not pass signals on, so they go
+// straight to the process bwrap started.
+func (b *box) Interrupt() bool {
+	data, err := os.ReadFile(b.info)
+	if err != nil {
+		return false
+	}
+	var info struct {
+		ChildPID int `json:"child-pid"`
+	}
+	if json.Unmarshal(data, &info) != nil || info.ChildPID <= 0 {
+		return false
+	}
+	// bwrap's child is the namespace's init; terraform is its child.
+	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", info.ChildPID, info.ChildPID))
+	if err != nil {
+		return false
+	}
+	sent := false
+	for _, f := range strings.Fields(string(kids)) {
+		if pid, err := strconv.Atoi(f); err == nil && syscall.Kill(pid, syscall.SIGINT) == nil {
+			sent = true
+		}
+	}
+	return sent
+}
+
+// Close removes the run's directory and the box.
+func (b *box) Close() error {
+	return errors.Join(removeAll(b.dir), removeAll(b.root))
+}
+
+// removeAll removes a tree a run may have left unwritable.
+func removeAll(dir string) error {
+	err := os.RemoveAll(dir)
+	if err == nil || errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
+}

@@ -1,0 +1,287 @@
+package bwrap_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twokey/twokey/devstack/stacktest"
+	"github.com/twokey/twokey/runner"
+	"github.com/twokey/twokey/runner/bwrap"
+)
+
+// hostile plays code from a pull request: it looks for everything outside
+// its run, tries to write outside it, and leaves a process behind.
+const hostile = `#!/bin/sh
+loot=$LOOT/loot.txt
+{
+  echo "uid $(id -u)"
+  echo "pids $(ls /proc | grep -E '^[0-9]+$' | tr '\n' ' ')"
+  for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null | tr '\0' '\n'; done
+  cat "$SECRET_FILE" "$DATA_DIR"/*/* 2>/dev/null
+  ls -la / "$(dirname "$DATA_DIR")" "$DATA_DIR" 2>&1
+  for f in /etc/shadow /root/.vault-token "$HOME/../../secret.txt"; do cat "$f" 2>/dev/null; done
+} > "$loot" 2>&1
+echo tampered > "$DATA_DIR/plans/planted" 2>/dev/null && echo "wrote into data_dir" >> "$loot"
+echo tampered > "$WRITE_HERE/planted" 2>/dev/null && echo "wrote beside the run" >> "$loot"
+# A process that tries to outlive the run, holding the run's stdout.
+setsid sh -c 'sleep 30 & exit 0' </dev/null &
+( ( sleep 30 ) & ) &
+echo done
+`
+
+type env struct {
+	root, data, loot, secretFile, writeHere string
+	secret                                  string
+}
+
+func newEnv(t *testing.T) env {
+	t.Helper()
+	root := stacktest.Dir(t)
+	e := env{root: root, data: filepath.Join(root, "data"), loot: stacktest.Writable(t, root, "loot"),
+		secretFile: filepath.Join(root, "secret.txt"), writeHere: stacktest.Writable(t, root, "beside"),
+		secret: "s3cr3t-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	for _, d := range []string{filepath.Join(e.data, "plans"), filepath.Join(e.data, "runs")} {
+		if err := os.MkdirAll(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{e.secretFile, filepath.Join(e.data, "plans", "prod.tfplan")} {
+		if err := os.WriteFile(f, []byte(e.secret), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(e.data, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestHostileRunSeesOnlyItsRun(t *testing.T) {
+	e := newEnv(t)
+	sb := stacktest.Sandbox(t, e.loot)
+	script := filepath.Join(e.root, "hostile.sh")
+	if err := os.WriteFile(script, []byte(hostile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	box, err := sb.Open(runner.Run{Dir: filepath.Join(e.data, "runs", "r1"), Binary: script})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer box.Close()
+	if err := box.Prepared(); err != nil {
+		t.Fatal(err)
+	}
+	input, err := box.Input("plan.tfplan", []byte("saved plan"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command(box.Exec())
+	cmd.Dir = filepath.Join(e.data, "runs", "r1")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LOOT=" + e.loot, "SECRET_FILE=" + e.secretFile, "DATA_DIR=" + e.data,
+		"WRITE_HERE=" + e.writeHere, "HOME=" + filepath.Join(e.data, "runs", "r1", "home")}
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	// Survivors holding stdout would keep Wait from returning; after the
+	// delay, Wait gives up and the test fails.
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "done") {
+		t.Fatalf("the script did not run:\n%s", out.String())
+	}
+
+	loot, err := os.ReadFile(filepath.Join(e.loot, "loot.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("loot:\n%s", loot)
+	if bytes.Contains(loot, []byte(e.secret)) {
+		t.Error("the run read a file outside its directory")
+	}
+	for _, s := range []string{"wrote into data_dir", "wrote beside the run"} {
+		if bytes.Contains(loot, []byte(s)) {
+			t.Error("the run " + s)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.writeHere, "planted")); err == nil {
+		t.Error("the run wrote outside its directory")
+	}
+	// Its own PID namespace: bwrap's init, the script and what it ran.
+	for _, line := range strings.Split(string(loot), "\n") {
+		if pids, ok := strings.CutPrefix(line, "pids "); ok {
+			if n := len(strings.Fields(pids)); n > 6 {
+				t.Errorf("the run sees %d processes: %s", n, pids)
+			}
+			if strings.Contains(" "+pids, " "+strconv.Itoa(os.Getpid())+" ") && os.Getpid() > 6 {
+				t.Errorf("the run sees the test's own process %d", os.Getpid())
+			}
+		}
+	}
+	if os.Geteuid() == 0 {
+		st, err := os.Stat(filepath.Join(e.loot, "loot.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := st.Sys().(*syscall.Stat_t).Uid; uid != 65534 {
+			t.Errorf("a run started by root wrote as uid %d, want 65534", uid)
+		}
+	}
+	// The input is readable and cannot be changed from inside.
+	if got, _ := os.ReadFile(filepath.Join(e.data, "runs", "r1.ctl", "in", "plan.tfplan")); string(got) != "saved plan" {
+		t.Errorf("input = %q", got)
+	}
+	if input != filepath.Join(e.data, "runs", "r1", "in", "plan.tfplan") {
+		t.Errorf("input is at %s inside", input)
+	}
+}
+
+func TestInputsAreReadOnlyInside(t *testing.T) {
+	e := newEnv(t)
+	sb := stacktest.Sandbox(t, e.loot)
+	script := filepath.Join(e.root, "tamper.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n{ echo changed > \"$1\"; } 2>/dev/null && echo wrote\nrm -f \"$1\" 2>/dev/null && echo removed\ncat \"$1\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	box, err := sb.Open(runner.Run{Dir: filepath.Join(e.data, "runs", "r2"), Binary: script})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer box.Close()
+	in, err := box.Input("plan.tfplan", []byte("the approved bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(box.Exec(), in)
+	cmd.Dir = filepath.Join(e.data, "runs", "r2")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if string(out) != "the approved bytes" {
+		t.Fatalf("the run changed its input: %q", out)
+	}
+}
+
+// A run killed from outside, as when twokey itself is killed, takes every
+// process of it along.
+func TestKilledRunLeavesNoProcess(t *testing.T) {
+	e := newEnv(t)
+	sb := stacktest.Sandbox(t, e.loot)
+	script := filepath.Join(e.root, "linger.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nsetsid sh -c 'sleep 60' </dev/null >/dev/null 2>&1 &\necho started\nsleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	box, err := sb.Open(runner.Run{Dir: filepath.Join(e.data, "runs", "r3"), Binary: script})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer box.Close()
+	cmd := exec.Command(box.Exec())
+	cmd.Dir = filepath.Join(e.data, "runs", "r3")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if _, err := stdout.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Process.Kill() // SIGKILL to bwrap, as a killed twokey's children get
+	_ = cmd.Wait()
+	// EOF on stdout comes only when no process of the run holds it.
+	done := make(chan error, 1)
+	go func() { _, err := stdout.Read(buf); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a process of the run is still writing")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a process of the killed run is still alive")
+	}
+}
+
+func TestInterruptReachesTerraform(t *testing.T) {
+	e := newEnv(t)
+	sb := stacktest.Sandbox(t, e.loot)
+	script := filepath.Join(e.root, "trap.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ntrap 'echo interrupted; exit 3' INT\necho ready\nwhile :; do sleep 0.05; done\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	box, err := sb.Open(runner.Run{Dir: filepath.Join(e.data, "runs", "r4"), Binary: script})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer box.Close()
+	cmd := exec.Command(box.Exec())
+	cmd.Dir = filepath.Join(e.data, "runs", "r4")
+	var out syncBuffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(out.String(), "ready") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for !box.Interrupt() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(out.String(), "interrupted") {
+		t.Fatalf("err = %v, output %q: the sandboxed process did not get SIGINT", err, out.String())
+	}
+}
+
+func TestAutoFailsClosed(t *testing.T) {
+	dir := stacktest.Dir(t)
+	broken := filepath.Join(dir, "bwrap")
+	// A bwrap that cannot make namespaces, as on a host that forbids
+	// unprivileged user namespaces.
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\n[ \"$1\" = --version ] && { echo 'bubblewrap 0.8.0'; exit 0; }\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{broken, filepath.Join(dir, "missing")} {
+		_, err := bwrap.New(context.Background(), bwrap.Options{Path: path})
+		if err == nil {
+			t.Fatalf("%s: a sandbox that cannot start was accepted", path)
+		}
+		t.Logf("%s: %v", filepath.Base(path), err)
+	}
+	if _, err := bwrap.New(context.Background(), bwrap.Options{Writable: []string{"relative/path"}}); err == nil {
+		t.Fatal("a relative path was accepted")
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

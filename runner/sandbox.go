@@ -1,0 +1,115 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Sandbox confines every process of a run: terraform, and every provider
+// and program it starts, which at plan time is code from the pull request.
+type Sandbox interface {
+	// Open creates run.Dir (which must not exist) and its box.
+	Open(run Run) (Box, error)
+	// String says what isolation runs get, for logs and check-config.
+	String() string
+}
+
+// Run is what a box is opened for.
+type Run struct {
+	Dir    string // the run's directory, created by Open
+	Binary string // terraform or tofu
+}
+
+// Box is one run's sandbox. Its directory holds home/ and tmp/, and the
+// caller checks the revision out into it before calling Prepared.
+type Box interface {
+	// Exec is the executable terraform-exec starts instead of the binary.
+	Exec() string
+	// Prepared is called once the caller has filled the run's directory.
+	Prepared() error
+	// Input places data where every later command of the run reads it and
+	// none can change it, and returns that path.
+	Input(name string, data []byte) (string, error)
+	// Interrupt asks the running command to stop gracefully (SIGINT), and
+	// reports whether there was one to ask.
+	Interrupt() bool
+	// Close ends the run and removes its directory.
+	Close() error
+}
+
+// ErrSandbox means a run's sandbox could not be set up, so nothing ran.
+var ErrSandbox = errors.New("the sandbox could not be set up")
+
+// Unconfined runs terraform as a plain child process, with only the
+// environment allowlist between it and twokey: `runner.sandbox: none`, an
+// explicit and loud opt-out.
+type Unconfined struct{}
+
+var _ Sandbox = Unconfined{}
+
+func (Unconfined) String() string {
+	return "none: UNSANDBOXED, terraform and the pull request's code run as twokey's own user"
+}
+
+// Open creates the run's directory.
+func (Unconfined) Open(run Run) (Box, error) {
+	for _, d := range []string{run.Dir, filepath.Join(run.Dir, "home"), filepath.Join(run.Dir, "tmp"), filepath.Join(run.Dir, "in")} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			os.RemoveAll(run.Dir)
+			return nil, err
+		}
+	}
+	return unconfined(run), nil
+}
+
+type unconfined Run
+
+func (u unconfined) Exec() string    { return u.Binary }
+func (u unconfined) Prepared() error { return nil }
+func (u unconfined) Interrupt() bool { return false } // terraform-exec sends SIGINT itself
+func (u unconfined) Close() error    { return os.RemoveAll(u.Dir) }
+
+func (u unconfined) Input(name string, data []byte) (string, error) {
+	if name != filepath.Base(name) {
+		return "", fmt.Errorf("input name %q", name)
+	}
+	p := filepath.Join(u.Dir, "in", name)
+	return p, os.WriteFile(p, data, 0o400)
+}
+
+// interruptGrace is how long terraform has to save its state after SIGINT
+// before the whole run is killed; terraform-exec waits as long.
+const interruptGrace = time.Minute
+
+// confine returns the context terraform commands of box run under. When
+// ctx ends, the running command is asked to stop (SIGINT) and the returned
+// context ends interruptGrace later, which kills the run.
+func confine(ctx context.Context, box Box) (context.Context, func()) {
+	if _, ok := box.(unconfined); ok {
+		return ctx, func() {} // terraform-exec interrupts it directly
+	}
+	hard, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		// A command starting as ctx ends may not have its pid yet; a
+		// second SIGINT would make terraform stop without saving state.
+		for i := 0; i < 10 && !box.Interrupt(); i++ {
+			select {
+			case <-hard.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		t := time.NewTimer(interruptGrace)
+		defer t.Stop()
+		select {
+		case <-hard.Done():
+		case <-t.C:
+			cancel()
+		}
+	})
+	return hard, func() { stop(); cancel() }
+}
