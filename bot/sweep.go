@@ -93,8 +93,8 @@ func (b *Bot) sweep(ctx context.Context) {
 // outcomes is implemented by runners whose work can finish while nobody
 // waits for it (runner pools): the replica that dispatched it stopped.
 type outcomes interface {
-	PlanOutcome(ctx context.Context, planID string) (runner.PlanResult, error, bool)
-	ApplyOutcome(ctx context.Context, planID string) (runner.ApplyResult, error, bool)
+	PlanOutcome(ctx context.Context, p approvals.Plan) (runner.PlanResult, error, bool)
+	ApplyOutcome(ctx context.Context, p approvals.Plan) (runner.ApplyResult, error, bool)
 }
 
 // completeDetached finishes a plan whose work ended with nobody waiting,
@@ -106,14 +106,14 @@ func (b *Bot) completeDetached(ctx context.Context, p approvals.Plan) bool {
 	}
 	switch p.Status {
 	case approvals.StatusPlanning:
-		res, planErr, found := o.PlanOutcome(ctx, p.ID)
+		res, planErr, found := o.PlanOutcome(ctx, p)
 		if found {
 			b.log.Info("completing a plan whose replica stopped waiting", "plan_id", p.ID)
 			_ = b.planned(ctx, p, res, planErr)
 		}
 		return found
 	case approvals.StatusApplying:
-		res, applyErr, found := o.ApplyOutcome(ctx, p.ID)
+		res, applyErr, found := o.ApplyOutcome(ctx, p)
 		if !found {
 			return false
 		}

@@ -88,10 +88,17 @@ func (c *Config) LoadSecrets(getenv func(string) string, n Needs) (Secrets, erro
 	if c.Redis.PasswordEnv != "" {
 		s.RedisPassword = need(c.Redis.PasswordEnv)
 	}
-	if v := getenv(c.PlanKeyEnv); v != "" {
+	// A runner of a pool seals its plans with the pool's own key when there
+	// is one (TWOKEY_PLAN_KEY_PROD for pool prod), so that no other pool's
+	// key opens or makes them.
+	planKeyEnv := c.PlanKeyEnv
+	if n.Pool != "" && getenv(c.PlanKeyEnv+"_"+envSuffix(n.Pool)) != "" {
+		planKeyEnv = c.PlanKeyEnv + "_" + envSuffix(n.Pool)
+	}
+	if v := getenv(planKeyEnv); v != "" {
 		key, err := base64.StdEncoding.DecodeString(v)
 		if err != nil || len(key) != 32 {
-			errs = append(errs, fmt.Errorf("environment variable %s must be 32 bytes in base64 (openssl rand -base64 32)", c.PlanKeyEnv))
+			errs = append(errs, fmt.Errorf("environment variable %s must be 32 bytes in base64 (openssl rand -base64 32)", planKeyEnv))
 		}
 		s.PlanKey = key
 	}

@@ -5,7 +5,8 @@ package deploy
 
 import "embed"
 
-// Files are the Vault policies (vault/*.hcl) and the demo (demo/…).
+// Files are the Vault policies (vault/*.hcl), the Redis ACL users
+// (redis/users.acl) and the demo (demo/…).
 //
-//go:embed vault/*.hcl demo
+//go:embed vault/*.hcl redis/users.acl demo
 var Files embed.FS

@@ -104,7 +104,8 @@ func (r *Redis) ping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
+	// A server whose default user is off (Redis ACLs) answers NOAUTH: it is up.
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
 		return fmt.Errorf("redis answered %q", strings.TrimSpace(line))
 	}
 	return nil

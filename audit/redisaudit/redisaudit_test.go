@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/devstack/stacktest"
 )
@@ -162,5 +164,80 @@ func TestRetention(t *testing.T) {
 	}
 	if _, err := l.Verify(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Events are signed by the process that wrote them. A Redis writer who
+// drops an event and seals the rest again (sha256 needs no key) is caught
+// at the first re-sealed event; one who cuts events off the end is caught
+// by the copy in the file sink; events of a removed key stop verifying.
+func TestSignedChain(t *testing.T) {
+	serve, _ := attest.GenerateSigner()
+	runnerKey, _ := attest.GenerateSigner()
+	trust := attest.NewKeyring(serve.Public(), runnerKey.Public())
+	file := filepath.Join(t.TempDir(), "audit.jsonl")
+	l, rdb := newLog(t, Options{Prefix: "t:", File: file, Signer: serve, Trust: trust})
+	worker, _ := New(rdb, Options{Prefix: "t:", Signer: runnerKey, Trust: trust})
+	ctx := context.Background()
+	for i := range 6 {
+		rec := l
+		if i == 2 {
+			rec = worker
+		}
+		if err := rec.Record(ctx, audit.Event{Type: audit.Approval, PlanID: fmt.Sprintf("p-%d", i%3)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Record(ctx, audit.Event{Type: audit.Command}); err != nil { // the file's newest event
+		t.Fatal(err)
+	}
+	if n, err := l.Verify(ctx); err != nil || n != 7 {
+		t.Fatalf("verify: %d %v", n, err)
+	}
+	if err := l.VerifyHead(ctx, file); err != nil {
+		t.Fatal(err)
+	}
+	original := rdb.XRange(ctx, "t:{audit}:stream", "-", "+").Val()
+	rewrite := func(keep func(i int, e audit.Event) bool, reseal bool) {
+		rdb.Del(ctx, "t:{audit}:stream")
+		prev := ""
+		for i, m := range original {
+			var e audit.Event
+			_ = json.Unmarshal([]byte(m.Values["event"].(string)), &e)
+			if !keep(i, e) {
+				continue
+			}
+			if reseal {
+				e.Seal(prev)
+			}
+			prev = e.Hash
+			b, _ := json.Marshal(e)
+			rdb.XAdd(ctx, &redis.XAddArgs{Stream: "t:{audit}:stream", ID: m.ID, Values: map[string]any{"event": b}})
+		}
+		rdb.Set(ctx, "t:{audit}:last", prev, 0)
+	}
+
+	// Drop p-1's events (1 and 4) and re-seal: event 1 of what is left is
+	// the first whose signature no longer matches.
+	rewrite(func(_ int, e audit.Event) bool { return e.PlanID != "p-1" }, true)
+	var be *audit.BreakError
+	if _, err := l.Verify(ctx); !errors.As(err, &be) || be.Index != 1 || !strings.Contains(be.Reason, "forged") {
+		t.Fatalf("re-sealed chain: %v", err)
+	}
+	// Cut the last two events: the rest is intact and signed, but the
+	// file's newest event is gone.
+	rewrite(func(i int, _ audit.Event) bool { return i < len(original)-2 }, false)
+	if _, err := l.Verify(ctx); err != nil {
+		t.Fatalf("a cut chain is intact as far as it goes: %v", err)
+	}
+	if err := l.VerifyHead(ctx, file); !errors.As(err, &be) || !strings.Contains(be.Reason, "not in the chain") {
+		t.Fatalf("cut chain against the file: %v", err)
+	}
+
+	// Rotation: without the runner's key its event no longer verifies.
+	rewrite(func(int, audit.Event) bool { return true }, false)
+	onlyServe, _ := New(rdb, Options{Prefix: "t:", Trust: attest.NewKeyring(serve.Public())})
+	if _, err := onlyServe.Verify(ctx); !errors.As(err, &be) || be.Index != 2 {
+		t.Fatalf("after removing the runner's key: %v", err)
 	}
 }

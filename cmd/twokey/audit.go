@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/twokey/twokey/config"
@@ -15,12 +17,14 @@ import (
 // auditCmd is `twokey audit verify` and `twokey audit export`.
 func auditCmd(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
 	if len(args) == 0 || (args[0] != "verify" && args[0] != "export") {
-		return errors.New("usage: twokey audit verify|export [--config file] [--since 720h] [--format jsonl]")
+		return errors.New("usage: twokey audit verify|export [--config file] [--head file]… [--since 720h] [--format jsonl]")
 	}
 	fs := flag.NewFlagSet("audit "+args[0], flag.ContinueOnError)
 	path := fs.String("config", "twokey.yaml", "path to the config file")
 	since := fs.Duration("since", 0, "export: only events this recent (e.g. 720h); 0 exports all")
 	format := fs.String("format", "jsonl", "export: jsonl (one JSON event per line)")
+	var heads headFiles
+	fs.Var(&heads, "head", "verify: an audit.file sink of a twokey process (repeatable); its newest event must be in the chain. Default: the config's audit.file")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -37,8 +41,15 @@ func auditCmd(ctx context.Context, args []string, stdout io.Writer, getenv func(
 		return err
 	}
 	defer rdb.Close()
+	if len(heads) == 0 && cfg.Audit.File != "" {
+		heads = append(heads, cfg.Audit.File)
+	}
 	cfg.Audit.File = "" // reading only
-	log, err := openAudit(rdb, cfg, nil)
+	k, err := loadKeys(cfg, slog.New(slog.DiscardHandler), "reader")
+	if err != nil {
+		return err
+	}
+	log, err := openAudit(rdb, cfg, nil, k)
 	if err != nil {
 		return err
 	}
@@ -48,7 +59,16 @@ func auditCmd(ctx context.Context, args []string, stdout io.Writer, getenv func(
 		if err != nil {
 			return fmt.Errorf("%d events read: %w", n, err)
 		}
-		fmt.Fprintf(stdout, "audit chain intact: %d events verified\n", n)
+		for _, h := range heads {
+			if err := log.VerifyHead(ctx, h); err != nil {
+				return fmt.Errorf("%d events read: %w", n, err)
+			}
+		}
+		signed := "signatures checked against " + strings.Join(k.audit.IDs(), ", ")
+		if k.audit.Len() == 0 {
+			signed = "signatures NOT checked: the config lists no signing.serve_keys or signing.runner_keys"
+		}
+		fmt.Fprintf(stdout, "audit chain intact: %d events verified (%s; %d head file(s) matched)\n", n, signed, len(heads))
 		return nil
 	}
 	if *format != "jsonl" {
@@ -70,3 +90,9 @@ func auditCmd(ctx context.Context, args []string, stdout io.Writer, getenv func(
 	}
 	return nil
 }
+
+// headFiles is a repeatable --head flag.
+type headFiles []string
+
+func (h *headFiles) String() string     { return strings.Join(*h, ",") }
+func (h *headFiles) Set(v string) error { *h = append(*h, v); return nil }

@@ -45,6 +45,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 		err = demo(ctx, args[1:], stdout, stderr)
 	case "audit":
 		err = auditCmd(ctx, args[1:], stdout, getenv)
+	case "keygen":
+		err = keygen(args[1:], stdout)
 	case "version":
 		fmt.Fprintln(stdout, "twokey", version)
 	case "help", "-h", "--help":
@@ -71,6 +73,7 @@ commands:
   runner         run the plans and applies of one pool (--pool), with that pool's Vault login
   audit          verify the audit chain (audit verify), or write it out (audit export --since 720h)
   check-config   validate a config file and the environment it needs; print every problem
+  keygen         make an ed25519 signing key: twokey keygen <path> writes <path>.key and <path>.pub
   version        print the version
 `
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner/redisjobs"
@@ -33,8 +35,15 @@ type poolWorld struct {
 
 func newPoolWorld(t *testing.T) *poolWorld {
 	t.Helper()
-	s := newStack(t, func(c *stackConfig) { c.lockTTL = "10s" })
+	s := newStack(t, func(c *stackConfig) { c.lockTTL = "10s"; c.acl = true })
 	w := &poolWorld{stack: s, runnerEnv: map[string]map[string]string{}}
+	for _, pool := range []string{"nonprod", "prod"} {
+		base := filepath.Join(s.keys, "runner-"+pool)
+		if _, err := attest.WriteKeyPair(base); err != nil {
+			t.Fatal(err)
+		}
+		s.runnerKeys = append(s.runnerKeys, base+".pub")
+	}
 	cfg := s.baseConfig(filepath.Join(s.dir, "data-serve"), stacktest.Tool(t, "terraform"))
 	embedded := false
 	cfg.Runner = config.Runner{Embedded: &embedded, VisibilityTimeout: config.Duration(2 * time.Second)}
@@ -49,10 +58,10 @@ func newPoolWorld(t *testing.T) *poolWorld {
 		}
 		up := strings.ToUpper(pool)
 		w.runnerEnv[pool] = map[string]string{"VAULT_" + up + "_ROLE_ID": roleID, "VAULT_" + up + "_SECRET_ID": secretID,
-			"GITHUB_TOKEN": githubToken, "TWOKEY_PLAN_KEY": s.env("TWOKEY_PLAN_KEY")}
+			"GITHUB_TOKEN": githubToken, "TWOKEY_PLAN_KEY_" + up: poolPlanKey(pool),
+			"TWOKEY_REDIS_PASSWORD": redisPassword("twokey-runner-" + pool)}
 	}
-	w.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr})
-	t.Cleanup(func() { w.rdb.Close() })
+	w.rdb = s.redisAs("")
 	return w
 }
 
@@ -62,7 +71,7 @@ func (w *poolWorld) startServe() *botProcess {
 	before := w.slack.Connections()
 	p := w.startProcess([]string{"serve", "--config", w.serveConfig, "--sweep-interval", "200ms"}, map[string]string{
 		"SLACK_BOT_TOKEN": w.env("SLACK_BOT_TOKEN"), "SLACK_APP_TOKEN": w.env("SLACK_APP_TOKEN"),
-		"GITHUB_TOKEN": githubToken, "TWOKEY_PLAN_KEY": w.env("TWOKEY_PLAN_KEY"),
+		"GITHUB_TOKEN": githubToken, "TWOKEY_REDIS_PASSWORD": w.env("TWOKEY_REDIS_PASSWORD"),
 	})
 	if err := w.slack.WaitConnected(before+1, 30*time.Second); err != nil {
 		w.t.Fatalf("serve did not connect: %v\n%s", err, w.logs.String())
@@ -83,8 +92,20 @@ func (w *poolWorld) startRunner(pool, name string) *botProcess {
 		w.t.Fatal(err)
 	}
 	cfg.DataDir = filepath.Join(w.dir, "data-"+name)
+	cfg.Signing.KeyFile = filepath.Join(w.keys, "runner-"+pool+".key")
+	cfg.Redis = w.redisConfig("twokey-runner-" + pool)
 	path := w.write(name+".yaml", cfg)
 	return w.startProcess([]string{"runner", "--config", path, "--pool", pool, "--name", name}, w.runnerEnv[pool])
+}
+
+// poolPlanKey is a pool's own plan key (TWOKEY_PLAN_KEY_<POOL>).
+func poolPlanKey(pool string) string {
+	return base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf("%-32s", "plan key of pool "+pool)))
+}
+
+// executor names the worker that claimed a plan's apply.
+func (w *poolWorld) executor(pool, planID string) string {
+	return w.rdb.Get(context.Background(), keyPrefix+"claim:"+pool+":{"+planID+"}").Val()
 }
 
 // plan reads a plan from the store.
@@ -138,7 +159,7 @@ func TestRunnerPools(t *testing.T) {
 	w.click(bob, staging, approve)
 	w.click(carol, staging, approve)
 	w.waitTS(staging.TS, "Applied")
-	if ex := w.plan(stagingID).Executor; ex != "np-1" {
+	if ex := w.executor("nonprod", stagingID); ex != "np-1" {
 		t.Fatalf("staging applied by %q, want the nonprod worker", ex)
 	}
 	if got := policies(); got != "staging-apply" {
@@ -152,7 +173,7 @@ func TestRunnerPools(t *testing.T) {
 	w.click(bob, prod, approve)
 	w.click(carol, prod, approve)
 	w.waitTS(prod.TS, "Applied")
-	if ex := w.plan(planID).Executor; ex != "prod-1" {
+	if ex := w.executor("prod", planID); ex != "prod-1" {
 		t.Fatalf("prod applied by %q, want the prod worker", ex)
 	}
 	if got := policies(); got != "prod-apply" {
@@ -183,7 +204,7 @@ func TestRunnerPools(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		raw, err := w.rdb.Get(context.Background(), keyPrefix+"jobresult:{p-forged12}:plan").Result()
+		raw, err := w.rdb.Get(context.Background(), keyPrefix+"jobresult:nonprod:{p-forged12}:plan").Result()
 		if err == nil {
 			if !strings.Contains(raw, "wrong_pool") || !strings.Contains(raw, `"worker":"np-1"`) {
 				t.Fatalf("forged job outcome: %s", raw)
@@ -266,7 +287,7 @@ func TestRunnerKilled(t *testing.T) {
 			t.Fatal("apply never started")
 		}
 	}
-	executor := w.plan(planID).Executor
+	executor := w.executor("nonprod", planID)
 	if p, ok := runners[executor]; ok {
 		p.kill()
 	} else {

@@ -74,7 +74,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		run = r
 	} else {
 		run = redisjobs.NewClient(redisjobs.ClientOptions{
-			Redis: deps.rdb, Prefix: keyPrefix, Source: deps.src, Plans: deps.plans, Logger: log,
+			Redis: deps.rdb, Prefix: keyPrefix, Source: deps.src, Plans: poolPlans(deps.rdb, cfg), Logger: log,
 			Pool: func(project, env string) (string, error) {
 				_, e, err := cfg.Resolve(project, env)
 				if err != nil {
@@ -92,7 +92,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	b, err := bot.New(bot.Options{
 		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken, Wrapping: wrapping,
 		Store: store, Grants: store, Locks: deps.locks, Runner: run, Dedup: store, Promos: store, Logger: log,
-		Audit: deps.audit, History: deps.audit, GitHub: deps.src, GitHubState: store, ConfigDigest: digest,
+		Audit: deps.audit, History: deps.audit, GitHub: deps.src, GitHubState: store, ConfigDigest: digest, Notary: deps.keys.notary(),
 		ShutdownGrace: *grace, SweepInterval: *sweep,
 	})
 	if err != nil {
@@ -110,6 +110,7 @@ type deps struct {
 	src   *ghsource.Source
 	audit *redisaudit.Log
 	creds *vaultcreds.Client // nil without a Vault login
+	keys  keys               // signing (signing.go)
 }
 
 // connect opens Redis and GitHub, and — if secrets hold one — the Vault
@@ -119,12 +120,19 @@ func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, lo
 	if err != nil {
 		return nil, err
 	}
-	d := &deps{rdb: rdb, locks: redislock.New(rdb, keyPrefix)}
+	d := &deps{rdb: rdb, locks: redislock.New(rdb, keyPrefix, redislock.WithPools(lockPools(cfg)))}
 	fail := func(err error) (*deps, error) {
 		rdb.Close()
 		return nil, err
 	}
-	if d.audit, err = openAudit(rdb, cfg, log); err != nil {
+	role := "serve"
+	if pool != "" {
+		role = "runner"
+	}
+	if d.keys, err = loadKeys(cfg, log, role); err != nil {
+		return fail(err)
+	}
+	if d.audit, err = openAudit(rdb, cfg, log, d.keys); err != nil {
 		return fail(err)
 	}
 	if d.src, err = ghsource.New(ghsource.Options{
@@ -141,7 +149,7 @@ func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, lo
 		log.Warn("no plan key set: saved plans are sealed with a key of this process alone, so only it can apply them; "+
 			"give every replica and runner the same "+cfg.PlanKeyEnv, "env", cfg.PlanKeyEnv)
 	}
-	if d.plans, err = redisplans.New(rdb, keyPrefix, key); err != nil {
+	if d.plans, err = redisplans.ForPool(rdb, keyPrefix, pool, key); err != nil {
 		return fail(err)
 	}
 	auth := cfg.Vault.Auth
@@ -232,9 +240,10 @@ func checkDurable(ctx context.Context, rdb redis.UniversalClient) error {
 }
 
 // openAudit opens the audit chain with the config's retention and file sink.
-func openAudit(rdb redis.UniversalClient, cfg *config.Config, log *slog.Logger) (*redisaudit.Log, error) {
+func openAudit(rdb redis.UniversalClient, cfg *config.Config, log *slog.Logger, k keys) (*redisaudit.Log, error) {
 	return redisaudit.New(rdb, redisaudit.Options{Prefix: keyPrefix, File: cfg.Audit.File,
-		MaxAge: cfg.Audit.MaxAge.D(), MinAge: cfg.Audit.MinAge.D(), MaxLen: cfg.Audit.MaxLen, Logger: log})
+		MaxAge: cfg.Audit.MaxAge.D(), MinAge: cfg.Audit.MinAge.D(), MaxLen: cfg.Audit.MaxLen, Logger: log,
+		Signer: k.signer, Trust: k.auditTrust()})
 }
 
 // fileDigest is the sha256 of a file, recorded when a process starts.

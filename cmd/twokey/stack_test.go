@@ -3,18 +3,24 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/bot/slacksim"
+	"github.com/twokey/twokey/deploy"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack"
 	"github.com/twokey/twokey/devstack/stacktest"
@@ -62,11 +68,18 @@ type stack struct {
 	provision string
 	sc        stackConfig
 	ghURL     string
+	// keys: serve's signing key (keys/serve.key, .pub) and the runners'
+	// public keys every config trusts for audit events.
+	keys       string
+	runnerKeys []string
 }
 
 // stackConfig is what a test may change in the config.
 type stackConfig struct {
 	planTTL, lockTTL, applyTimeout, applyTokenTTL string
+	// acl runs Redis with deploy/redis/users.acl: every process connects as
+	// its own ACL user (redisUser), and the default user is off.
+	acl bool
 }
 
 func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
@@ -112,7 +125,11 @@ func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 	t.Cleanup(ghSrv.Close)
 	s.ghURL = ghSrv.URL
 
-	s.redis = stacktest.Redis(t)
+	if sc.acl {
+		s.redis = stacktest.Redis(t, "--aclfile", s.aclFile())
+	} else {
+		s.redis = stacktest.Redis(t)
+	}
 	s.vault = stacktest.Vault(t)
 	if s.botToken, err = s.vault.ApplyDeploy(ctx); err != nil {
 		t.Fatal(err)
@@ -124,6 +141,13 @@ func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 	}
 
 	s.sc = sc
+	s.keys = filepath.Join(s.dir, "keys")
+	if err := os.MkdirAll(s.keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attest.WriteKeyPair(filepath.Join(s.keys, "serve")); err != nil {
+		t.Fatal(err)
+	}
 	s.config = s.writeConfig("twokey.yaml", filepath.Join(s.dir, "data"), stacktest.Tool(t, "terraform"))
 	return s
 }
@@ -156,11 +180,13 @@ func (s *stack) baseConfig(dataDir, terraform string) *config.Config {
 	return &config.Config{
 		Slack:     config.Slack{APIURL: s.slackURL, TeamID: "T0TWOKEY"},
 		GitHub:    config.GitHub{APIURL: s.ghURL + "/api/v3/"},
-		Redis:     config.Redis{URL: s.redis.URL(), Durability: "relaxed"},
+		Redis:     s.redisConfig("twokey-serve"),
 		Vault:     config.Vault{Address: s.vault.Addr},
 		Terraform: config.Terraform{Path: terraform, Version: "1.12.2"},
 		DataDir:   dataDir,
 		Admins:    config.Who{Users: []string{erin}},
+		Signing: config.Signing{KeyFile: filepath.Join(s.keys, "serve.key"), ServeKeys: []string{filepath.Join(s.keys, "serve.pub")},
+			RunnerKeys: s.runnerKeys},
 		Projects: []config.Project{{Name: "infra", Repo: "acme/infra", Dir: "terraform", Environments: []config.Environment{
 			{
 				Name: "staging", Approvers: approvers, Channels: []string{channel},
@@ -249,7 +275,58 @@ func (s *stack) env(key string) string {
 		"VAULT_TOKEN":     s.botToken,
 		"GITHUB_TOKEN":    githubToken,
 		"TWOKEY_PLAN_KEY": "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
+		"TWOKEY_REDIS_PASSWORD": redisPassword("twokey-serve"),
 	}[key]
+}
+
+// aclFile writes deploy/redis/users.acl with each user's test password
+// (redisPassword), and a user "twokey-test" that may do anything, for the
+// tests' own look at Redis and for the attacker who has everything.
+func (s *stack) aclFile() string {
+	s.t.Helper()
+	b, err := deploy.Files.ReadFile("redis/users.acl")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	acl := regexp.MustCompile(`(?m)^user (\S+) (.*)#REPLACE_WITH_SHA256_OF_\S+_PASSWORD`).ReplaceAllStringFunc(string(b), func(line string) string {
+		user := strings.Fields(line)[1]
+		sum := sha256.Sum256([]byte(redisPassword(user)))
+		return regexp.MustCompile(`#REPLACE_WITH_SHA256_OF_\S+_PASSWORD`).ReplaceAllString(line, "#"+hex.EncodeToString(sum[:]))
+	})
+	acl += "user twokey-test on >" + redisPassword("twokey-test") + " ~* &* +@all\n"
+	path := filepath.Join(s.dir, "users.acl")
+	if err := os.WriteFile(path, []byte(acl), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	return path
+}
+
+// redisPassword is an ACL user's password in the tests.
+func redisPassword(user string) string { return "pw-" + user }
+
+// redisConfig is how a process connects as user: as that ACL user when
+// the stack runs Redis with ACLs, else as the default user.
+func (s *stack) redisConfig(user string) config.Redis {
+	if !s.sc.acl {
+		return config.Redis{URL: s.redis.URL(), Durability: "relaxed"}
+	}
+	return config.Redis{URL: "redis://" + user + "@" + s.redis.Addr + "/0", PasswordEnv: "TWOKEY_REDIS_PASSWORD", Durability: "relaxed"}
+}
+
+// redisAs is a client of the stack's Redis as user ("" for the test's own
+// user, who may do anything).
+func (s *stack) redisAs(user string) *redis.Client {
+	s.t.Helper()
+	o := &redis.Options{Addr: s.redis.Addr}
+	if s.sc.acl {
+		if user == "" {
+			user = "twokey-test"
+		}
+		o.Username, o.Password = user, redisPassword(user)
+	}
+	c := redis.NewClient(o)
+	s.t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // startBot runs `twokey serve` in process and returns a function that stops

@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -28,11 +29,17 @@ const group = "runners"
 // for a serve replica that was not waiting when it did.
 const resultTTL = time.Hour
 
-func streamKey(prefix, pool string) string { return prefix + "jobs:{" + pool + "}" }
-func eventsKey(prefix, id string) string   { return prefix + "job:{" + id + "}" }
-func outcomeKey(prefix, planID string, k Kind) string {
-	return prefix + "jobresult:{" + planID + "}:" + string(k)
+// Every key a pool's workers write names the pool, so that a Redis ACL user
+// per pool can be limited to its own keys (deploy/redis/users.acl): the
+// stream it reads, its jobs' events and results, and its claims.
+func streamKey(prefix, pool string) string     { return prefix + "jobs:{" + pool + "}" }
+func eventsKey(prefix, pool, id string) string { return prefix + "job:" + pool + ":{" + id + "}" }
+func outcomeKey(prefix, pool, planID string, k Kind) string {
+	return prefix + "jobresult:" + pool + ":{" + planID + "}:" + string(k)
 }
+
+// claimKey holds the name of the worker that started a plan's apply.
+func claimKey(prefix, pool, planID string) string { return prefix + "claim:" + pool + ":{" + planID + "}" }
 
 // ClientOptions configure a Client.
 type ClientOptions struct {
@@ -161,7 +168,7 @@ func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, 
 	pickBy := time.Now().Add(c.o.PickupTimeout)
 	picked, last := false, "0"
 	for {
-		streams, err := c.o.Redis.XRead(ctx, &redis.XReadArgs{Streams: []string{eventsKey(c.o.Prefix, j.ID), last},
+		streams, err := c.o.Redis.XRead(ctx, &redis.XReadArgs{Streams: []string{eventsKey(c.o.Prefix, pool, j.ID), last},
 			Block: 500 * time.Millisecond, Count: 100}).Result()
 		if ctx.Err() != nil {
 			return event{}, fmt.Errorf("%w: %w", runner.ErrDetached, ctx.Err())
@@ -187,7 +194,7 @@ func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, 
 				case "result":
 					if ev.Wrapped != nil {
 						// The wrapping token is on its way to one person; it stays nowhere else.
-						c.o.Redis.Del(context.WithoutCancel(ctx), eventsKey(c.o.Prefix, j.ID))
+						c.o.Redis.Del(context.WithoutCancel(ctx), eventsKey(c.o.Prefix, pool, j.ID))
 					}
 					return ev, ev.Err.err()
 				}
@@ -203,19 +210,33 @@ func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, 
 
 // PlanOutcome returns the result of a plan's last plan job, if it ended —
 // for a serve replica that finds a plan whose waiting replica went away.
-func (c *Client) PlanOutcome(ctx context.Context, planID string) (runner.PlanResult, error, bool) {
-	plan, _, err, ok := c.outcome(ctx, planID, KindPlan)
+func (c *Client) PlanOutcome(ctx context.Context, p approvals.Plan) (runner.PlanResult, error, bool) {
+	plan, _, err, ok := c.outcome(ctx, p, KindPlan)
 	return plan, err, ok
 }
 
 // ApplyOutcome returns the result of a plan's last apply job, if it ended.
-func (c *Client) ApplyOutcome(ctx context.Context, planID string) (runner.ApplyResult, error, bool) {
-	_, apply, err, ok := c.outcome(ctx, planID, KindApply)
+func (c *Client) ApplyOutcome(ctx context.Context, p approvals.Plan) (runner.ApplyResult, error, bool) {
+	_, apply, err, ok := c.outcome(ctx, p, KindApply)
 	return apply, err, ok
 }
 
-func (c *Client) outcome(ctx context.Context, planID string, k Kind) (runner.PlanResult, runner.ApplyResult, error, bool) {
-	raw, err := c.o.Redis.Get(ctx, outcomeKey(c.o.Prefix, planID, k)).Bytes()
+// Executor names the worker that started a plan's apply, if one did.
+func (c *Client) Executor(ctx context.Context, p approvals.Plan) (string, bool) {
+	pool, err := c.o.Pool(p.Project, p.Env)
+	if err != nil {
+		return "", false
+	}
+	name, err := c.o.Redis.Get(ctx, claimKey(c.o.Prefix, pool, p.ID)).Result()
+	return name, err == nil
+}
+
+func (c *Client) outcome(ctx context.Context, p approvals.Plan, k Kind) (runner.PlanResult, runner.ApplyResult, error, bool) {
+	pool, err := c.o.Pool(p.Project, p.Env)
+	if err != nil {
+		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
+	}
+	raw, err := c.o.Redis.Get(ctx, outcomeKey(c.o.Prefix, pool, p.ID, k)).Bytes()
 	if err != nil {
 		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/approvals/redisstore"
 	"github.com/twokey/twokey/attest"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
 )
@@ -150,6 +151,13 @@ func (f *fixture) verifier() *approvals.Notary {
 	return approvals.NewNotary(nil, attest.NewKeyring(f.notary.PublicKeys()...))
 }
 
+// executorIs reports whether the apply of p was claimed by name.
+func (f *fixture) executorIs(t *testing.T, p approvals.Plan, name string) bool {
+	t.Helper()
+	got, ok := f.client.Executor(context.Background(), p)
+	return ok && got == name
+}
+
 func (f *fixture) grant(t *testing.T, id string) approvals.Grant {
 	t.Helper()
 	p, err := f.store.Get(context.Background(), id)
@@ -183,8 +191,11 @@ func TestPlanAndApplyRoundTrip(t *testing.T) {
 	if err != nil || out.Summary != "1 added, 0 changed, 0 destroyed" || len(lines) != 2 {
 		t.Fatalf("apply: %+v %v, progress %q", out, err, lines)
 	}
-	if p, _ := f.store.Get(ctx, "p-apply"); p.Executor != "w1" {
-		t.Fatalf("apply not claimed by the worker: %q", p.Executor)
+	if p, _ := f.store.Get(ctx, "p-apply"); p.Executor != "" {
+		t.Fatalf("the worker wrote to the plan record: executor %q", p.Executor)
+	}
+	if p, _ := f.store.Get(ctx, "p-apply"); !f.executorIs(t, p, "w1") {
+		t.Fatal("apply not claimed by the worker")
 	}
 
 	// A terraform error comes back as one: errors.As still finds it.
@@ -231,7 +242,7 @@ func TestDeadWorkersPlanIsTakenOver(t *testing.T) {
 	f.worker(t, "nonprod", "w2", exec, 300*time.Millisecond)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if raw, err := f.rdb.Get(ctx, outcomeKey("t:", "p-orphan", KindPlan)).Bytes(); err == nil {
+		if raw, err := f.rdb.Get(ctx, outcomeKey("t:", "nonprod", "p-orphan", KindPlan)).Bytes(); err == nil {
 			var ev event
 			_ = json.Unmarshal(raw, &ev)
 			if ev.Plan == nil || ev.Worker != "w2" {
@@ -277,15 +288,13 @@ func TestRunningJobIsNotStolen(t *testing.T) {
 }
 
 // An apply claimed by a worker that died is never run again: the worker
-// that takes the job over marks the plan interrupted.
+// that takes the job over refuses it as interrupted (serve then marks the
+// plan so).
 func TestClaimedApplyIsNeverRerun(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	p := f.plan(t, "p-claimed", "dev", approvals.StatusApplying)
-	p, _ = approvals.Claim(p, "dead-worker", time.Now())
-	if _, err := f.store.Put(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	f.plan(t, "p-claimed", "dev", approvals.StatusApplying)
+	f.rdb.Set(ctx, claimKey("t:", "nonprod", "p-claimed"), "dead-worker", time.Hour)
 	exec := &fakeExec{}
 	f.worker(t, "nonprod", "w2", exec, time.Second)
 	_, err := f.client.Apply(ctx, runner.ApplyJob{Grant: f.grant(t, "p-claimed"), Rev: runner.Revision{SHA: "abc"}})
@@ -295,8 +304,8 @@ func TestClaimedApplyIsNeverRerun(t *testing.T) {
 	if exec.applies.Load() != 0 {
 		t.Fatal("a claimed apply was run again")
 	}
-	if got, _ := f.store.Get(ctx, "p-claimed"); got.Status != approvals.StatusInterrupted {
-		t.Fatalf("plan is %s, want interrupted", got.Status)
+	if !errors.Is(err, approvals.ErrClaimed) || !strings.Contains(err.Error(), "dead-worker") {
+		t.Fatalf("err = %v, want it to name the claim of dead-worker", err)
 	}
 }
 
@@ -333,7 +342,7 @@ func TestDetachedResultIsKept(t *testing.T) {
 	}
 	close(slow.block)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if res, perr, ok := f.client.PlanOutcome(context.Background(), "p-detached"); ok {
+		if res, perr, ok := f.client.PlanOutcome(context.Background(), approvals.Plan{ID: "p-detached", Project: "infra", Env: "dev"}); ok {
 			if perr != nil || res.Digest != "digest-p-detached" {
 				t.Fatalf("outcome = %+v %v", res, perr)
 			}
@@ -408,5 +417,97 @@ func TestBreakGlassJobs(t *testing.T) {
 	d, err := f.client.Drift(ctx, runner.DriftJob{ID: "bg-1", Rev: runner.Revision{SHA: "head"}, Target: runner.Target{Project: "infra", Env: "prod"}})
 	if err != nil || d.SHA != "head" || d.Summary.Change != 1 {
 		t.Fatalf("drift: %v %+v", err, d)
+	}
+}
+
+// recorder is an audit.Recorder that keeps what it was given.
+type recorder struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (r *recorder) Record(_ context.Context, e audit.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+	return nil
+}
+
+// A Redis writer sets a plan to applying — with made-up approvals, or with
+// a grant signed by a key of their own — and puts an apply job on the
+// pool's stream. The worker applies nothing and records the refusal.
+func TestForgedApplyJobIsRefused(t *testing.T) {
+	f := setup(t)
+	exec := &fakeExec{}
+	rec := &recorder{}
+	w, err := NewWorker(WorkerOptions{Redis: f.rdb, Prefix: "t:", Pool: "prod", Name: "w-prod", Exec: exec, Store: f.store,
+		Notary: f.verifier(), Audit: rec, Visibility: time.Second, Grace: time.Second,
+		Target: func(project, env string) (runner.Target, string, error) {
+			return runner.Target{Project: project, Env: env}, "prod", nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	rogue := newNotary(t)
+	for name, forge := range map[string]func(p approvals.Plan) approvals.Plan{
+		"made-up approvals": func(p approvals.Plan) approvals.Plan {
+			for _, u := range []string{"UA", "UB"} {
+				p.Approvals = append(p.Approvals, approvals.Approval{User: u, Digest: p.Digest, SHA: p.SHA, Fence: p.Fence})
+			}
+			p.Status = approvals.StatusApplying
+			return p
+		},
+		"grant signed by another key": func(p approvals.Plan) approvals.Plan {
+			p, _ = rogue.Seal(p)
+			p, _, _ = rogue.Approve(p, "UA", true, time.Now())
+			p, _, _ = rogue.Approve(p, "UB", true, time.Now())
+			p, _, err := rogue.BeginApply(p, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			id := "p-" + strings.ReplaceAll(name, " ", "-")
+			p := f.plan(t, id, "prod", approvals.StatusPlanning)
+			p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, time.Now())
+			p = forge(p)
+			if _, err := f.store.Put(context.Background(), p); err != nil {
+				t.Fatal(err)
+			}
+			job, _ := json.Marshal(Job{ID: id + ":apply:x", Kind: KindApply, PlanID: id, Project: "infra", Env: "prod", Pool: "prod",
+				Rev: runner.Revision{SHA: "abc"}, At: time.Now()})
+			f.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: streamKey("t:", "prod"), Values: map[string]any{"job": job}})
+			var ev event
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if raw, err := f.rdb.Get(context.Background(), outcomeKey("t:", "prod", id, KindApply)).Bytes(); err == nil {
+					_ = json.Unmarshal(raw, &ev)
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("no outcome")
+				}
+			}
+			if err := ev.Err.err(); !errors.Is(err, approvals.ErrForged) {
+				t.Fatalf("outcome error = %v, want ErrForged", err)
+			}
+			if exec.applies.Load() != 0 {
+				t.Fatal("the forged job was applied")
+			}
+			if _, ok := f.client.Executor(context.Background(), p); ok {
+				t.Fatal("the forged job was claimed")
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if n := len(rec.events); n == 0 || rec.events[n-1].Type != audit.Forgery || rec.events[n-1].PlanID != id {
+				t.Fatalf("refusal not recorded: %+v", rec.events)
+			}
+		})
 	}
 }

@@ -56,6 +56,10 @@ type WorkerOptions struct {
 	Logger *slog.Logger
 }
 
+// claimTTL is how long a claim on an apply is kept: far longer than any
+// apply, so that a job taken over is never run again.
+const claimTTL = 7 * 24 * time.Hour
+
 // Worker takes its pool's jobs.
 type Worker struct {
 	o      WorkerOptions
@@ -223,18 +227,16 @@ func (w *Worker) plan(ctx context.Context, j Job, target runner.Target) event {
 }
 
 // apply verifies the plan's signed grant and its approvals, claims the
-// plan — so that a job taken over after this worker died is never applied
+// apply — so that a job taken over after this worker died is never applied
 // twice — and applies it with the Grant built from what was signed. A plan
-// whose grant does not verify is refused, loudly, and never touched.
+// whose grant does not verify is refused, loudly. The worker only reads the
+// plan; its claim is a key of its own pool.
 func (w *Worker) apply(ctx context.Context, j Job, target runner.Target, log *slog.Logger) event {
 	var g approvals.Grant
-	p, err := approvals.Update(ctx, w.o.Store, j.PlanID, func(p approvals.Plan) (approvals.Plan, error) {
-		var err error
-		if g, err = w.o.Notary.GrantOf(p); err != nil {
-			return p, err
-		}
-		return approvals.Claim(p, w.o.Name, time.Now())
-	})
+	p, err := w.o.Store.Get(ctx, j.PlanID)
+	if err == nil {
+		g, err = w.o.Notary.GrantOf(p)
+	}
 	if err == nil {
 		err = g.Check(time.Now())
 	}
@@ -246,16 +248,18 @@ func (w *Worker) apply(ctx context.Context, j Job, target runner.Target, log *sl
 		w.refuse(ctx, j, p, err, log)
 		return event{Type: "result", Err: encodeError(err)}
 	}
-	if errors.Is(err, approvals.ErrClaimed) {
-		reason := fmt.Sprintf("runner %s stopped during this apply; it is never run twice. Check the environment, then plan again.", p.Executor)
-		_, endErr := approvals.Update(ctx, w.o.Store, j.PlanID, func(p approvals.Plan) (approvals.Plan, error) {
-			return approvals.End(p, approvals.StatusInterrupted, reason, time.Now())
-		})
-		log.Error("apply job taken over after its runner stopped: marked interrupted, not re-run", "executor", p.Executor, "err", endErr)
-		return event{Type: "result", Err: encodeError(fmt.Errorf("%w: %s", runner.ErrInterrupted, reason))}
-	}
 	if err != nil {
 		return event{Type: "result", Err: encodeError(err)}
+	}
+	claimed, err := w.o.Redis.SetNX(ctx, claimKey(w.o.Prefix, w.o.Pool, j.PlanID), w.o.Name, claimTTL).Result()
+	if err != nil {
+		return event{Type: "result", Err: encodeError(fmt.Errorf("claim the apply: %w", err))}
+	}
+	if !claimed {
+		executor, _ := w.o.Redis.Get(ctx, claimKey(w.o.Prefix, w.o.Pool, j.PlanID)).Result()
+		reason := fmt.Sprintf("runner %s stopped during this apply; it is never run twice. Check the environment, then plan again.", executor)
+		log.Error("apply job taken over after its runner stopped: not re-run", "executor", executor)
+		return event{Type: "result", Err: encodeError(fmt.Errorf("%w: %w: %s", runner.ErrInterrupted, approvals.ErrClaimed, reason))}
 	}
 	res, err := w.o.Exec.Apply(ctx, runner.ApplyJob{Grant: g, Rev: j.Rev, Target: target,
 		Progress: func(line string) { w.emit(j.ID, event{Type: "progress", Line: line}) }})
@@ -302,7 +306,7 @@ func (w *Worker) emit(id string, ev event) {
 	b, _ := json.Marshal(ev)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	key := eventsKey(w.o.Prefix, id)
+	key := eventsKey(w.o.Prefix, w.o.Pool, id)
 	pipe := w.o.Redis.Pipeline()
 	pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: map[string]any{"event": b}})
 	pipe.Expire(ctx, key, resultTTL)
@@ -322,7 +326,7 @@ func (w *Worker) finish(j Job, ev event) {
 	b, _ := json.Marshal(ev)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	w.o.Redis.Set(ctx, outcomeKey(w.o.Prefix, j.PlanID, j.Kind), b, resultTTL)
+	w.o.Redis.Set(ctx, outcomeKey(w.o.Prefix, w.o.Pool, j.PlanID, j.Kind), b, resultTTL)
 }
 
 func (w *Worker) ack(id string) {

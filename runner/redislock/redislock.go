@@ -23,6 +23,7 @@ type Locks struct {
 	rdb       redis.UniversalClient
 	prefix    string
 	ledgerLen int
+	pool      func(key string) string
 }
 
 // Option configures Locks.
@@ -31,9 +32,15 @@ type Option func(*Locks)
 // WithLedgerLength keeps n records per ledger instead of LedgerLength.
 func WithLedgerLength(n int) Option { return func(l *Locks) { l.ledgerLen = n } }
 
+// WithPools puts the name of a lock's runner pool in its keys
+// (lock:<pool>:{project/env}), so that a Redis ACL user per pool can be
+// limited to its own environments' locks and ledgers. pool maps a lock key
+// to its pool; every process must use the same mapping.
+func WithPools(pool func(key string) string) Option { return func(l *Locks) { l.pool = pool } }
+
 // New returns locks stored under prefix (e.g. "twokey:").
 func New(rdb redis.UniversalClient, prefix string, opts ...Option) *Locks {
-	l := &Locks{rdb: rdb, prefix: prefix, ledgerLen: LedgerLength}
+	l := &Locks{rdb: rdb, prefix: prefix, ledgerLen: LedgerLength, pool: func(string) string { return "" }}
 	for _, o := range opts {
 		o(l)
 	}
@@ -47,6 +54,9 @@ var _ runner.Locker = (*Locks)(nil)
 // ledger's last fence.
 func (l *Locks) keys(key string) []string {
 	tag := "{" + key + "}"
+	if pool := l.pool(key); pool != "" {
+		tag = pool + ":" + tag
+	}
 	return []string{l.prefix + "lock:" + tag, l.prefix + "fence:" + tag, l.prefix + "lockmeta:" + tag,
 		l.prefix + "ledger:" + tag, l.prefix + "ledgerfence:" + tag}
 }

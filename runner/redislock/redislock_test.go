@@ -3,6 +3,7 @@ package redislock
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -212,5 +213,29 @@ func TestFencedWritesRejectStaleHolders(t *testing.T) {
 	recs, err := locks.Ledger(ctx, "infra/prod", 10)
 	if err != nil || len(recs) != 2 || string(recs[0]) != "first enters" || string(recs[1]) != "second enters" {
 		t.Fatalf("ledger = %q %v", recs, err)
+	}
+}
+
+// WithPools puts the pool's name in every key of a lock, for per-pool Redis
+// ACL users.
+func TestLockKeysNameThePool(t *testing.T) {
+	srv := stacktest.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	l := New(rdb, "t:", WithPools(func(key string) string { return map[string]string{"infra/prod": "prod"}[key] }))
+	lease, err := l.Acquire(ctx, "infra/prod", runner.Holder{User: "U"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Fenced(ctx, lease, []byte("rec")); err != nil {
+		t.Fatal(err)
+	}
+	keys := rdb.Keys(ctx, "t:*").Val()
+	slices.Sort(keys)
+	want := []string{"t:fence:prod:{infra/prod}", "t:ledger:prod:{infra/prod}", "t:ledgerfence:prod:{infra/prod}",
+		"t:lock:prod:{infra/prod}", "t:lockmeta:prod:{infra/prod}"}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("keys %v, want %v", keys, want)
 	}
 }

@@ -1,7 +1,10 @@
 // Package redisplans is runner.PlanStore on Redis. Saved plan files contain
 // sensitive values in clear text, so each is sealed with AES-256-GCM under a
-// key every bot process shares; the plan ID is the additional data, so a
-// sealed plan cannot be passed off as another.
+// key every process that plans or applies them shares; the plan ID is the
+// additional data, so a sealed plan cannot be passed off as another. With
+// runner pools each pool has its own key and its own keys in Redis
+// (ForPool), so a worker of one pool can neither read nor make another
+// pool's plans.
 package redisplans
 
 import (
@@ -25,6 +28,7 @@ const KeySize = 32
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
+	pool   string // "" for plans that belong to no pool (serve's embedded runner)
 	aead   cipher.AEAD
 }
 
@@ -32,6 +36,13 @@ var _ runner.PlanStore = (*Store)(nil)
 
 // New returns a store sealing plans with key (KeySize bytes).
 func New(rdb redis.UniversalClient, prefix string, key []byte) (*Store, error) {
+	return ForPool(rdb, prefix, "", key)
+}
+
+// ForPool returns a store of one runner pool's plans, kept under
+// planfile:<pool>:{id} and sealed with that pool's key; the pool's name is
+// part of the additional data too.
+func ForPool(rdb redis.UniversalClient, prefix, pool string, key []byte) (*Store, error) {
 	if len(key) != KeySize {
 		return nil, fmt.Errorf("plan encryption key must be %d bytes, not %d", KeySize, len(key))
 	}
@@ -43,10 +54,23 @@ func New(rdb redis.UniversalClient, prefix string, key []byte) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{rdb: rdb, prefix: prefix, aead: aead}, nil
+	return &Store{rdb: rdb, prefix: prefix, pool: pool, aead: aead}, nil
 }
 
-func (s *Store) key(id string) string { return s.prefix + "planfile:{" + id + "}" }
+func (s *Store) key(id string) string {
+	if s.pool != "" {
+		return s.prefix + "planfile:" + s.pool + ":{" + id + "}"
+	}
+	return s.prefix + "planfile:{" + id + "}"
+}
+
+// ad is the additional data a plan is sealed with.
+func (s *Store) ad(id string) []byte {
+	if s.pool != "" {
+		return []byte(s.pool + "/" + id)
+	}
+	return []byte(id)
+}
 
 // Save seals and stores a plan file for ttl.
 func (s *Store) Save(ctx context.Context, id string, data []byte, ttl time.Duration) error {
@@ -54,7 +78,7 @@ func (s *Store) Save(ctx context.Context, id string, data []byte, ttl time.Durat
 	if _, err := rand.Read(nonce); err != nil {
 		return err
 	}
-	sealed := s.aead.Seal(nonce, nonce, data, []byte(id))
+	sealed := s.aead.Seal(nonce, nonce, data, s.ad(id))
 	if err := s.rdb.Set(ctx, s.key(id), sealed, ttl).Err(); err != nil {
 		return fmt.Errorf("store saved plan %s: %w", id, err)
 	}
@@ -74,7 +98,7 @@ func (s *Store) Load(ctx context.Context, id string) ([]byte, error) {
 	if len(sealed) < n {
 		return nil, fmt.Errorf("%w: %s is truncated", runner.ErrNoPlanFile, id)
 	}
-	data, err := s.aead.Open(nil, sealed[:n], sealed[n:], []byte(id))
+	data, err := s.aead.Open(nil, sealed[:n], sealed[n:], s.ad(id))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s does not open with this key", runner.ErrNoPlanFile, id)
 	}
