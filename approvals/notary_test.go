@@ -227,3 +227,39 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("old grant after removing the old key: %v", err)
 	}
 }
+
+// What signing costs serve per click and per apply, and a worker per
+// verified grant.
+func BenchmarkNotary(b *testing.B) {
+	signer, _ := attest.GenerateSigner()
+	n := NewNotary(signer, attest.Keyring{})
+	worker := NewNotary(nil, attest.NewKeyring(signer.Public()))
+	p, _ := New(Request{ID: "p1", Project: "infra", Env: "prod", SHA: "abc", Requester: "UREQ", Fence: 1, LockOwner: "o",
+		Required: 2, Protected: true, TTL: time.Hour}, t0)
+	p, _ = Planned(p, "digest", someChanges, time.Hour, t0)
+	p, _ = n.Seal(p)
+	b.Run("approve", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := n.Approve(p, "UA", true, t0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	q, _, _ := n.Approve(p, "UA", true, t0)
+	q, _, _ = n.Approve(q, "UB", true, t0)
+	b.Run("begin_apply", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := n.BeginApply(q, t0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	applying, _, _ := n.BeginApply(q, t0)
+	b.Run("grant_of", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := worker.GrantOf(applying); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

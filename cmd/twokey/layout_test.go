@@ -50,6 +50,7 @@ func TestImportGraph(t *testing.T) {
 	}
 	// Project packages each package may not import.
 	forbidden := map[string][]string{
+		"attest":    {"commands", "approvals", "audit", "runner", "bot", "config", "cmd", "devstack"},
 		"commands":  {"approvals", "runner", "bot", "config", "cmd", "devstack"},
 		"approvals": {"runner", "bot", "config", "cmd", "devstack", "commands", "audit"},
 		"audit":     {"approvals", "runner", "bot", "config", "cmd", "devstack", "commands"},
@@ -81,9 +82,11 @@ func TestImportGraph(t *testing.T) {
 			}
 		}
 	}
-	for _, pure := range []string{"commands", "approvals", "audit"} {
+	for _, pure := range []string{"commands", "approvals", "audit", "attest"} {
 		for _, imp := range imports[pure] {
-			if strings.Contains(strings.Split(imp, "/")[0], ".") {
+			// Project packages are governed by forbidden above; attest,
+			// which they may use, is pure itself.
+			if strings.Contains(strings.Split(imp, "/")[0], ".") && !strings.HasPrefix(imp, module+"/") {
 				t.Errorf("%s must stay pure but imports %s", pure, imp)
 			}
 		}

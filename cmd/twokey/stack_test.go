@@ -20,8 +20,8 @@ import (
 
 	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/bot/slacksim"
-	"github.com/twokey/twokey/deploy"
 	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/deploy"
 	"github.com/twokey/twokey/devstack"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner/ghsim"
@@ -270,11 +270,11 @@ func (s *stack) openPRWith(n int, mainTF string) string {
 // must never see.
 func (s *stack) env(key string) string {
 	return map[string]string{
-		"SLACK_BOT_TOKEN": s.slack.Options().BotToken,
-		"SLACK_APP_TOKEN": s.slack.Options().AppToken,
-		"VAULT_TOKEN":     s.botToken,
-		"GITHUB_TOKEN":    githubToken,
-		"TWOKEY_PLAN_KEY": "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
+		"SLACK_BOT_TOKEN":       s.slack.Options().BotToken,
+		"SLACK_APP_TOKEN":       s.slack.Options().AppToken,
+		"VAULT_TOKEN":           s.botToken,
+		"GITHUB_TOKEN":          githubToken,
+		"TWOKEY_PLAN_KEY":       "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
 		"TWOKEY_REDIS_PASSWORD": redisPassword("twokey-serve"),
 	}[key]
 }

@@ -511,3 +511,44 @@ func TestForgedApplyJobIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkApplyDispatch measures an apply's round trip through Redis with
+// signing: serve seals the plan, signs two approvals and the grant
+// (Notary.BeginApply) and dispatches; the worker verifies the grant and the
+// approvals (Notary.GrantOf), claims the apply and reports back; with a
+// runner that does nothing.
+func BenchmarkApplyDispatch(b *testing.B) {
+	srv := stacktest.Redis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	store := redisstore.New(rdb, "b:", 0)
+	serve := newNotary(b)
+	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Pool: func(string, string) (string, error) { return "prod", nil }})
+	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "prod", Name: "w", Exec: &fakeExec{}, Store: store,
+		Notary: approvals.NewNotary(nil, attest.NewKeyring(serve.PublicKeys()...)),
+		Target: func(p, e string) (runner.Target, string, error) {
+			return runner.Target{Project: p, Env: e}, "prod", nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = w.Run(ctx) }()
+	for i := 0; b.Loop(); i++ {
+		now := time.Now()
+		p, _ := approvals.New(approvals.Request{ID: fmt.Sprintf("p-%d", i), Project: "infra", Env: "prod", Ref: "pr-1", SHA: "abc",
+			Requester: "U", Fence: 1, LockOwner: "o", Required: 2, Protected: true, TTL: time.Hour}, now)
+		p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, now)
+		p, _ = serve.Seal(p)
+		p, _, _ = serve.Approve(p, "UA", true, now)
+		p, _, _ = serve.Approve(p, "UB", true, now)
+		p, g, err := serve.BeginApply(p, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := store.Create(ctx, p); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := client.Apply(ctx, runner.ApplyJob{Grant: g, Rev: runner.Revision{SHA: "abc"}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
