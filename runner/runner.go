@@ -403,8 +403,10 @@ type ApplyResult struct {
 // untouched (errors.Is(err, ErrCredentials) and ErrStalePlan say so).
 func (r *Runner) Apply(ctx context.Context, job ApplyJob) (ApplyResult, error) {
 	g := job.Grant
-	if !g.Valid() {
-		return ApplyResult{}, errors.New("apply without a grant")
+	// Only a Notary makes a Grant: in this process after counting signed
+	// approvals, or from a signed grant it verified. It must not have run out.
+	if err := g.Check(time.Now()); err != nil {
+		return ApplyResult{}, err
 	}
 	if g.Project() != job.Target.Project || g.Env() != job.Target.Env || g.SHA() != job.Rev.SHA {
 		return ApplyResult{}, fmt.Errorf("%w: grant is for %s/%s at %s", ErrStalePlan, g.Project(), g.Env(), g.SHA())
