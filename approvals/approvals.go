@@ -411,6 +411,7 @@ func Abort(p Plan, g Grant, reason string, now time.Time) (Plan, error) {
 	p.Status, p.Reason, p.UpdatedAt = StatusPending, reason, now
 	p.Attempts++
 	p.Executor = ""
+	p.Grant = nil // the next BeginApply signs a new one
 	return p, nil
 }
 

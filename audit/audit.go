@@ -140,7 +140,7 @@ func VerifySigned(anchor string, events []Event, trust *attest.Keyring) error {
 		}
 		if trust != nil {
 			if err := trust.Verify(purposeAudit, []byte(stored), e.Sig); err != nil {
-				return &BreakError{Index: i, ID: e.ID, Reason: fmt.Sprintf("it is %v: forged, or the chain was re-sealed from here (%s event of %s)",
+				return &BreakError{Index: i, ID: e.ID, Reason: fmt.Sprintf("its signature does not verify (%v): it was forged, or the chain was re-sealed from here (%s event of %s)",
 					err, e.Type, e.Time.UTC().Format(time.RFC3339))}
 			}
 		}
