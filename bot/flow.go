@@ -687,7 +687,7 @@ func leaseOf(p approvals.Plan) runner.Lease {
 
 // refresh re-renders a plan's channel message.
 func (b *Bot) refresh(ctx context.Context, p approvals.Plan) {
-	text, blocks := b.planMessage(p)
+	text, blocks := b.planMessage(b.o.Notary.Signed(p))
 	b.edit(ctx, p.Channel, p.MessageTS, text, blocks, "plan_id", p.ID)
 }
 

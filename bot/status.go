@@ -60,6 +60,7 @@ func (b *Bot) status(ctx context.Context, channel, user string, cmd commands.Sta
 					b.expire(ctx, p)
 					continue
 				}
+				p := b.o.Notary.Signed(p)
 				fmt.Fprintf(&out, "    • %s `%s` plan `%s` requested by <@%s>: %s, %d of %d approvals, %s old",
 					label(p), short(p.SHA), p.ID, p.Requester, statusWords(p.Status), len(approvals.Approvers(p)), p.Required, ago(now, p.CreatedAt))
 				if p.Status == approvals.StatusPending {
