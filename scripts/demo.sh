@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export GOTOOLCHAIN=local
-bash scripts/tools.sh terraform vault
+bash scripts/tools.sh terraform vault bwrap
 go build -o .tools/bin/twokey ./cmd/twokey
 exec .tools/bin/twokey demo "$@"

@@ -5,6 +5,7 @@
 #   terraform, tofu, vault  built from the Go module proxy through the pinned
 #                           wrapper modules in tools/<name>/ (go.mod + go.sum)
 #   redis-server            Debian's package, installed when missing
+#   bwrap                   Debian's bubblewrap: every terraform run is sandboxed
 #   chromium, chromedriver  Debian's packages (and an emoji font), for the demo
 #                           page's browser test
 #
@@ -48,7 +49,17 @@ build() {
 		mv -f "$out.tmp.$$" "$out"
 		log "built $name $version in $((SECONDS - start))s"
 	fi
-	ln -sfn "$out" "$bin/$name"
+	link "$out" "$bin/$name"
+}
+
+# link SRC DST puts SRC at DST: a hard link where it can be, so that a
+# sandboxed run, which drops to another uid when twokey runs as root, can
+# reach the tool without passing through the cache's home directory; a
+# symbolic link otherwise.
+link() {
+	[ "$1" -ef "$2" ] && [ ! -L "$2" ] && return
+	ln -f "$1" "$2.tmp.$$" 2>/dev/null || ln -sfn "$1" "$2.tmp.$$"
+	mv -f "$2.tmp.$$" "$2"
 }
 
 # apt_install PACKAGE... installs Debian packages (as root, or through sudo).
@@ -71,7 +82,7 @@ flock 9
 
 # Which tools: the arguments, or all of them.
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(terraform tofu vault redis-server chromium)
+[ ${#want[@]} -gt 0 ] || want=(terraform tofu vault redis-server bwrap chromium)
 wants() { [[ " ${want[*]} " == *" $1 "* ]]; }
 
 wants terraform && build terraform github.com/hashicorp/terraform github.com/hashicorp/terraform \
@@ -84,6 +95,9 @@ missing=()
 if wants redis-server; then
 	command -v redis-server >/dev/null || missing+=(redis-server)
 fi
+if wants bwrap; then
+	command -v bwrap >/dev/null || missing+=(bubblewrap)
+fi
 if wants chromium; then
 	command -v chromium >/dev/null || missing+=(chromium)
 	command -v chromedriver >/dev/null || missing+=(chromium-driver)
@@ -92,6 +106,7 @@ if wants chromium; then
 fi
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 if wants redis-server; then ln -sfn "$(command -v redis-server)" "$bin/redis-server"; fi
+if wants bwrap; then ln -sfn "$(command -v bwrap)" "$bin/bwrap"; fi
 if wants chromium; then ln -sfn "$(command -v chromium)" "$bin/chromium"; fi
 
 log "ready in $bin: $(cd "$bin" && ls | tr '\n' ' ')"

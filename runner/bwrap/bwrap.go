@@ -242,11 +242,11 @@ func mounts(paths []string, flag string) []string {
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // stage returns the path of bin that a run can start. A run that drops from
-// root may not reach the binary where it is (a 0700 home), so it gets a
-// copy, made once per binary, in dir.
+// root may not reach the binary where it is (under a 0700 home), so it then
+// gets a hard link or, across file systems, a copy, made once, in dir.
 func (s *Sandbox) stage(bin, dir string) (string, error) {
 	bin, err := filepath.EvalSymlinks(bin)
-	if err != nil || s.setpriv == "" {
+	if err != nil || s.setpriv == "" || reachable(bin) {
 		return bin, err
 	}
 	s.mu.Lock()
@@ -264,15 +264,36 @@ func (s *Sandbox) stage(bin, dir string) (string, error) {
 	}
 	p := filepath.Join(dir, fmt.Sprintf("%s-%d-%d", filepath.Base(bin), st.Size(), st.ModTime().UnixNano()))
 	if _, err := os.Stat(p); err != nil {
-		if err := copyFile(bin, p+".tmp"); err != nil {
-			return "", err
+		tmp := fmt.Sprintf("%s.tmp%d", p, os.Getpid())
+		if os.Link(bin, tmp) != nil {
+			if err := copyFile(bin, tmp); err != nil {
+				return "", err
+			}
 		}
-		if err := os.Rename(p+".tmp", p); err != nil {
+		if err := os.Rename(tmp, p); err != nil {
 			return "", err
 		}
 	}
 	s.staged[key] = p
 	return p, nil
+}
+
+// reachable reports whether anyone may execute path: every directory on
+// the way allows others through, and the file allows others to run it.
+func reachable(path string) bool {
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm()&0o005 != 0o005 {
+		return false
+	}
+	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil || st.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == "/" {
+			return true
+		}
+	}
 }
 
 func copyFile(src, dst string) error {
