@@ -9,6 +9,7 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack"
 	"github.com/twokey/twokey/runner"
@@ -58,7 +59,7 @@ func TestOnRedisCluster(t *testing.T) {
 	}
 	defer rdb.Close()
 
-	locks := redislock.New(rdb, keyPrefix)
+	locks := redislock.New(rdb, keyPrefix, redislock.WithPools(func(string) string { return "prod" }))
 	for i := range 8 { // environments spread over the slots
 		key := fmt.Sprintf("infra/env-%d", i)
 		l, err := locks.Acquire(ctx, key, runner.Holder{User: "U", PR: i}, time.Minute)
@@ -116,7 +117,7 @@ func TestOnRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	plans, _ := redisplans.New(rdb, keyPrefix, bytes.Repeat([]byte{1}, redisplans.KeySize))
+	plans, _ := redisplans.ForPool(rdb, keyPrefix, "prod", bytes.Repeat([]byte{1}, redisplans.KeySize))
 	if err := plans.Save(ctx, "p-cluster0", []byte("plan"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -124,10 +125,19 @@ func TestOnRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w, _ := redisjobs.NewWorker(redisjobs.WorkerOptions{Redis: rdb, Prefix: keyPrefix, Pool: "default", Name: "w", Exec: nopExec{}, Store: store,
+	signer, err := attest.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := approvals.NewNotary(signer, attest.Keyring{})
+	w, err := redisjobs.NewWorker(redisjobs.WorkerOptions{Redis: rdb, Prefix: keyPrefix, Pool: "default", Name: "w", Exec: nopExec{}, Store: store,
+		Notary: approvals.NewNotary(nil, attest.NewKeyring(signer.Public())),
 		Target: func(p, e string) (runner.Target, string, error) {
 			return runner.Target{Project: p, Env: e}, "default", nil
 		}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { _ = w.Run(wctx) }()
@@ -140,5 +150,24 @@ func TestOnRedisCluster(t *testing.T) {
 	if _, err := client.Plan(ctx, runner.PlanJob{PlanID: "p-clusterjob", Lease: runner.Lease{Fence: 1},
 		Target: runner.Target{Project: "infra", Env: "staging"}}); err != nil {
 		t.Fatalf("plan job on the cluster: %v", err)
+	}
+
+	// An apply: a signed grant, verified and claimed by the worker.
+	now := time.Now()
+	p, _ = approvals.New(approvals.Request{ID: "p-clusterapply", Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
+		Requester: "U", Fence: 1, LockOwner: "o", Required: 2, TTL: time.Hour}, now)
+	p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, now)
+	p, _ = serve.Seal(p)
+	p, _, _ = serve.Approve(p, "UA", true, now)
+	p, _, _ = serve.Approve(p, "UB", true, now)
+	p, g, err := serve.BeginApply(p, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Apply(ctx, runner.ApplyJob{Grant: g, Rev: runner.Revision{SHA: "abc"}}); err != nil {
+		t.Fatalf("apply job on the cluster: %v", err)
 	}
 }
