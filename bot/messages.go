@@ -104,8 +104,11 @@ func (b *Bot) describe(err error, attrs ...any) string {
 	case errors.Is(err, approvals.ErrNotFound):
 		return "This plan is unknown to twokey (it may be older than the retention period)."
 	case errors.Is(err, runner.ErrPRNotFound), errors.Is(err, runner.ErrPRClosed),
-		errors.Is(err, runner.ErrRefNotFound), errors.Is(err, runner.ErrNotDefaultBranch), errors.Is(err, runner.ErrNoWorkDir):
+		errors.Is(err, runner.ErrRefNotFound), errors.Is(err, runner.ErrNotDefaultBranch), errors.Is(err, runner.ErrNoWorkDir),
+		errors.Is(err, runner.ErrForkPR), errors.Is(err, runner.ErrProvider):
 		return err.Error() + "."
+	case errors.Is(err, runner.ErrSandbox):
+		return ":no_entry: " + err.Error() + ". Nothing ran: twokey does not run a pull request's code outside its sandbox."
 	case errors.As(err, &promo):
 		return fmt.Sprintf(":no_entry: Promotion rule: %s. Apply it in %s first.", promo.Error(), promo.Requires)
 	case errors.Is(err, runner.ErrSource):

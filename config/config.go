@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -64,7 +65,32 @@ type Runner struct {
 	// VisibilityTimeout: a worker that stops heartbeating a plan job for
 	// this long has died, and another worker of its pool takes the job over.
 	VisibilityTimeout Duration `yaml:"visibility_timeout"`
+	// Sandbox confines every terraform process: at plan time it runs code
+	// from the pull request.
+	Sandbox Sandbox `yaml:"sandbox"`
 }
+
+// Sandbox says how terraform runs are isolated.
+type Sandbox struct {
+	// Mode: auto (default) runs each run in bubblewrap and refuses to plan
+	// or apply where it cannot; none runs terraform unconfined, as twokey's
+	// own user — an explicit opt-out that check-config and every plan
+	// message warn about.
+	Mode string `yaml:"mode"`
+	// ReadOnly are host paths every run sees read-only (a provider mirror,
+	// a CLI config file); Writable read-write (a local backend's state).
+	ReadOnly []string `yaml:"read_only"`
+	Writable []string `yaml:"writable"`
+	// UID and GID a run drops to when twokey runs as root (default 65534).
+	UID int `yaml:"uid"`
+	GID int `yaml:"gid"`
+}
+
+// Sandbox modes.
+const (
+	SandboxAuto = "auto"
+	SandboxNone = "none"
+)
 
 // IsEmbedded reports whether serve runs plans and applies itself.
 func (r Runner) IsEmbedded() bool { return r.Embedded == nil || *r.Embedded }
@@ -165,6 +191,16 @@ type Project struct {
 	// top-level terraform (the runner refuses any other version).
 	Terraform    *Terraform    `yaml:"terraform"`
 	Environments []Environment `yaml:"environments"`
+	// Providers lists the provider sources runs may use ("hashicorp/aws").
+	// Empty: any provider of the public registries, installed from them or
+	// from the operator's mirror.
+	Providers []string `yaml:"providers"`
+	// AllowPRProviders lets a pull request bring provider binaries of its
+	// own (terraform.d/plugins); their sources must still be in Providers.
+	AllowPRProviders bool `yaml:"allow_pr_providers"`
+	// AllowForkPRs plans pull requests whose head is in a fork. Default
+	// false: anyone who can fork the repository could run code at plan time.
+	AllowForkPRs bool `yaml:"allow_fork_prs"`
 }
 
 // Environment is one place a project is applied to.
@@ -346,6 +382,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.DataDir, "/var/lib/twokey")
 	setDefault(&c.PlanKeyEnv, "TWOKEY_PLAN_KEY")
 	setDefault(&c.Runner.VisibilityTimeout, Duration(30*time.Second))
+	setDefault(&c.Runner.Sandbox.Mode, SandboxAuto)
 	setDefault(&c.Audit.MaxAge, Duration(400*24*time.Hour))
 	setDefault(&c.Audit.MinAge, Duration(90*24*time.Hour))
 	for i := range c.Pools {
@@ -462,6 +499,7 @@ func (c *Config) Validate() error {
 	if c.Runner.VisibilityTimeout < Duration(time.Second) {
 		bad("runner.visibility_timeout must be at least 1s")
 	}
+	errs = append(errs, c.validateSandbox()...)
 	pools := map[string]bool{DefaultPool: true}
 	for i, p := range c.Pools {
 		if !nameRE.MatchString(p.Name) {
@@ -832,3 +870,44 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return time.Duration(d).String() }
+
+// validateSandbox checks the sandbox settings: nothing of twokey's own may
+// be made visible to a run.
+func (c *Config) validateSandbox() []error {
+	var errs []error
+	sb := c.Runner.Sandbox
+	if sb.Mode != SandboxAuto && sb.Mode != SandboxNone {
+		errs = append(errs, fmt.Errorf("runner.sandbox.mode: %q is not auto or none", sb.Mode))
+	}
+	data := filepath.Clean(c.DataDir)
+	for _, l := range []struct {
+		name  string
+		paths []string
+	}{{"read_only", sb.ReadOnly}, {"writable", sb.Writable}} {
+		for _, p := range l.paths {
+			switch cp := filepath.Clean(p); {
+			case !filepath.IsAbs(p):
+				errs = append(errs, fmt.Errorf("runner.sandbox.%s: %q is not an absolute path", l.name, p))
+			case cp == "/" || within(data, cp) || within(cp, data):
+				errs = append(errs, fmt.Errorf("runner.sandbox.%s: %q overlaps data_dir %q, which holds other runs and mirrors", l.name, p, c.DataDir))
+			}
+		}
+	}
+	if sb.UID < 0 || sb.GID < 0 {
+		errs = append(errs, fmt.Errorf("runner.sandbox.uid and gid must not be negative"))
+	}
+	for _, p := range c.Projects {
+		for _, src := range p.Providers {
+			if n := strings.Count(src, "/"); n < 1 || n > 2 || strings.ContainsAny(src, " *") {
+				errs = append(errs, fmt.Errorf("project %s: providers: %q is not a provider source like hashicorp/aws", p.Name, src))
+			}
+		}
+	}
+	return errs
+}
+
+// within reports whether path is dir or inside it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}

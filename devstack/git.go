@@ -58,7 +58,15 @@ func (g *GitRepo) Commit(ctx context.Context, branch, base, msg string, files ma
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return "", err
 		}
-		if err := os.WriteFile(path, []byte(*content), 0o644); err != nil {
+		// Scripts and programs are committed executable.
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(*content, "#!") || strings.HasPrefix(*content, "\x7fELF") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(path, []byte(*content), mode); err != nil {
+			return "", err
+		}
+		if err := os.Chmod(path, mode); err != nil {
 			return "", err
 		}
 	}

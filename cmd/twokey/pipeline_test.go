@@ -105,7 +105,7 @@ path "auth/token/lookup-self" { capabilities = ["read"] }`},
 	if err != nil {
 		t.Fatal(err)
 	}
-	netDump := filepath.Join(s.dir, "network-env.txt")
+	netDump := filepath.Join(s.out, "network-env.txt")
 	base, _ := netRepo.Commit(ctx, "main", "", "init", map[string]*string{"main.tf": devstack.Str("terraform {\n  backend \"local\" {}\n}\n")})
 	netSHA, err := netRepo.Commit(ctx, "vpc", base, "vpc", map[string]*string{"main.tf": devstack.Str(fmt.Sprintf(
 		"terraform {\n  backend \"local\" {}\n}\nresource \"terraform_data\" \"vpc\" {\n  provisioner \"local-exec\" {\n    command = \"env > %s\"\n  }\n}\n", netDump))})
@@ -120,7 +120,7 @@ path "auth/token/lookup-self" { capabilities = ["read"] }`},
 
 	cfg := s.baseConfig(filepath.Join(s.dir, "data"), stacktest.Tool(t, "terraform"))
 	staging := cfg.Projects[0].Environments[0]
-	staging.BackendConfig = map[string]string{"path": filepath.Join(s.dir, "network.tfstate")}
+	staging.BackendConfig = map[string]string{"path": filepath.Join(s.out, "network.tfstate")}
 	staging.Vault = config.EnvVault{Apply: config.Credential{Role: "twokey-network-staging-apply", TTL: staging.Vault.Apply.TTL,
 		Secrets: []config.VaultSecret{{Path: "secret/data/network/staging", Env: map[string]string{"NET_PASSWORD": "password"}}}}}
 	cfg.Projects = append(cfg.Projects, config.Project{Name: "network", Repo: "acme/network", Environments: []config.Environment{staging}})

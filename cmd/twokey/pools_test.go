@@ -46,7 +46,7 @@ func newPoolWorld(t *testing.T) *poolWorld {
 	}
 	cfg := s.baseConfig(filepath.Join(s.dir, "data-serve"), stacktest.Tool(t, "terraform"))
 	embedded := false
-	cfg.Runner = config.Runner{Embedded: &embedded, VisibilityTimeout: config.Duration(2 * time.Second)}
+	cfg.Runner.Embedded, cfg.Runner.VisibilityTimeout = &embedded, config.Duration(2*time.Second)
 	cfg.Pools = []config.Pool{{Name: "nonprod", Vault: config.VaultAuth{Method: "approle"}}, {Name: "prod", Vault: config.VaultAuth{Method: "approle"}}}
 	cfg.Projects[0].Environments[0].Pool = "nonprod"
 	cfg.Projects[0].Environments[1].Pool = "prod"
@@ -123,7 +123,7 @@ func (w *poolWorld) plan(id string) approvals.Plan {
 func TestRunnerPools(t *testing.T) {
 	w := newPoolWorld(t)
 	// Each apply records the policies of the token it was given.
-	lookup := filepath.Join(w.dir, "token.json")
+	lookup := filepath.Join(w.out, "token.json")
 	w.provision = fmt.Sprintf(" && %s token lookup -format=json > %s", stacktest.Tool(t, "vault"), lookup)
 	w.openPR(1, "web")
 	serve := w.startServe()

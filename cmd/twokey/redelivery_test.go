@@ -38,7 +38,7 @@ func TestDuplicateDeliveryAcrossTwoBots(t *testing.T) {
 		scenarios = 1000
 	}
 	s := newStack(t)
-	tf, applyLog := countingTerraform(t, s.dir)
+	tf, applyLog := countingTerraform(t, s.out)
 	s.startBotProcess(s.writeConfig("a.yaml", filepath.Join(s.dir, "data-a"), tf))
 	s.startBotProcess(s.writeConfig("b.yaml", filepath.Join(s.dir, "data-b"), tf))
 	if err := s.slack.WaitConnected(2, 10*time.Second); err != nil {

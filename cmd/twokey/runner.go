@@ -51,7 +51,11 @@ func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func
 	}
 	defer deps.rdb.Close()
 	defer deps.audit.Close()
-	run, err := runner.New(ctx, deps.runnerOptions(cfg, log, *name))
+	ro, err := deps.runnerOptions(ctx, cfg, log, *name)
+	if err != nil {
+		return err
+	}
+	run, err := runner.New(ctx, ro)
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	// holds no Vault login at all.
 	var run bot.Runner
 	if cfg.Runner.IsEmbedded() {
-		r, err := runner.New(ctx, deps.runnerOptions(cfg, log, "serve"))
+		ro, err := deps.runnerOptions(ctx, cfg, log, "serve")
+		if err != nil {
+			return err
+		}
+		r, err := runner.New(ctx, ro)
 		if err != nil {
 			return err
 		}
@@ -172,15 +176,19 @@ func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, lo
 }
 
 // runnerOptions are a runner's options from the config.
-func (d *deps) runnerOptions(cfg *config.Config, log *slog.Logger, name string) runner.Options {
+func (d *deps) runnerOptions(ctx context.Context, cfg *config.Config, log *slog.Logger, name string) (runner.Options, error) {
+	sb, err := sandbox(ctx, cfg.Runner.Sandbox, log)
+	if err != nil {
+		return runner.Options{}, err
+	}
 	o := runner.Options{
-		Locks: d.locks, Source: d.src, Plans: d.plans, Binary: cfg.Terraform.Path, Audit: d.audit, Name: name,
+		Locks: d.locks, Source: d.src, Plans: d.plans, Sandbox: sb, Binary: cfg.Terraform.Path, Audit: d.audit, Name: name,
 		Version: cfg.Terraform.Version, Env: cfg.Terraform.Env, DataDir: cfg.DataDir, VaultAddr: cfg.Vault.Address, Logger: log,
 	}
 	if d.creds != nil {
 		o.Creds = d.creds
 	}
-	return o
+	return o, nil
 }
 
 // openRedis connects — to one Redis, through Sentinel, or to a Cluster —

@@ -53,6 +53,7 @@ const (
 type stack struct {
 	t        *testing.T
 	dir      string
+	out      string // what sandboxed runs may write: state files, what provisioners record
 	slack    *slacksim.Server
 	slackURL string
 	gh       *ghsim.Server
@@ -89,7 +90,8 @@ func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 		o(&sc)
 	}
 	ctx := context.Background()
-	s := &stack{t: t, dir: t.TempDir(), prs: map[int]string{}, logs: &syncBuffer{}}
+	s := &stack{t: t, dir: stacktest.Dir(t), prs: map[int]string{}, logs: &syncBuffer{}}
+	s.out = stacktest.Writable(t, s.dir, "out")
 
 	s.slack = slacksim.New(slacksim.Options{PingInterval: time.Second})
 	for _, u := range []slacksim.User{
@@ -184,6 +186,10 @@ func (s *stack) baseConfig(dataDir, terraform string) *config.Config {
 		Vault:     config.Vault{Address: s.vault.Addr},
 		Terraform: config.Terraform{Path: terraform, Version: "1.12.2"},
 		DataDir:   dataDir,
+		// Runs write state and what their provisioners record to s.out,
+		// and some provisioners call the tools the tests built.
+		Runner: config.Runner{Sandbox: config.Sandbox{Writable: []string{s.out},
+			ReadOnly: []string{filepath.Dir(stacktest.Tool(s.t, "vault"))}}},
 		Admins:    config.Who{Users: []string{erin}},
 		Signing: config.Signing{KeyFile: filepath.Join(s.keys, "serve.key"), ServeKeys: []string{filepath.Join(s.keys, "serve.pub")},
 			RunnerKeys: s.runnerKeys},
@@ -201,7 +207,7 @@ func (s *stack) baseConfig(dataDir, terraform string) *config.Config {
 			},
 			{
 				Name: "prod", Requires: "staging", Approvers: approvers, Channels: []string{channel},
-				BackendConfig: map[string]string{"path": filepath.Join(s.dir, "prod.tfstate")},
+				BackendConfig: map[string]string{"path": filepath.Join(s.out, "prod.tfstate")},
 				Vault:         config.EnvVault{Apply: config.Credential{Role: "twokey-prod-apply", TTL: dur("15m")}},
 				BreakGlass:    breakGlass("prod", &none), // self-service
 			},
@@ -226,8 +232,8 @@ func (s *stack) write(name string, cfg *config.Config) string {
 	return path
 }
 
-func (s *stack) statePath() string { return filepath.Join(s.dir, "staging.tfstate") }
-func (s *stack) envDump() string   { return filepath.Join(s.dir, "apply-env.txt") }
+func (s *stack) statePath() string { return filepath.Join(s.out, "staging.tfstate") }
+func (s *stack) envDump() string   { return filepath.Join(s.out, "apply-env.txt") }
 
 // openPR commits a terraform config creating the named resources on a branch
 // and opens a pull request for it. Each resource's provisioner records the
@@ -469,7 +475,7 @@ func (s *stack) applied(resource string) bool { return s.appliedIn("staging", re
 func (s *stack) appliedIn(env, resource string) bool {
 	path := s.statePath()
 	if env != "staging" {
-		path = filepath.Join(s.dir, env+".tfstate")
+		path = filepath.Join(s.out, env+".tfstate")
 	}
 	b, err := os.ReadFile(path)
 	return err == nil && strings.Contains(string(b), fmt.Sprintf(`"name": %q`, resource))
