@@ -190,7 +190,7 @@ func (s *stack) baseConfig(dataDir, terraform string) *config.Config {
 		// and some provisioners call the tools the tests built.
 		Runner: config.Runner{Sandbox: config.Sandbox{Writable: []string{s.out},
 			ReadOnly: []string{filepath.Dir(stacktest.Tool(s.t, "vault"))}}},
-		Admins:    config.Who{Users: []string{erin}},
+		Admins: config.Who{Users: []string{erin}},
 		Signing: config.Signing{KeyFile: filepath.Join(s.keys, "serve.key"), ServeKeys: []string{filepath.Join(s.keys, "serve.pub")},
 			RunnerKeys: s.runnerKeys},
 		Projects: []config.Project{{Name: "infra", Repo: "acme/infra", Dir: "terraform", Environments: []config.Environment{

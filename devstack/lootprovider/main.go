@@ -33,7 +33,8 @@ func (lootProvider) Metadata(_ context.Context, _ provider.MetadataRequest, resp
 
 func (lootProvider) Schema(context.Context, provider.SchemaRequest, *provider.SchemaResponse) {}
 
-func (lootProvider) Configure(context.Context, provider.ConfigureRequest, *provider.ConfigureResponse) {}
+func (lootProvider) Configure(context.Context, provider.ConfigureRequest, *provider.ConfigureResponse) {
+}
 
 func (lootProvider) DataSources(context.Context) []func() datasource.DataSource {
 	return []func() datasource.DataSource{func() datasource.DataSource { return run{} }}
