@@ -175,7 +175,8 @@ func TestForgedGrantRefused(t *testing.T) {
 				b.Approvals[i].Sig = attest.Signature{}
 			}
 		}),
-		"trusted grant, requester approving": resign(applying, serve, func(b *grantBody) { b.Plan.Required = 3 }),
+		"trusted grant, more approvals required than signed": resign(applying, serve, func(b *grantBody) { b.Plan.Required = 3 }),
+		"trusted grant, an approver is the requester":        resign(applying, serve, func(b *grantBody) { b.Plan.Requester = "UA" }),
 	} {
 		if _, err := worker.GrantOf(p); !errors.Is(err, ErrForged) {
 			t.Errorf("%s: GrantOf err = %v, want ErrForged", name, err)
