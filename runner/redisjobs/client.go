@@ -39,7 +39,9 @@ func outcomeKey(prefix, pool, planID string, k Kind) string {
 }
 
 // claimKey holds the name of the worker that started a plan's apply.
-func claimKey(prefix, pool, planID string) string { return prefix + "claim:" + pool + ":{" + planID + "}" }
+func claimKey(prefix, pool, planID string) string {
+	return prefix + "claim:" + pool + ":{" + planID + "}"
+}
 
 // ClientOptions configure a Client.
 type ClientOptions struct {
