@@ -118,6 +118,9 @@ func checkConfig(args []string, stdout io.Writer, getenv func(string) string) er
 	if _, err := cfg.LoadSecrets(getenv, cfg.ForServe()); err != nil {
 		return fmt.Errorf("%s is valid, but the environment is not:\n%w", *path, err)
 	}
+	if err := checkKeys(cfg); err != nil {
+		return fmt.Errorf("%s is valid, but its signing keys are not:\n%w", *path, err)
+	}
 	abs, _ := filepath.Abs(*path)
 	n := 0
 	for _, p := range cfg.Projects {
