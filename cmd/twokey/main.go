@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/twokey/twokey/config"
 )
 
@@ -32,6 +34,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
+	}
+	switch args[0] {
+	case "serve", "runner", "demo":
+		// These hold tokens in memory and in their environment; terraform,
+		// and anything else of the same uid, must not read them through
+		// /proc/<pid>/environ or mem, or ptrace.
+		if err := nondumpable(); err != nil {
+			fmt.Fprintf(stderr, "twokey: cannot make this process non-dumpable: %v\n", err)
+			return 1
+		}
 	}
 	var err error
 	switch args[0] {
@@ -129,3 +141,9 @@ func checkConfig(args []string, stdout io.Writer, getenv func(string) string) er
 	fmt.Fprintf(stdout, "%s: ok (%d projects, %d environments)\n", abs, len(cfg.Projects), n)
 	return nil
 }
+
+// nondumpable makes this process's /proc/<pid>/environ, mem and maps
+// unreadable to, and the process untraceable by, other processes of the
+// same uid without CAP_SYS_PTRACE. The kernel resets it on execve, so every
+// twokey process sets it for itself.
+func nondumpable() error { return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0) }

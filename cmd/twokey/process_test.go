@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var full = flag.Bool("twokey.full", false, "run the randomized end-to-end tests at full size")
@@ -19,7 +22,19 @@ var full = flag.Bool("twokey.full", false, "run the randomized end-to-end tests 
 // way, to kill them.
 const mainArgsEnv = "TWOKEY_TEST_MAIN_ARGS"
 
+// nondumpableEnv makes the test binary a process that waits to be read,
+// after nondumpable() when it is "true".
+const nondumpableEnv = "TWOKEY_TEST_NONDUMPABLE"
+
 func TestMain(m *testing.M) {
+	if v := os.Getenv(nondumpableEnv); v != "" {
+		if v == "true" && nondumpable() != nil {
+			os.Exit(2)
+		}
+		fmt.Print("ready")
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}
 	if raw := os.Getenv(mainArgsEnv); raw != "" {
 		var args []string
 		if err := json.Unmarshal([]byte(raw), &args); err != nil {
@@ -80,4 +95,58 @@ func (s *stack) startProcess(args []string, env map[string]string) *botProcess {
 func (p *botProcess) kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.done
+}
+
+// serve and runner are non-dumpable: a process of the same uid without
+// CAP_SYS_PTRACE cannot read their environment or memory.
+func TestProcessesAreNotDumpable(t *testing.T) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv (util-linux) is needed to play a process without capabilities: %v", err)
+	}
+	// Both sides run without capabilities, as a non-root deployment does.
+	noCaps := []string{"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"}
+	start := func(dumpable bool) *exec.Cmd {
+		cmd := exec.Command(setpriv, append(noCaps, os.Args[0])...)
+		cmd.Env = append(os.Environ(), nondumpableEnv+"="+fmt.Sprint(!dumpable), "PLANTED=secret-in-environ")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		if _, err := out.Read(make([]byte, 5)); err != nil { // "ready"
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	read := func(pid int, file string) error {
+		out, err := exec.Command(setpriv, append(noCaps, "head", "-c", "64", fmt.Sprintf("/proc/%d/%s", pid, file))...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	if err := read(start(true).Process.Pid, "environ"); err != nil {
+		t.Fatalf("the reader cannot read an ordinary process, so this test proves nothing: %v", err)
+	}
+	target := start(false)
+	for _, f := range []string{"environ", "mem", "maps"} {
+		if err := read(target.Process.Pid, f); err == nil {
+			t.Errorf("/proc/%s of a non-dumpable process is readable by another process of its uid", f)
+		}
+	}
+
+	// And serve makes itself so (here it runs in this test's process).
+	s := newStack(t)
+	// Earlier tests may have run serve in this process already.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.startBot()
+	if d, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); d != 0 {
+		t.Fatal("serve left its process dumpable")
+	}
 }
