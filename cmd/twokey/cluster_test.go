@@ -141,7 +141,8 @@ func TestOnRedisCluster(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { _ = w.Run(wctx) }()
-	client := redisjobs.NewClient(redisjobs.ClientOptions{Redis: rdb, Prefix: keyPrefix, Pool: func(string, string) (string, error) { return "default", nil }})
+	client := redisjobs.NewClient(redisjobs.ClientOptions{Redis: rdb, Prefix: keyPrefix, Signer: signer,
+		Pool: func(string, string) (string, error) { return "default", nil }})
 	p, _ := approvals.New(approvals.Request{ID: "p-clusterjob", Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
 		Requester: "U", Fence: 1, LockOwner: "o", TTL: time.Hour}, time.Now())
 	if _, err := store.Create(ctx, p); err != nil {

@@ -142,6 +142,37 @@ func TestForgedApplyJobRefused(t *testing.T) {
 	}
 }
 
+// A Redis writer puts a break-glass job for prod on the prod pool's stream.
+// Unsigned, it is refused: no token is minted, and no wrapping token lands
+// in Redis for the writer to unwrap.
+func TestForgedBreakGlassJobRefused(t *testing.T) {
+	w := newPoolWorld(t)
+	w.startServe()
+	w.startRunner("prod", "prod-1")
+	ctx := context.Background()
+	job := redisjobs.Job{ID: "bg-forged:breakglass:1", Kind: redisjobs.KindBreakGlass, PlanID: "bg-forged", Project: "infra",
+		Env: "prod", Pool: "prod", TTL: 30 * time.Minute, At: time.Now()}
+	raw, _ := json.Marshal(job)
+	if err := w.rdb.XAdd(ctx, &redis.XAddArgs{Stream: keyPrefix + "jobs:{prod}", Values: map[string]any{"job": raw}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	outcome := w.jobOutcome(job.ID)
+	if !strings.Contains(outcome, `"forged"`) || strings.Contains(outcome, "hvs.") {
+		t.Fatalf("the forged break-glass job was not refused: %s", outcome)
+	}
+	if key := redisHolding(t, w.rdb, "hvs."); key != "" {
+		t.Fatalf("a Vault token is in Redis under %s", key)
+	}
+	if !w.hasEvent("bg-forged", "forgery", "prod-1") {
+		t.Fatal("the refusal is not in the record")
+	}
+	for _, e := range w.events() {
+		if e.PlanID == "bg-forged" && e.Type == audit.CredentialMinted {
+			t.Fatal("a break-glass token was minted for a forged job")
+		}
+	}
+}
+
 // A Redis writer drops a plan's events from the audit stream and seals the
 // rest again with the keyless sha256 chain; or cuts the newest events off
 // the end. `twokey audit verify` names the first rewritten event, and the

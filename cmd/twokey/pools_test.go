@@ -197,10 +197,18 @@ func TestRunnerPools(t *testing.T) {
 	}
 	t.Logf("dispatch → worker pick-up, across processes: %s", strings.Join(picks, ", "))
 
-	// A prod job pushed onto the nonprod stream is refused by the nonprod worker.
-	job, _ := json.Marshal(redisjobs.Job{ID: "forged:plan:1", Kind: redisjobs.KindPlan, PlanID: "p-forged12", Project: "infra",
-		Env: "prod", Pool: "nonprod", At: time.Now()})
-	if err := w.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: keyPrefix + "jobs:{nonprod}", Values: map[string]any{"job": job}}).Err(); err != nil {
+	// A prod job on the nonprod stream — signed by serve, as if misrouted —
+	// is refused by the nonprod worker.
+	signer, err := attest.LoadSigner(filepath.Join(w.keys, "serve.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := redisjobs.SignedEntry(signer, redisjobs.Job{ID: "forged:plan:1", Kind: redisjobs.KindPlan, PlanID: "p-forged12",
+		Project: "infra", Env: "prod", Pool: "nonprod", At: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: keyPrefix + "jobs:{nonprod}", Values: entry}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {

@@ -78,7 +78,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		run = r
 	} else {
 		run = redisjobs.NewClient(redisjobs.ClientOptions{
-			Redis: deps.rdb, Prefix: keyPrefix, Source: deps.src, Plans: poolPlans(deps.rdb, cfg), Logger: log,
+			Redis: deps.rdb, Prefix: keyPrefix, Source: deps.src, Plans: poolPlans(deps.rdb, cfg), Logger: log, Signer: deps.keys.signer,
 			Pool: func(project, env string) (string, error) {
 				_, e, err := cfg.Resolve(project, env)
 				if err != nil {

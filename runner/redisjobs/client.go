@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -53,6 +54,8 @@ type ClientOptions struct {
 	Source runner.Source
 	// Plans holds saved plans, for Discard.
 	Plans runner.PlanStore
+	// Signer signs every job; workers refuse unsigned ones.
+	Signer *attest.Signer
 	// PickupTimeout: a job no worker takes within this fails. Default 1m.
 	PickupTimeout time.Duration
 	Logger        *slog.Logger
@@ -161,7 +164,11 @@ func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, 
 	if err != nil {
 		return event{}, err
 	}
-	msgID, err := c.o.Redis.XAdd(ctx, &redis.XAddArgs{Stream: streamKey(c.o.Prefix, pool), Values: map[string]any{"job": body}}).Result()
+	entry, err := signJob(c.o.Signer, body)
+	if err != nil {
+		return event{}, err
+	}
+	msgID, err := c.o.Redis.XAdd(ctx, &redis.XAddArgs{Stream: streamKey(c.o.Prefix, pool), Values: entry}).Result()
 	if err != nil {
 		return event{}, fmt.Errorf("dispatch %s job to pool %s: %w", j.Kind, pool, err)
 	}

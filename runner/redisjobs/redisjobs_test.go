@@ -24,6 +24,7 @@ import (
 // fakeExec stands in for the runner: it records what it ran.
 type fakeExec struct {
 	plans, applies atomic.Int32
+	minted         atomic.Int32  // break-glass tokens
 	block          chan struct{} // if set, Plan waits on it
 	progress       []string
 }
@@ -56,6 +57,7 @@ func (f *fakeExec) Drift(_ context.Context, job runner.DriftJob) (runner.DriftRe
 }
 
 func (f *fakeExec) BreakGlass(_ context.Context, job runner.BreakGlassJob) (runner.Wrapped, error) {
+	f.minted.Add(1)
 	return runner.Wrapped{WrapToken: "hvs.wrapping-" + job.GrantID, Accessor: "acc-" + job.GrantID, WrapAccessor: "wacc",
 		Expires: time.Now().Add(job.TTL)}, nil
 }
@@ -72,6 +74,7 @@ func (f *fakeExec) RevokeBreakGlass(_ context.Context, _, env, _ string, accesso
 }
 
 type fixture struct {
+	signer *attest.Signer    // serve's key
 	notary *approvals.Notary // serve's: seals, signs approvals and grants
 	rdb    *redis.Client
 	store  *redisstore.Store
@@ -84,8 +87,9 @@ func setup(t *testing.T) *fixture {
 	srv := stacktest.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
-	f := &fixture{notary: newNotary(t), rdb: rdb, store: redisstore.New(rdb, "t:", 0), pools: map[string]string{"dev": "nonprod", "prod": "prod", "failing": "nonprod"}}
-	f.client = NewClient(ClientOptions{Redis: rdb, Prefix: "t:", PickupTimeout: 5 * time.Second,
+	signer := newSigner(t)
+	f := &fixture{signer: signer, notary: approvals.NewNotary(signer, attest.Keyring{}), rdb: rdb, store: redisstore.New(rdb, "t:", 0), pools: map[string]string{"dev": "nonprod", "prod": "prod", "failing": "nonprod"}}
+	f.client = NewClient(ClientOptions{Redis: rdb, Prefix: "t:", PickupTimeout: 5 * time.Second, Signer: signer,
 		Pool: func(_, env string) (string, error) { return f.pools[env], nil }})
 	return f
 }
@@ -136,14 +140,36 @@ func (f *fixture) plan(t *testing.T, id, env string, status approvals.Status) ap
 	return p
 }
 
-// newNotary is a serve process's notary, with a fresh key.
-func newNotary(t testing.TB) *approvals.Notary {
+// newSigner is a fresh key.
+func newSigner(t testing.TB) *attest.Signer {
 	t.Helper()
 	s, err := attest.GenerateSigner()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return approvals.NewNotary(s, attest.Keyring{})
+	return s
+}
+
+// newNotary is a serve process's notary, with a fresh key.
+func newNotary(t testing.TB) *approvals.Notary {
+	return approvals.NewNotary(newSigner(t), attest.Keyring{})
+}
+
+// xadd puts a job on a stream as serve does, signed with s (nil: unsigned).
+func xadd(t testing.TB, rdb *redis.Client, stream string, s *attest.Signer, body []byte) string {
+	t.Helper()
+	entry := map[string]any{"job": body}
+	if s != nil {
+		var err error
+		if entry, err = signJob(s, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id, err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: entry}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 // verifier is a worker's notary: serve's public keys, no signing key.
@@ -233,7 +259,7 @@ func TestDeadWorkersPlanIsTakenOver(t *testing.T) {
 	f.plan(t, "p-orphan", "dev", approvals.StatusPlanning)
 	job, _ := json.Marshal(Job{ID: "p-orphan:plan:x", Kind: KindPlan, PlanID: "p-orphan", Project: "infra", Env: "dev",
 		Pool: "nonprod", Lease: runner.Lease{Key: "infra/dev", Owner: "o", Fence: 1}, At: time.Now()})
-	f.rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: map[string]any{"job": job}})
+	xadd(t, f.rdb, stream, f.signer, job)
 	// The dead worker read it and never came back.
 	if err := f.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "dead", Streams: []string{stream, ">"}, Count: 1}).Err(); err != nil {
 		t.Fatal(err)
@@ -361,8 +387,10 @@ func BenchmarkDispatch(b *testing.B) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rdb.Close()
 	store := redisstore.New(rdb, "b:", 0)
-	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Pool: func(string, string) (string, error) { return "nonprod", nil }})
-	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "nonprod", Name: "w", Exec: &fakeExec{}, Store: store, Notary: newNotary(b),
+	signer := newSigner(b)
+	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Signer: signer, Pool: func(string, string) (string, error) { return "nonprod", nil }})
+	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "nonprod", Name: "w", Exec: &fakeExec{}, Store: store,
+		Notary: approvals.NewNotary(nil, attest.NewKeyring(signer.Public())),
 		Target: func(p, e string) (runner.Target, string, error) {
 			return runner.Target{Project: p, Env: e}, "nonprod", nil
 		}})
@@ -483,7 +511,9 @@ func TestForgedApplyJobIsRefused(t *testing.T) {
 			}
 			job, _ := json.Marshal(Job{ID: id + ":apply:x", Kind: KindApply, PlanID: id, Project: "infra", Env: "prod", Pool: "prod",
 				Rev: runner.Revision{SHA: "abc"}, At: time.Now()})
-			f.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: streamKey("t:", "prod"), Values: map[string]any{"job": job}})
+			// The job itself is signed (a replayed or misrouted one, say):
+			// the grant is what is forged.
+			xadd(t, f.rdb, streamKey("t:", "prod"), f.signer, job)
 			var ev event
 			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 				if raw, err := f.rdb.Get(context.Background(), outcomeKey("t:", "prod", id, KindApply)).Bytes(); err == nil {
@@ -522,8 +552,9 @@ func BenchmarkApplyDispatch(b *testing.B) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rdb.Close()
 	store := redisstore.New(rdb, "b:", 0)
-	serve := newNotary(b)
-	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Pool: func(string, string) (string, error) { return "prod", nil }})
+	signer := newSigner(b)
+	serve := approvals.NewNotary(signer, attest.Keyring{})
+	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Signer: signer, Pool: func(string, string) (string, error) { return "prod", nil }})
 	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "prod", Name: "w", Exec: &fakeExec{}, Store: store,
 		Notary: approvals.NewNotary(nil, attest.NewKeyring(serve.PublicKeys()...)),
 		Target: func(p, e string) (runner.Target, string, error) {
@@ -551,4 +582,84 @@ func BenchmarkApplyDispatch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// A Redis writer puts jobs on the prod stream: a break-glass job unsigned,
+// or signed by a key of their own, a signed job that already ran, and one
+// dispatched too long ago. The worker acts on none of them and records each.
+func TestUnsignedOrReplayedJobsAreRefused(t *testing.T) {
+	f := setup(t)
+	exec := &fakeExec{}
+	rec := &recorder{}
+	w, err := NewWorker(WorkerOptions{Redis: f.rdb, Prefix: "t:", Pool: "prod", Name: "w-prod", Exec: exec, Store: f.store,
+		Notary: f.verifier(), Audit: rec, Visibility: time.Second, Grace: time.Second,
+		Target: func(project, env string) (runner.Target, string, error) {
+			return runner.Target{Project: project, Env: env}, "prod", nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// One honest break-glass job, through the client.
+	if _, err := f.client.BreakGlass(context.Background(), runner.BreakGlassJob{GrantID: "bg-1", TTL: time.Minute,
+		Target: runner.Target{Project: "infra", Env: "prod"}}); err != nil {
+		t.Fatal(err)
+	}
+	honest := f.rdb.XRange(context.Background(), streamKey("t:", "prod"), "-", "+").Val()[0]
+	job := func(id string, at time.Time) []byte {
+		b, _ := json.Marshal(Job{ID: id, Kind: KindBreakGlass, PlanID: "bg-x", Project: "infra", Env: "prod", Pool: "prod",
+			TTL: time.Hour, At: at})
+		return b
+	}
+	var honestJob Job
+	_ = json.Unmarshal([]byte(honest.Values["job"].(string)), &honestJob)
+	for name, c := range map[string]struct {
+		id  string
+		put func(id string)
+	}{
+		"unsigned": {"j-unsigned", func(id string) { xadd(t, f.rdb, streamKey("t:", "prod"), nil, job(id, time.Now())) }},
+		"untrusted key": {"j-rogue", func(id string) {
+			xadd(t, f.rdb, streamKey("t:", "prod"), newSigner(t), job(id, time.Now()))
+		}},
+		"too old": {"j-old", func(id string) {
+			xadd(t, f.rdb, streamKey("t:", "prod"), f.signer, job(id, time.Now().Add(-2*MaxJobAge)))
+		}},
+		"signed, then edited": {"j-edited", func(id string) {
+			entry, _ := signJob(f.signer, job(id, time.Now()))
+			entry["job"] = job(id, time.Now().Add(time.Second))
+			f.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: streamKey("t:", "prod"), Values: entry})
+		}},
+		"replayed": {honestJob.ID, func(string) {
+			f.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: streamKey("t:", "prod"), Values: honest.Values})
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			before := exec.minted.Load()
+			c.put(c.id)
+			for deadline := time.Now().Add(10 * time.Second); !refused(rec, c.id); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("no refusal recorded")
+				}
+			}
+			if exec.minted.Load() != before {
+				t.Fatal("a break-glass token was minted for a forged job")
+			}
+		})
+	}
+}
+
+// refused reports whether rec holds a forgery event about job id.
+func refused(rec *recorder, id string) bool {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, e := range rec.events {
+		if e.Type == audit.Forgery && e.Detail["job"] == id && strings.Contains(e.Detail["error"], approvals.ErrForged.Error()) {
+			return true
+		}
+	}
+	return false
 }

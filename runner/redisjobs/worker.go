@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/runner"
 )
@@ -62,8 +63,9 @@ const claimTTL = 7 * 24 * time.Hour
 
 // Worker takes its pool's jobs.
 type Worker struct {
-	o      WorkerOptions
-	stream string
+	o       WorkerOptions
+	stream  string
+	jobKeys attest.Keyring // serve's: every job must be signed by one of them
 }
 
 // NewWorker returns a Worker.
@@ -80,7 +82,7 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Worker{o: o, stream: streamKey(o.Prefix, o.Pool)}, nil
+	return &Worker{o: o, stream: streamKey(o.Prefix, o.Pool), jobKeys: attest.NewKeyring(o.Notary.PublicKeys()...)}, nil
 }
 
 // Run takes jobs until ctx ends, then lets the running job finish within
@@ -145,6 +147,15 @@ func (w *Worker) handle(ctx context.Context, msg redis.XMessage) {
 		return
 	}
 	log := w.o.Logger.With("job", j.ID, "plan_id", j.PlanID, "env", j.Project+"/"+j.Env, "kind", string(j.Kind))
+	if err := w.verifyJob(ctx, msg, raw, j); err != nil {
+		w.refuse(ctx, j, 0, "job refused", err, log)
+		if !errors.Is(err, approvals.ErrForged) {
+			return // Redis trouble: leave the job for a retry
+		}
+		w.finish(j, event{Type: "result", Err: encodeError(err)})
+		w.ack(msg.ID)
+		return
+	}
 	target, pool, err := w.o.Target(j.Project, j.Env)
 	if err == nil && pool != w.o.Pool {
 		err = fmt.Errorf("%w: %s/%s belongs to pool %q; this runner serves %q only", ErrWrongPool, j.Project, j.Env, pool, w.o.Pool)
@@ -245,7 +256,7 @@ func (w *Worker) apply(ctx context.Context, j Job, target runner.Target, log *sl
 			j.Project, j.Env, j.Rev.SHA, g.Project(), g.Env(), g.SHA())
 	}
 	if errors.Is(err, approvals.ErrForged) || errors.Is(err, approvals.ErrGrantExpired) {
-		w.refuse(ctx, j, p, err, log)
+		w.refuse(ctx, j, p.PR, "apply job refused", err, log)
 		return event{Type: "result", Err: encodeError(err)}
 	}
 	if err != nil {
@@ -266,15 +277,15 @@ func (w *Worker) apply(ctx context.Context, j Job, target runner.Target, log *sl
 	return event{Type: "result", Apply: toWire(res), Err: encodeError(err)}
 }
 
-// refuse records an apply job that no trusted signature backs.
-func (w *Worker) refuse(ctx context.Context, j Job, p approvals.Plan, err error, log *slog.Logger) {
-	log.Error("refused an apply job without a valid signed grant: nothing minted, nothing applied", "err", err)
+// refuse records a job, or an apply, that no trusted signature backs.
+func (w *Worker) refuse(ctx context.Context, j Job, pr int, what string, err error, log *slog.Logger) {
+	log.Error("refused a job without a valid signature: nothing run, minted or applied", "what", what, "err", err)
 	if w.o.Audit == nil {
 		return
 	}
 	rerr := w.o.Audit.Record(context.WithoutCancel(ctx), audit.Event{Type: audit.Forgery,
-		Actor: audit.Actor{ID: "twokey", Name: w.o.Name}, Project: j.Project, Env: j.Env, PR: p.PR, SHA: j.Rev.SHA,
-		PlanID: j.PlanID, Detail: map[string]string{"what": "apply job refused", "by": w.o.Name, "pool": w.o.Pool,
+		Actor: audit.Actor{ID: "twokey", Name: w.o.Name}, Project: j.Project, Env: j.Env, PR: pr, SHA: j.Rev.SHA,
+		PlanID: j.PlanID, Detail: map[string]string{"what": what, "kind": string(j.Kind), "by": w.o.Name, "pool": w.o.Pool,
 			"job": j.ID, "error": err.Error()}})
 	if rerr != nil {
 		log.Error("audit record of a refused forgery not written", "err", rerr)
