@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -309,5 +311,64 @@ func TestBreakGlass(t *testing.T) {
 	c, err = Parse(strings.NewReader(withBG(`{oncall: {users: [UERIN]}, approvals: 0, max_ttl: 1h, role: bg, policies: [p], channel: CSEC}`)))
 	if err != nil || c.Projects[0].Environments[0].BreakGlass.ApprovalsNeeded() != 0 {
 		t.Fatalf("self-service: %v", err)
+	}
+}
+
+// Every secret can come from a file (NAME_FILE, or systemd's
+// $CREDENTIALS_DIRECTORY/NAME) instead of the environment.
+func TestSecretsFromFiles(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, creds := t.TempDir(), t.TempDir()
+	write := func(dir, name, v string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write(creds, "SLACK_APP_TOKEN", "xapp-from-systemd")
+	env := map[string]string{
+		"SLACK_BOT_TOKEN_FILE":  write(dir, "bot", "xoxb-from-file\n"),
+		"VAULT_TOKEN_FILE":      write(dir, "vault", "hvs.from-file"),
+		"CREDENTIALS_DIRECTORY": creds,
+	}
+	s, err := c.LoadSecrets(func(k string) string { return env[k] }, c.ForServe())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.SlackBotToken.Reveal() != "xoxb-from-file" || s.VaultToken.Reveal() != "hvs.from-file" || s.SlackAppToken.Reveal() != "xapp-from-systemd" {
+		t.Fatalf("secrets = %q %q %q", s.SlackBotToken.Reveal(), s.VaultToken.Reveal(), s.SlackAppToken.Reveal())
+	}
+	// Both set, and a missing file, are reported with the rest.
+	env["SLACK_BOT_TOKEN"] = "xoxb-env"
+	env["VAULT_TOKEN_FILE"] = filepath.Join(dir, "missing")
+	_, err = c.LoadSecrets(func(k string) string { return env[k] }, c.ForServe())
+	for _, want := range []string{"both SLACK_BOT_TOKEN and SLACK_BOT_TOKEN_FILE", "VAULT_TOKEN_FILE"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
+
+// Nothing of twokey's own may be made visible to a sandboxed run.
+func TestSandboxConfig(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Runner.Sandbox.Mode != SandboxAuto {
+		t.Fatalf("default sandbox mode = %q, want auto", c.Runner.Sandbox.Mode)
+	}
+	bad := strings.Replace(minimal, "vault: {", "data_dir: /var/lib/twokey\nrunner:\n  sandbox:\n    mode: off\n"+
+		"    writable: [/var/lib, relative/state, /var/lib/twokey/runs]\n    read_only: [/]\nvault: {", 1)
+	_, err = Parse(strings.NewReader(bad))
+	for _, want := range []string{`mode: "off"`, `writable: "/var/lib" overlaps data_dir`, `"relative/state" is not an absolute path`,
+		`"/var/lib/twokey/runs" overlaps data_dir`, `read_only: "/" overlaps`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
 	}
 }

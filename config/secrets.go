@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 )
 
 // Secret is a credential read from the environment. It prints as
@@ -70,9 +73,11 @@ type Needs struct {
 func (c *Config) ForServe() Needs { return Needs{Slack: true, Vault: c.Runner.IsEmbedded()} }
 
 // LoadSecrets reads the secrets n asks for from getenv (os.Getenv in
-// production) and reports every missing one at once.
+// production), or from files (see fromFiles), and reports every missing one
+// at once.
 func (c *Config) LoadSecrets(getenv func(string) string, n Needs) (Secrets, error) {
 	var errs []error
+	getenv = fromFiles(getenv, func(err error) { errs = append(errs, err) })
 	need := func(name string) Secret {
 		v := getenv(name)
 		if v == "" {
@@ -120,4 +125,36 @@ func (c *Config) LoadSecrets(getenv func(string) string, n Needs) (Secrets, erro
 		}
 	}
 	return s, errors.Join(errs...)
+}
+
+// fromFiles lets every secret come from a file instead of the environment,
+// as Kubernetes and systemd deliver credentials: for a variable NAME,
+// NAME_FILE names a file that holds the value, and under systemd's
+// LoadCredential= a file NAME in $CREDENTIALS_DIRECTORY does. A secret kept
+// in a file is not in the process's environment at all. A trailing newline
+// is dropped. Setting both NAME and NAME_FILE is an error.
+func fromFiles(getenv func(string) string, fail func(error)) func(string) string {
+	return func(name string) string {
+		v, file := getenv(name), getenv(name+"_FILE")
+		if file == "" {
+			if dir := getenv("CREDENTIALS_DIRECTORY"); dir != "" && v == "" {
+				if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+					file = filepath.Join(dir, name)
+				}
+			}
+		}
+		if file == "" {
+			return v
+		}
+		if v != "" {
+			fail(fmt.Errorf("both %s and %s_FILE are set; set one", name, name))
+			return ""
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			fail(fmt.Errorf("%s_FILE: %w", name, err))
+			return ""
+		}
+		return strings.TrimRight(string(b), "\r\n")
+	}
 }
