@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/twokey/twokey/attest"
 )
 
 // Break-glass is the way around the two-person rule when production is on
@@ -89,6 +91,9 @@ type BreakGlass struct {
 	EndedAt    time.Time `json:"ended_at,omitzero"`
 	RemindedAt time.Time `json:"reminded_at,omitzero"`
 	UpdatedAt  time.Time `json:"updated_at"`
+
+	// Seal is serve's signature of the request's terms (Notary.SealGrant).
+	Seal attest.Signature `json:"seal,omitzero"`
 
 	Version int64 `json:"version"`
 }

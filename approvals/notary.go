@@ -262,3 +262,41 @@ func (n *Notary) Signed(p Plan) Plan {
 	p.Approvals, _ = n.split(p)
 	return p
 }
+
+// purposeBreakGlass is what a break-glass request's seal is for.
+const purposeBreakGlass = "breakglass"
+
+// grantTerms are what a break-glass request's seal covers: who asks, for
+// where, for how long, with which policies, needing how many approvals.
+func grantTerms(g BreakGlass) []byte {
+	return mustJSON(struct {
+		ID        string        `json:"id"`
+		Project   string        `json:"project"`
+		Env       string        `json:"env"`
+		Requester string        `json:"requester"`
+		Duration  time.Duration `json:"duration"`
+		Required  int           `json:"required"`
+		Policies  []string      `json:"policies"`
+		Channel   string        `json:"channel"`
+		CreatedAt time.Time     `json:"created_at"`
+	}{g.ID, g.Project, g.Env, g.Requester, g.Duration, g.Required, g.Policies, g.Channel, g.CreatedAt.UTC()})
+}
+
+// SealGrant signs a break-glass request's terms when serve creates it.
+func (n *Notary) SealGrant(g BreakGlass) (BreakGlass, error) {
+	sig, err := n.sign(purposeBreakGlass, grantTerms(g))
+	if err != nil {
+		return g, err
+	}
+	g.Seal = sig
+	return g, nil
+}
+
+// CheckGrantSeal verifies a break-glass request's terms against its seal;
+// serve checks it before counting an approval and before minting.
+func (n *Notary) CheckGrantSeal(g BreakGlass) error {
+	if err := n.trust.Verify(purposeBreakGlass, grantTerms(g), g.Seal); err != nil {
+		return fmt.Errorf("%w: break-glass %s: its terms are %w", ErrForged, g.ID, err)
+	}
+	return nil
+}

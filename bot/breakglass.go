@@ -107,6 +107,9 @@ func (b *Bot) requestGrant(ctx context.Context, channel, user string, r grantReq
 	if err != nil {
 		return err
 	}
+	if g, err = b.o.Notary.SealGrant(g); err != nil {
+		return err
+	}
 	if g, err = b.o.Grants.CreateGrant(ctx, g); err != nil {
 		return err
 	}
@@ -153,9 +156,15 @@ func (b *Bot) approveGrant(ctx context.Context, channel, user, id string) (err e
 		return err
 	}
 	g, err = b.mutateGrant(ctx, id, func(cur approvals.BreakGlass) (approvals.BreakGlass, error) {
+		if err := b.o.Notary.CheckGrantSeal(cur); err != nil {
+			return cur, err
+		}
 		return approvals.ApproveGrant(cur, user, authorized, b.instance, b.o.Now())
 	})
 	switch {
+	case errors.Is(err, approvals.ErrForged):
+		b.forgedGrant(ctx, g, err)
+		return err
 	case errors.Is(err, approvals.ErrRequestLapsed):
 		b.lapse(ctx, g)
 		return err
@@ -228,6 +237,11 @@ func (b *Bot) anyOf(ctx context.Context, user string, lists ...config.Who) (bool
 // delivers it. Any failure ends the grant as failed, with no token left.
 func (b *Bot) mint(ctx context.Context, g approvals.BreakGlass) {
 	log := b.log.With("grant", g.ID, "env", g.Project+"/"+g.Env)
+	if err := b.o.Notary.CheckGrantSeal(g); err != nil {
+		b.forgedGrant(ctx, g, err)
+		b.failGrant(ctx, g, "its record in Redis is not signed by twokey", nil)
+		return
+	}
 	proj, env, err := b.cfg.Resolve(g.Project, g.Env)
 	if err != nil || env.BreakGlass == nil {
 		b.failGrant(ctx, g, "the environment's break-glass configuration is gone", nil)

@@ -241,3 +241,35 @@ func TestBreakGlassRevokeRights(t *testing.T) {
 		t.Fatal("erin was not told")
 	}
 }
+
+// A Redis writer who also has a Slack account (dave: not on call) edits a
+// pending break-glass request to name himself and a longer duration; the
+// approver clicks on the message that still shows erin's request. Nothing
+// is minted, nobody gets a token, and the record says why.
+func TestForgedBreakGlassRequestIsRefused(t *testing.T) {
+	h := withBreakGlass(t)
+	ctx := context.Background()
+	h.command(h.envelope(), pErin, `breakglass staging 30m "fire"`)
+	id := h.grant(t).ID
+	if _, err := approvals.UpdateGrant(ctx, h.store, id, func(g approvals.BreakGlass) (approvals.BreakGlass, error) {
+		g.Requester, g.Duration = pDave, time.Hour
+		return g, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.press(h.envelope(), pAlice, actionBGApprove, id)
+	if g := h.grant(t); g.Status != approvals.GrantRequested || g.Accessor != "" {
+		t.Fatalf("a forged request was approved: %+v", g)
+	}
+	if h.said("D"+pDave, "vault unwrap") || h.said("DERIN", "vault unwrap") {
+		t.Fatal("a token was delivered for a forged request")
+	}
+	events, _ := h.b.o.History.Since(ctx, time.Time{})
+	found := false
+	for _, e := range events {
+		found = found || e.Type == "forgery" && e.PlanID == id
+	}
+	if !found {
+		t.Fatal("no forgery event")
+	}
+}

@@ -92,7 +92,7 @@ func (b *Bot) describe(err error, attrs ...any) string {
 	case errors.As(err, &ce):
 		return ce.Error()
 	case errors.Is(err, approvals.ErrForged):
-		return ":rotating_light: This plan's record in Redis is not signed by twokey (someone wrote to Redis directly), so nothing was counted or applied. The security record has it; run `/tf plan` again."
+		return ":rotating_light: This record in Redis is not what twokey signed (someone wrote to Redis directly), so nothing was counted, minted or applied. The security record has it; ask again (`/tf plan`, `/tf breakglass`)."
 	case errors.Is(err, approvals.ErrSelfApproval):
 		return "You asked for this plan, so you cannot approve it: the two-person rule needs two other people."
 	case errors.Is(err, approvals.ErrNotAuthorized):

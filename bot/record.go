@@ -170,3 +170,11 @@ func (b *Bot) forgery(ctx context.Context, p approvals.Plan, what string, err er
 	b.log.Error("forged state in Redis refused", "plan_id", p.ID, "env", p.Project+"/"+p.Env, "what", what, "err", err)
 	_ = b.record(ctx, audit.Forgery, "", &p, detail)
 }
+
+// forgedGrant records a break-glass request whose terms in Redis are not
+// what serve signed; nothing is minted for it.
+func (b *Bot) forgedGrant(ctx context.Context, g approvals.BreakGlass, err error) {
+	b.log.Error("forged break-glass request in Redis refused", "grant", g.ID, "env", g.Project+"/"+g.Env, "err", err)
+	_ = b.write(ctx, audit.Event{Type: audit.Forgery, Project: g.Project, Env: g.Env, PlanID: g.ID,
+		Detail: map[string]string{"what": "break-glass request refused", "by": b.instance, "error": err.Error()}}, "")
+}
