@@ -8,6 +8,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/config"
 )
 
 // Action IDs of the plan message's buttons; their value is the plan ID.
@@ -69,6 +70,9 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 	}
 	if p.Status == approvals.StatusPending {
 		ctx += " · expires " + p.ExpiresAt.UTC().Format("Jan 2 15:04 MST")
+	}
+	if b.cfg.Runner.Sandbox.Mode == config.SandboxNone {
+		ctx += " · :warning: *unsandboxed*: the pull request's code ran as twokey's own user"
 	}
 	blocks = append(blocks, slack.NewContextBlock("", mrkdwn(ctx)))
 	if p.Status == approvals.StatusPending {

@@ -138,7 +138,17 @@ func checkConfig(args []string, stdout io.Writer, getenv func(string) string) er
 	for _, p := range cfg.Projects {
 		n += len(p.Environments)
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d projects, %d environments)\n", abs, len(cfg.Projects), n)
+	// Where terraform runs, say how it is confined; on this host, check
+	// that it can be.
+	sb, err := sandbox(context.Background(), cfg.Runner.Sandbox, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return fmt.Errorf("%s is valid, but %w", *path, err)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d projects, %d environments)\nsandbox: %s\n", abs, len(cfg.Projects), n, sb)
+	if cfg.Runner.Sandbox.Mode == config.SandboxNone {
+		fmt.Fprintln(stdout, "WARNING: runner.sandbox.mode is none: a pull request's code runs at plan time as twokey's own user, "+
+			"with access to its files and processes; every plan message says so")
+	}
 	return nil
 }
 
