@@ -9,6 +9,7 @@ import (
 
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack/stacktest"
+	"github.com/twokey/twokey/runner/ghsim"
 )
 
 // check-config says how runs are confined, and checks that they can be
@@ -51,4 +52,26 @@ func TestSandboxAutoFailsClosed(t *testing.T) {
 		!strings.Contains(out.String(), "bubblewrap not found") {
 		t.Fatalf("check-config without bubblewrap: exit %d\n%s", code, out.String())
 	}
+}
+
+// A pull request from a fork is not planned unless the project allows it:
+// anyone who can fork the repository could otherwise run code at plan time.
+func TestForkPRsRefusedByDefault(t *testing.T) {
+	s := newStack(t)
+	sha := s.openPR(1, "web")
+	s.gh.SetPull("acme/infra", ghsim.Pull{Number: 1, HeadSHA: sha, HeadRef: "patch-1", Title: "Change 1", HeadRepo: "mallory/infra"})
+	stop := s.startBot()
+	s.slash(alice, "plan staging pr-1")
+	s.planMessage(1, "pull requests from forks are not planned here")
+	if s.applied("web") {
+		t.Fatal("applied")
+	}
+	stop()
+
+	cfg := s.baseConfig(filepath.Join(s.dir, "data"), stacktest.Tool(t, "terraform"))
+	cfg.Projects[0].AllowForkPRs = true
+	s.config = s.write("forks.yaml", cfg)
+	s.startBot()
+	s.slash(alice, "plan staging pr-1")
+	s.planMessage(1, "Plan ready for review")
 }

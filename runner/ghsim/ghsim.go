@@ -28,6 +28,9 @@ type Pull struct {
 	BaseRef string
 	Title   string
 	User    string
+	// HeadRepo is where the head branch lives, owner/name; "" is the
+	// repository itself, anything else a fork.
+	HeadRepo string
 }
 
 // Request is one recorded API call.
@@ -284,9 +287,20 @@ func (s *Server) getPull(w http.ResponseWriter, fullName, number string) {
 		"user":       map[string]any{"login": pc.User},
 		"html_url":   fmt.Sprintf("https://github.example/%s/pull/%d", fullName, pc.Number),
 		"updated_at": time.Now().UTC().Format(time.RFC3339),
-		"head":       map[string]any{"sha": pc.HeadSHA, "ref": pc.HeadRef, "repo": repoJSON},
+		"head":       map[string]any{"sha": pc.HeadSHA, "ref": pc.HeadRef, "repo": headRepo(pc, repoJSON)},
 		"base":       map[string]any{"ref": pc.BaseRef, "repo": repoJSON},
 	})
+}
+
+// headRepo is the head branch's repository: the repository itself, or the
+// fork it names.
+func headRepo(p Pull, base map[string]any) map[string]any {
+	if p.HeadRepo == "" {
+		return base
+	}
+	owner, _, _ := strings.Cut(p.HeadRepo, "/")
+	return map[string]any{"full_name": p.HeadRepo, "fork": true, "owner": map[string]any{"login": owner},
+		"clone_url": "https://github.example/" + p.HeadRepo + ".git"}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

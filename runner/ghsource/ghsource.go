@@ -124,8 +124,10 @@ func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int
 	if len(sha) != 40 || cloneURL == "" {
 		return runner.Revision{}, fmt.Errorf("%w: %s#%d has no head commit or clone URL", runner.ErrSource, repo, pr)
 	}
+	// A head in another repository (or in one since deleted) is a fork's.
+	fork := !strings.EqualFold(p.GetHead().GetRepo().GetFullName(), p.GetBase().GetRepo().GetFullName())
 	return runner.Revision{Repo: repo, Ref: runner.Ref{PR: pr}, PR: pr, SHA: sha, CloneURL: cloneURL,
-		Title: p.GetTitle(), URL: p.GetHTMLURL()}, nil
+		Title: p.GetTitle(), URL: p.GetHTMLURL(), Fork: fork}, nil
 }
 
 // tagCommit resolves a tag, annotated or not, to its commit.
