@@ -364,7 +364,7 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if err != nil {
 		return PlanResult{}, nil, err
 	}
-	planFile, err := ru.box.Input("plan.tfplan", data)
+	planFile, err := ru.box.Input(id+".tfplan", data)
 	if err != nil {
 		return PlanResult{}, nil, fmt.Errorf("%w: %w", ErrSandbox, err)
 	}
@@ -565,7 +565,7 @@ func (r *Runner) applyWith(ctx context.Context, job ApplyJob, cred *Credential, 
 	if err := r.materialize(ctx, ru, job.Rev, cred); err != nil {
 		return res, r.cause(ctx, err)
 	}
-	planFile, err := ru.box.Input("plan.tfplan", data)
+	planFile, err := ru.box.Input(g.PlanID()+".tfplan", data)
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", ErrSandbox, err)
 	}
