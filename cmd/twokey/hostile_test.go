@@ -15,6 +15,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner/ghsim"
@@ -191,6 +192,30 @@ func TestHostilePullRequest(t *testing.T) {
 	s.slash(alice, "plan staging pr-3")
 	msg := s.planMessage(3, "Plan ready for review")
 
+	s.checkLoot(secrets, data)
+
+	// A later legitimate apply is unaffected.
+	s.click(bob, msg, reject)
+	s.planMessage(3, "Rejected")
+	s.slash(alice, "plan staging pr-1")
+	s.applyWithTwoApprovals("staging · PR #1")
+	if !s.applied("web") {
+		t.Fatal("the legitimate change was not applied after the attack")
+	}
+	env2, err := os.ReadFile(s.envDump())
+	if err != nil || envValue(string(env2), "DB_PASSWORD") != kvPassword {
+		t.Fatalf("the legitimate apply did not get its credential: %v", err)
+	}
+}
+
+// checkLoot reads what hostileRun found and sent and fails the test if any
+// of secrets is among it, or reached Slack, GitHub or a log; if it wrote into
+// any of dataDirs; if Redis answered it; if any Vault token it found mints
+// on an apply or break-glass role or reads apply secrets; or if any process
+// of it is still alive.
+func (s *stack) checkLoot(secrets map[string]string, dataDirs ...string) {
+	t := s.t
+	t.Helper()
 	loot, err := os.ReadFile(filepath.Join(s.out, "loot.txt"))
 	if err != nil {
 		t.Fatalf("the hostile program did not run at plan time: %v\nlogs:\n%s", err, s.logs.String())
@@ -203,9 +228,12 @@ func TestHostilePullRequest(t *testing.T) {
 	}
 	// It wrote nothing into twokey's files (inside the sandbox, the paths
 	// above its run are empty directories of its own).
-	planted, _ := filepath.Glob(filepath.Join(data, "*", "hostile-was-here"))
-	if top, err := os.Stat(filepath.Join(data, "hostile-was-here")); err == nil {
-		planted = append(planted, top.Name())
+	var planted []string
+	for _, data := range dataDirs {
+		for _, pattern := range []string{"hostile-was-here", "*/hostile-was-here", "*/*/hostile-was-here"} {
+			m, _ := filepath.Glob(filepath.Join(data, pattern))
+			planted = append(planted, m...)
+		}
 	}
 	if len(planted) > 0 {
 		t.Errorf("the pull request's code wrote into data_dir: %v", planted)
@@ -278,19 +306,6 @@ func TestHostilePullRequest(t *testing.T) {
 	if holders := holdersOf(t, filepath.Join(s.out, "survivor")); len(holders) > 0 {
 		t.Errorf("processes of the plan outlived it: %v", holders)
 	}
-
-	// A later legitimate apply is unaffected.
-	s.click(bob, msg, reject)
-	s.planMessage(3, "Rejected")
-	s.slash(alice, "plan staging pr-1")
-	s.applyWithTwoApprovals("staging · PR #1")
-	if !s.applied("web") {
-		t.Fatal("the legitimate change was not applied after the attack")
-	}
-	env2, err := os.ReadFile(s.envDump())
-	if err != nil || envValue(string(env2), "DB_PASSWORD") != kvPassword {
-		t.Fatalf("the legitimate apply did not get its credential: %v", err)
-	}
 }
 
 // The default provider rule: a pull request that brings its own provider
@@ -318,4 +333,49 @@ func holdersOf(t *testing.T, path string) []string {
 		}
 	}
 	return out
+}
+
+// The same attack where plans run on runner pools: the nonprod worker that
+// plans it holds its pool's Vault AppRole, plan key and Redis password, and
+// the prod worker beside it holds prod's. None of it is reachable.
+func TestHostilePullRequestOnRunnerPool(t *testing.T) {
+	w := newPoolWorld(t)
+	secrets := map[string]string{}
+	plant := func(name, value string) string { secrets[name] = value; return value }
+	b, err := os.ReadFile(w.serveConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Projects[0].Providers = []string{lootAddress}
+	cfg.Projects[0].AllowPRProviders = true
+	w.serveConfig = w.write("serve.yaml", cfg)
+	for pool, env := range w.runnerEnv {
+		for k, v := range env {
+			plant(pool+" worker's "+k, v)
+		}
+		env["TWOKEY_OPERATOR_SECRET"] = plant(pool+" worker's operator secret", "op-"+pool+"-"+fmt.Sprint(time.Now().UnixNano()))
+		if key, err := os.ReadFile(filepath.Join(w.keys, "runner-"+pool+".key")); err == nil {
+			plant(pool+" worker's signing key", strings.TrimSpace(string(key)))
+		}
+	}
+	for _, k := range []string{"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "TWOKEY_REDIS_PASSWORD"} {
+		plant("serve's "+k, w.env(k))
+	}
+	delete(secrets, "nonprod worker's GITHUB_TOKEN")
+	delete(secrets, "prod worker's GITHUB_TOKEN")
+	plant("Vault KV staging password", kvPassword)
+	npData := filepath.Join(w.dir, "data-np-1")
+	w.hostilePR(3, fmt.Sprintf(hostileRun, w.out, w.serveConfig, "/nonexistent", "/root", npData, w.keys,
+		strings.TrimPrefix(w.redis.Addr[strings.LastIndex(w.redis.Addr, ":"):], ":")))
+
+	w.startServe()
+	w.startRunner("nonprod", "np-1")
+	w.startRunner("prod", "prod-1")
+	w.slash(alice, "plan staging pr-3")
+	w.planMessage(3, "Plan ready for review")
+	w.checkLoot(secrets, npData, filepath.Join(w.dir, "data-prod-1"), filepath.Join(w.dir, "data-serve"))
 }
