@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -283,7 +285,10 @@ func (s *stack) visible(want string) slacksim.Message {
 func TestBotKilledMidApply(t *testing.T) {
 	const lockTTL, tokenTTL = 2 * time.Second, 10 * time.Second
 	s := newStack(t, func(c *stackConfig) { c.lockTTL, c.applyTimeout, c.applyTokenTTL = "2s", "10s", "10s" })
-	s.provision = " && sleep 20"
+	// The provisioner also starts a process of its own that tries to
+	// outlive the apply and finish a side effect later.
+	survivor := filepath.Join(s.out, "survivor")
+	s.provision = fmt.Sprintf(" && (setsid sh -c 'exec 9>>%s; sleep 30; touch %s.done' </dev/null >/dev/null 2>&1 &) && sleep 20", survivor, survivor)
 	s.openPR(1, "slow")
 	bot := s.startBotProcess(s.config)
 
@@ -306,8 +311,19 @@ func TestBotKilledMidApply(t *testing.T) {
 		t.Fatal("no child token in terraform's environment")
 	}
 
+	if len(holdersOf(t, survivor)) == 0 {
+		t.Fatal("the provisioner's own process did not start")
+	}
 	bot.kill()
 	killed := time.Now()
+	// Every process of the apply dies with the bot: nothing finishes a
+	// side effect after the lock is free.
+	for len(holdersOf(t, survivor)) > 0 {
+		if time.Since(killed) > 5*time.Second {
+			t.Fatalf("processes of the apply outlived the killed bot: %v", holdersOf(t, survivor))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	rdb := redis.NewClient(&redis.Options{Addr: s.redis.Addr})
 	defer rdb.Close()
 	locks := redislock.New(rdb, keyPrefix)
