@@ -17,6 +17,9 @@ func TestKeygenAndCheckConfig(t *testing.T) {
 		if k == "TWOKEY_PLAN_KEY" {
 			return "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
 		}
+		if strings.HasSuffix(k, "_FILE") || k == "CREDENTIALS_DIRECTORY" {
+			return "" // no secret comes from a file
+		}
 		return "x-" + k // every secret the example names is "set"
 	}
 	run := func(args ...string) (int, string) {
