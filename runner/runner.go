@@ -185,10 +185,17 @@ type Options struct {
 type Runner struct {
 	o Options
 
+	runs     string   // this runner's directory of runs, under <data>/runs
+	runsLock *os.File // flocked while this runner lives (see instanceDir)
+
 	mu sync.Mutex
 	// checked remembers each binary's version check, so the version is
 	// learned once rather than before every command.
 	checked map[string]error
+	// tfs keeps a Terraform per run directory and binary: terraform-exec
+	// asks terraform its version once per Terraform.
+	tfs   map[string]Terraform
+	slots map[string]*sync.Mutex // one run per run directory at a time
 }
 
 // New checks the binary's version and returns a Runner.
@@ -212,7 +219,11 @@ func New(ctx context.Context, o Options) (*Runner, error) {
 			return nil, err
 		}
 	}
-	r := &Runner{o: o, checked: map[string]error{}}
+	runs, lock, err := instanceDir(filepath.Join(o.DataDir, "runs"))
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{o: o, runs: runs, runsLock: lock, checked: map[string]error{}, tfs: map[string]Terraform{}, slots: map[string]*sync.Mutex{}}
 	if err := r.checkBinary(ctx, o.Binary, o.Version); err != nil {
 		return nil, err
 	}
@@ -248,7 +259,7 @@ func (r *Runner) checkBinary(ctx context.Context, bin, want string) error {
 func (r *Runner) version(ctx context.Context, bin, want string) error {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
-	dir := filepath.Join(r.o.DataDir, "runs", "version-"+hex.EncodeToString(rnd[:]))
+	dir := filepath.Join(r.runs, "version-"+hex.EncodeToString(rnd[:]))
 	box, err := r.o.Sandbox.Open(Run{Dir: dir, Binary: bin})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrSandbox, err)

@@ -302,14 +302,16 @@ func TestApplyWithoutCredentialsDoesNothing(t *testing.T) {
 func TestRunsLeaveNothingBehind(t *testing.T) {
 	f := setup(t, 30*time.Second)
 	leftovers := func() []string {
-		entries, err := os.ReadDir(filepath.Join(f.root, "data", "runs"))
+		// <data>/runs/<this runner>/: nothing but binaries staged for runs
+		// that drop from root.
+		entries, err := filepath.Glob(filepath.Join(f.root, "data", "runs", "*", "*"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		var names []string
 		for _, e := range entries {
-			if e.Name() != ".bin" { // binaries staged for a run that drops from root
-				names = append(names, e.Name())
+			if filepath.Base(e) != ".bin" {
+				names = append(names, e)
 			}
 		}
 		return names
@@ -323,6 +325,25 @@ func TestRunsLeaveNothingBehind(t *testing.T) {
 	}
 	if l := leftovers(); len(l) != 0 {
 		t.Fatalf("the apply left %v", l)
+	}
+
+	// A runner that died mid-run left its directory; the next one to start
+	// removes it, and leaves a live runner's alone.
+	dead := filepath.Join(f.root, "data", "runs", "deadbeef0000")
+	if err := os.MkdirAll(filepath.Join(dead, "plan-acme-staging", "src"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dead+".lock", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runner.New(context.Background(), f.opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Fatalf("a dead runner's runs are still there: %v", err)
+	}
+	if live, _ := filepath.Glob(filepath.Join(f.root, "data", "runs", "*.lock")); len(live) != 2 {
+		t.Fatalf("runner locks: %v; want this test's two live runners", live)
 	}
 }
 

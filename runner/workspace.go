@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 
 	"github.com/hashicorp/terraform-exec/tfexec"
 )
@@ -20,13 +22,14 @@ import (
 // removed after it, in its own sandbox. Nothing a run writes is read by a
 // later one.
 //
-//	<data>/runs/<kind>-<project>-<env>-<random>/
+//	<data>/runs/<instance>/<kind>-<project>-<env>/
 //	    src/    the checked-out tree
 //	    home/   HOME
 //	    tmp/    TMPDIR
 //	    in/     read-only inputs: the saved plan that show and apply read
 type run struct {
 	box              Box
+	slot             *sync.Mutex // held while the run lasts
 	dir, src, work   string
 	home, tmp        string
 	bin              string
@@ -45,14 +48,25 @@ func (r *Runner) open(ctx context.Context, kind string, t Target) (*run, error) 
 	if err != nil {
 		return nil, err
 	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	dir := filepath.Join(r.o.DataDir, "runs", fmt.Sprintf("%s-%s-%s-%s", kind, safeName(t.Project), safeName(t.Env), hex.EncodeToString(rnd[:])))
+	// One run of a kind per environment at a time in this process (plans
+	// and applies hold the environment lock anyway), so its directory's
+	// path can be the same each time and terraform-exec, kept per path,
+	// learns the binary's version once.
+	dir := filepath.Join(r.runs, fmt.Sprintf("%s-%s-%s", kind, safeName(t.Project), safeName(t.Env)))
+	r.mu.Lock()
+	slot, ok := r.slots[dir]
+	if !ok {
+		slot = &sync.Mutex{}
+		r.slots[dir] = slot
+	}
+	r.mu.Unlock()
+	slot.Lock()
 	box, err := r.o.Sandbox.Open(Run{Dir: dir, Binary: bin})
 	if err != nil {
+		slot.Unlock()
 		return nil, fmt.Errorf("%w: %w", ErrSandbox, err)
 	}
-	ru := &run{box: box, dir: dir, src: filepath.Join(dir, "src"), home: filepath.Join(dir, "home"),
+	ru := &run{box: box, dir: dir, slot: slot, src: filepath.Join(dir, "src"), home: filepath.Join(dir, "home"),
 		tmp: filepath.Join(dir, "tmp"), bin: bin, target: t, planOut: filepath.Join(dir, "plan.tfplan")}
 	ru.work = filepath.Join(ru.src, filepath.FromSlash(t.Dir))
 	ru.ctx, ru.unconfine = confine(ctx, box)
@@ -62,6 +76,7 @@ func (r *Runner) open(ctx context.Context, kind string, t Target) (*run, error) 
 // close ends the run: no process of it outlives this, and its directory
 // is gone.
 func (ru *run) close(r *Runner) {
+	defer ru.slot.Unlock()
 	ru.unconfine()
 	if err := ru.box.Close(); err != nil {
 		r.o.Logger.Warn("run directory not removed", "dir", ru.dir, "err", err)
@@ -97,7 +112,7 @@ func (r *Runner) materialize(ctx context.Context, ru *run, rev Revision, cred *C
 	if err := ru.box.Prepared(); err != nil {
 		return fmt.Errorf("%w: %w", ErrSandbox, err)
 	}
-	tf, err := r.o.NewTerraform(ru.work, ru.box.Exec())
+	tf, err := r.terraform(ru.work, ru.bin, ru.box.Exec())
 	if err != nil {
 		return err
 	}
@@ -123,6 +138,73 @@ func (r *Runner) materialize(ctx context.Context, ru *run, rev Revision, cred *C
 		}
 	}
 	return nil
+}
+
+// terraform returns the Terraform kept for a working directory and binary.
+func (r *Runner) terraform(workdir, bin, exe string) (Terraform, error) {
+	key := workdir + "\x00" + bin + "\x00" + exe
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if tf, ok := r.tfs[key]; ok {
+		return tf, nil
+	}
+	tf, err := r.o.NewTerraform(workdir, exe)
+	if err != nil {
+		return nil, err
+	}
+	r.tfs[key] = tf
+	return tf, nil
+}
+
+// instanceDir makes this runner's own directory under <data>/runs, and
+// removes those of runners that are gone: each holds an flock on
+// <instance>.lock while its process lives, so a lock that can be taken
+// belongs to a process that died (its runs' directories were left behind).
+func instanceDir(runs string) (string, *os.File, error) {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	dir := filepath.Join(runs, hex.EncodeToString(rnd[:]))
+	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", nil, err
+	}
+	// Held while the returned file is open: the runner keeps it.
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return "", nil, err
+	}
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		lock.Close()
+		return "", nil, err
+	}
+	others, _ := filepath.Glob(filepath.Join(runs, "*.lock"))
+	for _, o := range others {
+		if o == dir+".lock" {
+			continue
+		}
+		f, err := os.Open(o)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			_ = removeRuns(strings.TrimSuffix(o, ".lock"))
+			_ = os.Remove(o)
+		}
+		f.Close()
+	}
+	return dir, lock, nil
+}
+
+// removeRuns removes a directory of runs that may have left parts of it
+// unwritable to its owner.
+func removeRuns(dir string) error {
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
 }
 
 // step runs one terraform command unless ctx has already ended: commands
