@@ -371,7 +371,7 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if err != nil {
 		return PlanResult{}, nil, r.cause(ctx, tfError("plan", err, cred))
 	}
-	data, err := os.ReadFile(ru.planOut)
+	data, err := readRunFile(ru.planOut)
 	if err != nil {
 		return PlanResult{}, nil, err
 	}

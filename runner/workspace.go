@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -138,6 +139,28 @@ func (r *Runner) materialize(ctx context.Context, ru *run, rev Revision, cred *C
 		}
 	}
 	return nil
+}
+
+// maxPlanFile bounds the saved plan twokey reads back from a run.
+const maxPlanFile = 1 << 30
+
+// readRunFile reads a file a run wrote, as twokey, without following what
+// the run's code may have put there instead: a symbolic link to one of
+// twokey's files, a FIFO that never ends, a file that does not.
+func readRunFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the run's saved plan: %w", ErrSandbox, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() || st.Size() > maxPlanFile {
+		return nil, fmt.Errorf("%w: the run's saved plan is not a regular file under %d bytes", ErrSandbox, maxPlanFile)
+	}
+	return io.ReadAll(io.LimitReader(f, maxPlanFile))
 }
 
 // terraform returns the Terraform kept for a working directory and binary.
