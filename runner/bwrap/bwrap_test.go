@@ -25,6 +25,9 @@ const hostile = `#!/bin/sh
 loot=$LOOT/loot.txt
 {
   echo "uid $(id -u)"
+  grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status
+  for n in pid mnt user ipc uts cgroup net; do echo "ns $n $(readlink /proc/self/ns/$n)"; done
+  echo "tmp $(ls -A /tmp | tr '\n' ' ')"
   echo "pids $(ls /proc | grep -E '^[0-9]+$' | tr '\n' ' ')"
   for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null | tr '\0' '\n'; done
   cat "$SECRET_FILE" "$DATA_DIR"/*/* 2>/dev/null
@@ -40,7 +43,7 @@ echo done
 `
 
 type env struct {
-	root, data, loot, secretFile, writeHere string
+	root, data, loot, secretFile, writeHere, hostTmp string
 	secret                                  string
 }
 
@@ -63,6 +66,13 @@ func newEnv(t *testing.T) env {
 	if err := os.Chmod(e.data, 0o711); err != nil {
 		t.Fatal(err)
 	}
+	f, err := os.CreateTemp("", "twokey-host-tmp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	e.hostTmp = f.Name()
+	t.Cleanup(func() { os.Remove(e.hostTmp) })
 	return e
 }
 
@@ -118,6 +128,26 @@ func TestHostileRunSeesOnlyItsRun(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(e.writeHere, "planted")); err == nil {
 		t.Error("the run wrote outside its directory")
+	}
+	// No capabilities, no new privileges; namespaces of its own, but the
+	// network; a /tmp of its own.
+	for _, want := range []string{"CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"} {
+		if !bytes.Contains(loot, []byte(want)) {
+			t.Errorf("the run's status lacks %q", want)
+		}
+	}
+	for _, ns := range []string{"pid", "mnt", "user", "ipc", "uts", "cgroup", "net"} {
+		mine, err := os.Readlink("/proc/self/ns/" + ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared := bytes.Contains(loot, []byte("ns "+ns+" "+mine+"\n"))
+		if shared != (ns == "net") {
+			t.Errorf("namespace %s shared with twokey: %v", ns, shared)
+		}
+	}
+	if bytes.Contains(loot, []byte(filepath.Base(e.hostTmp))) {
+		t.Error("the run sees the host's /tmp")
 	}
 	// Its own PID namespace: bwrap's init, the script and what it ran.
 	for _, line := range strings.Split(string(loot), "\n") {
@@ -284,4 +314,35 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// BenchmarkSandboxStart is the cost of starting one process in a run's
+// sandbox; BenchmarkBareStart starts the same process plainly.
+func BenchmarkSandboxStart(b *testing.B) {
+	root := stacktest.Dir(b)
+	sb := stacktest.Sandbox(b)
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		b.Fatal(err)
+	}
+	box, err := sb.Open(runner.Run{Dir: filepath.Join(root, "run"), Binary: truePath})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer box.Close()
+	for b.Loop() {
+		cmd := exec.Command(box.Exec())
+		cmd.Dir = filepath.Join(root, "run")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v: %s", err, out)
+		}
+	}
+}
+
+func BenchmarkBareStart(b *testing.B) {
+	for b.Loop() {
+		if err := exec.Command("true").Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
