@@ -44,7 +44,7 @@ echo done
 
 type env struct {
 	root, data, loot, secretFile, writeHere, hostTmp string
-	secret                                  string
+	secret                                           string
 }
 
 func newEnv(t *testing.T) env {
