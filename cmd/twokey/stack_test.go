@@ -481,19 +481,5 @@ func (s *stack) appliedIn(env, resource string) bool {
 	return err == nil && strings.Contains(string(b), fmt.Sprintf(`"name": %q`, resource))
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects the logs of every bot process.
+type syncBuffer = stacktest.Buffer

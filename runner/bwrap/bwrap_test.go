@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -261,7 +260,7 @@ func TestInterruptReachesTerraform(t *testing.T) {
 	defer box.Close()
 	cmd := exec.Command(box.Exec())
 	cmd.Dir = filepath.Join(e.data, "runs", "r4")
-	var out syncBuffer
+	var out stacktest.Buffer
 	cmd.Stdout = &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -297,23 +296,6 @@ func TestAutoFailsClosed(t *testing.T) {
 	if _, err := bwrap.New(context.Background(), bwrap.Options{Writable: []string{"relative/path"}}); err == nil {
 		t.Fatal("a relative path was accepted")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // BenchmarkSandboxStart is the cost of starting one process in a run's
