@@ -22,23 +22,24 @@ import (
 
 // Event types.
 const (
-	Command           = "command"            // a /tf command arrived
-	PlanStarted       = "plan_started"       // the lock was taken and terraform plan started
-	PlanFinished      = "plan_finished"      // plan ready (digest, counts) or without changes
-	PlanFailed        = "plan_failed"        // terraform plan failed
-	Approval          = "approval"           // an approval counted
-	Rejection         = "rejection"          // the plan was rejected
-	Invalidation      = "invalidation"       // void: expired, replaced, new commit, unlock, lost lock
-	CredentialMinted  = "credential_minted"  // a child token (accessor and TTL, never the token)
-	CredentialRevoked = "credential_revoked" // … and its end
-	ApplyStarted      = "apply_started"      // terraform apply is about to run
-	ApplyFinished     = "apply_finished"     // result and duration
-	Unlock            = "unlock"             // an admin freed an environment by force
-	ConfigLoaded      = "config_loaded"      // a process started with a config (its sha256)
-	GitHubUpdated     = "github_updated"     // the PR comment or a commit status was written
-	GitHubUnavailable = "github_unavailable" // … or could not be, and will be retried
-	BreakGlass        = "breakglass"         // an emergency credential's life (detail "stage")
-	Forgery           = "forgery"            // state in Redis without a trusted signature was found and not acted on
+	Command             = "command"              // a /tf command arrived
+	PlanStarted         = "plan_started"         // the lock was taken and terraform plan started
+	PlanFinished        = "plan_finished"        // plan ready (digest, counts) or without changes
+	PlanFailed          = "plan_failed"          // terraform plan failed
+	Approval            = "approval"             // an approval counted
+	Rejection           = "rejection"            // the plan was rejected
+	Invalidation        = "invalidation"         // void: expired, replaced, new commit, unlock, lost lock
+	CredentialRequested = "credential_requested" // a child token is about to be minted (role, TTL, purpose)
+	CredentialMinted    = "credential_minted"    // a child token (accessor and TTL, never the token)
+	CredentialRevoked   = "credential_revoked"   // … and its end
+	ApplyStarted        = "apply_started"        // terraform apply is about to run
+	ApplyFinished       = "apply_finished"       // result and duration
+	Unlock              = "unlock"               // an admin freed an environment by force
+	ConfigLoaded        = "config_loaded"        // a process started with a config (its sha256)
+	GitHubUpdated       = "github_updated"       // the PR comment or a commit status was written
+	GitHubUnavailable   = "github_unavailable"   // … or could not be, and will be retried
+	BreakGlass          = "breakglass"           // an emergency credential's life (detail "stage")
+	Forgery             = "forgery"              // state in Redis without a trusted signature was found and not acted on
 )
 
 // Actor is who caused an event: a Slack user (ID, and display name at the

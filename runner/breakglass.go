@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -101,15 +102,20 @@ func (r *Runner) BreakGlass(ctx context.Context, job BreakGlassJob) (Wrapped, er
 	if err != nil {
 		return Wrapped{}, err
 	}
+	about := subject{project: job.Target.Project, env: job.Target.Env, planID: job.GrantID}
+	terms := map[string]string{"role": bg.Role, "ttl": job.TTL.String(), "policies": strings.Join(bg.Policies, ","),
+		"wrap_ttl": bg.WrapTTL.String(), "purpose": "breakglass " + job.GrantID}
+	// Recorded before Vault is asked, as every credential is (see mint).
+	if err := r.audit(ctx, audit.CredentialRequested, about, maps.Clone(terms)); err != nil {
+		return Wrapped{}, err
+	}
 	w, err := ec.MintWrapped(ctx, WrappedRequest{Role: bg.Role, Policies: bg.Policies, TTL: job.TTL, WrapTTL: bg.WrapTTL,
 		Purpose: "breakglass " + job.GrantID})
 	if err != nil {
 		return Wrapped{}, err
 	}
-	about := subject{project: job.Target.Project, env: job.Target.Env, planID: job.GrantID}
-	if err := r.audit(ctx, audit.CredentialMinted, about, map[string]string{"accessor": w.Accessor, "role": bg.Role,
-		"ttl": job.TTL.String(), "policies": strings.Join(bg.Policies, ","), "wrap_ttl": bg.WrapTTL.String(),
-		"purpose": "breakglass " + job.GrantID}); err != nil {
+	terms["accessor"] = w.Accessor
+	if err := r.audit(ctx, audit.CredentialMinted, about, terms); err != nil {
 		if rerr := r.revokeAccessors(w.Accessor, w.WrapAccessor); rerr != nil {
 			r.o.Logger.Error("revoke an unrecorded break-glass token; it expires by its TTL", "accessor", w.Accessor, "err", rerr)
 		}

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -504,12 +505,18 @@ func (r *Runner) audit(ctx context.Context, typ string, s subject, detail map[st
 // mint mints a credential and records it — accessor and TTL, never the
 // token. A credential whose minting cannot be recorded is revoked unused.
 func (r *Runner) mint(ctx context.Context, req CredentialRequest, s subject) (*Credential, error) {
+	// Recorded before Vault is asked: a token, and the secrets read with
+	// it (dynamic credentials are issued then), never exist unrecorded.
+	terms := map[string]string{"role": req.Role, "ttl": req.TTL.String(), "num_uses": strconv.Itoa(req.NumUses), "purpose": req.Purpose}
+	if err := r.audit(ctx, audit.CredentialRequested, s, maps.Clone(terms)); err != nil {
+		return nil, err
+	}
 	c, err := r.o.Creds.Mint(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.audit(ctx, audit.CredentialMinted, s, map[string]string{"accessor": c.Accessor, "role": req.Role,
-		"ttl": req.TTL.String(), "num_uses": strconv.Itoa(req.NumUses), "purpose": req.Purpose}); err != nil {
+	terms["accessor"] = c.Accessor
+	if err := r.audit(ctx, audit.CredentialMinted, s, terms); err != nil {
 		_ = r.revoke(c)
 		return nil, err
 	}

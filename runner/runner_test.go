@@ -579,7 +579,7 @@ func (r *recorder) types() []string {
 // An apply is recorded before it starts and before its credential is used;
 // when either record cannot be written, nothing is applied.
 func TestApplyNeedsItsAuditRecords(t *testing.T) {
-	for _, failOn := range []string{"", audit.ApplyStarted, audit.CredentialMinted} {
+	for _, failOn := range []string{"", audit.ApplyStarted, audit.CredentialRequested, audit.CredentialMinted} {
 		t.Run("fail "+failOn, func(t *testing.T) {
 			f := setup(t, 30*time.Second)
 			rec := &recorder{failOn: map[string]bool{failOn: true}}
@@ -598,7 +598,7 @@ func TestApplyNeedsItsAuditRecords(t *testing.T) {
 				if err != nil || statErr != nil {
 					t.Fatalf("apply: %v", err)
 				}
-				want := []string{audit.ApplyStarted, audit.CredentialMinted, audit.CredentialRevoked, audit.ApplyFinished}
+				want := []string{audit.ApplyStarted, audit.CredentialRequested, audit.CredentialMinted, audit.CredentialRevoked, audit.ApplyFinished}
 				if fmt.Sprint(rec.types()) != fmt.Sprint(want) {
 					t.Fatalf("events = %v, want %v", rec.types(), want)
 				}
@@ -617,6 +617,10 @@ func TestApplyNeedsItsAuditRecords(t *testing.T) {
 			}
 			if len(f.creds.minted) != len(f.creds.revoked) {
 				t.Fatalf("minted %d, revoked %d", len(f.creds.minted), len(f.creds.revoked))
+			}
+			// Until the request is recorded, Vault is not even asked.
+			if failOn != audit.CredentialMinted && len(f.creds.minted) != 0 {
+				t.Fatalf("%d credentials minted though %s could not be recorded", len(f.creds.minted), failOn)
 			}
 		})
 	}

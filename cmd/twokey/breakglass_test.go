@@ -284,8 +284,8 @@ func TestBreakGlassApprovedDeliveredRevokedReviewed(t *testing.T) {
 	if logs := s.logs.String(); strings.Contains(logs, token) || strings.Contains(logs, wrapToken) {
 		t.Fatal("a token reached the log")
 	}
-	want := []string{"requested:erin", "approved:bob", "credential_minted", "minted:twokey", "delivered:twokey",
-		"unwrapped:twokey", "credential_revoked", "revoked:erin", "credential_minted", "credential_revoked", // the drift check's read-only credential
+	want := []string{"requested:erin", "approved:bob", "credential_requested", "credential_minted", "minted:twokey", "delivered:twokey",
+		"unwrapped:twokey", "credential_revoked", "revoked:erin", "credential_requested", "credential_minted", "credential_revoked", // the drift check's read-only credential
 		"drift:twokey", "reviewed:bob", "reviewed:carol"}
 	if got := s.breakGlassEvents(id); !slices.Equal(got, want) {
 		t.Fatalf("break-glass events:\n%v\nwant\n%v", got, want)
@@ -348,7 +348,7 @@ func TestBreakGlassSelfServiceExpires(t *testing.T) {
 	s.announcement(id, "expired, *unreviewed*")
 	s.slash(bob, "status")
 	s.ephemeral(bob, id+"` infra/prod by <@"+erin+">: expired, *unreviewed* (0 of 2 reviews)")
-	want := []string{"requested:erin", "credential_minted", "minted:twokey", "delivered:twokey", "unwrapped:twokey",
+	want := []string{"requested:erin", "credential_requested", "credential_minted", "minted:twokey", "delivered:twokey", "unwrapped:twokey",
 		"expired:twokey", "drift:twokey"}
 	if got := s.breakGlassEvents(id); !slices.Equal(got, want) {
 		t.Fatalf("break-glass events:\n%v\nwant\n%v", got, want)

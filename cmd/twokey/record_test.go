@@ -59,8 +59,8 @@ func TestAuditTrail(t *testing.T) {
 		}
 	}
 	want := []string{"config_loaded:twokey", "command:alice", "plan_started:alice",
-		"credential_minted:serve", "credential_revoked:serve", "plan_finished:twokey",
-		"approval:bob", "approval:carol", "apply_started:serve", "credential_minted:serve", "credential_revoked:serve",
+		"credential_requested:serve", "credential_minted:serve", "credential_revoked:serve", "plan_finished:twokey",
+		"approval:bob", "approval:carol", "apply_started:serve", "credential_requested:serve", "credential_minted:serve", "credential_revoked:serve",
 		"apply_finished:serve"}
 	if fmt.Sprint(flow) != fmt.Sprint(want) {
 		t.Fatalf("events:\n%v\nwant\n%v", flow, want)
