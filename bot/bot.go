@@ -69,10 +69,12 @@ type Options struct {
 	Grants   approvals.GrantStore
 	Locks    runner.Locker
 	Runner   Runner
-	Dedup    Deduper
-	Promos   Promotions
-	Audit    audit.Recorder
-	History  History
+	// Target says where and how an environment's runs happen.
+	Target  func(project, env string) (runner.Target, error)
+	Dedup   Deduper
+	Promos  Promotions
+	Audit   audit.Recorder
+	History History
 	// GitHub, if set, receives a comment per plan and commit statuses;
 	// GitHubState remembers what was written there.
 	GitHub      PullRequests
@@ -125,9 +127,9 @@ type Bot struct {
 
 // New returns a Bot; Run connects it.
 func New(o Options) (*Bot, error) {
-	if o.Config == nil || o.Store == nil || o.Grants == nil || o.Locks == nil || o.Runner == nil || o.Dedup == nil ||
+	if o.Config == nil || o.Store == nil || o.Grants == nil || o.Locks == nil || o.Runner == nil || o.Target == nil || o.Dedup == nil ||
 		o.Promos == nil || o.Audit == nil || o.History == nil {
-		return nil, errors.New("bot: Config, Store, Grants, Locks, Runner, Dedup, Promos, Audit and History are required")
+		return nil, errors.New("bot: Config, Store, Grants, Locks, Runner, Target, Dedup, Promos, Audit and History are required")
 	}
 	if (o.GitHub == nil) != (o.GitHubState == nil) {
 		return nil, errors.New("bot: GitHub and GitHubState go together")

@@ -247,7 +247,12 @@ func (b *Bot) mint(ctx context.Context, g approvals.BreakGlass) {
 		b.failGrant(ctx, g, "the environment's break-glass configuration is gone", nil)
 		return
 	}
-	w, err := b.o.Runner.BreakGlass(ctx, runner.BreakGlassJob{GrantID: g.ID, TTL: g.Duration, Target: b.target(proj, env)})
+	target, err := b.o.Target(proj.Name, env.Name)
+	if err != nil {
+		b.failGrant(ctx, g, "the environment's configuration is unreadable", nil)
+		return
+	}
+	w, err := b.o.Runner.BreakGlass(ctx, runner.BreakGlassJob{GrantID: g.ID, TTL: g.Duration, Target: target})
 	if err != nil {
 		log.Error("break-glass token not created", "err", err)
 		b.failGrant(ctx, g, "the token could not be created: "+b.grantError(err), nil)

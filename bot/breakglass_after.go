@@ -143,9 +143,13 @@ func (b *Bot) driftCheck(ctx context.Context, g approvals.BreakGlass) {
 	log := b.log.With("grant", g.ID, "env", g.Project+"/"+g.Env)
 	log.Info("drift check after break-glass")
 	var res runner.DriftResult
-	rev, err := b.o.Runner.Resolve(ctx, proj.Repo, runner.Ref{})
+	target, err := b.o.Target(proj.Name, env.Name)
+	var rev runner.Revision
 	if err == nil {
-		res, err = b.o.Runner.Drift(ctx, runner.DriftJob{ID: g.ID, Rev: rev, Target: b.target(proj, env)})
+		rev, err = b.o.Runner.Resolve(ctx, proj.Repo, runner.Ref{})
+	}
+	if err == nil {
+		res, err = b.o.Runner.Drift(ctx, runner.DriftJob{ID: g.ID, Rev: rev, Target: target})
 	}
 	if errors.Is(err, runner.ErrDetached) {
 		return // shutting down; another process takes it over

@@ -269,7 +269,12 @@ func (b *Bot) plan(ctx context.Context, channel, user string, cmd commands.Plan)
 	log.Info("planning", "sha", rev.SHA)
 	_ = b.record(ctx, audit.PlanStarted, user, &p, map[string]string{"title": rev.Title})
 
-	res, err := b.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: b.target(proj, env)})
+	target, err := b.o.Target(proj.Name, env.Name)
+	if err != nil {
+		b.finish(ctx, p, approvals.StatusPlanFailed, "the environment's configuration is unreadable")
+		return err
+	}
+	res, err := b.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: target})
 	if errors.Is(err, runner.ErrDetached) {
 		log.Warn("stopped waiting for the plan; another replica completes it", "err", err)
 		return nil
@@ -504,10 +509,15 @@ func (b *Bot) apply(ctx context.Context, planID, channel, actor string) error {
 		return err
 	}
 
+	target, err := b.o.Target(proj.Name, env.Name)
+	if err != nil {
+		b.abort(ctx, p, grant, "configuration changed")
+		return err
+	}
 	b.post(ctx, p, fmt.Sprintf(":rocket: Applying plan `%s` (approved by %s) …", p.ID, mentions(grant.Approvers())))
 	log.Info("applying", "approvers", grant.Approvers())
 	prog := b.progress(ctx, p)
-	res, err := b.o.Runner.Apply(ctx, runner.ApplyJob{Grant: grant, Rev: rev, Target: b.target(proj, env), Progress: prog.add})
+	res, err := b.o.Runner.Apply(ctx, runner.ApplyJob{Grant: grant, Rev: rev, Target: target, Progress: prog.add})
 	prog.close()
 	if errors.Is(err, runner.ErrDetached) {
 		log.Warn("stopped waiting for the apply; another replica completes it", "err", err)
@@ -721,40 +731,6 @@ func (b *Bot) reply(ctx context.Context, channel, ts, text string, attrs ...any)
 		slack.MsgOptionTS(ts)); err != nil {
 		b.log.Error("post in thread", append(attrs, "err", err)...)
 	}
-}
-
-// target is where a plan of env runs, from the config.
-func (b *Bot) target(p *config.Project, e *config.Environment) runner.Target { return Target(p, e) }
-
-// Target is where and how plans of an environment run, from the config;
-// runner workers build their targets with it too.
-func Target(p *config.Project, e *config.Environment) runner.Target {
-	t := runner.Target{
-		Project: p.Name, Env: e.Name, Workspace: e.Workspace,
-		Dir: p.WorkDir(e), VarFiles: e.VarFiles, BackendConfig: e.BackendConfig,
-		ApplyCreds: credentialRequest(e.Vault.Apply),
-		LockTTL:    e.LockTTL.D(), PlanTTL: e.PlanTTL.D(), PlanTimeout: e.PlanTimeout.D(), ApplyTimeout: e.ApplyTimeout.D(),
-		Providers: runner.Providers{Allowed: p.Providers, AllowPR: p.AllowPRProviders}, AllowForkPRs: p.AllowForkPRs,
-	}
-	if e.Vault.Plan != nil {
-		req := credentialRequest(*e.Vault.Plan)
-		t.PlanCreds = &req
-	}
-	if p.Terraform != nil { // the project pins its own binary and version
-		t.Binary, t.Version = p.Terraform.Path, p.Terraform.Version
-	}
-	if bg := e.BreakGlass; bg != nil {
-		t.BreakGlass = &runner.BreakGlassTarget{Role: bg.Role, Policies: bg.Policies, MaxTTL: bg.MaxTTL.D(), WrapTTL: bg.WrapTTL.D()}
-	}
-	return t
-}
-
-func credentialRequest(c config.Credential) runner.CredentialRequest {
-	req := runner.CredentialRequest{Role: c.Role, TTL: c.TTL.D(), NumUses: c.NumUses}
-	for _, s := range c.Secrets {
-		req.Secrets = append(req.Secrets, runner.SecretRef{Path: s.Path, Env: s.Env})
-	}
-	return req
 }
 
 // planFailure is the short reason shown on the message of a failed plan;

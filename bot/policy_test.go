@@ -165,7 +165,9 @@ func newPolicyHarness(t testing.TB) *policyHarness {
 	}
 	h.b, err = New(Options{
 		Config: cfg, BotToken: "xoxb-sim", AppToken: "xapp-sim", Store: h.store, Grants: h.store, Locks: redislock.New(rdb, "t:"),
-		Runner: h.run, Dedup: h.store, Promos: h.store, Audit: auditLog, History: auditLog, Wrapping: h.wrap,
+		Runner: h.run, Target: func(project, env string) (runner.Target, error) {
+			return runner.Target{Project: project, Env: env, BreakGlass: &runner.BreakGlassTarget{Role: "twokey-" + env + "-breakglass"}}, nil
+		}, Dedup: h.store, Promos: h.store, Audit: auditLog, History: auditLog, Wrapping: h.wrap,
 		Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond,
 	})
 	if err != nil {

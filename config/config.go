@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -138,8 +139,11 @@ type Redis struct {
 	Cluster     RedisCluster  `yaml:"cluster"`
 	// Durability "strict" (default) refuses to start unless Redis persists
 	// every write (appendonly yes, appendfsync always): otherwise a Redis
-	// restart forgets held locks and resets fencing numbers. "relaxed"
-	// skips the check, for tests and the demo.
+	// restart forgets held locks and resets fencing numbers. "asserted" is
+	// for managed services that refuse CONFIG GET: the operator asserts the
+	// service persists every write before acknowledging it; twokey still
+	// refuses a Redis whose CONFIG GET answers and contradicts that.
+	// "relaxed" skips the check, for tests and the demo.
 	Durability string `yaml:"durability"`
 }
 
@@ -469,8 +473,8 @@ func (c *Config) Validate() error {
 		strings.Contains(strings.SplitN(host, "@", 2)[0], ":") { // a user name (a Redis ACL user) is fine
 		bad("redis.url: put the password in the variable named by redis.password_env, not in the URL")
 	}
-	if c.Redis.Durability != "strict" && c.Redis.Durability != "relaxed" {
-		bad("redis.durability: %q is not strict or relaxed", c.Redis.Durability)
+	if !slices.Contains([]string{"strict", "asserted", "relaxed"}, c.Redis.Durability) {
+		bad("redis.durability: %q is not strict, asserted or relaxed", c.Redis.Durability)
 	}
 	errs = append(errs, c.Admins.validate("admins")...)
 	if c.Vault.Address == "" {
@@ -513,13 +517,16 @@ func (c *Config) Validate() error {
 			bad("pool %q: vault_auth.method %q is not token or approle", p.Name, p.Vault.Method)
 		}
 	}
-	for k := range c.Terraform.Env {
-		// A CLI config (provider mirrors, plugin cache) is the one reserved name an operator may set.
-		reserved := slices.Contains(ReservedEnv, k) && k != "TF_CLI_CONFIG_FILE"
-		if !envNameRE.MatchString(k) || reserved || strings.HasPrefix(k, "TF_VAR_") {
-			bad("terraform.env: %q cannot be set here", k)
+	checkTerraformEnv := func(where string, env map[string]string) {
+		for k := range env {
+			// A CLI config (provider mirrors, plugin cache) is the one reserved name an operator may set.
+			reserved := slices.Contains(ReservedEnv, k) && k != "TF_CLI_CONFIG_FILE"
+			if !envNameRE.MatchString(k) || reserved || strings.HasPrefix(k, "TF_VAR_") {
+				bad("%sterraform.env: %q cannot be set here", where, k)
+			}
 		}
 	}
+	checkTerraformEnv("", c.Terraform.Env)
 	if len(c.Projects) == 0 {
 		bad("projects: at least one project is required")
 	}
@@ -548,6 +555,9 @@ func (c *Config) Validate() error {
 		}
 		if p.Terraform != nil && (p.Terraform.Path == "" || p.Terraform.Version == "") {
 			bad("%s: terraform needs both path and version", where)
+		}
+		if p.Terraform != nil {
+			checkTerraformEnv(where+": ", p.Terraform.Env)
 		}
 		seenEnvs := map[string]bool{}
 		for j, e := range p.Environments {
@@ -808,16 +818,21 @@ func unique(s []string) []string {
 	return slices.Compact(s)
 }
 
-// TerraformFor is the binary and version a project's plans run with.
+// TerraformFor is the binary, version and environment a project's plans
+// run with: the project's terraform, if it has one, else the top-level one.
+// The project's env is added to the top-level env, and wins where both name
+// a variable.
 func (c *Config) TerraformFor(p *Project) Terraform {
-	if p.Terraform != nil {
-		t := *p.Terraform
-		if t.Env == nil {
-			t.Env = c.Terraform.Env
-		}
-		return t
+	if p.Terraform == nil {
+		return c.Terraform
 	}
-	return c.Terraform
+	t := *p.Terraform
+	t.Env = maps.Clone(c.Terraform.Env)
+	if t.Env == nil {
+		t.Env = map[string]string{}
+	}
+	maps.Copy(t.Env, p.Terraform.Env)
+	return t
 }
 
 // PoolFor returns the named pool ("default" is the top-level Vault login).

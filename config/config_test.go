@@ -224,7 +224,7 @@ pools:
 projects:
   - name: network
     repo: acme/network
-    terraform: {path: /opt/tofu, version: 1.12.6}
+    terraform: {path: /opt/tofu, version: 1.12.6, env: {TF_PLUGIN_CACHE_DIR: /var/cache/tofu}}
     environments:
       - name: staging
         approvers: {users: [UAPPROVE1]}
@@ -247,7 +247,7 @@ func TestPipelineConfig(t *testing.T) {
 	if prod.Requires != "staging" || prod.Soak.D() != time.Hour || prod.Pool != "prod" || p.Env("staging").Pool != DefaultPool {
 		t.Fatalf("prod = %+v", prod)
 	}
-	if tf := c.TerraformFor(p); tf.Path != "/opt/tofu" || tf.Version != "1.12.6" {
+	if tf := c.TerraformFor(p); tf.Path != "/opt/tofu" || tf.Version != "1.12.6" || tf.Env["TF_PLUGIN_CACHE_DIR"] != "/var/cache/tofu" {
 		t.Fatalf("TerraformFor = %+v", tf)
 	}
 	if c.Runner.IsEmbedded() || c.Runner.VisibilityTimeout.D() != 30*time.Second {
@@ -278,7 +278,8 @@ func TestPipelineConfig(t *testing.T) {
 		{"requires: staging", "requires: qa", `requires "qa"`},
 		{"pool: prod", "pool: gpu", `pool "gpu" is not defined`},
 		{"        requires: staging\n", "", "soak without requires"},
-		{"terraform: {path: /opt/tofu, version: 1.12.6}", "terraform: {path: /opt/tofu}", "terraform needs both path and version"},
+		{"terraform: {path: /opt/tofu, version: 1.12.6, env: {TF_PLUGIN_CACHE_DIR: /var/cache/tofu}}", "terraform: {path: /opt/tofu}", "terraform needs both path and version"},
+		{"env: {TF_PLUGIN_CACHE_DIR: /var/cache/tofu}", "env: {VAULT_TOKEN: x}", `project "network": terraform.env: "VAULT_TOKEN" cannot be set here`},
 		{"workspace: blue", "workspace: ../blue", "workspace"},
 	} {
 		_, err := Parse(strings.NewReader(strings.Replace(pipeline, tt.from, tt.to, 1)))

@@ -113,10 +113,13 @@ var (
 
 // Target is where and how a project's environment is planned and applied.
 type Target struct {
-	Project       string
-	Env           string
-	Binary        string // terraform or tofu for this project; default Options.Binary
-	Version       string // the version Binary must report
+	Project string
+	Env     string
+	Binary  string // terraform or tofu for this project; default Options.Binary
+	Version string // the version Binary must report
+	// TerraformEnv is this project's extra, non-secret environment for
+	// terraform, over Options.Env.
+	TerraformEnv  map[string]string
 	Workspace     string // terraform workspace; "" is the default one
 	Dir           string // directory inside the repository
 	VarFiles      []string

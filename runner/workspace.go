@@ -257,6 +257,7 @@ func (r *Runner) baseEnv(home, tmp string) map[string]string {
 // env adds a credential's values, VAULT_TOKEN among them, to baseEnv.
 func (r *Runner) env(ru *run, cred *Credential) map[string]string {
 	env := r.baseEnv(ru.home, ru.tmp)
+	maps.Copy(env, ru.target.TerraformEnv)
 	if cred != nil {
 		maps.Copy(env, cred.Env())
 		if r.o.VaultAddr != "" {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/twokey/twokey/approvals/redisstore"
-	"github.com/twokey/twokey/bot"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/redisjobs"
@@ -69,7 +68,7 @@ func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func
 			if err != nil {
 				return runner.Target{}, "", err
 			}
-			return bot.Target(p, e), e.Pool, nil
+			return target(cfg, p, e), e.Pool, nil
 		},
 	})
 	if err != nil {

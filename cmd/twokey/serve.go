@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -95,7 +96,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	}
 	b, err := bot.New(bot.Options{
 		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken, Wrapping: wrapping,
-		Store: store, Grants: store, Locks: deps.locks, Runner: run, Dedup: store, Promos: store, Logger: log,
+		Store: store, Grants: store, Locks: deps.locks, Runner: run, Target: targets(cfg), Dedup: store, Promos: store, Logger: log,
 		Audit: deps.audit, History: deps.audit, GitHub: deps.src, GitHubState: store, ConfigDigest: digest, Notary: deps.keys.notary(),
 		ShutdownGrace: *grace, SweepInterval: *sweep,
 	})
@@ -217,8 +218,8 @@ func openRedis(ctx context.Context, c config.Redis, password config.Secret) (red
 		rdb.Close()
 		return nil, fmt.Errorf("redis %v: %w", u.Addrs, err)
 	}
-	if c.Durability == "strict" {
-		if err := checkDurable(pctx, rdb); err != nil {
+	if c.Durability != "relaxed" {
+		if err := checkDurable(pctx, rdb, c.Durability == "asserted"); err != nil {
 			rdb.Close()
 			return nil, err
 		}
@@ -230,12 +231,20 @@ func openRedis(ctx context.Context, c config.Redis, password config.Secret) (red
 // lock or a fencing counter forgotten by a restart would let a second holder
 // in while the first still works; with appendonly and appendfsync always,
 // every write twokey made is on disk before Redis answers it.
-func checkDurable(ctx context.Context, rdb redis.UniversalClient) error {
+//
+// asserted is the operator's word that a managed service persists every
+// write (such services refuse CONFIG): a refused CONFIG GET is then taken
+// as that service, but a CONFIG GET that answers must still show it.
+func checkDurable(ctx context.Context, rdb redis.UniversalClient, asserted bool) error {
 	got := map[string]string{}
 	for _, key := range []string{"appendonly", "appendfsync"} {
 		v, err := rdb.ConfigGet(ctx, key).Result()
+		var rerr redis.Error
+		if asserted && (errors.As(err, &rerr) || err == nil && v[key] == "") {
+			return nil // the service refuses (or hides) CONFIG; durability is asserted
+		}
 		if err != nil {
-			return fmt.Errorf("redis: cannot read %s to check durability (%w); if persistence is assured another way, set redis.durability: relaxed", key, err)
+			return fmt.Errorf("redis: cannot read %s to check durability (%w); if the service refuses CONFIG and persists every write, set redis.durability: asserted", key, err)
 		}
 		got[key] = v[key]
 	}
