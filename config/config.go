@@ -167,11 +167,26 @@ type Vault struct {
 // VaultAuth is how the bot logs in to Vault. It needs only the right to
 // create tokens on the environments' token roles and revoke them.
 type VaultAuth struct {
-	Method      string `yaml:"method"` // "token" or "approle"
+	Method      string `yaml:"method"` // "token", "approle" or "kubernetes"
 	TokenEnv    string `yaml:"token_env"`
-	Mount       string `yaml:"mount"` // approle mount path
+	Mount       string `yaml:"mount"` // the auth method's mount path; default approle or kubernetes
 	RoleIDEnv   string `yaml:"role_id_env"`
 	SecretIDEnv string `yaml:"secret_id_env"`
+	// SecretIDWrapped: the secret ID is a response-wrapping token, unwrapped
+	// at login (it opens once, so an intercepted one is noticed).
+	SecretIDWrapped bool `yaml:"secret_id_wrapped"`
+	// Role is the kubernetes auth method's role; TokenPath the service
+	// account token (default: the pod's own, read at every login).
+	Role      string `yaml:"role"`
+	TokenPath string `yaml:"token_path"`
+}
+
+// defaultVaultMount is where an auth method is mounted unless told.
+func defaultVaultMount(method string) string {
+	if method == "kubernetes" {
+		return "kubernetes"
+	}
+	return "approle"
 }
 
 // Terraform is the binary plans and applies run with.
@@ -379,7 +394,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.Redis.Durability, "strict")
 	setDefault(&c.Vault.Auth.Method, "token")
 	setDefault(&c.Vault.Auth.TokenEnv, "VAULT_TOKEN")
-	setDefault(&c.Vault.Auth.Mount, "approle")
+	setDefault(&c.Vault.Auth.Mount, defaultVaultMount(c.Vault.Auth.Method))
 	setDefault(&c.Vault.Auth.RoleIDEnv, "VAULT_ROLE_ID")
 	setDefault(&c.Vault.Auth.SecretIDEnv, "VAULT_SECRET_ID")
 	setDefault(&c.Terraform.Path, "terraform")
@@ -392,7 +407,10 @@ func (c *Config) setDefaults() {
 	for i := range c.Pools {
 		setDefault(&c.Pools[i].Vault.Method, c.Vault.Auth.Method)
 		setDefault(&c.Pools[i].Vault.TokenEnv, "VAULT_"+envSuffix(c.Pools[i].Name)+"_TOKEN")
-		setDefault(&c.Pools[i].Vault.Mount, c.Vault.Auth.Mount)
+		if c.Pools[i].Vault.Method == c.Vault.Auth.Method {
+			setDefault(&c.Pools[i].Vault.Mount, c.Vault.Auth.Mount)
+		}
+		setDefault(&c.Pools[i].Vault.Mount, defaultVaultMount(c.Pools[i].Vault.Method))
 		setDefault(&c.Pools[i].Vault.RoleIDEnv, "VAULT_"+envSuffix(c.Pools[i].Name)+"_ROLE_ID")
 		setDefault(&c.Pools[i].Vault.SecretIDEnv, "VAULT_"+envSuffix(c.Pools[i].Name)+"_SECRET_ID")
 	}
@@ -480,11 +498,7 @@ func (c *Config) Validate() error {
 	if c.Vault.Address == "" {
 		bad("vault.address is required")
 	}
-	switch c.Vault.Auth.Method {
-	case "token", "approle":
-	default:
-		bad("vault.auth.method: %q is not token or approle", c.Vault.Auth.Method)
-	}
+	errs = append(errs, c.Vault.Auth.validate("vault.auth")...)
 	if c.Terraform.Version == "" {
 		bad("terraform.version is required: the runner refuses a binary that does not report it")
 	}
@@ -513,9 +527,7 @@ func (c *Config) Validate() error {
 			bad("pool %q: defined twice", p.Name)
 		}
 		pools[p.Name] = true
-		if p.Vault.Method != "token" && p.Vault.Method != "approle" {
-			bad("pool %q: vault_auth.method %q is not token or approle", p.Name, p.Vault.Method)
-		}
+		errs = append(errs, p.Vault.validate(fmt.Sprintf("pool %q: vault_auth", p.Name))...)
 	}
 	checkTerraformEnv := func(where string, env map[string]string) {
 		for k := range env {
@@ -833,6 +845,19 @@ func (c *Config) TerraformFor(p *Project) Terraform {
 	}
 	maps.Copy(t.Env, p.Terraform.Env)
 	return t
+}
+
+func (a VaultAuth) validate(where string) []error {
+	switch a.Method {
+	case "token", "approle":
+	case "kubernetes":
+		if a.Role == "" {
+			return []error{fmt.Errorf("%s.role is required with method kubernetes", where)}
+		}
+	default:
+		return []error{fmt.Errorf("%s.method: %q is not token, approle or kubernetes", where, a.Method)}
+	}
+	return nil
 }
 
 // PoolFor returns the named pool ("default" is the top-level Vault login).

@@ -50,6 +50,7 @@ func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func
 	}
 	defer deps.rdb.Close()
 	defer deps.audit.Close()
+	defer deps.creds.Close() // ends the Vault login's LifetimeWatcher
 	ro, err := deps.runnerOptions(ctx, cfg, log, *name)
 	if err != nil {
 		return err

@@ -59,6 +59,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	}
 	defer deps.rdb.Close()
 	defer deps.audit.Close()
+	defer deps.creds.Close() // ends the Vault login's LifetimeWatcher
 	digest, err := fileDigest(common.config)
 	if err != nil {
 		return err
@@ -166,7 +167,13 @@ func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, lo
 	case secrets.VaultToken != "":
 		login = vaultcreds.TokenLogin(secrets.VaultToken)
 	case secrets.VaultRoleID != "":
-		login = vaultcreds.AppRoleLogin(auth.Mount, secrets.VaultRoleID, secrets.VaultSecretID)
+		var opts []vaultcreds.AppRoleOption
+		if auth.SecretIDWrapped {
+			opts = append(opts, vaultcreds.WrappedSecretID())
+		}
+		login = vaultcreds.AppRoleLogin(auth.Mount, secrets.VaultRoleID, secrets.VaultSecretID, opts...)
+	case auth.Method == "kubernetes" && (pool != "" || cfg.Runner.IsEmbedded()):
+		login = vaultcreds.KubernetesLogin(auth.Mount, auth.Role, auth.TokenPath)
 	}
 	if login != nil {
 		if d.creds, err = vaultcreds.New(vaultcreds.Options{Address: cfg.Vault.Address, Login: login, Logger: log}); err != nil {

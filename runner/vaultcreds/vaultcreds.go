@@ -17,40 +17,85 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
+	"github.com/hashicorp/vault/api/auth/kubernetes"
 
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )
 
-// Login authenticates the bot to Vault and returns its token and how long
-// the token lives (0 when unknown or unlimited).
-type Login func(ctx context.Context, c *vault.Client) (token string, ttl time.Duration, err error)
+// Login is how the bot authenticates to Vault: one of vault/api's auth
+// methods. The token it returns is kept alive with the API's
+// LifetimeWatcher while it is renewable; when the watcher gives up (the
+// token reached its max TTL, or renewing failed), the next request logs in
+// again.
+type Login = vault.AuthMethod
 
-// TokenLogin uses a fixed token.
-func TokenLogin(token config.Secret) Login {
-	return func(context.Context, *vault.Client) (string, time.Duration, error) {
-		if token == "" {
-			return "", 0, errors.New("no Vault token")
-		}
-		return token.Reveal(), 0, nil
+// TokenLogin uses a fixed token. It is never renewed, and a refused token
+// is not replaced: give the bot a periodic token and renew it elsewhere, or
+// use AppRole or Kubernetes auth.
+func TokenLogin(token config.Secret) Login { return tokenLogin{token} }
+
+type tokenLogin struct{ token config.Secret }
+
+func (l tokenLogin) Login(context.Context, *vault.Client) (*vault.Secret, error) {
+	if l.token == "" {
+		return nil, errors.New("no Vault token")
 	}
+	return &vault.Secret{Auth: &vault.SecretAuth{ClientToken: l.token.Reveal()}}, nil
 }
 
-// AppRoleLogin logs in with an AppRole role ID and secret ID.
-func AppRoleLogin(mount string, roleID, secretID config.Secret) Login {
-	return func(ctx context.Context, c *vault.Client) (string, time.Duration, error) {
-		sec, err := c.Logical().WriteWithContext(ctx, "auth/"+strings.Trim(mount, "/")+"/login", map[string]any{
-			"role_id": roleID.Reveal(), "secret_id": secretID.Reveal(),
-		})
-		if err != nil {
-			return "", 0, fmt.Errorf("approle login: %w", err)
-		}
-		if sec == nil || sec.Auth == nil {
-			return "", 0, errors.New("approle login returned no token")
-		}
-		return sec.Auth.ClientToken, time.Duration(sec.Auth.LeaseDuration) * time.Second, nil
+// AppRoleOption changes how AppRoleLogin logs in.
+type AppRoleOption func(*appRoleOptions)
+
+type appRoleOptions struct{ wrapped bool }
+
+// WrappedSecretID says the secret ID is a response-wrapping token (from
+// `vault write -wrap-ttl=… -f auth/approle/role/R/secret-id`): it is
+// unwrapped at login. A wrapping token opens once, so a secret ID that
+// someone else intercepted and used makes the bot's login fail loudly
+// instead of working for both. One login per wrapped secret ID: give the
+// role a token_period so the LifetimeWatcher can renew the login for as
+// long as the process runs.
+func WrappedSecretID() AppRoleOption { return func(o *appRoleOptions) { o.wrapped = true } }
+
+// AppRoleLogin logs in with an AppRole role ID and secret ID
+// (vault/api/auth/approle).
+func AppRoleLogin(mount string, roleID, secretID config.Secret, opts ...AppRoleOption) Login {
+	var o appRoleOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
+	aopts := []approle.LoginOption{approle.WithMountPath(strings.Trim(mount, "/"))}
+	if o.wrapped {
+		aopts = append(aopts, approle.WithWrappingToken())
+	}
+	a, err := approle.NewAppRoleAuth(roleID.Reveal(), &approle.SecretID{FromString: secretID.Reveal()}, aopts...)
+	if err != nil {
+		return failedLogin{fmt.Errorf("approle: %w", err)}
+	}
+	return a
 }
+
+// KubernetesLogin logs in with the pod's service account token
+// (vault/api/auth/kubernetes). The token file is read at every login, so a
+// projected token that the kubelet rotates is picked up. tokenPath ""
+// means the standard /var/run/secrets/kubernetes.io/serviceaccount/token.
+func KubernetesLogin(mount, role, tokenPath string) Login {
+	kopts := []kubernetes.LoginOption{kubernetes.WithMountPath(strings.Trim(mount, "/"))}
+	if tokenPath != "" {
+		kopts = append(kopts, kubernetes.WithServiceAccountTokenPath(tokenPath))
+	}
+	k, err := kubernetes.NewKubernetesAuth(role, kopts...)
+	if err != nil {
+		return failedLogin{fmt.Errorf("kubernetes auth: %w", err)}
+	}
+	return k
+}
+
+type failedLogin struct{ err error }
+
+func (f failedLogin) Login(context.Context, *vault.Client) (*vault.Secret, error) { return nil, f.err }
 
 // Options configure a Client.
 type Options struct {
@@ -69,7 +114,13 @@ type Client struct {
 
 	mu      sync.Mutex
 	token   string
-	expires time.Time // zero: does not expire (or unknown)
+	logins  int
+	expires time.Time // zero: does not expire (or unknown), or a watcher renews it
+	// watcher keeps the current login alive; stopped by Close or when the
+	// login is replaced.
+	watcher *vault.LifetimeWatcher
+	wg      sync.WaitGroup
+	closed  bool
 }
 
 var _ runner.Credentials = (*Client)(nil)
@@ -106,19 +157,12 @@ func New(o Options) (*Client, error) {
 func (c *Client) authed(ctx context.Context) (*vault.Client, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errors.New("vault client closed")
+	}
 	if c.token == "" || (!c.expires.IsZero() && time.Until(c.expires) < time.Minute) {
-		anon, err := c.api.Clone()
-		if err != nil {
+		if err := c.login(ctx); err != nil {
 			return nil, err
-		}
-		anon.ClearToken()
-		token, ttl, err := c.o.Login(ctx, anon)
-		if err != nil {
-			return nil, err
-		}
-		c.token, c.expires = token, time.Time{}
-		if ttl > 0 {
-			c.expires = time.Now().Add(ttl)
 		}
 	}
 	bot, err := c.api.Clone()
@@ -127,6 +171,93 @@ func (c *Client) authed(ctx context.Context) (*vault.Client, error) {
 	}
 	bot.SetToken(c.token)
 	return bot, nil
+}
+
+// login logs in with c.mu held, and starts a LifetimeWatcher on a
+// renewable token.
+func (c *Client) login(ctx context.Context) error {
+	c.stopWatcher()
+	anon, err := c.api.Clone()
+	if err != nil {
+		return err
+	}
+	anon.ClearToken()
+	sec, err := c.o.Login.Login(ctx, anon)
+	if err != nil {
+		return err
+	}
+	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
+		return errors.New("login returned no token")
+	}
+	c.logins++
+	c.token, c.expires = sec.Auth.ClientToken, time.Time{}
+	ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
+	if !sec.Auth.Renewable || ttl <= 0 {
+		if ttl > 0 {
+			c.expires = time.Now().Add(ttl)
+		}
+		return nil
+	}
+	// The watcher renews with the token itself (auth/token/renew-self).
+	renewer, err := c.api.Clone()
+	if err != nil {
+		return err
+	}
+	renewer.SetToken(c.token)
+	w, err := renewer.NewLifetimeWatcher(&vault.LifetimeWatcherInput{Secret: sec})
+	if err != nil {
+		return err
+	}
+	c.watcher = w
+	token := c.token
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); w.Start() }()
+	go func() {
+		defer c.wg.Done()
+		for {
+			select {
+			case err := <-w.DoneCh():
+				// Renewal is over: the token reached its max TTL, or
+				// renewing failed until it nearly expired. Log in afresh
+				// on the next request.
+				c.mu.Lock()
+				if c.token == token {
+					c.token = ""
+				}
+				c.mu.Unlock()
+				c.o.Logger.Info("vault login no longer renewable; logging in again on next use", "err", err)
+				return
+			case r := <-w.RenewCh():
+				if r != nil && r.Secret != nil && r.Secret.Auth != nil {
+					c.o.Logger.Debug("vault login renewed", "ttl", r.Secret.Auth.LeaseDuration)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// stopWatcher stops the current login's watcher, with c.mu held. Its
+// goroutines end on their own (Close waits for them).
+func (c *Client) stopWatcher() {
+	if c.watcher != nil {
+		c.watcher.Stop()
+		c.watcher = nil
+	}
+}
+
+// Close stops keeping the login alive and waits for that to end. The token
+// is left to expire by its TTL.
+func (c *Client) Close() error {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	c.closed = true
+	c.stopWatcher()
+	c.mu.Unlock()
+	c.wg.Wait()
+	return nil
 }
 
 // forget drops the bot's token after Vault refused it, so the next call

@@ -302,3 +302,125 @@ func TestMintWrapped(t *testing.T) {
 		t.Fatalf("policies outside the role: %v", err)
 	}
 }
+
+// appRole enables AppRole (once) and makes a role with the bot's policy and
+// the given token settings; it returns the role ID.
+func appRole(t *testing.T, f fixture, name string, settings map[string]any) string {
+	t.Helper()
+	ctx := context.Background()
+	auths, err := f.root.Sys().ListAuthWithContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := auths["approle/"]; !ok {
+		if err := f.root.Sys().EnableAuthWithOptionsWithContext(ctx, "approle", &vault.EnableAuthOptions{Type: "approle"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := map[string]any{"token_policies": []string{"twokey-bot"}}
+	for k, v := range settings {
+		body[k] = v
+	}
+	if _, err := f.root.Logical().Write("auth/approle/role/"+name, body); err != nil {
+		t.Fatal(err)
+	}
+	rid, err := f.root.Logical().Read("auth/approle/role/" + name + "/role-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rid.Data["role_id"].(string)
+}
+
+// A response-wrapped secret ID is unwrapped at login, and opens once: a
+// second process given the same wrapping token (someone who intercepted
+// it, or a replay) cannot log in with it.
+func TestAppRoleWrappedSecretID(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	roleID := appRole(t, f, "twokey", map[string]any{"token_period": "1h"})
+	wrapper, _ := f.root.Clone()
+	wrapper.SetToken(f.root.Token())
+	wrapper.SetWrappingLookupFunc(func(string, string) string { return "2m" })
+	sid, err := wrapper.Logical().Write("auth/approle/role/twokey/secret-id", nil)
+	if err != nil || sid == nil || sid.WrapInfo == nil {
+		t.Fatalf("wrapped secret-id: %v %+v", err, sid)
+	}
+	wrapped := config.Secret(sid.WrapInfo.Token)
+	login := func() *Client {
+		c, err := New(Options{Address: f.dev.Addr, Login: AppRoleLogin("approle", config.Secret(roleID), wrapped, WrappedSecretID())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	first := login()
+	cred, err := first.Mint(ctx, stagingApply)
+	if err != nil {
+		t.Fatalf("mint with a wrapped secret ID: %v", err)
+	}
+	if err := first.Revoke(ctx, cred); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := login().Mint(ctx, stagingApply); !errors.Is(err, runner.ErrCredentials) || !strings.Contains(err.Error(), "unwrap") {
+		t.Fatalf("second login with the same wrapping token: err = %v, want an unwrap failure", err)
+	}
+	// Without the option, the wrapping token is not a secret ID.
+	plain, err := New(Options{Address: f.dev.Addr, Login: AppRoleLogin("approle", config.Secret(roleID), wrapped)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Mint(ctx, stagingApply); !errors.Is(err, runner.ErrCredentials) {
+		t.Fatalf("wrapping token used as a plain secret ID: err = %v", err)
+	}
+}
+
+// The login is kept alive by vault/api's LifetimeWatcher: a renewable
+// login outlives its TTL without logging in again, and once it reaches
+// its max TTL the next request logs in afresh.
+func TestLoginKeptAlive(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	appRole(t, f, "unused", nil) // enable AppRole before the parallel subtests
+	for _, tt := range []struct {
+		name       string
+		settings   map[string]any
+		wantLogins int
+	}{
+		{"renewed", map[string]any{"token_ttl": "3s", "token_max_ttl": "1h"}, 1},
+		{"max ttl reached", map[string]any{"token_ttl": "3s", "token_max_ttl": "4s"}, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			name := strings.ReplaceAll(tt.name, " ", "-")
+			roleID := appRole(t, f, name, tt.settings)
+			sid, err := f.root.Logical().Write("auth/approle/role/"+name+"/secret-id", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := New(Options{Address: f.dev.Addr, Login: AppRoleLogin("approle", config.Secret(roleID), config.Secret(sid.Data["secret_id"].(string)))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.authed(ctx); err != nil {
+				t.Fatal(err)
+			}
+			c.mu.Lock()
+			first := c.token
+			c.mu.Unlock()
+			time.Sleep(6 * time.Second) // twice the token's TTL
+			cred, err := c.Mint(ctx, stagingApply)
+			if err != nil {
+				t.Fatalf("mint after the login's TTL: %v", err)
+			}
+			_ = c.Revoke(ctx, cred)
+			c.mu.Lock()
+			logins, same := c.logins, c.token == first
+			c.mu.Unlock()
+			if logins != tt.wantLogins || same != (tt.wantLogins == 1) {
+				t.Errorf("logins = %d (same token: %v), want %d", logins, same, tt.wantLogins)
+			}
+		})
+	}
+}
