@@ -3,7 +3,8 @@
 # them into .tools/bin (git-ignored):
 #
 #   terraform, tofu, vault  built from the Go module proxy through the pinned
-#                           wrapper modules in tools/<name>/ (go.mod + go.sum)
+#   helm                    wrapper modules in tools/<name>/ (go.mod + go.sum);
+#                           helm checks and renders deploy/helm/twokey
 #   redis-server            Debian's package, installed when missing
 #   bwrap                   Debian's bubblewrap: every terraform run is sandboxed
 #   chromium, chromedriver  Debian's packages (and an emoji font), for the demo
@@ -82,7 +83,7 @@ flock 9
 
 # Which tools: the arguments, or all of them.
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(terraform tofu vault redis-server bwrap chromium)
+[ ${#want[@]} -gt 0 ] || want=(terraform tofu vault helm redis-server bwrap chromium)
 wants() { [[ " ${want[*]} " == *" $1 "* ]]; }
 
 wants terraform && build terraform github.com/hashicorp/terraform github.com/hashicorp/terraform \
@@ -90,6 +91,8 @@ wants terraform && build terraform github.com/hashicorp/terraform github.com/has
 wants tofu && build tofu github.com/opentofu/opentofu github.com/opentofu/opentofu/cmd/tofu \
 	"-s -w -X github.com/opentofu/opentofu/version.dev=no"
 wants vault && build vault github.com/hashicorp/vault github.com/hashicorp/vault "-s -w"
+wants helm && build helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm \
+	"-s -w -X helm.sh/helm/v3/internal/version.version=v$(module_version "$root/tools/helm" helm.sh/helm/v3)"
 
 missing=()
 if wants redis-server; then
