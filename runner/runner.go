@@ -40,6 +40,7 @@ type Terraform interface {
 	Init(ctx context.Context, opts ...tfexec.InitOption) error
 	Plan(ctx context.Context, opts ...tfexec.PlanOption) (bool, error)
 	ShowPlanFile(ctx context.Context, planPath string, opts ...tfexec.ShowOption) (*tfjson.Plan, error)
+	ShowPlanFileRaw(ctx context.Context, planPath string, opts ...tfexec.ShowOption) (string, error)
 	ApplyJSON(ctx context.Context, w io.Writer, opts ...tfexec.ApplyOption) error
 	WorkspaceSelect(ctx context.Context, workspace string, opts ...tfexec.WorkspaceSelectOption) error
 	WorkspaceNew(ctx context.Context, workspace string, opts ...tfexec.WorkspaceNewCmdOption) error
@@ -364,19 +365,28 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if err := r.materialize(ctx, ru, rev, cred); err != nil {
 		return PlanResult{}, nil, r.cause(ctx, err)
 	}
+	// Before terraform plan, no code of the pull request has run: what is
+	// in the run's directory now is the commit, and the modules init
+	// fetched for it.
+	files, err := recordConfig(ru.src, ru.work)
+	if err != nil {
+		return PlanResult{}, nil, err
+	}
 	opts := []tfexec.PlanOption{tfexec.Out(ru.planOut), tfexec.Lock(lock)}
 	for _, vf := range t.VarFiles {
 		opts = append(opts, tfexec.VarFile(vf))
 	}
-	var text strings.Builder
-	ru.tf.SetStdout(&text)
-	err = step(ctx, func() error { _, err := ru.tf.Plan(ru.ctx, opts...); return err })
-	ru.tf.SetStdout(nil)
-	if err != nil {
+	if err := step(ctx, func() error { _, err := ru.tf.Plan(ru.ctx, opts...); return err }); err != nil {
 		return PlanResult{}, nil, r.cause(ctx, tfError("plan", err, cred))
 	}
+	// Code that ran beside terraform may have left another plan here. What
+	// people are shown, the digest they approve and what is applied all
+	// come from these bytes, and their configuration must be the commit's.
 	data, err := readRunFile(ru.planOut)
 	if err != nil {
+		return PlanResult{}, nil, err
+	}
+	if err := checkSnapshot(data, files); err != nil {
 		return PlanResult{}, nil, err
 	}
 	planFile, err := ru.box.Input(id+".tfplan", data)
@@ -388,7 +398,12 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if err != nil {
 		return PlanResult{}, nil, r.cause(ctx, tfError("show", err, cred))
 	}
-	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan), Text: Redact(text.String(), cred.Values()...)}, data, nil
+	var text string
+	err = step(ctx, func() (err error) { text, err = ru.tf.ShowPlanFileRaw(ru.ctx, planFile); return err })
+	if err != nil {
+		return PlanResult{}, nil, r.cause(ctx, tfError("show", err, cred))
+	}
+	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan), Text: Redact(text, cred.Values()...)}, data, nil
 }
 
 // ApplyJob is one approved apply.

@@ -41,7 +41,11 @@ func (s *dirSource) Checkout(_ context.Context, rev runner.Revision, dst string)
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 			return err
 		}
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		mode := os.FileMode(0o600)
+		if strings.HasPrefix(content, "\x7fELF") || strings.HasPrefix(content, "#!") {
+			mode = 0o700 // programs are checked out executable
+		}
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
 			return err
 		}
 	}

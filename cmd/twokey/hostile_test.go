@@ -5,11 +5,9 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,32 +22,8 @@ import (
 // lootAddress is devstack/lootprovider's source address.
 const lootAddress = "example.com/twokey/loot"
 
-var (
-	lootOnce sync.Once
-	lootBin  []byte
-	lootErr  error
-)
-
-// lootProvider builds devstack/lootprovider, a provider whose data source
-// runs any program at plan time, once per test binary.
-func lootProvider(t *testing.T) string {
-	t.Helper()
-	lootOnce.Do(func() {
-		out := filepath.Join(os.TempDir(), fmt.Sprintf("twokey-lootprovider-%d", os.Getpid()))
-		cmd := exec.Command("go", "build", "-o", out, "github.com/twokey/twokey/devstack/lootprovider")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			lootErr = fmt.Errorf("build the loot provider: %v\n%s", err, b)
-			return
-		}
-		lootBin, lootErr = os.ReadFile(out)
-		_ = os.Remove(out)
-	})
-	if lootErr != nil {
-		t.Fatal(lootErr)
-	}
-	return string(lootBin)
-}
+// lootProvider is stacktest.LootProvider, as a string for a commit.
+func lootProvider(t *testing.T) string { return string(stacktest.LootProvider(t)) }
 
 // hostileRun is what the pull request's code does at plan time, knowing
 // every path twokey uses: it looks at every process, reads every file it

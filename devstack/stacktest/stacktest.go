@@ -5,8 +5,10 @@ package stacktest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -132,4 +134,33 @@ func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+var (
+	lootOnce sync.Once
+	lootBin  []byte
+	lootErr  error
+)
+
+// LootProvider builds devstack/lootprovider, a Terraform provider whose data
+// source loot_run runs any program at plan time, once per test binary, and
+// returns the binary: what a hostile pull request ships in
+// terraform.d/plugins/example.com/twokey/loot/1.0.0/<os_arch>/.
+func LootProvider(t testing.TB) []byte {
+	t.Helper()
+	lootOnce.Do(func() {
+		out := filepath.Join(os.TempDir(), fmt.Sprintf("twokey-lootprovider-%d", os.Getpid()))
+		cmd := exec.Command("go", "build", "-o", out, "github.com/twokey/twokey/devstack/lootprovider")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			lootErr = fmt.Errorf("build the loot provider: %v\n%s", err, b)
+			return
+		}
+		lootBin, lootErr = os.ReadFile(out)
+		_ = os.Remove(out)
+	})
+	if lootErr != nil {
+		t.Fatal(lootErr)
+	}
+	return lootBin
 }
