@@ -5,8 +5,9 @@ package deploy
 
 import "embed"
 
-// Files are the Vault policies (vault/*.hcl), the Redis ACL users
-// (redis/users.acl) and the demo (demo/…).
+// Files are the Vault policies (vault/*.hcl) and token roles
+// (vault/token-roles.json), the Redis ACL users (redis/users.acl) and the
+// demo (demo/…).
 //
-//go:embed vault/*.hcl redis/users.acl demo
+//go:embed vault/*.hcl vault/token-roles.json redis/users.acl demo
 var Files embed.FS

@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -112,6 +113,7 @@ type TokenRole struct {
 type VaultSetup struct {
 	Policies   map[string]string         // name → HCL
 	TokenRoles map[string]TokenRole      // name → role
+	RoleFields map[string]map[string]any // name → auth/token/roles fields, as written
 	KV         map[string]map[string]any // path under secret/ → data (KV v2)
 }
 
@@ -140,6 +142,11 @@ func (v *Vault) Apply(ctx context.Context, s VaultSetup) error {
 			return fmt.Errorf("token role %s: %w", name, err)
 		}
 	}
+	for name, data := range s.RoleFields {
+		if _, err := c.Logical().WriteWithContext(ctx, "auth/token/roles/"+name, data); err != nil {
+			return fmt.Errorf("token role %s: %w", name, err)
+		}
+	}
 	for path, data := range s.KV {
 		if _, err := c.KVv2("secret").Put(ctx, path, data); err != nil {
 			return fmt.Errorf("kv %s: %w", path, err)
@@ -164,27 +171,23 @@ func (v *Vault) Token(ctx context.Context, policies []string, ttl time.Duration)
 	return sec.Auth.ClientToken, nil
 }
 
-// DeployRoles are the token roles deploy/vault/roles.tf creates, mirrored
-// here because the tests cannot download the Vault Terraform provider.
-var DeployRoles = map[string]TokenRole{
-	"twokey-staging-plan":  {AllowedPolicies: []string{"staging-plan"}, ExplicitMaxTTL: 15 * time.Minute, Orphan: true},
-	"twokey-staging-apply": {AllowedPolicies: []string{"staging-apply"}, ExplicitMaxTTL: 30 * time.Minute, Orphan: true},
-	"twokey-prod-plan":     {AllowedPolicies: []string{"prod-plan"}, ExplicitMaxTTL: 15 * time.Minute, Orphan: true},
-	"twokey-prod-apply":    {AllowedPolicies: []string{"prod-apply"}, ExplicitMaxTTL: 30 * time.Minute, Orphan: true},
-
-	"twokey-staging-breakglass": {AllowedPolicies: []string{"staging-breakglass"}, ExplicitMaxTTL: time.Hour, Orphan: true},
-	"twokey-prod-breakglass":    {AllowedPolicies: []string{"prod-breakglass"}, ExplicitMaxTTL: time.Hour, Orphan: true},
-}
-
-// ApplyDeploy writes the policies in deploy/vault/*.hcl and DeployRoles, as
-// an operator following the README would, and returns a token for twokey
-// with only the twokey-bot policy.
+// ApplyDeploy writes the policies in deploy/vault/*.hcl and the token roles
+// in deploy/vault/token-roles.json (the file deploy/vault/roles.tf reads),
+// as an operator following the README would, and returns a token for
+// twokey with only the twokey-bot policy.
 func (v *Vault) ApplyDeploy(ctx context.Context) (botToken string, err error) {
 	files, err := fs.Glob(deploy.Files, "vault/*.hcl")
 	if err != nil || len(files) == 0 {
 		return "", fmt.Errorf("no policies in deploy/vault: %v", err)
 	}
-	s := VaultSetup{Policies: map[string]string{}, TokenRoles: DeployRoles}
+	s := VaultSetup{Policies: map[string]string{}}
+	roles, err := fs.ReadFile(deploy.Files, "vault/token-roles.json")
+	if err != nil {
+		return "", err
+	}
+	if err := json.Unmarshal(roles, &s.RoleFields); err != nil {
+		return "", fmt.Errorf("deploy/vault/token-roles.json: %w", err)
+	}
 	for _, f := range files {
 		b, err := fs.ReadFile(deploy.Files, f)
 		if err != nil {

@@ -6,17 +6,12 @@
 # renewable, and capped by token_explicit_max_ttl, so no token outlives its
 # run by more than the TTL in the twokey config.
 
+# The token roles are defined once, in token-roles.json, as the fields of
+# Vault's auth/token/roles API; the tests write that same file into a real
+# Vault. Break-glass roles cap a token at the environment's
+# breakglass.max_ttl (here 1h).
 locals {
-  roles = {
-    "twokey-staging-plan"  = { policy = "staging-plan", max_ttl = 900 }
-    "twokey-staging-apply" = { policy = "staging-apply", max_ttl = 1800 }
-    "twokey-prod-plan"     = { policy = "prod-plan", max_ttl = 900 }
-    "twokey-prod-apply"    = { policy = "prod-apply", max_ttl = 1800 }
-    # Break-glass: one token per approved emergency request, capped at the
-    # environment's breakglass.max_ttl (here 1h), never renewable.
-    "twokey-staging-breakglass" = { policy = "staging-breakglass", max_ttl = 3600 }
-    "twokey-prod-breakglass"    = { policy = "prod-breakglass", max_ttl = 3600 }
-  }
+  roles = jsondecode(file("${path.module}/token-roles.json"))
 }
 
 resource "vault_policy" "bot" {
@@ -25,7 +20,7 @@ resource "vault_policy" "bot" {
 }
 
 resource "vault_policy" "env" {
-  for_each = toset([for r in local.roles : r.policy])
+  for_each = toset(flatten([for r in local.roles : r.allowed_policies]))
   name     = each.key
   policy   = file("${path.module}/${each.key}.hcl")
 }
@@ -33,11 +28,11 @@ resource "vault_policy" "env" {
 resource "vault_token_auth_backend_role" "twokey" {
   for_each                = local.roles
   role_name               = each.key
-  allowed_policies        = [each.value.policy]
-  orphan                  = true
-  renewable               = false
-  token_explicit_max_ttl  = each.value.max_ttl
-  token_no_default_policy = true
+  allowed_policies        = each.value.allowed_policies
+  orphan                  = each.value.orphan
+  renewable               = each.value.renewable
+  token_explicit_max_ttl  = each.value.token_explicit_max_ttl
+  token_no_default_policy = each.value.token_no_default_policy
 }
 
 # twokey logs in with AppRole; its secret ID is delivered to the pod out of band.
