@@ -15,6 +15,8 @@ package bwrap
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -158,6 +160,11 @@ type box struct {
 func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 	b := &box{s: s, dir: run.Dir, root: run.Dir + ".ctl", dropping: s.setpriv != ""}
 	b.in, b.exe, b.info = filepath.Join(b.root, "in"), filepath.Join(b.root, "terraform"), filepath.Join(b.root, "info")
+	for _, p := range []string{run.Dir, b.root} {
+		if err := clear(p); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.Mkdir(b.root, 0o711); err != nil {
 		return nil, err
 	}
@@ -178,7 +185,7 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 		return fail(err)
 	}
 	args := []string{
-		"--unshare-all", "--share-net", "--die-with-parent", "--new-session",
+		"--unshare-all", "--unshare-user", "--disable-userns", "--share-net", "--die-with-parent", "--new-session",
 		"--cap-drop", "ALL", "--hostname", "twokey-run",
 		"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
 	}
@@ -385,17 +392,41 @@ func (b *box) Close() error {
 	return errors.Join(removeAll(b.dir), removeAll(b.root))
 }
 
-// removeAll removes a tree a run may have left unwritable.
+// removeAll removes a tree a run made, which its code may have made
+// unwritable or deeper than this process has file descriptors for (Go's
+// RemoveAll holds one per level): rm, which walks without that limit, and
+// a chmod pass when rm alone cannot.
 func removeAll(dir string) error {
-	err := os.RemoveAll(dir)
-	if err == nil || errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o700)
+	rm := func() error {
+		out, err := exec.Command("rm", "-rf", "--one-file-system", "--", dir).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("remove %s: %w: %.200s", dir, err, out)
 		}
 		return nil
-	})
-	return os.RemoveAll(dir)
+	}
+	if rm() == nil {
+		return nil
+	}
+	_ = exec.Command("chmod", "-R", "u+rwx", "--", dir).Run()
+	return rm()
+}
+
+// clear makes path free for a new run: what an earlier run left there (it
+// could not be removed) is moved aside and removed in the background, so
+// one run's leftovers never stop the next.
+func clear(path string) error {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	aside := filepath.Join(filepath.Dir(path), ".removing-"+hex.EncodeToString(rnd[:]))
+	if err := os.Rename(path, aside); err != nil {
+		return err
+	}
+	go func() { _ = removeAll(aside) }()
+	return nil
 }

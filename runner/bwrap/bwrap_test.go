@@ -27,6 +27,7 @@ loot=$LOOT/loot.txt
   grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status
   for n in pid mnt user ipc uts cgroup net; do echo "ns $n $(readlink /proc/self/ns/$n)"; done
   echo "tmp $(ls -A /tmp | tr '\n' ' ')"
+  unshare -Ur true 2>/dev/null && echo "made a user namespace"
   echo "pids $(ls /proc | grep -E '^[0-9]+$' | tr '\n' ' ')"
   for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null | tr '\0' '\n'; done
   cat "$SECRET_FILE" "$DATA_DIR"/*/* 2>/dev/null
@@ -144,6 +145,9 @@ func TestHostileRunSeesOnlyItsRun(t *testing.T) {
 		if shared != (ns == "net") {
 			t.Errorf("namespace %s shared with twokey: %v", ns, shared)
 		}
+	}
+	if bytes.Contains(loot, []byte("made a user namespace")) {
+		t.Error("the run can make user namespaces of its own")
 	}
 	if bytes.Contains(loot, []byte(filepath.Base(e.hostTmp))) {
 		t.Error("the run sees the host's /tmp")
@@ -325,6 +329,32 @@ func BenchmarkBareStart(b *testing.B) {
 	for b.Loop() {
 		if err := exec.Command("true").Run(); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A run that leaves a tree deeper than twokey has file descriptors for
+// does not keep the next run of its kind from starting.
+func TestDeepTreeDoesNotBlockTheNextRun(t *testing.T) {
+	e := newEnv(t)
+	sb := stacktest.Sandbox(t)
+	script := filepath.Join(e.root, "deep.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexec perl -e 'for (1..30000) { mkdir \"d\" or die; chdir \"d\" or die }'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(e.data, "runs", "plan-acme-prod")
+	for i := range 2 {
+		box, err := sb.Open(runner.Run{Dir: dir, Binary: script})
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		cmd := exec.Command(box.Exec())
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if err := box.Close(); err != nil {
+			t.Logf("run %d left its directory: %v", i, err)
 		}
 	}
 }
