@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -42,6 +43,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 		// /proc/<pid>/environ or mem, or ptrace.
 		if err := nondumpable(); err != nil {
 			fmt.Fprintf(stderr, "twokey: cannot make this process non-dumpable: %v\n", err)
+			return 1
+		}
+		// Descriptors inherited from whatever started twokey would pass
+		// on to every child, sandboxed runs included.
+		if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+			fmt.Fprintf(stderr, "twokey: cannot keep inherited descriptors from children: %v\n", err)
 			return 1
 		}
 	}

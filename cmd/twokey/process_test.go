@@ -145,8 +145,18 @@ func TestProcessesAreNotDumpable(t *testing.T) {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0); err != nil {
 		t.Fatal(err)
 	}
+	// A descriptor inherited without close-on-exec, as from a careless
+	// parent, would reach every child, sandboxed runs included.
+	fd, err := unix.Open(os.DevNull, unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
 	s.startBot()
 	if d, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); d != 0 {
 		t.Fatal("serve left its process dumpable")
+	}
+	if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Fatalf("serve left an inherited descriptor open for its children (flags %d, %v)", flags, err)
 	}
 }

@@ -373,7 +373,12 @@ func (b *box) Interrupt() bool {
 	if json.Unmarshal(data, &info) != nil || info.ChildPID <= 0 {
 		return false
 	}
-	// bwrap's child is the namespace's init; terraform is its child.
+	// bwrap's child is the namespace's init; terraform is its child. A
+	// command that already ended leaves a stale pid here: signal nothing
+	// unless it is still the init of a PID namespace of its own.
+	if !nsInit(info.ChildPID) {
+		return false
+	}
 	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", info.ChildPID, info.ChildPID))
 	if err != nil {
 		return false
@@ -385,6 +390,22 @@ func (b *box) Interrupt() bool {
 		}
 	}
 	return sent
+}
+
+// nsInit reports whether pid is the first process of a PID namespace below
+// this one: its NSpid line ends in 1.
+func nsInit(pid int) bool {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if ids, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			f := strings.Fields(ids)
+			return len(f) >= 2 && f[len(f)-1] == "1"
+		}
+	}
+	return false
 }
 
 // Close removes the run's directory and the box.
