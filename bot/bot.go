@@ -1,11 +1,10 @@
-// Package bot is twokey's Slack front end and the only importer of
-// slack-go. It holds a Socket Mode connection, acknowledges every envelope at
-// once, and drives the flow: /tf plan → plan message with Approve / Reject →
-// two approvals → apply, reporting each step in the channel and every error
-// to the one user who caused it.
-//
-// All state lives in the approvals store and the environment locks, so any
-// bot process — a restarted one included — can handle any click.
+// Package bot is twokey's Slack adapter and the only importer of slack-go.
+// It holds a Socket Mode connection, acknowledges every envelope at once,
+// drops duplicate deliveries, decodes slash commands, clicks and form
+// submissions into the values of package change, which holds the use
+// cases, and renders what change reports (Block Kit messages, threads,
+// files, direct messages, modals). Errors become text in one place
+// (Describe, messages.go).
 package bot
 
 import (
@@ -13,80 +12,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
-	"github.com/twokey/twokey/approvals"
-	"github.com/twokey/twokey/attest"
-	"github.com/twokey/twokey/audit"
+	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/config"
-	"github.com/twokey/twokey/runner"
 )
-
-// Runner runs plans, applies, drift checks and break-glass tokens;
-// *runner.Runner and a runner pool's client are ones.
-type Runner interface {
-	Resolve(ctx context.Context, repo string, ref runner.Ref) (runner.Revision, error)
-	Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResult, error)
-	Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error)
-	Discard(ctx context.Context, planID string) error
-	Drift(ctx context.Context, job runner.DriftJob) (runner.DriftResult, error)
-	BreakGlass(ctx context.Context, job runner.BreakGlassJob) (runner.Wrapped, error)
-	TokenAlive(ctx context.Context, project, env, accessor string) (bool, error)
-	RevokeBreakGlass(ctx context.Context, project, env, grantID string, accessors ...string) error
-}
-
-// Deduper remembers keys for a while. First reports whether key is new,
-// for exactly one caller across all bot processes.
-type Deduper interface {
-	First(ctx context.Context, key string, ttl time.Duration) (bool, error)
-	// Forget lets key be first again, after acting on it failed.
-	Forget(ctx context.Context, key string) error
-}
-
-// Promotions records which commits were applied where, for environments
-// that require an earlier one.
-type Promotions interface {
-	RecordApplied(ctx context.Context, project, env, sha string, at time.Time) error
-	AppliedAt(ctx context.Context, project, env, sha string) (time.Time, bool, error)
-	RecentApplied(ctx context.Context, project, env string, n int) ([]approvals.Applied, error)
-}
-
-// DedupTTL outlasts Slack's redelivery of an unacknowledged envelope, which
-// retries for up to a few minutes.
-const DedupTTL = time.Hour
 
 // Options configure a Bot.
 type Options struct {
 	Config   *config.Config
 	BotToken config.Secret
 	AppToken config.Secret
-	Store    approvals.Store
-	Grants   approvals.GrantStore
-	Locks    runner.Locker
-	Runner   Runner
-	// Target says where and how an environment's runs happen.
-	Target  func(project, env string) (runner.Target, error)
-	Dedup   Deduper
-	Promos  Promotions
-	Audit   audit.Recorder
-	History History
-	// GitHub, if set, receives a comment per plan and commit statuses;
-	// GitHubState remembers what was written there.
-	GitHub      PullRequests
-	GitHubState GitHubState
-	// Wrapping checks a break-glass wrapping token right before it is
-	// delivered; without it no break-glass token is delivered.
-	Wrapping runner.WrapChecker
-	// Notary seals plans, signs each approval this process verified and the
-	// grant to apply, and counts only signed approvals. nil: a key of this
-	// process alone, so no other process can verify what it signed.
-	Notary *approvals.Notary
-	// ConfigDigest is recorded when the bot starts (config_loaded).
+	// ConfigDigest is recorded when the bot connects (config_loaded).
 	ConfigDigest string
 	Logger       *slog.Logger
 	// Now is the clock; default time.Now.
@@ -94,15 +34,11 @@ type Options struct {
 	// GroupTTL bounds how long user group membership is cached; at most
 	// (and by default) 60s.
 	GroupTTL time.Duration
-	// ShutdownGrace is how long Run waits for running plans and applies
-	// after its context ends before interrupting them. Default 2m.
-	ShutdownGrace time.Duration
-	// SweepInterval is how often open plans are checked for expiry and for
-	// work whose bot died. Default 5s.
-	SweepInterval time.Duration
 }
 
-// Bot is a running Slack front end.
+// Bot is a running Slack front end: it decodes what Slack sends into the
+// change service's values, and implements change.Notifier to show what the
+// service reports.
 type Bot struct {
 	o   Options
 	cfg *config.Config
@@ -110,29 +46,16 @@ type Bot struct {
 	api *slack.Client
 	sm  *socketmode.Client
 	dir *directory
+	svc *change.Service // set by Run
 
-	// work runs plans and applies; it outlives Run's context by up to
-	// ShutdownGrace so a running apply is never cut off without an interrupt.
-	workCtx    context.Context
-	stopWork   context.CancelFunc
-	work       sync.WaitGroup
-	teamID     string
-	botUserID  string
-	progressIn time.Duration // how often apply progress is posted
-	instance   string        // this process, in the record of who minted what
-	// shownLeft is the minutes left each active grant's announcement shows.
-	shownMu   sync.Mutex
-	shownLeft map[string]int
+	teamID    string
+	botUserID string
 }
 
-// New returns a Bot; Run connects it.
+// New returns a Bot; Run connects it and hands what it hears to a service.
 func New(o Options) (*Bot, error) {
-	if o.Config == nil || o.Store == nil || o.Grants == nil || o.Locks == nil || o.Runner == nil || o.Target == nil || o.Dedup == nil ||
-		o.Promos == nil || o.Audit == nil || o.History == nil {
-		return nil, errors.New("bot: Config, Store, Grants, Locks, Runner, Target, Dedup, Promos, Audit and History are required")
-	}
-	if (o.GitHub == nil) != (o.GitHubState == nil) {
-		return nil, errors.New("bot: GitHub and GitHubState go together")
+	if o.Config == nil {
+		return nil, errors.New("bot: Config is required")
 	}
 	if o.BotToken == "" || o.AppToken == "" {
 		return nil, errors.New("bot: Slack bot and app tokens are required")
@@ -146,40 +69,21 @@ func New(o Options) (*Bot, error) {
 	if o.GroupTTL <= 0 || o.GroupTTL > time.Minute {
 		o.GroupTTL = time.Minute
 	}
-	if o.ShutdownGrace <= 0 {
-		o.ShutdownGrace = 2 * time.Minute
-	}
-	if o.SweepInterval <= 0 {
-		o.SweepInterval = 5 * time.Second
-	}
-	if o.Notary == nil {
-		signer, err := attest.GenerateSigner()
-		if err != nil {
-			return nil, err
-		}
-		o.Logger.Warn("no signing key: approvals and grants are signed with a key of this process alone, " +
-			"so no other serve replica or runner can verify them")
-		o.Notary = approvals.NewNotary(signer, attest.Keyring{})
-	}
 	api := slack.New(o.BotToken.Reveal(),
 		slack.OptionAPIURL(o.Config.Slack.APIURL),
 		slack.OptionAppLevelToken(o.AppToken.Reveal()))
 	sm := socketmode.New(api, socketmode.OptionLog(slogOutput{o.Logger}))
-	b := &Bot{
-		o: o, cfg: o.Config, log: o.Logger, api: api, sm: sm,
-		dir:        newDirectory(api, o.GroupTTL, o.Now),
-		progressIn: 2 * time.Second,
-		instance:   instanceName(),
-		shownLeft:  map[string]int{},
-	}
-	b.workCtx, b.stopWork = context.WithCancel(context.Background())
-	return b, nil
+	return &Bot{o: o, cfg: o.Config, log: o.Logger, api: api, sm: sm, dir: newDirectory(api, o.GroupTTL, o.Now)}, nil
 }
 
-// Run connects to Slack and handles envelopes until ctx ends, then waits for
-// running work (interrupting it after ShutdownGrace) and returns.
-func (b *Bot) Run(ctx context.Context) error {
-	defer b.drain()
+// Directory is Slack's answer to who is who, for the service.
+func (b *Bot) Directory() change.Directory { return b.dir }
+
+// Run connects to Slack and hands each command and click to svc until ctx
+// ends. The socket's goroutine is joined before Run returns; the work it
+// started belongs to svc, which drains it.
+func (b *Bot) Run(ctx context.Context, svc *change.Service) error {
+	b.svc = svc
 	auth, err := b.api.AuthTestContext(ctx)
 	if err != nil {
 		return fmt.Errorf("slack auth.test: %w", err)
@@ -189,19 +93,16 @@ func (b *Bot) Run(ctx context.Context) error {
 		return fmt.Errorf("slack: the bot token belongs to team %s, config expects %s", auth.TeamID, want)
 	}
 	b.log.Info("connected to slack", "team", auth.TeamID, "bot_user", auth.UserID)
-	_ = b.record(ctx, audit.ConfigLoaded, "", nil, map[string]string{"config_sha256": b.o.ConfigDigest, "team": auth.TeamID})
+	svc.Started(ctx, b.o.ConfigDigest, auth.TeamID)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sockErr := make(chan error, 1)
 	go func() { sockErr <- b.sm.RunContext(ctx) }()
-	go b.sweeper(ctx)
-	if b.o.GitHub != nil {
-		go b.githubSyncer(ctx)
-	}
 	for {
 		select {
 		case <-ctx.Done():
+			<-sockErr
 			return nil
 		case err := <-sockErr:
 			if ctx.Err() != nil {
@@ -266,7 +167,7 @@ func (b *Bot) handleSubmission(ctx context.Context, req socketmode.Request, cb s
 		return
 	}
 	b.ack(&req)
-	if !b.firstTime(ctx, "envelope:"+req.EnvelopeID, "", cb.User.ID) {
+	if !b.svc.First(ctx, "envelope:"+req.EnvelopeID, "", cb.User.ID) {
 		return
 	}
 	work(ctx)
@@ -278,36 +179,11 @@ func (b *Bot) ack(req *socketmode.Request) {
 	}
 }
 
-// background runs fn on the work context, tracked for shutdown.
+// background hands fn to the service's work, tracked for shutdown.
 func (b *Bot) background(fn func(ctx context.Context)) {
-	b.work.Add(1)
-	go func() {
-		defer b.work.Done()
-		fn(b.workCtx)
-	}()
-}
-
-// drain waits for running work; after ShutdownGrace it cancels the work
-// context, which interrupts terraform (SIGINT) and waits for it to stop.
-func (b *Bot) drain() {
-	done := make(chan struct{})
-	go func() {
-		b.work.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(b.o.ShutdownGrace):
-		b.log.Warn("shutdown grace over; interrupting running work", "grace", b.o.ShutdownGrace)
-		b.stopWork()
-		<-done
+	if !b.svc.Go(fn) {
+		b.log.Warn("shutting down: an envelope was acknowledged but not acted on")
 	}
-	b.stopWork()
-}
-
-func instanceName() string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("serve@%s-%d", host, os.Getpid())
 }
 
 // slogOutput adapts slog to slack-go's logger.

@@ -8,6 +8,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -46,7 +47,7 @@ func (b *Bot) grantMessage(g approvals.BreakGlass) (string, []slack.Block) {
 		intro += fmt.Sprintf("\nIncident: <%s>", g.Incident)
 	}
 	blocks := []slack.Block{
-		slack.NewHeaderBlock(plain(clip(fmt.Sprintf("%s Break-glass · %s", grantIcon(g), target), 140))),
+		slack.NewHeaderBlock(plain(clip(fmt.Sprintf("%s Break-glass · %s", change.GrantIcon(g), target), 140))),
 		slack.NewSectionBlock(mrkdwn(clip(intro, maxSection)), nil, nil),
 	}
 	approver := "—"
@@ -61,7 +62,7 @@ func (b *Bot) grantMessage(g approvals.BreakGlass) (string, []slack.Block) {
 	token := "—"
 	switch {
 	case g.Status == approvals.GrantActive:
-		token = fmt.Sprintf(":hourglass_flowing_sand: %s left, until %s", human(time.Duration(minutesLeft(g, now))*time.Minute),
+		token = fmt.Sprintf(":hourglass_flowing_sand: %s left, until %s", human(time.Duration(change.MinutesLeft(g, now))*time.Minute),
 			g.ExpiresAt.UTC().Format("15:04 MST"))
 	case g.HadToken():
 		token = "gone since " + g.EndedAt.UTC().Format("Jan 2 15:04 MST")
@@ -77,9 +78,9 @@ func (b *Bot) grantMessage(g approvals.BreakGlass) (string, []slack.Block) {
 	}
 	blocks = append(blocks, slack.NewSectionBlock(nil, fields, nil))
 	if g.Note != "" {
-		blocks = append(blocks, slack.NewSectionBlock(mrkdwn(clip(endedWords(g), maxSection)), nil, nil))
+		blocks = append(blocks, slack.NewSectionBlock(mrkdwn(clip(change.EndedWords(g), maxSection)), nil, nil))
 	}
-	if line := driftWords(g); line != "" {
+	if line := change.DriftWords(g); line != "" {
 		blocks = append(blocks, slack.NewSectionBlock(mrkdwn(clip(line, maxSection)), nil, nil))
 	}
 	if len(g.Reviews) > 0 {
@@ -109,65 +110,6 @@ func (b *Bot) grantMessage(g approvals.BreakGlass) (string, []slack.Block) {
 			slack.NewButtonBlockElement(actionBGReview, g.ID, plain("Reviewed…")).WithStyle(slack.StylePrimary)))
 	}
 	return fallback, blocks
-}
-
-// minutesLeft is the active grant's time left, in minutes rounded up.
-func minutesLeft(g approvals.BreakGlass, now time.Time) int {
-	return int((g.ExpiresAt.Sub(now) + time.Minute - 1) / time.Minute)
-}
-
-func grantIcon(g approvals.BreakGlass) string {
-	switch {
-	case g.Status == approvals.GrantActive || g.Status == approvals.GrantMinting:
-		return "🔓"
-	case g.Status == approvals.GrantRequested:
-		return "🚨"
-	case g.Outcome == approvals.OutcomeCompromised:
-		return "☠️"
-	case g.HadToken() && !g.Reviewed():
-		return "👀"
-	}
-	return "🔒"
-}
-
-// grantWords says where a grant is, in a few words.
-func grantWords(g approvals.BreakGlass) string {
-	switch g.Status {
-	case approvals.GrantRequested:
-		return "waiting for approval"
-	case approvals.GrantMinting:
-		return "creating the token"
-	case approvals.GrantActive:
-		if g.Delivered {
-			return "active: token delivered"
-		}
-		return "active: delivering the token"
-	}
-	w := map[approvals.Outcome]string{
-		approvals.OutcomeDenied: "denied", approvals.OutcomeLapsed: "lapsed", approvals.OutcomeFailed: "failed",
-		approvals.OutcomeExpired: "expired", approvals.OutcomeRevoked: "revoked", approvals.OutcomeCompromised: "compromised",
-	}[g.Outcome]
-	switch {
-	case g.HadToken() && g.Reviewed():
-		w += ", reviewed"
-	case g.HadToken():
-		w += ", *unreviewed*"
-	}
-	return w
-}
-
-func endedWords(g approvals.BreakGlass) string {
-	by := ""
-	if g.EndedBy != "" {
-		by = " by <@" + g.EndedBy + ">"
-	}
-	switch g.Outcome {
-	case approvals.OutcomeDenied:
-		return "Denied" + by + ": " + g.Note + "."
-	case approvals.OutcomeCompromised:
-		return ":rotating_light: Compromised: " + g.Note + "."
-	}
-	return strings.ToUpper(g.Note[:1]) + g.Note[1:] + by + "."
 }
 
 // tokenMessage is the DM that carries the wrapping token: the one message
@@ -236,7 +178,7 @@ func (b *Bot) reviewModal(g approvals.BreakGlass, channel string) slack.ModalVie
 	noteBlock := slack.NewInputBlock(fieldNote, plain("Note"), nil, note)
 	noteBlock.Optional = true
 	summary := fmt.Sprintf("*<@%s>* had emergency access to *%s* (%s): %s\n%s", g.Requester, g.Env, grantWords(g),
-		escape(clip(g.Reason, 500)), driftWords(g))
+		escape(clip(g.Reason, 500)), change.DriftWords(g))
 	return slack.ModalViewRequest{
 		Type: slack.VTModal, CallbackID: viewBGReview, PrivateMetadata: g.ID + " " + channel,
 		Title: plain("Review break-glass"), Submit: plain("Reviewed"), Close: plain("Cancel"),

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/bot/slacksim"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
@@ -49,8 +50,8 @@ func (h *policyHarness) grant(t *testing.T) approvals.BreakGlass {
 
 // sweep runs the grant sweeper and waits for what it started.
 func (h *policyHarness) sweep() {
-	h.b.sweepGrants(context.Background())
-	h.b.work.Wait()
+	h.svc.Sweep(context.Background())
+	h.svc.Idle()
 }
 
 // said reports whether a message in channel (a DM: "D"+user) contains text.
@@ -140,14 +141,14 @@ func TestBreakGlassExpiryDriftAndReminders(t *testing.T) {
 	if reminders() != 2 {
 		t.Fatalf("reminders after two days: %d", reminders())
 	}
-	if err := h.b.review(ctx, pErin, id, ""); !errors.Is(err, approvals.ErrSelfReview) {
+	if err := h.svc.Review(ctx, pErin, id, ""); !errors.Is(err, approvals.ErrSelfReview) {
 		t.Fatalf("self review: %v", err)
 	}
-	if err := h.b.review(ctx, pAlice, id, ""); !errors.Is(err, errNotReviewer) {
+	if err := h.svc.Review(ctx, pAlice, id, ""); !errors.Is(err, change.ErrNotReviewer) {
 		t.Fatalf("an on-call peer is not a reviewer: %v", err)
 	}
 	for _, u := range []string{pBob, pDave} { // an approver and an admin
-		if err := h.b.review(ctx, u, id, "ok"); err != nil {
+		if err := h.svc.Review(ctx, u, id, "ok"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -264,7 +265,7 @@ func TestForgedBreakGlassRequestIsRefused(t *testing.T) {
 	if h.said("D"+pDave, "vault unwrap") || h.said("DERIN", "vault unwrap") {
 		t.Fatal("a token was delivered for a forged request")
 	}
-	events, _ := h.b.o.History.Since(ctx, time.Time{})
+	events, _ := h.audit.Since(ctx, time.Time{})
 	found := false
 	for _, e := range events {
 		found = found || e.Type == "forgery" && e.PlanID == id

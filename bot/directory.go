@@ -45,7 +45,7 @@ func newDirectory(api *slack.Client, ttl time.Duration, now func() time.Time) *d
 // includes reports whether user is listed in who, directly or through a
 // group. An error means membership could not be read: callers treat it as
 // "no".
-func (d *directory) includes(ctx context.Context, user string, who config.Who) (bool, error) {
+func (d *directory) Includes(ctx context.Context, user string, who config.Who) (bool, error) {
 	if slices.Contains(who.Users, user) {
 		return true, nil
 	}
@@ -84,7 +84,7 @@ func (d *directory) members(ctx context.Context, group string) ([]string, error)
 
 // name is a user's display name, for the record; decisions never use it.
 // When Slack cannot say, it is the ID.
-func (d *directory) name(ctx context.Context, user string) string {
+func (d *directory) Name(ctx context.Context, user string) string {
 	d.mu.Lock()
 	c, ok := d.names[user]
 	d.mu.Unlock()

@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
-
-	"github.com/slack-go/slack"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/commands"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
@@ -20,29 +18,16 @@ import (
 // Errors the bot itself decides.
 var (
 	errOtherWorkspace = errors.New("twokey does not serve this Slack workspace")
-	errNotPlanner     = errors.New("you are not allowed to plan in this environment")
-	errMembership     = errors.New("could not read Slack user group membership; refusing to decide")
 	errUnknownAction  = errors.New("unknown action")
-	errNotAdmin       = errors.New("only twokey admins may unlock an environment")
-	errStateStore     = errors.New("twokey's state store (Redis) is unreachable, so nothing was done. Try again in a minute")
 )
 
 // plainErrors are told to the user in their own words.
-var plainErrors = []error{errOtherWorkspace, errNotPlanner, errMembership, errNotAdmin, errStateStore, errUnknownAction}
+var plainErrors = []error{errOtherWorkspace, change.ErrNotPlanner, change.ErrMembership, change.ErrNotAdmin, change.ErrStateStore, errUnknownAction}
 
-// channelError: the environment takes commands only in other channels.
-type channelError struct {
-	env     string
-	allowed []string
-}
-
-func (e *channelError) Error() string {
-	var chans []string
-	for _, c := range e.allowed {
-		chans = append(chans, "<#"+c+">")
-	}
-	return fmt.Sprintf("%s takes commands only in %s", e.env, strings.Join(chans, ", "))
-}
+// grantErrors are told to the user in their own words.
+var grantErrors = []error{change.ErrNoBreakGlass, change.ErrNotOnCall, change.ErrNoReason, change.ErrNoRevoke, change.ErrNotRequester,
+	change.ErrGrantMinting, change.ErrUnknownGrant, change.ErrSelfGrant, change.ErrNotGrantPeer, change.ErrNotReviewer,
+	approvals.ErrSelfReview, approvals.ErrAlreadyReviewed, approvals.ErrRequestLapsed, runner.ErrNoBreakGlass}
 
 // maxErrorText keeps terraform output within one Slack section.
 const maxErrorText = 2500
@@ -55,7 +40,7 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		le     *config.LookupError
 		locked *runner.LockedError
 		te     *runner.TerraformError
-		ce     *channelError
+		ce     *change.ChannelError
 		se     *approvals.StateError
 		promo  *approvals.PromotionError
 	)
@@ -69,7 +54,7 @@ func (b *Bot) describe(err error, attrs ...any) string {
 			return capitalize(e.Error()) + "."
 		}
 	}
-	var capErr *capError
+	var capErr *change.CapError
 	if errors.As(err, &capErr) {
 		return capErr.Error() + "."
 	}
@@ -132,11 +117,7 @@ func (b *Bot) describe(err error, attrs ...any) string {
 }
 
 // tell posts an ephemeral message to one user.
-func (b *Bot) tell(ctx context.Context, channel, user, text string) {
-	if _, err := b.api.PostEphemeralContext(ctx, channel, user, slack.MsgOptionText(text, false)); err != nil {
-		b.log.Error("post ephemeral", "user", user, "err", err)
-	}
-}
+func (b *Bot) tell(ctx context.Context, channel, user, text string) { b.Tell(ctx, channel, user, text) }
 
 // fail tells user what went wrong.
 func (b *Bot) fail(ctx context.Context, channel, user string, err error, attrs ...any) {
@@ -154,53 +135,4 @@ func newRef() string {
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	return hex.EncodeToString(r[:])
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && s[cut]&0xC0 == 0x80 {
-		cut--
-	}
-	return s[:cut] + "\n…(truncated)"
-}
-
-func ago(now, t time.Time) string {
-	d := now.Sub(t).Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return d.String()
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	default:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-}
-
-func statusWords(s approvals.Status) string {
-	switch s {
-	case approvals.StatusPlanning:
-		return "still planning"
-	case approvals.StatusPending:
-		return "waiting for approvals"
-	case approvals.StatusApplying:
-		return "being applied"
-	case approvals.StatusApplied:
-		return "already applied"
-	case approvals.StatusFailed:
-		return "applied and failed"
-	case approvals.StatusPlanFailed:
-		return "a failed plan"
-	case approvals.StatusNoChanges:
-		return "a plan without changes"
-	case approvals.StatusRejected:
-		return "rejected"
-	case approvals.StatusInvalidated:
-		return "void"
-	case approvals.StatusInterrupted:
-		return "interrupted"
-	}
-	return string(s)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/audit/redisaudit"
 	"github.com/twokey/twokey/bot/slacksim"
 	"github.com/twokey/twokey/config"
@@ -117,6 +118,8 @@ func (f *fakeWrapping) LookupWrapping(_ context.Context, token string) (runner.W
 // runner, with a clock the test moves.
 type policyHarness struct {
 	b      *Bot
+	svc    *change.Service
+	audit  *redisaudit.Log
 	slack  *slacksim.Server
 	mr     *miniredis.Miniredis
 	run    *fakeRunner
@@ -163,16 +166,22 @@ func newPolicyHarness(t testing.TB) *policyHarness {
 			PlanTimeout: config.Duration(time.Minute), ApplyTimeout: config.Duration(time.Minute),
 		}}}},
 	}
-	h.b, err = New(Options{
-		Config: cfg, BotToken: "xoxb-sim", AppToken: "xapp-sim", Store: h.store, Grants: h.store, Locks: redislock.New(rdb, "t:"),
+	h.audit = auditLog
+	h.b, err = New(Options{Config: cfg, BotToken: "xoxb-sim", AppToken: "xapp-sim", Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.svc, err = change.New(change.Options{
+		Config: cfg, Store: h.store, Grants: h.store, Locks: redislock.New(rdb, "t:"),
 		Runner: h.run, Target: func(project, env string) (runner.Target, error) {
 			return runner.Target{Project: project, Env: env, BreakGlass: &runner.BreakGlassTarget{Role: "twokey-" + env + "-breakglass"}}, nil
 		}, Dedup: h.store, Promos: h.store, Audit: auditLog, History: auditLog, Wrapping: h.wrap,
-		Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond,
+		Directory: h.b.Directory(), Notify: h.b, Now: func() time.Time { return h.now },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.b.svc = h.svc
 	return h
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/config"
 )
 
@@ -16,9 +17,6 @@ const (
 	actionApprove = "twokey_approve"
 	actionReject  = "twokey_reject"
 )
-
-// maxSection leaves room under Slack's 3,000 characters per section.
-const maxSection = 2900
 
 // planMessage renders a plan's channel message for its current state. The
 // buttons appear only while the plan waits for approvals.
@@ -36,12 +34,12 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 	if p.Title != "" {
 		title = " — " + escape(p.Title)
 	}
-	fallback := fmt.Sprintf("%s %s for %s (%s): %s", statusIcon(p.Status), target, what, short(p.SHA), statusWords(p.Status))
+	fallback := fmt.Sprintf("%s %s for %s (%s): %s", change.StatusIcon(p.Status), target, what, short(p.SHA), statusWords(p.Status))
 
 	blocks := []slack.Block{
-		slack.NewHeaderBlock(plain(clip(fmt.Sprintf("%s %s · %s", statusIcon(p.Status), target, what), 140))),
+		slack.NewHeaderBlock(plain(clip(fmt.Sprintf("%s %s · %s", change.StatusIcon(p.Status), target, what), 140))),
 		slack.NewSectionBlock(mrkdwn(clip(fmt.Sprintf("*%s*: %s%s at `%s`, requested by <@%s>",
-			statusHeadline(p), pr, title, short(p.SHA), p.Requester), maxSection)), nil, nil),
+			change.StatusHeadline(p), pr, title, short(p.SHA), p.Requester), maxSection)), nil, nil),
 	}
 	if p.Status == approvals.StatusPlanning {
 		return fallback, blocks
@@ -61,7 +59,7 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 	if line := approvalLine(p); line != "" {
 		blocks = append(blocks, slack.NewSectionBlock(mrkdwn(line), nil, nil))
 	}
-	if line := outcome(p); line != "" {
+	if line := change.Outcome(p); line != "" {
 		blocks = append(blocks, slack.NewSectionBlock(mrkdwn(clip(line, maxSection)), nil, nil))
 	}
 	ctx := fmt.Sprintf("plan `%s` · fence %d", p.ID, p.Fence)
@@ -83,46 +81,6 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 	return fallback, blocks
 }
 
-func statusHeadline(p approvals.Plan) string {
-	switch p.Status {
-	case approvals.StatusPlanning:
-		return "Planning"
-	case approvals.StatusPending:
-		return "Plan ready for review"
-	case approvals.StatusApplying:
-		return "Applying"
-	case approvals.StatusApplied:
-		return "Applied"
-	case approvals.StatusFailed:
-		return "Apply failed"
-	case approvals.StatusPlanFailed:
-		return "Plan failed"
-	case approvals.StatusNoChanges:
-		return "No changes"
-	case approvals.StatusRejected:
-		return "Rejected"
-	case approvals.StatusInvalidated:
-		return "Void"
-	case approvals.StatusInterrupted:
-		return "Interrupted"
-	}
-	return string(p.Status)
-}
-
-func statusIcon(s approvals.Status) string {
-	switch s {
-	case approvals.StatusPlanning, approvals.StatusApplying:
-		return "⏳"
-	case approvals.StatusPending:
-		return "📝"
-	case approvals.StatusApplied, approvals.StatusNoChanges:
-		return "✅"
-	case approvals.StatusFailed, approvals.StatusPlanFailed, approvals.StatusInterrupted:
-		return "❌"
-	}
-	return "🚫"
-}
-
 func approvalLine(p approvals.Plan) string {
 	users := approvals.Approvers(p)
 	var names []string
@@ -141,86 +99,25 @@ func approvalLine(p approvals.Plan) string {
 	}
 }
 
-// outcome says how a finished plan ended, or "" while it is open. Reasons
-// are mrkdwn written by the bot, which escapes any user text it puts in them.
-func outcome(p approvals.Plan) string {
-	switch {
-	case !p.Status.Terminal():
-		return ""
-	case p.Status == approvals.StatusRejected && p.Reason != "":
-		return fmt.Sprintf("Rejected by <@%s>: %s", p.Actor, p.Reason)
-	case p.Status == approvals.StatusRejected:
-		return fmt.Sprintf("Rejected by <@%s>. The environment is free.", p.Actor)
-	case p.Status == approvals.StatusApplied:
-		return "Result: " + p.Reason
-	}
-	return p.Reason
-}
-
-// resourceList lists changed resources, destroys marked, cut to one section.
-func resourceList(rs []approvals.Resource) string {
-	var b strings.Builder
-	b.WriteString("```")
-	for i, r := range rs {
-		line := fmt.Sprintf("%s %s%s\n", actionSign(r.Action), r.Address, actionNote(r.Action))
-		more := fmt.Sprintf("… and %d more\n", len(rs)-i)
-		if b.Len()+len(line)+len(more)+3 > maxSection {
-			b.WriteString(more)
-			break
-		}
-		b.WriteString(line)
-	}
-	b.WriteString("```")
-	return b.String()
-}
-
-func actionSign(a approvals.Action) string {
-	switch a {
-	case approvals.ActionCreate:
-		return "+"
-	case approvals.ActionUpdate:
-		return "~"
-	case approvals.ActionDelete:
-		return "-"
-	case approvals.ActionReplace:
-		return "-/+"
-	}
-	return "?"
-}
-
-func actionNote(a approvals.Action) string {
-	switch a {
-	case approvals.ActionDelete:
-		return "   ⚠ DESTROY"
-	case approvals.ActionReplace:
-		return "   ⚠ REPLACE (destroy and create)"
-	}
-	return ""
-}
-
 func plain(s string) *slack.TextBlockObject {
 	return slack.NewTextBlockObject(slack.PlainTextType, s, false, false)
 }
+
 func mrkdwn(s string) *slack.TextBlockObject {
 	return slack.NewTextBlockObject(slack.MarkdownType, s, false, false)
 }
 
-// escape makes user-supplied text (PR titles, reasons) safe in mrkdwn.
-func escape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
-}
+// The words of plans and grants are the service's (change/words.go).
+func clip(s string, n int) string                 { return change.Clip(s, n) }
+func short(sha string) string                     { return change.Short(sha) }
+func escape(s string) string                      { return change.Escape(s) }
+func ago(now, t time.Time) string                 { return change.Ago(now, t) }
+func human(d time.Duration) string                { return change.Human(d) }
+func label(p approvals.Plan) string               { return change.Label(p) }
+func mentions(users []string) string              { return change.Mentions(users) }
+func statusWords(s approvals.Status) string       { return change.StatusWords(s) }
+func grantWords(g approvals.BreakGlass) string    { return change.GrantWords(g) }
+func expiresIn(now, t time.Time) string           { return change.ExpiresIn(now, t) }
+func resourceList(rs []approvals.Resource) string { return change.ResourceList(rs) }
 
-func short(sha string) string {
-	if len(sha) > 7 {
-		return sha[:7]
-	}
-	return sha
-}
-
-// expiresIn renders the time left before t.
-func expiresIn(now, t time.Time) string {
-	if !t.After(now) {
-		return "expired"
-	}
-	return "in " + ago(t, now)
-}
+const maxSection = change.MaxSection

@@ -11,23 +11,25 @@ const module = "github.com/twokey/twokey"
 
 // TestImportGraph keeps the layout the README describes: pure packages in
 // the middle, each technology behind the one adapter named for it, and
-// dependencies flowing commands ← approvals ← runner ← bot ← cmd.
+// dependencies flowing commands ← approvals ← runner ← change ← bot ← cmd.
 func TestImportGraph(t *testing.T) {
-	out, err := exec.Command("go", "list", "-json=ImportPath,Imports", module+"/...").Output()
+	out, err := exec.Command("go", "list", "-json=ImportPath,Imports,Deps", module+"/...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	imports := map[string][]string{}
+	imports, deps := map[string][]string{}, map[string][]string{}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	for dec.More() {
 		var p struct {
 			ImportPath string
 			Imports    []string
+			Deps       []string
 		}
 		if err := dec.Decode(&p); err != nil {
 			t.Fatal(err)
 		}
-		imports[strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")] = p.Imports
+		name := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")
+		imports[name], deps[name] = p.Imports, p.Deps
 	}
 	if len(imports) < 10 {
 		t.Fatalf("only %d packages listed", len(imports))
@@ -47,6 +49,8 @@ func TestImportGraph(t *testing.T) {
 		"gopkg.in/yaml.v3":                    {"config", "devstack"},
 		// The demo's embedded Redis-compatible store; tests use it too.
 		"github.com/alicebob/miniredis": {"devstack"},
+		// One errgroup per process owns its goroutines.
+		"golang.org/x/sync/errgroup": {"cmd/twokey"},
 		// prctl: twokey's processes make themselves non-dumpable.
 		"golang.org/x/sys/unix": {"cmd/twokey"},
 		// The hostile pull request's provider, test equipment only.
@@ -59,8 +63,10 @@ func TestImportGraph(t *testing.T) {
 		"approvals": {"runner", "bot", "config", "cmd", "devstack", "commands", "audit"},
 		"audit":     {"approvals", "runner", "bot", "config", "cmd", "devstack", "commands"},
 		"config":    {"approvals", "runner", "bot", "cmd", "commands", "devstack"},
-		"runner":    {"bot", "cmd", "commands", "devstack"},
-		"bot":       {"cmd", "devstack"},
+		"runner":    {"bot", "cmd", "commands", "devstack", "change", "ghsync"},
+		"change":    {"bot", "cmd", "devstack", "ghsync"},
+		"ghsync":    {"bot", "cmd", "devstack"},
+		"bot":       {"cmd", "devstack", "ghsync"},
 	}
 
 	for pkg, imps := range imports {
@@ -68,7 +74,7 @@ func TestImportGraph(t *testing.T) {
 			if within, ok := strings.CutPrefix(imp, module+"/"); ok {
 				for _, f := range forbidden[top(pkg)] {
 					if within == f || strings.HasPrefix(within, f+"/") {
-						t.Errorf("%s imports %s: dependencies flow commands ← approvals ← runner ← bot ← cmd", pkg, within)
+						t.Errorf("%s imports %s: dependencies flow commands ← approvals ← runner ← change ← bot ← cmd", pkg, within)
 					}
 				}
 				continue
@@ -86,6 +92,31 @@ func TestImportGraph(t *testing.T) {
 			}
 		}
 	}
+	// Banned dependencies, direct or not, each with its reason (Tailscale's
+	// tstest/deptest).
+	banned := []struct{ pkg, dep, why string }{
+		{"change", "github.com/slack-go/slack", "the use cases are front-end free; bot is the Slack adapter"},
+		{"change", "github.com/redis/go-redis", "the service talks to stores through its own small interfaces"},
+		{"change", "github.com/hashicorp/vault/api", "credentials are the runner's adapters' business"},
+		{"change", "github.com/google/go-github", "GitHub feedback is ghsync's, driven by the service's events"},
+		{"ghsync", "github.com/slack-go/slack", "GitHub feedback does not depend on the front end"},
+		{"bot", "github.com/redis/go-redis", "bot is transport and rendering; state is the service's"},
+		{"bot", "github.com/hashicorp/vault/api", "bot is transport and rendering; credentials are the runner's"},
+		{"bot", "github.com/google/go-github", "bot is transport and rendering; GitHub is ghsync's and ghsource's"},
+		{"runner/redisjobs", module + "/bot", "a runner worker learns where terraform runs from cmd, not from the Slack adapter"},
+		{"runner/redisjobs", "github.com/slack-go/slack", "runner workers hold no Slack token and speak no Slack"},
+	}
+	for _, b := range banned {
+		if _, ok := deps[b.pkg]; !ok {
+			t.Errorf("banned-dependency rule for %s: no such package", b.pkg)
+		}
+		for _, d := range deps[b.pkg] {
+			if d == b.dep || strings.HasPrefix(d, b.dep+"/") {
+				t.Errorf("%s depends on %s: %s", b.pkg, d, b.why)
+			}
+		}
+	}
+
 	for _, pure := range []string{"commands", "approvals", "audit", "attest"} {
 		for _, imp := range imports[pure] {
 			// Project packages are governed by forbidden above; attest,

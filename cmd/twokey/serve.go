@@ -15,11 +15,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/twokey/twokey/approvals/redisstore"
 	"github.com/twokey/twokey/audit/redisaudit"
 	"github.com/twokey/twokey/bot"
+	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/ghsync"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/ghsource"
 	"github.com/twokey/twokey/runner/redisjobs"
@@ -67,7 +70,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 
 	// serve runs plans itself, or dispatches them to runner pools and then
 	// holds no Vault login at all.
-	var run bot.Runner
+	var (
+		run      change.Runner
+		outcomes change.Outcomes
+	)
 	if cfg.Runner.IsEmbedded() {
 		ro, err := deps.runnerOptions(ctx, cfg, log, "serve")
 		if err != nil {
@@ -79,7 +85,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		}
 		run = r
 	} else {
-		run = redisjobs.NewClient(redisjobs.ClientOptions{
+		client := redisjobs.NewClient(redisjobs.ClientOptions{
 			Redis: deps.rdb, Prefix: keyPrefix, Source: deps.src, Plans: poolPlans(deps.rdb, cfg), Logger: log, Signer: deps.keys.signer,
 			Pool: func(project, env string) (string, error) {
 				_, e, err := cfg.Resolve(project, env)
@@ -89,6 +95,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 				return e.Pool, nil
 			},
 		})
+		run, outcomes = client, client
 	}
 	store := redisstore.New(deps.rdb, keyPrefix, 0)
 	wrapping, err := vaultcreds.NewWrapChecker(cfg.Vault.Address, 10*time.Second)
@@ -96,16 +103,50 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return err
 	}
 	b, err := bot.New(bot.Options{
-		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken, Wrapping: wrapping,
-		Store: store, Grants: store, Locks: deps.locks, Runner: run, Target: targets(cfg), Dedup: store, Promos: store, Logger: log,
-		Audit: deps.audit, History: deps.audit, GitHub: deps.src, GitHubState: store, ConfigDigest: digest, Notary: deps.keys.notary(),
-		ShutdownGrace: *grace, SweepInterval: *sweep,
+		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken, ConfigDigest: digest, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	sync, err := ghsync.New(ghsync.Options{
+		Plans: store, Locks: deps.locks, GitHub: deps.src, State: store, Audit: deps.audit, Logger: log,
+		Name: b.Directory().Name,
+		Repo: func(project string) (string, bool) {
+			for _, p := range cfg.Projects {
+				if p.Name == project {
+					return p.Repo, true
+				}
+			}
+			return "", false
+		},
+		Scope: func(project, env string) string {
+			if len(cfg.Projects) > 1 {
+				return project + "/" + env
+			}
+			return env
+		},
+	})
+	if err != nil {
+		return err
+	}
+	svc, err := change.New(change.Options{
+		Config: cfg, Store: store, Grants: store, Locks: deps.locks, Runner: run, Outcomes: outcomes, Target: targets(cfg),
+		Dedup: store, Promos: store, Audit: deps.audit, History: deps.audit, Trim: deps.audit.Trim,
+		Directory: b.Directory(), Notify: b, Changed: sync.Changed, Wrapping: wrapping, Notary: deps.keys.notary(),
+		Logger: log, ShutdownGrace: *grace, SweepInterval: *sweep,
 	})
 	if err != nil {
 		return err
 	}
 	log.Info("twokey serving", "version", version, "projects", len(cfg.Projects), "embedded_runner", cfg.Runner.IsEmbedded())
-	return b.Run(ctx)
+	// One group per process: the Slack socket, the service's sweeper and
+	// work, and the GitHub syncer all end with ctx, and serve returns when
+	// all of them have.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return b.Run(gctx, svc) })
+	g.Go(func() error { return svc.Run(gctx) })
+	g.Go(func() error { return sync.Run(gctx) })
+	return g.Wait()
 }
 
 // deps are the connections serve and runner share.

@@ -1,18 +1,83 @@
-package bot
+// Package ghsync is the GitHub feedback of plans: a comment on the pull
+// request and commit statuses (twokey/plan/<env>, twokey/apply/<env>),
+// brought up to date in the background each time the change service says a
+// plan changed. GitHub being slow or down never holds up anyone; a pull
+// request catches up when GitHub is back.
+package ghsync
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/audit"
+	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/runner"
 )
+
+// Plans reads plans; approvals.Store is one.
+type Plans interface {
+	Get(ctx context.Context, id string) (approvals.Plan, error)
+}
+
+// Lease keeps one replica writing to GitHub at a time; runner.Locker is one.
+type Lease interface {
+	Acquire(ctx context.Context, key string, h runner.Holder, ttl time.Duration) (runner.Lease, error)
+	Refresh(ctx context.Context, l runner.Lease, ttl time.Duration) error
+	Release(ctx context.Context, l runner.Lease) error
+}
+
+// Options configure a Syncer.
+type Options struct {
+	Plans  Plans
+	Locks  Lease
+	GitHub PullRequests
+	State  GitHubState
+	Audit  audit.Recorder
+	// Repo is the repository of a project ("owner/name").
+	Repo func(project string) (string, bool)
+	// Scope names an environment in status contexts: the environment
+	// alone, or project/environment where there are several projects.
+	Scope func(project, env string) string
+	// Name is a user's display name, for the comment.
+	Name   func(ctx context.Context, user string) string
+	Logger *slog.Logger
+}
+
+// Syncer writes plans to GitHub.
+type Syncer struct {
+	o    Options
+	log  *slog.Logger
+	wake chan struct{}
+}
+
+// New returns a Syncer; Run writes.
+func New(o Options) (*Syncer, error) {
+	if o.Plans == nil || o.Locks == nil || o.GitHub == nil || o.State == nil || o.Audit == nil || o.Repo == nil || o.Scope == nil || o.Name == nil {
+		return nil, errors.New("ghsync: Plans, Locks, GitHub, State, Audit, Repo, Scope and Name are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Syncer{o: o, log: o.Logger, wake: make(chan struct{}, 1)}, nil
+}
+
+// Changed marks a plan for syncing; the change service calls it each time
+// a plan changes.
+func (b *Syncer) Changed(ctx context.Context, id string) {
+	b.dirty(ctx, id)
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
 
 // PullRequests writes to GitHub; *ghsource.Source is one.
 type PullRequests interface {
@@ -30,21 +95,9 @@ type GitHubState interface {
 	SetGitHubState(ctx context.Context, id string, comment int64, posted map[string]string) error
 }
 
-// uploadPlan puts the full plan text in the plan's thread as a file.
-func (b *Bot) uploadPlan(ctx context.Context, p approvals.Plan, text string) {
-	if p.MessageTS == "" {
-		return
-	}
-	b.uploadText(ctx, p.Channel, p.MessageTS, "plan-"+p.ID+".txt",
-		fmt.Sprintf("terraform plan of %s for %s/%s", label(p), p.Project, p.Env), text)
-}
-
 // dirty marks a plan for the GitHub syncer.
-func (b *Bot) dirty(ctx context.Context, id string) {
-	if b.o.GitHubState == nil {
-		return
-	}
-	if err := b.o.GitHubState.MarkDirty(context.WithoutCancel(ctx), id); err != nil {
+func (b *Syncer) dirty(ctx context.Context, id string) {
+	if err := b.o.State.MarkDirty(context.WithoutCancel(ctx), id); err != nil {
 		b.log.Warn("mark plan for GitHub", "plan_id", id, "err", err)
 	}
 }
@@ -56,12 +109,12 @@ const githubLease = "twokey/github"
 // githubSyncer brings each changed plan's PR comment and commit statuses up
 // to date, in the background: GitHub being slow or down never holds up
 // Slack, and the PR catches up when GitHub is back.
-func (b *Bot) githubSyncer(ctx context.Context) {
+func (b *Syncer) Run(ctx context.Context) error {
 	const ttl = 30 * time.Second
 	for ctx.Err() == nil {
 		lease, err := b.o.Locks.Acquire(ctx, githubLease, runner.Holder{User: "twokey", Ref: "GitHub sync"}, ttl)
 		if err != nil {
-			sleep(ctx, 5*time.Second) // another replica syncs, or Redis is away
+			b.sleep(ctx, 5*time.Second) // another replica syncs, or Redis is away
 			continue
 		}
 		pause := 200 * time.Millisecond
@@ -74,15 +127,20 @@ func (b *Bot) githubSyncer(ctx context.Context) {
 			} else {
 				pause = min(2*pause, time.Minute)
 			}
-			sleep(ctx, pause)
+			b.sleep(ctx, pause)
 		}
-		b.release(lease)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if err := b.o.Locks.Release(rctx, lease); err != nil {
+			b.log.Warn("release the GitHub sync lease; it frees when it ends", "err", err)
+		}
+		cancel()
 	}
+	return nil
 }
 
 // syncDirty syncs the plans marked dirty; it reports whether all went well.
-func (b *Bot) syncDirty(ctx context.Context) bool {
-	ids, err := b.o.GitHubState.TakeDirty(ctx, 50)
+func (b *Syncer) syncDirty(ctx context.Context) bool {
+	ids, err := b.o.State.TakeDirty(ctx, 50)
 	if err != nil {
 		return false
 	}
@@ -100,23 +158,23 @@ func (b *Bot) syncDirty(ctx context.Context) bool {
 }
 
 // syncPlan writes a plan's comment (for pull requests) and statuses.
-func (b *Bot) syncPlan(ctx context.Context, id string) error {
-	p, err := b.o.Store.Get(ctx, id)
+func (b *Syncer) syncPlan(ctx context.Context, id string) error {
+	p, err := b.o.Plans.Get(ctx, id)
 	if err != nil {
 		return nil // gone: nothing to show
 	}
-	proj, _, err := b.cfg.Resolve(p.Project, p.Env)
-	if err != nil {
+	repo, ok := b.o.Repo(p.Project)
+	if !ok {
 		return nil
 	}
-	comment, posted, err := b.o.GitHubState.GitHubState(ctx, id)
+	comment, posted, err := b.o.State.GitHubState(ctx, id)
 	if err != nil {
 		return err
 	}
 	var wrote []string
 	defer func() {
 		if len(wrote) > 0 {
-			if err := b.o.GitHubState.SetGitHubState(context.WithoutCancel(ctx), id, comment, posted); err != nil {
+			if err := b.o.State.SetGitHubState(context.WithoutCancel(ctx), id, comment, posted); err != nil {
 				b.log.Error("remember GitHub state", "plan_id", id, "err", err)
 			}
 			_ = b.record(ctx, audit.GitHubUpdated, "", &p, map[string]string{"wrote": strings.Join(wrote, ", "),
@@ -132,7 +190,7 @@ func (b *Bot) syncPlan(ctx context.Context, id string) error {
 		body := b.githubComment(ctx, p)
 		sum := sha256.Sum256([]byte(body))
 		if digest := hex.EncodeToString(sum[:]); posted["comment"] != digest {
-			cid, err := b.o.GitHub.UpsertComment(ctx, proj.Repo, p.PR, comment, body)
+			cid, err := b.o.GitHub.UpsertComment(ctx, repo, p.PR, comment, body)
 			if err != nil {
 				return fail(err)
 			}
@@ -145,7 +203,7 @@ func (b *Bot) syncPlan(ctx context.Context, id string) error {
 		if posted[st.context] == value {
 			continue
 		}
-		if err := b.o.GitHub.SetStatus(ctx, proj.Repo, p.SHA, st.context, st.state, st.description, p.Permalink); err != nil {
+		if err := b.o.GitHub.SetStatus(ctx, repo, p.SHA, st.context, st.state, st.description, p.Permalink); err != nil {
 			return fail(err)
 		}
 		posted[st.context] = value
@@ -159,11 +217,8 @@ type commitStatus struct{ context, state, description string }
 // githubStatuses are the commit statuses a plan should show:
 // twokey/plan/<env> and twokey/apply/<env>, so branch protection can
 // require, say, "applied to staging".
-func (b *Bot) githubStatuses(p approvals.Plan) []commitStatus {
-	scope := p.Env
-	if len(b.cfg.Projects) > 1 {
-		scope = p.Project + "/" + p.Env
-	}
+func (b *Syncer) githubStatuses(p approvals.Plan) []commitStatus {
+	scope := b.o.Scope(p.Project, p.Env)
 	planCtx, applyCtx := "twokey/plan/"+scope, "twokey/apply/"+scope
 	s := p.Summary
 	planned := fmt.Sprintf("plan %s: +%d ~%d -%d", p.ID, s.Add, s.Change, s.Destroy)
@@ -184,7 +239,7 @@ func (b *Bot) githubStatuses(p approvals.Plan) []commitStatus {
 	case approvals.StatusFailed:
 		return []commitStatus{{planCtx, "success", planned}, {applyCtx, "failure", "terraform apply failed"}}
 	case approvals.StatusRejected:
-		return []commitStatus{{planCtx, "success", planned}, {applyCtx, "failure", "rejected by " + b.dir.name(context.Background(), p.Actor)}}
+		return []commitStatus{{planCtx, "success", planned}, {applyCtx, "failure", "rejected by " + b.o.Name(context.Background(), p.Actor)}}
 	case approvals.StatusInterrupted:
 		return []commitStatus{{applyCtx, "error", "interrupted: check the environment"}}
 	}
@@ -192,10 +247,10 @@ func (b *Bot) githubStatuses(p approvals.Plan) []commitStatus {
 }
 
 // githubComment is the PR comment of a plan, in GitHub markdown.
-func (b *Bot) githubComment(ctx context.Context, p approvals.Plan) string {
+func (b *Syncer) githubComment(ctx context.Context, p approvals.Plan) string {
 	var c strings.Builder
-	fmt.Fprintf(&c, "### %s twokey · `%s/%s` · plan `%s`\n\n", statusIcon(p.Status), p.Project, p.Env, p.ID)
-	fmt.Fprintf(&c, "**%s** at `%s`, asked by %s\n\n", statusHeadline(p), short(p.SHA), b.dir.name(ctx, p.Requester))
+	fmt.Fprintf(&c, "### %s twokey · `%s/%s` · plan `%s`\n\n", change.StatusIcon(p.Status), p.Project, p.Env, p.ID)
+	fmt.Fprintf(&c, "**%s** at `%s`, asked by %s\n\n", change.StatusHeadline(p), change.Short(p.SHA), b.o.Name(ctx, p.Requester))
 	if p.Digest != "" {
 		s := p.Summary
 		fmt.Fprintf(&c, "**%d** to add · **%d** to change · **%d** to destroy\n\n", s.Add, s.Change, s.Destroy)
@@ -205,18 +260,18 @@ func (b *Bot) githubComment(ctx context.Context, p approvals.Plan) string {
 				fmt.Fprintf(&c, "- … and %d more (the full plan is in the Slack thread)\n", len(s.Resources)-maxRows)
 				break
 			}
-			fmt.Fprintf(&c, "- `%s %s`%s\n", actionSign(r.Action), r.Address, actionNote(r.Action))
+			fmt.Fprintf(&c, "- `%s %s`%s\n", change.ActionSign(r.Action), r.Address, change.ActionNote(r.Action))
 		}
 		c.WriteString("\n")
 	}
 	if users := approvals.Approvers(p); len(users) > 0 {
 		var names []string
 		for _, u := range users {
-			names = append(names, b.dir.name(ctx, u))
+			names = append(names, b.o.Name(ctx, u))
 		}
 		fmt.Fprintf(&c, "Approved by %s (%d of %d).\n\n", strings.Join(names, ", "), len(users), p.Required)
 	}
-	if line := outcome(p); line != "" {
+	if line := change.Outcome(p); line != "" {
 		c.WriteString(plainText(line) + "\n\n")
 	}
 	if p.Permalink != "" {
@@ -240,11 +295,32 @@ func plainText(s string) string {
 	return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&", "*", "").Replace(s)
 }
 
-func sleep(ctx context.Context, d time.Duration) {
+// sleep waits d, or less when a plan changes or ctx ends.
+func (b *Syncer) sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
+	case <-b.wake:
 	case <-t.C:
 	}
+}
+
+// record appends an event about p.
+func (b *Syncer) record(ctx context.Context, typ string, _ string, p *approvals.Plan, detail map[string]string) error {
+	e := audit.Event{Type: typ, Actor: audit.Actor{ID: "twokey", Name: "twokey"}, Detail: detail,
+		Project: p.Project, Env: p.Env, PR: p.PR, Ref: p.Ref, SHA: p.SHA,
+		PlanID: p.ID, Digest: p.Digest, Fence: p.Fence, Permalink: p.Permalink}
+	for k, v := range e.Detail {
+		if v == "" {
+			delete(e.Detail, k)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := b.o.Audit.Record(ctx, e); err != nil {
+		b.log.Error("audit record not written", "type", typ, "plan_id", p.ID, "err", err)
+		return err
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package bot
+package change
 
 import (
 	"context"
@@ -13,19 +13,19 @@ import (
 // status answers `/tf status [project] [env]`: each environment's lock and
 // open plans, with age and approvals. Plans found past their TTL are voided
 // on the way.
-func (b *Bot) status(ctx context.Context, channel, user string, cmd commands.Status) error {
+func (s *Service) Status(ctx context.Context, channel, user string, cmd commands.Status) error {
 	if cmd.Env != "" {
-		if _, _, err := b.cfg.Resolve(cmd.Project, cmd.Env); err != nil {
+		if _, _, err := s.cfg.Resolve(cmd.Project, cmd.Env); err != nil {
 			return err
 		}
 	}
-	plans, err := b.o.Store.Active(ctx)
+	plans, err := s.o.Store.Active(ctx)
 	if err != nil {
 		return err
 	}
-	now := b.o.Now()
+	now := s.o.Now()
 	var out strings.Builder
-	for _, proj := range b.cfg.Projects {
+	for _, proj := range s.cfg.Projects {
 		if cmd.Project != "" && proj.Name != cmd.Project {
 			continue
 		}
@@ -34,21 +34,21 @@ func (b *Bot) status(ctx context.Context, channel, user string, cmd commands.Sta
 				continue
 			}
 			key := runner.LockKey(proj.Name, env.Name)
-			h, held, err := b.o.Locks.Holder(ctx, key)
+			h, held, err := s.o.Locks.Holder(ctx, key)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(&out, "*%s*: ", key)
 			if held {
 				fmt.Fprintf(&out, ":lock: locked by <@%s> for %s since %s (%s, fence %d)\n",
-					h.User, h.What(), h.Since.UTC().Format("15:04 MST"), ago(now, h.Since), h.Fence)
+					h.User, h.What(), h.Since.UTC().Format("15:04 MST"), Ago(now, h.Since), h.Fence)
 			} else {
 				out.WriteString("free\n")
 			}
-			if recent, err := b.o.Promos.RecentApplied(ctx, proj.Name, env.Name, 3); err == nil && len(recent) > 0 {
+			if recent, err := s.o.Promos.RecentApplied(ctx, proj.Name, env.Name, 3); err == nil && len(recent) > 0 {
 				var shas []string
 				for _, a := range recent {
-					shas = append(shas, fmt.Sprintf("`%s` %s ago", short(a.SHA), ago(now, a.At)))
+					shas = append(shas, fmt.Sprintf("`%s` %s ago", Short(a.SHA), Ago(now, a.At)))
 				}
 				fmt.Fprintf(&out, "    applied: %s\n", strings.Join(shas, ", "))
 			}
@@ -57,14 +57,14 @@ func (b *Bot) status(ctx context.Context, channel, user string, cmd commands.Sta
 					continue
 				}
 				if approvals.Expired(p, now) {
-					b.expire(ctx, p)
+					s.expire(ctx, p)
 					continue
 				}
-				p := b.o.Notary.Signed(p)
+				p := s.o.Notary.Signed(p)
 				fmt.Fprintf(&out, "    • %s `%s` plan `%s` requested by <@%s>: %s, %d of %d approvals, %s old",
-					label(p), short(p.SHA), p.ID, p.Requester, statusWords(p.Status), len(approvals.Approvers(p)), p.Required, ago(now, p.CreatedAt))
+					Label(p), Short(p.SHA), p.ID, p.Requester, StatusWords(p.Status), len(approvals.Approvers(p)), p.Required, Ago(now, p.CreatedAt))
 				if p.Status == approvals.StatusPending {
-					out.WriteString(", expires " + expiresIn(now, p.ExpiresAt))
+					out.WriteString(", expires " + ExpiresIn(now, p.ExpiresAt))
 				}
 				out.WriteString("\n")
 			}
@@ -73,7 +73,7 @@ func (b *Bot) status(ctx context.Context, channel, user string, cmd commands.Sta
 	if out.Len() == 0 {
 		out.WriteString("No environments match.")
 	}
-	grants, err := b.o.Grants.OpenGrants(ctx)
+	grants, err := s.o.Grants.OpenGrants(ctx)
 	if err != nil {
 		return err
 	}
@@ -82,18 +82,18 @@ func (b *Bot) status(ctx context.Context, channel, user string, cmd commands.Sta
 		if (cmd.Project != "" && g.Project != cmd.Project) || (cmd.Env != "" && g.Env != cmd.Env) {
 			continue
 		}
-		line := fmt.Sprintf("    • `%s` %s/%s by <@%s>: %s", g.ID, g.Project, g.Env, g.Requester, grantWords(g))
+		line := fmt.Sprintf("    • `%s` %s/%s by <@%s>: %s", g.ID, g.Project, g.Env, g.Requester, GrantWords(g))
 		switch {
 		case g.Status == approvals.GrantActive:
-			line += ", expires " + expiresIn(now, g.ExpiresAt)
+			line += ", expires " + ExpiresIn(now, g.ExpiresAt)
 		case g.Status == approvals.GrantEnded:
-			line += fmt.Sprintf(" (%d of %d reviews), ended %s ago", len(g.Reviews), approvals.ReviewsNeeded, ago(now, g.EndedAt))
+			line += fmt.Sprintf(" (%d of %d reviews), ended %s ago", len(g.Reviews), approvals.ReviewsNeeded, Ago(now, g.EndedAt))
 		}
 		lines = append(lines, line)
 	}
 	if len(lines) > 0 {
 		out.WriteString("\n*Break-glass*\n" + strings.Join(lines, "\n") + "\n")
 	}
-	b.tell(ctx, channel, user, clip(out.String(), maxSection))
+	s.tell(ctx, channel, user, Clip(out.String(), MaxSection))
 	return nil
 }

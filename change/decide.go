@@ -1,0 +1,256 @@
+package change
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
+	"github.com/twokey/twokey/commands"
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/runner"
+)
+
+// approve counts an Approve click and starts the apply on quorum.
+func (s *Service) Approve(ctx context.Context, channel, user, planID string) (err error) {
+	p, err := s.o.Store.Get(ctx, planID)
+	if err != nil {
+		return err
+	}
+	key := clickKey(p.ID, decideApprove, user, p.Attempts)
+	if !s.First(ctx, key, channel, user) {
+		return nil // a double-click, or Slack delivering the same click twice
+	}
+	defer s.forgetOnError(ctx, key, &err)
+	_, env, err := s.cfg.Resolve(p.Project, p.Env)
+	if err != nil {
+		return err
+	}
+	authorized, derr := s.dir.Includes(ctx, user, env.Approvers)
+	if !authorized && derr != nil && user != p.Requester {
+		return fmt.Errorf("%w: %w", ErrMembership, derr)
+	}
+	var res approvals.Result
+	p, err = s.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
+		next, r, err := s.o.Notary.Approve(cur, user, authorized, s.o.Now())
+		res = r
+		if err == nil && r.Duplicate && r.Forged == 0 {
+			return cur, approvals.ErrUnchanged
+		}
+		return next, err
+	})
+	if res.Forged > 0 || errors.Is(err, approvals.ErrForged) {
+		s.forgery(ctx, p, fmt.Sprintf("%d approval(s) without a trusted signature found and not counted", res.Forged), err)
+	}
+	if errors.Is(err, approvals.ErrExpired) {
+		s.expire(ctx, p)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("approval", "plan_id", p.ID, "user", user, "counted", res.Counted, "quorum", res.Quorum)
+	if res.Counted {
+		_ = s.record(ctx, audit.Approval, user, &p, map[string]string{
+			"approvals": fmt.Sprintf("%d of %d", len(approvals.Approvers(p)), p.Required)})
+		s.refresh(ctx, p)
+	}
+	if res.Duplicate && !res.Quorum {
+		s.tell(ctx, channel, user, "You already approved this plan; it still needs "+
+			fmt.Sprint(approvals.Missing(p))+" more.")
+	}
+	if res.Quorum {
+		return s.apply(ctx, p.ID, channel, user)
+	}
+	return nil
+}
+
+// reject ends a pending plan and frees the environment.
+func (s *Service) Reject(ctx context.Context, channel, user, planID string) (err error) {
+	p, err := s.o.Store.Get(ctx, planID)
+	if err != nil {
+		return err
+	}
+	_, env, err := s.cfg.Resolve(p.Project, p.Env)
+	if err != nil {
+		return err
+	}
+	key := clickKey(p.ID, decideReject, user, p.Attempts)
+	if !s.First(ctx, key, channel, user) {
+		return nil
+	}
+	defer s.forgetOnError(ctx, key, &err)
+	authorized := false
+	if user != p.Requester {
+		ok, derr := s.dir.Includes(ctx, user, env.Approvers)
+		if !ok && derr != nil {
+			return fmt.Errorf("%w: %w", ErrMembership, derr)
+		}
+		authorized = ok
+	}
+	p, err = s.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
+		return approvals.Reject(cur, user, authorized, "", s.o.Now())
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("rejected", "plan_id", p.ID, "user", user)
+	_ = s.record(ctx, audit.Rejection, user, &p, nil)
+	s.ended(ctx, p, "")
+	return nil
+}
+
+// apply moves a plan with quorum to applying — a compare-and-swap that only
+// one process wins — and runs it.
+func (s *Service) apply(ctx context.Context, planID, channel, actor string) error {
+	var grant approvals.Grant
+	p, err := s.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
+		next, g, err := s.o.Notary.BeginApply(cur, s.o.Now())
+		grant = g
+		return next, err
+	})
+	if errors.Is(err, approvals.ErrForged) {
+		s.forgery(ctx, p, "apply refused", err)
+	}
+	var se *approvals.StateError
+	if errors.As(err, &se) && se.Status == approvals.StatusApplying {
+		return nil // another click or process is applying it
+	}
+	if errors.Is(err, approvals.ErrExpired) {
+		s.expire(ctx, p)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	log := s.log.With("env", p.Project+"/"+p.Env, "pr", p.PR, "plan_id", p.ID, "fence", p.Fence)
+	proj, env, err := s.cfg.Resolve(p.Project, p.Env)
+	if err != nil {
+		s.abort(ctx, p, grant, "configuration changed")
+		return err
+	}
+	s.refresh(ctx, p)
+
+	// The ref must still name the commit that was planned and approved, and
+	// that commit must still have been through the environments before.
+	ref, err := commands.ParseRef(p.Ref)
+	if err != nil {
+		s.abort(ctx, p, grant, "unreadable ref")
+		return err
+	}
+	rev, err := s.o.Runner.Resolve(ctx, proj.Repo, runnerRef(ref))
+	switch {
+	case errors.Is(err, runner.ErrSource):
+		s.abort(ctx, p, grant, "GitHub unavailable: head commit not confirmed")
+		return err
+	case err != nil:
+		s.finish(ctx, p, approvals.StatusInvalidated, Label(p)+" can no longer be applied: "+Escape(err.Error()))
+		return err
+	case rev.SHA != p.SHA:
+		s.finish(ctx, p, approvals.StatusInvalidated, fmt.Sprintf("%s moved to %s after it was planned; nothing was applied. Plan it again.", Label(p), Short(rev.SHA)))
+		return nil
+	}
+	if err := s.promoted(ctx, proj, env, p.SHA); err != nil {
+		if errors.Is(err, approvals.ErrNotPromoted) {
+			s.finish(ctx, p, approvals.StatusInvalidated, "promotion check failed at apply time: "+Escape(err.Error()))
+		} else {
+			s.abort(ctx, p, grant, "promotion record unavailable")
+		}
+		return err
+	}
+
+	target, err := s.o.Target(proj.Name, env.Name)
+	if err != nil {
+		s.abort(ctx, p, grant, "configuration changed")
+		return err
+	}
+	s.post(ctx, p, fmt.Sprintf(":rocket: Applying plan `%s` (approved by %s) …", p.ID, Mentions(grant.Approvers())))
+	log.Info("applying", "approvers", grant.Approvers())
+	prog := s.progress(ctx, p)
+	res, err := s.o.Runner.Apply(ctx, runner.ApplyJob{Grant: grant, Rev: rev, Target: target, Progress: prog.add})
+	prog.close()
+	if errors.Is(err, runner.ErrDetached) {
+		log.Warn("stopped waiting for the apply; another replica completes it", "err", err)
+		return nil
+	}
+	return s.applied(ctx, p, grant, res, err)
+}
+
+// applied records the end of an apply — by the replica that waited for it,
+// or by a sweeper that found its result — and says how it went.
+func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals.Grant, res runner.ApplyResult, err error) error {
+	log := s.log.With("env", p.Project+"/"+p.Env, "plan_id", p.ID, "fence", p.Fence)
+	if res.RevokeErr != nil {
+		s.post(ctx, p, fmt.Sprintf(":warning: Vault did not revoke the apply credential (accessor `%s`); it dies by its TTL at %s.",
+			res.Accessor, res.Expires.UTC().Format("15:04:05 MST")))
+	}
+	switch {
+	case err == nil:
+		log.Info("applied", "summary", res.Summary, "accessor", res.Accessor, "duration", res.Duration)
+		p = s.finishApply(ctx, p, grant, nil, fmt.Sprintf("%s in %s", res.Summary, res.Duration.Round(100*time.Millisecond)))
+		done := fmt.Sprintf(":white_check_mark: Apply complete: %s.", res.Summary)
+		if res.RevokeErr == nil {
+			done += " The apply credential is revoked."
+		}
+		s.post(ctx, p, done)
+	case errors.Is(err, runner.ErrCredentials):
+		log.Warn("apply not started: credentials unavailable", "err", err)
+		s.abort(ctx, p, grant, "")
+		s.post(ctx, p, ":warning: Vault is unavailable: nothing was applied. The plan stays pending with its approvals.")
+		return err
+	case errors.Is(err, runner.ErrAudit):
+		log.Error("apply not started: its audit record could not be written", "err", err)
+		s.abort(ctx, p, grant, "")
+		s.post(ctx, p, ":warning: The audit record could not be written, so nothing was applied. The plan stays pending with its approvals.")
+		return err
+	case errors.Is(err, runner.ErrStalePlan):
+		s.finish(ctx, p, approvals.StatusInvalidated, s.n.Describe(err))
+		return nil
+	case errors.Is(err, runner.ErrInterrupted):
+		log.Error("apply interrupted", "err", err)
+		s.finish(ctx, p, approvals.StatusInterrupted, "apply interrupted: "+Escape(runner.Redact(err.Error())))
+		return err
+	case errors.Is(err, runner.ErrLockLost):
+		s.finish(ctx, p, approvals.StatusInvalidated, "the environment lock was lost before the apply; nothing was applied")
+		return err
+	default:
+		log.Error("apply failed", "err", err)
+		p = s.finishApply(ctx, p, grant, err, "terraform apply failed")
+		s.post(ctx, p, s.n.Describe(err))
+	}
+	return nil
+}
+
+// finishApply records the end of an apply, frees the environment and
+// updates the message.
+func (s *Service) finishApply(ctx context.Context, p approvals.Plan, g approvals.Grant, applyErr error, reason string) approvals.Plan {
+	p, err := s.mutate(ctx, p.ID, func(cur approvals.Plan) (approvals.Plan, error) {
+		return approvals.Finish(cur, g, applyErr, reason, s.o.Now())
+	})
+	if err != nil {
+		// Ended meanwhile (an admin's unlock): that path updated the message.
+		s.log.Error("record apply result", "plan_id", p.ID, "err", err)
+		return p
+	}
+	if p.Status == approvals.StatusApplied {
+		if err := s.o.Promos.RecordApplied(context.WithoutCancel(ctx), p.Project, p.Env, p.SHA, p.UpdatedAt); err != nil {
+			s.log.Error("record applied commit; environments that require this one will refuse it", "plan_id", p.ID, "err", err)
+		}
+	}
+	s.ended(ctx, p, "")
+	return p
+}
+
+// promoted checks an environment's promotion rule for sha.
+func (s *Service) promoted(ctx context.Context, proj *config.Project, env *config.Environment, sha string) error {
+	if env.Requires == "" {
+		return nil
+	}
+	at, ok, err := s.o.Promos.AppliedAt(ctx, proj.Name, env.Requires, sha)
+	if err != nil {
+		return err
+	}
+	return approvals.Promoted(env.Requires, sha, env.Soak.D(), at, ok, s.o.Now())
+}

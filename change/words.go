@@ -1,0 +1,281 @@
+// Words: how plans, grants and their states are said, shared by the
+// front end, the GitHub feedback and the service's own notes.
+
+package change
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/commands"
+)
+
+// label names what a plan planned: "PR #42", "tag v1.2", "commit 1a2b3c4".
+func Label(p approvals.Plan) string {
+	if ref, err := commands.ParseRef(p.Ref); err == nil {
+		return ref.Label()
+	}
+	return fmt.Sprintf("PR #%d", p.PR)
+}
+
+func Mentions(users []string) string {
+	var m []string
+	for _, u := range users {
+		m = append(m, "<@"+u+">")
+	}
+	return strings.Join(m, ", ")
+}
+
+// human renders a duration the way people write one: 30m, 1h, 1h30m, 45s.
+func Human(d time.Duration) string {
+	d = d.Round(time.Second)
+	h, m, s := d/time.Hour, (d%time.Hour)/time.Minute, (d%time.Minute)/time.Second
+	var out string
+	if h > 0 {
+		out += fmt.Sprintf("%dh", h)
+	}
+	if m > 0 {
+		out += fmt.Sprintf("%dm", m)
+	}
+	if s > 0 || out == "" {
+		out += fmt.Sprintf("%ds", s)
+	}
+	return out
+}
+
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && s[cut]&0xC0 == 0x80 {
+		cut--
+	}
+	return s[:cut] + "\n…(truncated)"
+}
+
+func Ago(now, t time.Time) string {
+	d := now.Sub(t).Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return d.String()
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	default:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+}
+
+func StatusWords(s approvals.Status) string {
+	switch s {
+	case approvals.StatusPlanning:
+		return "still planning"
+	case approvals.StatusPending:
+		return "waiting for approvals"
+	case approvals.StatusApplying:
+		return "being applied"
+	case approvals.StatusApplied:
+		return "already applied"
+	case approvals.StatusFailed:
+		return "applied and failed"
+	case approvals.StatusPlanFailed:
+		return "a failed plan"
+	case approvals.StatusNoChanges:
+		return "a plan without changes"
+	case approvals.StatusRejected:
+		return "rejected"
+	case approvals.StatusInvalidated:
+		return "void"
+	case approvals.StatusInterrupted:
+		return "interrupted"
+	}
+	return string(s)
+}
+
+func StatusHeadline(p approvals.Plan) string {
+	switch p.Status {
+	case approvals.StatusPlanning:
+		return "Planning"
+	case approvals.StatusPending:
+		return "Plan ready for review"
+	case approvals.StatusApplying:
+		return "Applying"
+	case approvals.StatusApplied:
+		return "Applied"
+	case approvals.StatusFailed:
+		return "Apply failed"
+	case approvals.StatusPlanFailed:
+		return "Plan failed"
+	case approvals.StatusNoChanges:
+		return "No changes"
+	case approvals.StatusRejected:
+		return "Rejected"
+	case approvals.StatusInvalidated:
+		return "Void"
+	case approvals.StatusInterrupted:
+		return "Interrupted"
+	}
+	return string(p.Status)
+}
+
+func StatusIcon(s approvals.Status) string {
+	switch s {
+	case approvals.StatusPlanning, approvals.StatusApplying:
+		return "⏳"
+	case approvals.StatusPending:
+		return "📝"
+	case approvals.StatusApplied, approvals.StatusNoChanges:
+		return "✅"
+	case approvals.StatusFailed, approvals.StatusPlanFailed, approvals.StatusInterrupted:
+		return "❌"
+	}
+	return "🚫"
+}
+
+// outcome says how a finished plan ended, or "" while it is open. Reasons
+// are mrkdwn written by the bot, which escapes any user text it puts in them.
+func Outcome(p approvals.Plan) string {
+	switch {
+	case !p.Status.Terminal():
+		return ""
+	case p.Status == approvals.StatusRejected && p.Reason != "":
+		return fmt.Sprintf("Rejected by <@%s>: %s", p.Actor, p.Reason)
+	case p.Status == approvals.StatusRejected:
+		return fmt.Sprintf("Rejected by <@%s>. The environment is free.", p.Actor)
+	case p.Status == approvals.StatusApplied:
+		return "Result: " + p.Reason
+	}
+	return p.Reason
+}
+
+// resourceList lists changed resources, destroys marked, cut to one section.
+func ResourceList(rs []approvals.Resource) string {
+	var out strings.Builder
+	out.WriteString("```")
+	for i, r := range rs {
+		line := fmt.Sprintf("%s %s%s\n", ActionSign(r.Action), r.Address, ActionNote(r.Action))
+		more := fmt.Sprintf("… and %d more\n", len(rs)-i)
+		if out.Len()+len(line)+len(more)+3 > MaxSection {
+			out.WriteString(more)
+			break
+		}
+		out.WriteString(line)
+	}
+	out.WriteString("```")
+	return out.String()
+}
+
+func ActionSign(a approvals.Action) string {
+	switch a {
+	case approvals.ActionCreate:
+		return "+"
+	case approvals.ActionUpdate:
+		return "~"
+	case approvals.ActionDelete:
+		return "-"
+	case approvals.ActionReplace:
+		return "-/+"
+	}
+	return "?"
+}
+
+func ActionNote(a approvals.Action) string {
+	switch a {
+	case approvals.ActionDelete:
+		return "   ⚠ DESTROY"
+	case approvals.ActionReplace:
+		return "   ⚠ REPLACE (destroy and create)"
+	}
+	return ""
+}
+
+// escape makes user-supplied text (PR titles, reasons) safe in mrkdwn.
+func Escape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+func Short(sha string) string {
+	if len(sha) > 7 {
+		return sha[:7]
+	}
+	return sha
+}
+
+// expiresIn renders the time left before t.
+func ExpiresIn(now, t time.Time) string {
+	if !t.After(now) {
+		return "expired"
+	}
+	return "in " + Ago(t, now)
+}
+
+// minutesLeft is the active grant's time left, in minutes rounded up.
+func MinutesLeft(g approvals.BreakGlass, now time.Time) int {
+	return int((g.ExpiresAt.Sub(now) + time.Minute - 1) / time.Minute)
+}
+
+func GrantIcon(g approvals.BreakGlass) string {
+	switch {
+	case g.Status == approvals.GrantActive || g.Status == approvals.GrantMinting:
+		return "🔓"
+	case g.Status == approvals.GrantRequested:
+		return "🚨"
+	case g.Outcome == approvals.OutcomeCompromised:
+		return "☠️"
+	case g.HadToken() && !g.Reviewed():
+		return "👀"
+	}
+	return "🔒"
+}
+
+// grantWords says where a grant is, in a few words.
+func GrantWords(g approvals.BreakGlass) string {
+	switch g.Status {
+	case approvals.GrantRequested:
+		return "waiting for approval"
+	case approvals.GrantMinting:
+		return "creating the token"
+	case approvals.GrantActive:
+		if g.Delivered {
+			return "active: token delivered"
+		}
+		return "active: delivering the token"
+	}
+	w := map[approvals.Outcome]string{
+		approvals.OutcomeDenied: "denied", approvals.OutcomeLapsed: "lapsed", approvals.OutcomeFailed: "failed",
+		approvals.OutcomeExpired: "expired", approvals.OutcomeRevoked: "revoked", approvals.OutcomeCompromised: "compromised",
+	}[g.Outcome]
+	switch {
+	case g.HadToken() && g.Reviewed():
+		w += ", reviewed"
+	case g.HadToken():
+		w += ", *unreviewed*"
+	}
+	return w
+}
+
+func EndedWords(g approvals.BreakGlass) string {
+	by := ""
+	if g.EndedBy != "" {
+		by = " by <@" + g.EndedBy + ">"
+	}
+	switch g.Outcome {
+	case approvals.OutcomeDenied:
+		return "Denied" + by + ": " + g.Note + "."
+	case approvals.OutcomeCompromised:
+		return ":rotating_light: Compromised: " + g.Note + "."
+	}
+	return strings.ToUpper(g.Note[:1]) + g.Note[1:] + by + "."
+}
+
+// MaxSection keeps a text within one Slack section block (3,000 characters).
+const MaxSection = 2900
+
+// The shapes of plan and grant IDs.
+var (
+	PlanIDRE  = regexp.MustCompile(`^p-[a-z2-9]{8}$`)
+	GrantIDRE = regexp.MustCompile(`^bg-[a-z2-9]{8}$`)
+)
