@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/twokey/twokey/approvals"
-	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/bot/slacksim"
+	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )

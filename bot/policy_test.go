@@ -20,9 +20,9 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/approvals/redisstore"
-	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/audit/redisaudit"
 	"github.com/twokey/twokey/bot/slacksim"
+	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/redislock"
