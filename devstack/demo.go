@@ -156,24 +156,22 @@ func StartDemo(ctx context.Context, o DemoOptions) (_ *Demo, err error) {
 	cfg.Vault.Address = v.Addr
 	cfg.Terraform.Path = terraform
 	cfg.DataDir = filepath.Join(o.Dir, "data")
-	// Runs are sandboxed: they see only their own directory and the state
-	// directory, and where the demo runs as root they drop to another uid,
-	// which must be able to pass through the demo's directory.
-	stateDir := filepath.Join(o.Dir, "state")
-	if err := os.MkdirAll(stateDir, 0o777); err != nil {
+	// Runs are sandboxed: they see only their own directory and their
+	// environment's state directory, and where the demo runs as root they
+	// drop to another uid, which must be able to pass through the demo's
+	// directory and write its environment's state.
+	if err := os.Chmod(o.Dir, 0o711); err != nil {
 		return nil, err
 	}
-	for _, d := range []struct {
-		path string
-		mode os.FileMode
-	}{{o.Dir, 0o711}, {stateDir, 0o777}} {
-		if err := os.Chmod(d.path, d.mode); err != nil {
-			return nil, err
-		}
-	}
-	cfg.Runner.Sandbox.Writable = []string{stateDir}
 	for i := range cfg.Projects[0].Environments {
 		e := &cfg.Projects[0].Environments[i]
+		stateDir := filepath.Join(o.Dir, "state", e.Name)
+		if err := os.MkdirAll(stateDir, 0o711); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(stateDir, 0o777); err != nil {
+			return nil, err
+		}
 		e.BackendConfig["path"] = filepath.Join(stateDir, e.Name+".tfstate")
 		if err := applyMain(ctx, terraform, filepath.Join(o.Dir, "bootstrap", e.Name), e.BackendConfig["path"]); err != nil {
 			return nil, fmt.Errorf("bootstrap %s: %w", e.Name, err)

@@ -274,7 +274,7 @@ func (r *Runner) version(ctx context.Context, bin, want string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBinary, err)
 	}
-	if err := tf.SetEnv(r.baseEnv(filepath.Join(dir, "home"), filepath.Join(dir, "tmp"))); err != nil {
+	if err := tf.SetEnv(r.baseEnv(filepath.Join(dir, "home"), box.TempDir())); err != nil {
 		return err
 	}
 	got, _, err := tf.Version(ctx, true)

@@ -22,6 +22,9 @@ type Sandbox interface {
 type Run struct {
 	Dir    string // the run's directory, created by Open
 	Binary string // terraform or tofu
+	// Writable are more host paths this run, and only this run, sees
+	// read-write: its environment's local backend state directory.
+	Writable []string
 }
 
 // Box is one run's sandbox. Its directory holds home/ and tmp/, and the
@@ -29,6 +32,9 @@ type Run struct {
 type Box interface {
 	// Exec is the executable terraform-exec starts instead of the binary.
 	Exec() string
+	// TempDir is the run's own temporary directory, as its processes see
+	// it (TMPDIR).
+	TempDir() string
 	// Prepared is called once the caller has filled the run's directory.
 	Prepared() error
 	// Input places data where every later command of the run reads it and
@@ -69,6 +75,7 @@ func (Unconfined) Open(run Run) (Box, error) {
 type unconfined Run
 
 func (u unconfined) Exec() string    { return u.Binary }
+func (u unconfined) TempDir() string { return filepath.Join(u.Dir, "tmp") }
 func (u unconfined) Prepared() error { return nil }
 func (u unconfined) Interrupt() bool { return false } // terraform-exec sends SIGINT itself
 func (u unconfined) Close() error    { return os.RemoveAll(u.Dir) }

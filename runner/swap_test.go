@@ -98,3 +98,45 @@ resource "terraform_data" "a" {
 		t.Fatalf("configuration that is not in the commit ran with the apply's credentials:\n%s", b)
 	}
 }
+
+// A run sees its own environment's local state directory, read-write, and
+// no other environment's.
+func TestRunSeesOnlyItsEnvironmentsState(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	prod := stacktest.Writable(t, f.root, "prod-state")
+	if err := os.WriteFile(filepath.Join(prod, "prod.tfstate"), []byte("prod-state-secret-7c1e"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	f.src.trees[sha1] = map[string]string{
+		"infra/main.tf": fmt.Sprintf(`terraform {
+  backend "local" {}
+  required_providers {
+    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
+  }
+}
+data "loot_run" "x" {
+  program = "cat %s/prod.tfstate; echo marker-$(ls %s | wc -l)"
+}
+output "found" {
+  value = data.loot_run.x.output
+}
+`, prod, filepath.Dir(f.target.BackendConfig["path"])),
+		"infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0": string(stacktest.LootProvider(t)),
+	}
+	f.target.Providers = runner.Providers{Allowed: []string{"example.com/twokey/loot"}, AllowPR: true}
+	// No sandbox-wide writable path: the state directory is bound because
+	// it is this environment's. The runner's data directory's long name
+	// also checks that providers' sockets fit.
+	r, err := f.runner(t, func(o *runner.Options) { o.Sandbox = stacktest.Sandbox(t) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.r = r
+	_, res := f.plan(t, "p1", sha1)
+	if strings.Contains(res.Text, "prod-state-secret") {
+		t.Fatalf("a staging run read prod's state:\n%s", res.Text)
+	}
+	if !strings.Contains(res.Text, "marker-") || strings.Contains(res.Text, "marker-0") {
+		t.Fatalf("the run did not see its own state directory:\n%s", res.Text)
+	}
+}

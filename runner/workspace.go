@@ -62,13 +62,13 @@ func (r *Runner) open(ctx context.Context, kind string, t Target) (*run, error) 
 	}
 	r.mu.Unlock()
 	slot.Lock()
-	box, err := r.o.Sandbox.Open(Run{Dir: dir, Binary: bin})
+	box, err := r.o.Sandbox.Open(Run{Dir: dir, Binary: bin, Writable: t.localState()})
 	if err != nil {
 		slot.Unlock()
 		return nil, fmt.Errorf("%w: %w", ErrSandbox, err)
 	}
 	ru := &run{box: box, dir: dir, slot: slot, src: filepath.Join(dir, "src"), home: filepath.Join(dir, "home"),
-		tmp: filepath.Join(dir, "tmp"), bin: bin, target: t, planOut: filepath.Join(dir, "plan.tfplan")}
+		tmp: box.TempDir(), bin: bin, target: t, planOut: filepath.Join(dir, "plan.tfplan")}
 	ru.work = filepath.Join(ru.src, filepath.FromSlash(t.Dir))
 	ru.ctx, ru.unconfine = confine(ctx, box)
 	return ru, nil
@@ -228,6 +228,15 @@ func removeRuns(dir string) error {
 		return nil
 	})
 	return os.RemoveAll(dir)
+}
+
+// localState is the directory of the target's local backend state, if it
+// has one: its runs, and no other environment's, may write there.
+func (t Target) localState() []string {
+	if p := t.BackendConfig["path"]; filepath.IsAbs(p) {
+		return []string{filepath.Dir(p)}
+	}
+	return nil
 }
 
 // step runs one terraform command unless ctx has already ended: commands

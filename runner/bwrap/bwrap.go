@@ -200,6 +200,7 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 	}
 	args = append(args, mounts(s.o.ReadOnly, "--ro-bind")...)
 	args = append(args, mounts(s.o.Writable, "--bind")...)
+	args = append(args, mounts(run.Writable, "--bind")...)
 	args = append(args, "--ro-bind", bin, bin, "--bind", run.Dir, run.Dir,
 		"--ro-bind", b.in, filepath.Join(run.Dir, "in"))
 	if b.dropping {
@@ -329,6 +330,10 @@ func (b *box) own(path string) error {
 }
 
 func (b *box) Exec() string { return b.exe }
+
+// TempDir is the run's private /tmp (a tmpfs of its own): short enough for
+// the unix sockets providers listen on, whatever the run's directory.
+func (b *box) TempDir() string { return "/tmp" }
 
 // Prepared hands the run's directory, filled from outside, to the run's uid.
 func (b *box) Prepared() error {
