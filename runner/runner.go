@@ -393,14 +393,20 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if err != nil {
 		return PlanResult{}, nil, fmt.Errorf("%w: %w", ErrSandbox, err)
 	}
-	var plan *tfjson.Plan
+	// The summary and the text read the same read-only bytes, at once.
+	var (
+		plan     *tfjson.Plan
+		text     string
+		textErr  error
+		textDone = make(chan struct{})
+	)
+	go func() {
+		defer close(textDone)
+		textErr = step(ctx, func() (err error) { text, err = ru.tf.ShowPlanFileRaw(ru.ctx, planFile); return err })
+	}()
 	err = step(ctx, func() (err error) { plan, err = ru.tf.ShowPlanFile(ru.ctx, planFile); return err })
-	if err != nil {
-		return PlanResult{}, nil, r.cause(ctx, tfError("show", err, cred))
-	}
-	var text string
-	err = step(ctx, func() (err error) { text, err = ru.tf.ShowPlanFileRaw(ru.ctx, planFile); return err })
-	if err != nil {
+	<-textDone
+	if err = errors.Join(err, textErr); err != nil {
 		return PlanResult{}, nil, r.cause(ctx, tfError("show", err, cred))
 	}
 	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan), Text: Redact(text, cred.Values()...)}, data, nil
