@@ -334,7 +334,7 @@ func TestRunsLeaveNothingBehind(t *testing.T) {
 	// A runner that died mid-run left its directory; the next one to start
 	// removes it, and leaves a live runner's alone.
 	dead := filepath.Join(f.root, "data", "runs", "deadbeef0000")
-	if err := os.MkdirAll(filepath.Join(dead, "plan-acme-staging", "src"), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(dead, "plan.acme.staging", "src"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(dead+".lock", nil, 0o600); err != nil {

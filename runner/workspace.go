@@ -23,24 +23,23 @@ import (
 // removed after it, in its own sandbox. Nothing a run writes is read by a
 // later one.
 //
-//	<data>/runs/<instance>/<kind>-<project>-<env>/
+//	<data>/runs/<runner>/<kind>.<project>.<env>/
 //	    src/    the checked-out tree
 //	    home/   HOME
-//	    tmp/    TMPDIR
 //	    in/     read-only inputs: the saved plan that show and apply read
+//
+// TMPDIR is the box's own (see Box.TempDir).
 type run struct {
-	box              Box
-	slot             *sync.Mutex // held while the run lasts
-	dir, src, work   string
-	home, tmp        string
-	bin              string
-	ctx              context.Context // what terraform runs under: see confine
-	unconfine        func()
-	planOut          string // where plan writes the saved plan
-	tf               Terraform
-	target           Target
-	cred             *Credential
-	providersChecked bool
+	box            Box
+	slot           *sync.Mutex // held while the run lasts
+	dir, src, work string
+	home, tmp      string
+	bin            string
+	ctx            context.Context // what terraform runs under: see confine
+	unconfine      func()
+	planOut        string // where plan writes the saved plan
+	tf             Terraform
+	target         Target
 }
 
 // open makes a run's directory and sandbox.
@@ -53,7 +52,7 @@ func (r *Runner) open(ctx context.Context, kind string, t Target) (*run, error) 
 	// and applies hold the environment lock anyway), so its directory's
 	// path can be the same each time and terraform-exec, kept per path,
 	// learns the binary's version once.
-	dir := filepath.Join(r.runs, fmt.Sprintf("%s-%s-%s", kind, safeName(t.Project), safeName(t.Env)))
+	dir := filepath.Join(r.runs, kind+"."+safeName(t.Project)+"."+safeName(t.Env))
 	r.mu.Lock()
 	slot, ok := r.slots[dir]
 	if !ok {
@@ -117,7 +116,7 @@ func (r *Runner) materialize(ctx context.Context, ru *run, rev Revision, cred *C
 	if err != nil {
 		return err
 	}
-	ru.tf, ru.cred = tf, cred
+	ru.tf = tf
 	if err := tf.SetEnv(r.env(ru, cred)); err != nil {
 		return err
 	}
