@@ -236,6 +236,10 @@ func TestChartLarge(t *testing.T) {
 		if !ok || p.Vault.Method != "kubernetes" || p.Vault.Role != "twokey-runner-"+pool || p.Vault.TokenPath != "/var/run/secrets/vault/token" {
 			t.Errorf("%s: vault auth %+v", component, p.Vault)
 		}
+		// A pool the config has and the chart does not deploy keeps its own login.
+		if edge, ok := c.PoolFor("edge"); !ok || edge.Vault.Method != "approle" {
+			t.Errorf("%s: the config's pool edge became %+v (found %v)", component, edge.Vault, ok)
+		}
 		if !reachesPort(r.policies[component], 8200) || !reachesPort(r.policies[component], 443) || !reachesPort(r.policies[component], 6379) {
 			t.Errorf("%s: runners reach Redis, Vault, GitHub and the cloud", component)
 		}

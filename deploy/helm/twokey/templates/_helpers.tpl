@@ -41,9 +41,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- $vault := default dict $c.vault -}}
 {{- $_ := set $vault "auth" (dict "method" "kubernetes" "mount" $k.mount "role" $k.serveRole "token_path" "/var/run/secrets/vault/token") -}}
 {{- $_ := set $c "vault" $vault -}}
+{{- /* Each pool of the config keeps its own fields; a pool deployed here
+       logs in with its Kubernetes role. */ -}}
 {{- $pools := list -}}
+{{- range $cp := (default list $c.pools) -}}
+{{- $pool := deepCopy $cp -}}
 {{- range $v.pools -}}
-{{- $pools = append $pools (dict "name" .name "vault_auth" (dict "method" "kubernetes" "mount" $k.mount "role" .vaultRole "token_path" "/var/run/secrets/vault/token")) -}}
+{{- if eq .name $cp.name -}}
+{{- $_ := set $pool "vault_auth" (dict "method" "kubernetes" "mount" $k.mount "role" .vaultRole "token_path" "/var/run/secrets/vault/token") -}}
+{{- end -}}
+{{- end -}}
+{{- $pools = append $pools $pool -}}
 {{- end -}}
 {{- if $pools }}{{ $_ := set $c "pools" $pools }}{{ end -}}
 {{- end -}}
