@@ -35,6 +35,9 @@ func TestAuditTrail(t *testing.T) {
 	msg := s.planMessage(1, "Plan ready for review")
 	planID := msg.Buttons()[0].Value
 	s.click(bob, msg, approve)
+	// The two clicks are handled concurrently; the record's order is the
+	// order they were counted in, so carol clicks once bob's has counted.
+	s.waitTS(msg.TS, "more needed")
 	s.click(carol, msg, approve)
 	s.waitTS(msg.TS, "Applied")
 
