@@ -107,17 +107,32 @@ type Approval struct {
 }
 
 // Summary is what the plan would do, without any values.
+//
+// Add and Destroy count replacements too (as terraform's own "to add" and
+// "to destroy" do); Replace says how many of them are replacements.
 type Summary struct {
 	Add       int        `json:"add"`
 	Change    int        `json:"change"`
 	Destroy   int        `json:"destroy"`
+	Replace   int        `json:"replace,omitempty"`
+	Import    int        `json:"import,omitempty"`  // resources brought under management
+	Move      int        `json:"move,omitempty"`    // resources whose address changes (moved blocks)
+	Forget    int        `json:"forget,omitempty"`  // resources dropped from state, not destroyed (removed blocks)
+	Outputs   int        `json:"outputs,omitempty"` // root module outputs that change
 	Resources []Resource `json:"resources,omitempty"`
+	// Changes is terraform's own answer (terraform-exec's Plan result):
+	// applying would change something, even if nothing above counts it.
+	Changes bool `json:"changes,omitempty"`
 }
 
 // Resource is one resource the plan touches.
 type Resource struct {
 	Address string `json:"address"`
 	Action  Action `json:"action"`
+	// From is the address the resource had before a move.
+	From string `json:"from,omitempty"`
+	// Imported: the plan imports the resource (and then Action applies to it).
+	Imported bool `json:"imported,omitempty"`
 }
 
 // Action is what happens to a resource.
@@ -128,10 +143,52 @@ const (
 	ActionUpdate  Action = "update"
 	ActionDelete  Action = "delete"
 	ActionReplace Action = "replace" // delete and create
+	ActionForget  Action = "forget"  // dropped from state; the object lives on
+	ActionImport  Action = "import"  // imported, nothing else changes
+	ActionMove    Action = "move"    // moved, nothing else changes
 )
 
-// HasChanges reports whether applying would change anything.
-func (s Summary) HasChanges() bool { return s.Add+s.Change+s.Destroy > 0 }
+// Sign is the action's short mark: + ~ - ± ⇥ import →.
+func (a Action) Sign() string {
+	switch a {
+	case ActionCreate:
+		return "+"
+	case ActionUpdate:
+		return "~"
+	case ActionDelete:
+		return "-"
+	case ActionReplace:
+		return "±"
+	case ActionForget:
+		return "⇥"
+	case ActionMove:
+		return "→"
+	case ActionImport:
+		return "import"
+	}
+	return "?"
+}
+
+// HasChanges reports whether applying would change anything: resources,
+// imports, moves, forgets or outputs.
+func (s Summary) HasChanges() bool {
+	return s.Changes || s.Add+s.Change+s.Destroy+s.Import+s.Move+s.Forget+s.Outputs > 0
+}
+
+// Counts is the summary in one line: "+1 ~0 -2 ±1 →1 ⇥1 import 2 outputs 1";
+// the first three always, the others when there are any.
+func (s Summary) Counts() string {
+	out := fmt.Sprintf("+%d ~%d -%d", s.Add, s.Change, s.Destroy)
+	for _, c := range []struct {
+		sign string
+		n    int
+	}{{"±", s.Replace}, {"→", s.Move}, {"⇥", s.Forget}, {"import ", s.Import}, {"outputs ", s.Outputs}} {
+		if c.n > 0 {
+			out += fmt.Sprintf(" %s%d", c.sign, c.n)
+		}
+	}
+	return out
+}
 
 // Errors. Callers use errors.Is; all of them are expected outcomes that a
 // person is told about, not faults.

@@ -376,7 +376,8 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	for _, vf := range t.VarFiles {
 		opts = append(opts, tfexec.VarFile(vf))
 	}
-	if err := step(ctx, func() error { _, err := ru.tf.Plan(ru.ctx, opts...); return err }); err != nil {
+	var changes bool
+	if err := step(ctx, func() (err error) { changes, err = ru.tf.Plan(ru.ctx, opts...); return err }); err != nil {
 		return PlanResult{}, nil, r.cause(ctx, tfError("plan", err, cred))
 	}
 	// Code that ran beside terraform may have left another plan here. What
@@ -409,7 +410,7 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if err = errors.Join(err, textErr); err != nil {
 		return PlanResult{}, nil, r.cause(ctx, tfError("show", err, cred))
 	}
-	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan), Text: Redact(text, cred.Values()...)}, data, nil
+	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan, changes), Text: Redact(text, cred.Values()...)}, data, nil
 }
 
 // ApplyJob is one approved apply.
