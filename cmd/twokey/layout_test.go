@@ -41,12 +41,14 @@ func TestImportGraph(t *testing.T) {
 		"github.com/slack-go/slack":           {"bot"},
 		"github.com/redis/go-redis":           {"runner/redislock", "runner/redisplans", "runner/redisjobs", "approvals/redisstore", "audit/redisaudit", "cmd/twokey"},
 		"github.com/hashicorp/terraform-exec": {"runner"},
-		"github.com/hashicorp/terraform-json": {"runner"},
-		"github.com/hashicorp/go-version":     {"runner"},
-		"github.com/hashicorp/vault/api":      {"runner/vaultcreds", "devstack"},
-		"github.com/google/go-github":         {"runner/ghsource"},
-		"github.com/gorilla/websocket":        {"bot/slacksim"},
-		"gopkg.in/yaml.v3":                    {"config", "devstack"},
+		"github.com/hashicorp/terraform-json": {"runner", "policy"},
+		// Plan policies, evaluated in-process; only the policy engine.
+		"github.com/open-policy-agent/opa": {"policy"},
+		"github.com/hashicorp/go-version":  {"runner"},
+		"github.com/hashicorp/vault/api":   {"runner/vaultcreds", "devstack"},
+		"github.com/google/go-github":      {"runner/ghsource"},
+		"github.com/gorilla/websocket":     {"bot/slacksim"},
+		"gopkg.in/yaml.v3":                 {"config", "devstack"},
 		// The demo's embedded Redis-compatible store; tests use it too.
 		"github.com/alicebob/miniredis": {"devstack"},
 		// One errgroup per process owns its goroutines.
@@ -71,6 +73,7 @@ func TestImportGraph(t *testing.T) {
 		"runner":    {"bot", "cmd", "commands", "devstack", "change", "ghsync"},
 		"change":    {"bot", "cmd", "devstack", "ghsync"},
 		"ghsync":    {"bot", "cmd", "devstack"},
+		"policy":    {"runner", "change", "bot", "ghsync", "config", "cmd", "devstack"},
 		"bot":       {"cmd", "devstack", "ghsync"},
 	}
 
