@@ -1,8 +1,11 @@
 package runner
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -17,16 +20,104 @@ const Redacted = "[redacted]"
 // would garble the text without protecting anything.
 const minSecretLen = 4
 
-// Redact removes every value in secrets, and anything that looks like a
-// token, from s.
+// minLineLen is the shortest line of a multi-line secret redacted alone.
+const minLineLen = 8
+
+// Redact removes every value in secrets, in every form text carries it in,
+// and anything that looks like a token, from s. See Forms.
 func Redact(s string, secrets ...string) string {
-	// Longest first, so a secret that contains another is replaced whole.
-	secrets = slices.Clone(secrets)
-	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	return NewRedactor(secrets...).Redact(s)
+}
+
+// Redactor removes a fixed set of secrets from text; make one per run and
+// use it for everything the run says.
+type Redactor struct {
+	r *strings.Replacer
+}
+
+// NewRedactor prepares the redaction of secrets and all their forms.
+func NewRedactor(secrets ...string) *Redactor {
+	var all []string
 	for _, v := range secrets {
-		if len(v) >= minSecretLen {
-			s = strings.ReplaceAll(s, v, Redacted)
-		}
+		all = append(all, Forms(v)...)
+	}
+	slices.Sort(all)
+	all = slices.Compact(all)
+	// Longest first: at one position, a secret that contains another is
+	// replaced whole.
+	slices.SortStableFunc(all, func(a, b string) int { return len(b) - len(a) })
+	if len(all) == 0 {
+		return &Redactor{}
+	}
+	pairs := make([]string, 0, 2*len(all))
+	for _, f := range all {
+		pairs = append(pairs, f, Redacted)
+	}
+	return &Redactor{r: strings.NewReplacer(pairs...)}
+}
+
+// Redact removes the secrets and token-looking strings from s.
+func (rd *Redactor) Redact(s string) string {
+	if rd != nil && rd.r != nil {
+		// Twice: a match that overlapped another's start is caught the
+		// second time round.
+		s = rd.r.Replace(rd.r.Replace(s))
 	}
 	return tokenRE.ReplaceAllString(s, Redacted)
 }
+
+// Forms lists the ways text can carry v: as is; escaped as in JSON, Go's
+// %q, and HCL or terraform's diagnostics; escaped twice (JSON holding an
+// escaped string); with its newlines as \n, \r\n or as separate lines, as
+// a heredoc shows them; and base64 in its four alphabets. Forms shorter
+// than minSecretLen are left out.
+func Forms(v string) []string {
+	if len(v) < minSecretLen {
+		return nil
+	}
+	forms := []string{v}
+	add := func(f string) {
+		if len(f) >= minSecretLen && !slices.Contains(forms, f) {
+			forms = append(forms, f)
+		}
+	}
+	escaped := []string{jsonEscape(v, true), jsonEscape(v, false), goQuote(v), goQuoteASCII(v), hclEscape(v)}
+	for _, e := range escaped {
+		add(e)
+		add(jsonEscape(e, false)) // an escaped secret inside a JSON string
+		add(goQuote(e))
+	}
+	add(strings.ReplaceAll(v, "\n", `\n`))
+	add(strings.ReplaceAll(v, "\n", `\r\n`))
+	if strings.Contains(v, "\n") {
+		// Each line alone, as a heredoc shows it; short lines ("}", "")
+		// would garble the text without hiding anything.
+		for _, line := range strings.Split(v, "\n") {
+			if line = strings.TrimSpace(line); len(line) >= minLineLen {
+				add(line)
+			}
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		add(enc.EncodeToString([]byte(v)))
+	}
+	return forms
+}
+
+func jsonEscape(v string, html bool) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(html)
+	_ = enc.Encode(v)
+	s := strings.TrimSuffix(b.String(), "\n")
+	return s[1 : len(s)-1]
+}
+
+func goQuote(v string) string      { s := strconv.Quote(v); return s[1 : len(s)-1] }
+func goQuoteASCII(v string) string { s := strconv.QuoteToASCII(v); return s[1 : len(s)-1] }
+
+// hclEscape escapes v as an HCL quoted string, and as terraform prints a
+// string in diagnostics and plans.
+var hclEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`, "${", "$${", "%{", "%%{")
+
+func hclEscape(v string) string { return hclEscaper.Replace(v) }

@@ -21,6 +21,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -134,6 +135,10 @@ type Target struct {
 	BreakGlass    *BreakGlassTarget // nil: no break-glass here
 	Providers     Providers         // which providers runs may use
 	AllowForkPRs  bool              // plan pull requests whose head is in a fork
+	// PolicyDir holds the Rego policies plans here are checked against,
+	// on the runner's host (never the pull request's). "": built-in risk
+	// flags only.
+	PolicyDir string
 }
 
 // Errors from Plan and Apply.
@@ -181,7 +186,10 @@ type Options struct {
 	// credential cannot be recorded does not happen. nil records nothing.
 	Audit audit.Recorder
 	// Name identifies this process in the record (a worker's name).
-	Name         string
+	Name string
+	// Policy checks every plan before anyone is asked to approve it
+	// (policy.Engine is one). nil: plans carry no assessment.
+	Policy       Policy
 	Logger       *slog.Logger
 	NewTerraform NewTerraformFunc // default terraform-exec
 }
@@ -305,8 +313,20 @@ type PlanResult struct {
 	Digest  string // sha256 of the saved plan file, hex
 	Summary approvals.Summary
 	// Text is terraform's human-readable plan, redacted: what a person reads
-	// in the thread. Terraform itself masks sensitive values in it.
+	// in the thread. Terraform masks the values it knows are sensitive;
+	// the runner removes those and every credential value wherever else
+	// they appear.
 	Text string `json:"text,omitempty"`
+	// Policy is the plan's assessment: policy results, the quorum its risk
+	// asks for, and built-in risk flags; its messages are redacted too.
+	Policy approvals.Assessment `json:"policy,omitzero"`
+}
+
+// Policy checks a plan against the policies in dir ("" for built-in
+// checks only). The plan carries sensitive values in clear text: it never
+// leaves the runner, and the assessment that does is redacted.
+type Policy interface {
+	Check(ctx context.Context, dir string, plan *tfjson.Plan) (approvals.Assessment, error)
 }
 
 // Plan checks out job.Rev into a run of its own and runs init, plan -out
@@ -410,7 +430,64 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if err = errors.Join(err, textErr); err != nil {
 		return PlanResult{}, nil, r.cause(ctx, tfError("show", err, cred))
 	}
-	return PlanResult{Digest: digestOf(data), Summary: Summarize(plan, changes), Text: Redact(text, cred.Values()...)}, data, nil
+	// Everything the plan marks sensitive is a secret wherever it shows.
+	red := NewRedactor(append(cred.Values(), SensitiveValues(plan)...)...)
+	res := PlanResult{Digest: digestOf(data), Summary: Summarize(plan, changes), Text: red.Redact(text)}
+	if res.Policy, err = r.check(ctx, t, about, plan); err != nil {
+		return PlanResult{}, nil, err
+	}
+	res.Policy = redactAssessment(res.Policy, red)
+	return res, data, nil
+}
+
+// check assesses the plan with the target's policies. A policy that cannot
+// be loaded or evaluated denies the plan, rather than letting it through
+// unchecked; the reason is in the log under a reference the denial names.
+func (r *Runner) check(ctx context.Context, t Target, about subject, plan *tfjson.Plan) (approvals.Assessment, error) {
+	if r.o.Policy == nil {
+		return approvals.Assessment{}, nil
+	}
+	a, err := r.o.Policy.Check(ctx, t.PolicyDir, plan)
+	if err == nil {
+		return a, nil
+	}
+	if ctx.Err() != nil {
+		return a, r.cause(ctx, err)
+	}
+	var ref [4]byte
+	_, _ = rand.Read(ref[:])
+	id := hex.EncodeToString(ref[:])
+	r.o.Logger.Error("policy check failed; the plan is denied", "env", t.Env, "plan_id", about.planID, "ref", id, "err", err)
+	a.Checked = true
+	a.Denied = append(a.Denied, approvals.Finding{Rule: "twokey.policy",
+		Message: fmt.Sprintf("the policies could not be evaluated (reference %s in the runner's log)", id)})
+	return a, nil
+}
+
+// redactAssessment redacts every message: a policy can quote any value of
+// the plan it read.
+func redactAssessment(a approvals.Assessment, red *Redactor) approvals.Assessment {
+	fs := func(in []approvals.Finding) []approvals.Finding {
+		out := slices.Clone(in)
+		for i := range out {
+			out[i].Message = red.Redact(out[i].Message)
+		}
+		return out
+	}
+	a.Denied, a.Warnings = fs(a.Denied), fs(a.Warnings)
+	a.Reasons = slices.Clone(a.Reasons)
+	for i := range a.Reasons {
+		a.Reasons[i] = red.Redact(a.Reasons[i])
+	}
+	a.Groups = slices.Clone(a.Groups)
+	for i := range a.Groups {
+		a.Groups[i].Reason = red.Redact(a.Groups[i].Reason)
+	}
+	a.Risks = slices.Clone(a.Risks)
+	for i := range a.Risks {
+		a.Risks[i].Detail = red.Redact(a.Risks[i].Detail)
+	}
+	return a
 }
 
 // ApplyJob is one approved apply.

@@ -60,6 +60,9 @@ type fakeCreds struct {
 	minted     []runner.CredentialRequest
 	revoked    []string
 	n          int
+	// values, if set, are what the secrets' fields hold (default
+	// "value-of-<field>").
+	values map[string]string
 }
 
 func (c *fakeCreds) Mint(_ context.Context, req runner.CredentialRequest) (*runner.Credential, error) {
@@ -74,6 +77,9 @@ func (c *fakeCreds) Mint(_ context.Context, req runner.CredentialRequest) (*runn
 	for _, s := range req.Secrets {
 		for k, field := range s.Env {
 			env[k] = "value-of-" + field
+			if v, ok := c.values[field]; ok {
+				env[k] = v
+			}
 		}
 	}
 	return runner.NewCredential(fmt.Sprintf("accessor-%d", c.n), time.Now().Add(req.TTL), env), nil

@@ -1,0 +1,87 @@
+package runner_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/policy"
+	"github.com/twokey/twokey/runner"
+)
+
+// The runner hands the plan it already read to the policy step (no second
+// show), and what comes back is redacted: a policy may quote any value.
+func TestPlanIsAssessed(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	r, err := f.runner(t, func(o *runner.Options) { o.Policy = policy.New() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.r = r
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(`package org
+deny contains sprintf("%s has input %v", [rc.address, rc.change.after.input]) if {
+	some rc in input.resource_changes
+	rc.type == "terraform_data"
+	rc.change.actions == ["create"]
+}
+warn contains "always"
+required_approvals := 3
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.target.PolicyDir = dir
+	f.src.trees[sha1] = map[string]string{"infra/main.tf": backendTF + `
+variable "pw" {
+  type      = string
+  sensitive = true
+  default   = "policy-quoted-secret-Hh5"
+}
+resource "terraform_data" "a" {
+  input = nonsensitive(var.pw)
+}
+`}
+	lease, res := f.plan(t, "p1", sha1)
+	a := res.Policy
+	if a.Status() != approvals.PolicyDenied || len(a.Denied) != 1 || a.Quorum(2) != 3 || len(a.Warnings) != 1 {
+		t.Fatalf("assessment = %+v", a)
+	}
+	if got := a.Denied[0].Message; got != "terraform_data.a has input "+runner.Redacted {
+		t.Errorf("deny message = %q", got)
+	}
+
+	// The flow does not act on the assessment yet: apply it, then destroy
+	// it with no policy at all. The built-in risk flags are still there.
+	if _, err := f.r.Apply(t.Context(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.locks.Release(t.Context(), lease); err != nil {
+		t.Fatal(err)
+	}
+	f.target.PolicyDir = ""
+	const sha2 = "2222222222222222222222222222222222222222"
+	f.src.trees[sha2] = map[string]string{"infra/main.tf": backendTF}
+	_, res = f.planReleased(t, "p2", sha2)
+	if a := res.Policy; a.Checked || !a.Dangerous() || strings.Join(a.Destroyed(), ",") != "terraform_data.a" {
+		t.Fatalf("assessment = %+v", a)
+	}
+}
+
+// Policies that cannot be evaluated deny the plan instead of waving it
+// through.
+func TestBrokenPolicyDenies(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	r, err := f.runner(t, func(o *runner.Options) { o.Policy = policy.New() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.r = r
+	f.target.PolicyDir = filepath.Join(t.TempDir(), "missing")
+	_, res := f.planReleased(t, "p1", sha1)
+	if res.Policy.Status() != approvals.PolicyDenied || !strings.Contains(res.Policy.Denied[0].Message, "could not be evaluated (reference ") {
+		t.Fatalf("assessment = %+v", res.Policy)
+	}
+}
