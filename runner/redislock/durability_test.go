@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/twokey/twokey/devstack"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
 )
@@ -15,6 +16,13 @@ import (
 // restartWithLock takes a lock as a pending plan would, restarts Redis with
 // SHUTDOWN NOSAVE, and reports what a second plan then gets.
 func restartWithLock(t *testing.T, args ...string) (first runner.Lease, second error, fenceAfter int64, locks *Locks) {
+	t.Helper()
+	return restartAfter(t, func(ctx context.Context, srv *devstack.Redis) error { return srv.ShutdownNoSave(ctx) }, args...)
+}
+
+// restartAfter takes a lock, stops Redis with stop, starts it again, and
+// reports what a second plan then gets.
+func restartAfter(t *testing.T, stop func(context.Context, *devstack.Redis) error, args ...string) (first runner.Lease, second error, fenceAfter int64, locks *Locks) {
 	t.Helper()
 	ctx := context.Background()
 	srv := stacktest.Redis(t, args...)
@@ -25,7 +33,7 @@ func restartWithLock(t *testing.T, args ...string) (first runner.Lease, second e
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.ShutdownNoSave(ctx); err != nil {
+	if err := stop(ctx, srv); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Restart(ctx); err != nil {
@@ -68,5 +76,26 @@ func TestRedisRestartLosesLockWhenVolatile(t *testing.T) {
 	}
 	if fence > first.Fence {
 		t.Fatalf("fence %d after restart, want it reset (≤ %d)", fence, first.Fence)
+	}
+}
+
+// appendfsync everysec: the AOF is written to the operating system before
+// Redis answers and flushed to disk once a second, so a clean restart and a
+// crash of the Redis process both keep the lock. What everysec can lose is
+// the last second of acknowledged writes when the machine itself fails
+// (power, kernel), which no test here can cause; that is why twokey's
+// strict mode asks for always.
+func TestRedisEverysecKeepsLockAcrossRestartAndProcessCrash(t *testing.T) {
+	for name, stop := range map[string]func(context.Context, *devstack.Redis) error{
+		"SHUTDOWN NOSAVE": func(ctx context.Context, srv *devstack.Redis) error { return srv.ShutdownNoSave(ctx) },
+		"SIGKILL":         func(_ context.Context, srv *devstack.Redis) error { srv.Kill(); return nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			first, second, _, _ := restartAfter(t, stop, "--appendonly", "yes", "--appendfsync", "everysec")
+			var le *runner.LockedError
+			if !errors.As(second, &le) || le.Holder.Fence != first.Fence {
+				t.Fatalf("after %s a second plan got %v, want locked by the first holder", name, second)
+			}
+		})
 	}
 }
