@@ -40,7 +40,41 @@ var ErrCredentials = errors.New("credentials unavailable")
 type Credential struct {
 	Accessor string // safe to log and record; not the token
 	Expires  time.Time
-	env      map[string]string
+	// Granted is the TTL Vault actually gave the token, read back after
+	// minting: a token role's token_explicit_max_ttl or token_max_ttl, or
+	// the mount's max TTL, can make it shorter than the request. Zero:
+	// the time until Expires.
+	Granted time.Duration
+	env     map[string]string
+}
+
+// ErrTTLCapped means Vault granted a shorter TTL than the work needs.
+var ErrTTLCapped = errors.New("credential TTL shorter than the work needs")
+
+// TTLError is a credential Vault granted for less time than the work needs;
+// it was revoked unused. errors.Is(err, ErrCredentials) and ErrTTLCapped.
+type TTLError struct {
+	Role      string
+	Requested time.Duration
+	Granted   time.Duration
+	Needed    time.Duration // the apply timeout
+}
+
+func (e *TTLError) Error() string {
+	return fmt.Sprintf("Vault token role %s granted a TTL of %s (asked for %s), shorter than the apply timeout %s: "+
+		"the role's token_explicit_max_ttl or token_max_ttl, or the token mount's max TTL, caps it; the apply did not start",
+		e.Role, e.Granted, e.Requested, e.Needed)
+}
+
+func (e *TTLError) Unwrap() []error { return []error{ErrTTLCapped, ErrCredentials} }
+
+// granted is the credential's TTL as Vault granted it, measured from now
+// when the adapter did not say.
+func (c *Credential) granted(now time.Time) time.Duration {
+	if c.Granted > 0 {
+		return c.Granted
+	}
+	return c.Expires.Sub(now).Round(time.Second)
 }
 
 // NewCredential wraps a minted token's environment (VAULT_TOKEN and the

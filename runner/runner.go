@@ -370,7 +370,7 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if t.PlanCreds != nil {
 		req := *t.PlanCreds
 		req.Purpose = kind + " " + id
-		c, err := r.mint(ctx, req, about)
+		c, err := r.mint(ctx, req, about, 0)
 		if err != nil {
 			return PlanResult{}, nil, err
 		}
@@ -546,7 +546,9 @@ func (r *Runner) Apply(ctx context.Context, job ApplyJob) (ApplyResult, error) {
 
 	req := job.Target.ApplyCreds
 	req.Purpose = "apply " + g.PlanID()
-	cred, err := r.mint(ctx, req, about)
+	// The token must outlive the apply: one that dies halfway leaves
+	// the environment half changed.
+	cred, err := r.mint(ctx, req, about, job.Target.ApplyTimeout)
 	if err != nil {
 		return ApplyResult{}, err
 	}
@@ -604,9 +606,10 @@ func (r *Runner) audit(ctx context.Context, typ string, s subject, detail map[st
 	return nil
 }
 
-// mint mints a credential and records it — accessor and TTL, never the
-// token. A credential whose minting cannot be recorded is revoked unused.
-func (r *Runner) mint(ctx context.Context, req CredentialRequest, s subject) (*Credential, error) {
+// mint mints a credential and records it — accessor, requested and granted
+// TTL, never the token. A credential whose minting cannot be recorded, or
+// that Vault granted for less than need, is revoked unused.
+func (r *Runner) mint(ctx context.Context, req CredentialRequest, s subject, need time.Duration) (*Credential, error) {
 	// Recorded before Vault is asked: a token, and the secrets read with
 	// it (dynamic credentials are issued then), never exist unrecorded.
 	terms := map[string]string{"role": req.Role, "ttl": req.TTL.String(), "num_uses": strconv.Itoa(req.NumUses), "purpose": req.Purpose}
@@ -617,10 +620,19 @@ func (r *Runner) mint(ctx context.Context, req CredentialRequest, s subject) (*C
 	if err != nil {
 		return nil, err
 	}
+	granted := c.granted(time.Now())
 	terms["accessor"] = c.Accessor
+	terms["granted_ttl"] = granted.Round(time.Second).String()
 	if err := r.audit(ctx, audit.CredentialMinted, s, terms); err != nil {
 		_ = r.revoke(c)
 		return nil, err
+	}
+	if granted < need {
+		terr := &TTLError{Role: req.Role, Requested: req.TTL, Granted: granted.Round(time.Second), Needed: need}
+		r.o.Logger.Error("credential TTL capped; revoked unused", "env", s.env, "plan_id", s.planID, "role", req.Role,
+			"granted_ttl", granted, "need", need)
+		_ = r.revokeRecorded(c, s)
+		return nil, terr
 	}
 	return c, nil
 }

@@ -295,6 +295,18 @@ func (c *Client) Mint(ctx context.Context, req runner.CredentialRequest) (*runne
 	}
 	token, accessor := sec.Auth.ClientToken, sec.Auth.Accessor
 	ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
+	// What Vault says the token has, looked up by accessor (not with the
+	// token, which would spend one of its uses): a role's max TTL can
+	// shorten it silently.
+	if look, err := bot.Auth().Token().LookupAccessorWithContext(ctx, accessor); err == nil {
+		if n, ok := look.Data["creation_ttl"].(json.Number); ok {
+			if secs, err := n.Int64(); err == nil && secs > 0 && time.Duration(secs)*time.Second < ttl {
+				ttl = time.Duration(secs) * time.Second
+			}
+		}
+	} else {
+		c.o.Logger.Warn("look up minted token's TTL; using the TTL Vault answered with", "accessor", accessor, "err", err)
+	}
 	env, err := c.read(ctx, token, req.Secrets)
 	if err != nil {
 		rctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
@@ -305,7 +317,9 @@ func (c *Client) Mint(ctx context.Context, req runner.CredentialRequest) (*runne
 		return nil, fmt.Errorf("%w: %w", runner.ErrCredentials, err)
 	}
 	env["VAULT_TOKEN"] = token
-	return runner.NewCredential(accessor, time.Now().Add(ttl), env), nil
+	cred := runner.NewCredential(accessor, time.Now().Add(ttl), env)
+	cred.Granted = ttl
+	return cred, nil
 }
 
 // read reads each secret with the child token and maps its fields.

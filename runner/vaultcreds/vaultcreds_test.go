@@ -424,3 +424,32 @@ func TestLoginKeptAlive(t *testing.T) {
 		})
 	}
 }
+
+// A role whose token_explicit_max_ttl is below the request gives a shorter
+// token; Mint reports what Vault granted, not what was asked.
+func TestMintReportsGrantedTTL(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	if err := f.dev.Apply(ctx, devstack.VaultSetup{TokenRoles: map[string]devstack.TokenRole{
+		"twokey-staging-capped": {AllowedPolicies: []string{"staging-apply"}, Orphan: true, ExplicitMaxTTL: 45 * time.Second}}}); err != nil {
+		t.Fatal(err)
+	}
+	req := stagingApply
+	req.Role = "twokey-staging-capped"
+	cred, err := f.creds.Mint(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.creds.Revoke(ctx, cred)
+	if cred.Granted != 45*time.Second || time.Until(cred.Expires) > 45*time.Second {
+		t.Fatalf("granted %v, expires in %v; want 45s", cred.Granted, time.Until(cred.Expires))
+	}
+	full, err := f.creds.Mint(ctx, stagingApply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.creds.Revoke(ctx, full)
+	if full.Granted != 2*time.Minute {
+		t.Fatalf("granted %v, want 2m", full.Granted)
+	}
+}
