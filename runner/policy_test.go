@@ -1,6 +1,8 @@
 package runner_test
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,5 +85,50 @@ func TestBrokenPolicyDenies(t *testing.T) {
 	_, res := f.planReleased(t, "p1", sha1)
 	if res.Policy.Status() != approvals.PolicyDenied || !strings.Contains(res.Policy.Denied[0].Message, "could not be evaluated (reference ") {
 		t.Fatalf("assessment = %+v", res.Policy)
+	}
+}
+
+// BenchmarkPlanPolicy is a whole runner plan of 20 resources, without a
+// policy step and with the shipped library: the policy step's share of
+// plan latency.
+//
+//	go test -run '^$' -bench BenchmarkPlanPolicy -benchtime 20x ./runner
+func BenchmarkPlanPolicy(b *testing.B) {
+	var tf strings.Builder
+	tf.WriteString(backendTF)
+	for i := range 20 {
+		fmt.Fprintf(&tf, "resource \"terraform_data\" \"r%d\" {\n  input = { n = %d, tags = { owner = \"a\" } }\n}\n", i, i)
+	}
+	for _, dir := range []string{"", "../deploy/policies"} {
+		name := "policy=none"
+		if dir != "" {
+			name = "policy=library"
+		}
+		b.Run(name, func(b *testing.B) {
+			f := setup(b, time.Minute)
+			f.src.trees[sha1] = map[string]string{"infra/main.tf": tf.String()}
+			if dir != "" {
+				r, err := f.runner(b, func(o *runner.Options) { o.Policy = policy.New() })
+				if err != nil {
+					b.Fatal(err)
+				}
+				f.r = r
+				f.target.PolicyDir = dir
+			}
+			ctx := context.Background()
+			for i := 0; b.Loop(); i++ {
+				lease, err := f.locks.Acquire(ctx, "acme/staging", runner.Holder{}, time.Minute)
+				if err != nil {
+					b.Fatal(err)
+				}
+				res, err := f.r.Plan(ctx, runner.PlanJob{PlanID: fmt.Sprintf("p%d", i), Rev: f.rev(sha1), Lease: lease, Target: f.target})
+				if err != nil || res.Summary.Add != 20 || (dir != "" && !res.Policy.Checked) {
+					b.Fatalf("%v %+v", err, res.Summary)
+				}
+				if err := f.locks.Release(ctx, lease); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
