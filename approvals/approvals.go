@@ -54,9 +54,12 @@ type Plan struct {
 	Title     string `json:"title,omitempty"` // PR title, for people reading the message
 	URL       string `json:"url,omitempty"`   // PR web page
 	Requester string `json:"requester"`       // Slack user ID
-	Channel   string `json:"channel"`
-	MessageTS string `json:"message_ts,omitempty"`
-	Permalink string `json:"permalink,omitempty"` // the plan message's link
+	// Authors are the GitHub identities that wrote or committed the
+	// change (authors.go); the seal covers them.
+	Authors   []Author `json:"authors,omitempty"`
+	Channel   string   `json:"channel"`
+	MessageTS string   `json:"message_ts,omitempty"`
+	Permalink string   `json:"permalink,omitempty"` // the plan message's link
 
 	// The environment lock this plan holds: its fencing number and the
 	// owner token that lets any bot process refresh or release it.
@@ -216,6 +219,7 @@ type Request struct {
 	PR                   int
 	Ref, SHA, Title, URL string
 	Requester            string
+	Authors              []Author
 	Channel              string
 	Fence                int64
 	LockOwner            string
@@ -241,7 +245,7 @@ func New(r Request, now time.Time) (Plan, error) {
 	}
 	return Plan{
 		ID: r.ID, Project: r.Project, Env: r.Env, PR: r.PR, Ref: r.Ref, SHA: r.SHA, Title: r.Title, URL: r.URL,
-		Requester: r.Requester, Channel: r.Channel, Fence: r.Fence, LockOwner: r.LockOwner,
+		Requester: r.Requester, Authors: slices.Clone(r.Authors), Channel: r.Channel, Fence: r.Fence, LockOwner: r.LockOwner,
 		Required: required, Status: StatusPlanning,
 		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(r.TTL),
 	}, nil

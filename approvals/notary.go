@@ -72,6 +72,7 @@ type terms struct {
 	Ref       string    `json:"ref"`
 	SHA       string    `json:"sha"`
 	Requester string    `json:"requester"`
+	Authors   []Author  `json:"authors,omitempty"`
 	Fence     int64     `json:"fence"`
 	LockOwner string    `json:"lock_owner"`
 	Digest    string    `json:"digest"`
@@ -81,7 +82,7 @@ type terms struct {
 
 func termsOf(p Plan) terms {
 	return terms{ID: p.ID, Project: p.Project, Env: p.Env, PR: p.PR, Ref: p.Ref, SHA: p.SHA, Requester: p.Requester,
-		Fence: p.Fence, LockOwner: p.LockOwner, Digest: p.Digest, Required: p.Required, ExpiresAt: p.ExpiresAt.UTC()}
+		Authors: p.Authors, Fence: p.Fence, LockOwner: p.LockOwner, Digest: p.Digest, Required: p.Required, ExpiresAt: p.ExpiresAt.UTC()}
 }
 
 func mustJSON(v any) []byte {

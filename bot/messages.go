@@ -43,6 +43,7 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		ce     *change.ChannelError
 		se     *approvals.StateError
 		promo  *approvals.PromotionError
+		author *approvals.AuthorError
 	)
 	for _, e := range plainErrors {
 		if errors.Is(err, e) {
@@ -80,6 +81,14 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		return ":rotating_light: This record in Redis is not what twokey signed (someone wrote to Redis directly), so nothing was counted, minted or applied. The security record has it; ask again (`/tf plan`, `/tf breakglass`)."
 	case errors.Is(err, approvals.ErrSelfApproval):
 		return "You asked for this plan, so you cannot approve it: the two-person rule needs two other people."
+	case errors.As(err, &author):
+		return fmt.Sprintf(":no_entry: You wrote part of this change (GitHub *%s* is its %s), so you cannot approve it: "+
+			"the two people who let it through must not be its authors. Your click was not counted.", authorName(author.Author), author.Author.As)
+	case errors.Is(err, approvals.ErrNotLinked):
+		return ":link: Approvers here need a linked GitHub account, so twokey can tell that you did not write the change. " +
+			"Ask the platform team to list your Slack and GitHub accounts under `identities` in twokey's config, then click again. Your click was not counted."
+	case errors.Is(err, change.ErrIdentity):
+		return "Your linked GitHub account could not be read, so your click was not counted. Try again in a minute."
 	case errors.Is(err, approvals.ErrNotAuthorized):
 		return "You are not an approver for this environment, so your click was not counted."
 	case errors.Is(err, approvals.ErrExpired):
@@ -135,4 +144,12 @@ func newRef() string {
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	return hex.EncodeToString(r[:])
+}
+
+// authorName is how an author is named: login, else commit address.
+func authorName(a approvals.Author) string {
+	if a.Login != "" {
+		return a.Login
+	}
+	return a.Email
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -159,6 +160,8 @@ func newPolicyHarness(t testing.TB) *policyHarness {
 	protected := true
 	cfg := &config.Config{
 		Slack: config.Slack{APIURL: srv.URL + "/api/", TeamID: pTeam},
+		// Everyone is linked to a GitHub account that wrote nothing here.
+		Identities: linked(pAlice, pBob, pCarol, pErin, pDave, pMallory),
 		Projects: []config.Project{{Name: "infra", Repo: "acme/infra", Environments: []config.Environment{{
 			Name: "staging", Protected: &protected, RequiredApprovals: 2,
 			Approvers: config.Who{Users: []string{pErin}, Groups: []string{pGroup}},
@@ -352,5 +355,14 @@ func sortedMap(m map[string][]string) []string {
 		out = append(out, k+"="+fmt.Sprint(v))
 	}
 	sort.Strings(out)
+	return out
+}
+
+// linked lists a GitHub identity for each user.
+func linked(users ...string) []config.Identity {
+	var out []config.Identity
+	for i, u := range users {
+		out = append(out, config.Identity{Slack: u, GitHub: "gh-" + strings.ToLower(u), GitHubID: int64(100 + i)})
+	}
 	return out
 }

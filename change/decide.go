@@ -32,10 +32,24 @@ func (s *Service) Approve(ctx context.Context, channel, user, planID string) (er
 	if !authorized && derr != nil && user != p.Requester {
 		return fmt.Errorf("%w: %w", ErrMembership, derr)
 	}
+	rule, ruleErr := s.approverRule(ctx, env, user)
+	if ruleErr != nil {
+		if authorized && user != p.Requester {
+			return ruleErr
+		}
+		rule = func(approvals.Plan) error { return ruleErr }
+	}
 	var res approvals.Result
 	p, err = s.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
 		next, r, err := s.o.Notary.Approve(cur, user, authorized, s.o.Now())
 		res = r
+		if err == nil && r.Counted {
+			// cur's seal, which covers its authors, checked out.
+			if err := rule(cur); err != nil {
+				res = approvals.Result{}
+				return cur, err
+			}
+		}
 		if err == nil && r.Duplicate && r.Forged == 0 {
 			return cur, approvals.ErrUnchanged
 		}

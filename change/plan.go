@@ -107,7 +107,7 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 	log := s.log.With("env", proj.Name+"/"+env.Name, "ref", cmd.Ref.String(), "plan_id", id, "user", user, "fence", lease.Fence)
 	p, err := approvals.New(approvals.Request{
 		ID: id, Project: proj.Name, Env: env.Name, PR: rev.PR, Ref: cmd.Ref.String(), SHA: rev.SHA, Title: rev.Title, URL: rev.URL,
-		Requester: user, Channel: channel, Fence: lease.Fence, LockOwner: lease.Owner,
+		Requester: user, Authors: rev.Authors, Channel: channel, Fence: lease.Fence, LockOwner: lease.Owner,
 		Required: env.RequiredApprovals, Protected: *env.Protected, TTL: env.PlanTTL.D(),
 	}, now)
 	if err == nil {

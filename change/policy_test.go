@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,8 @@ func newHarness(t testing.TB) *harness {
 		dir: &groups{members: map[string][]string{}}}
 	protected := true
 	cfg := &config.Config{
+		// Everyone is linked to a GitHub account that wrote nothing here.
+		Identities: linked(pAlice, pBob, pCarol, pErin, pDave),
 		Projects: []config.Project{{Name: "infra", Repo: "acme/infra", Environments: []config.Environment{{
 			Name: "staging", Protected: &protected, RequiredApprovals: 2,
 			Approvers: config.Who{Users: []string{pErin}, Groups: []string{pGroup}},
@@ -230,5 +233,14 @@ func sortedMap(m map[string][]string) []string {
 		out = append(out, k+"="+fmt.Sprint(v))
 	}
 	sort.Strings(out)
+	return out
+}
+
+// linked lists a GitHub identity for each user.
+func linked(users ...string) []config.Identity {
+	var out []config.Identity
+	for i, u := range users {
+		out = append(out, config.Identity{Slack: u, GitHub: "gh-" + strings.ToLower(u), GitHubID: int64(100 + i)})
+	}
 	return out
 }

@@ -112,7 +112,10 @@ type Options struct {
 	Audit     audit.Recorder
 	History   History
 	Directory Directory
-	Notify    Notifier
+	// Identities are the GitHub accounts people linked; nil: only the
+	// config's identities.
+	Identities Identities
+	Notify     Notifier
 	// Trim, if set, applies the audit record's retention; the sweeper calls
 	// it every ten minutes.
 	Trim func(ctx context.Context) (int, error)

@@ -43,6 +43,10 @@ type Config struct {
 
 	// Signing: keys that sign approvals, grants and audit events (signing.go).
 	Signing Signing `yaml:"signing"`
+
+	// Identities link Slack users to GitHub accounts (identities.go), for
+	// organisations that manage the mapping centrally.
+	Identities []Identity `yaml:"identities"`
 }
 
 // Audit is the record of every action (a hash-chained Redis Stream).
@@ -229,6 +233,8 @@ type Environment struct {
 	Protected         *bool `yaml:"protected"`
 	RequiredApprovals int   `yaml:"required_approvals"`
 	Approvers         Who   `yaml:"approvers"`
+	// Approvals: who may not approve even if listed (identities.go).
+	Approvals ApprovalRules `yaml:"approvals"`
 	// Planners may run /tf plan; empty means anyone in an allowed channel.
 	Planners Who `yaml:"planners"`
 	// Channels where commands for this environment are accepted; empty means any.
@@ -597,6 +603,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.Signing.validate()...)
+	errs = append(errs, c.validateIdentities()...)
 	return errors.Join(errs...)
 }
 

@@ -95,6 +95,9 @@ func StartDemo(ctx context.Context, o DemoOptions) (_ *Demo, err error) {
 	gh := ghsim.New()
 	gh.Token = "ghs_" + randomHex(18)
 	gh.AddRepo("acme/infra", repo.CloneURL())
+	for i, u := range demoUsers { // their GitHub accounts, as twokey.yaml's identities list them
+		gh.AddUser(ghsim.User{Login: u.Name, ID: int64(1001 + i)})
+	}
 	mainSHA, err := commitDemo(ctx, repo, "main", "", "Initial infrastructure", "main")
 	if err != nil {
 		return nil, err

@@ -89,6 +89,10 @@ type Revision struct {
 	URL      string `json:"url,omitempty"` // the pull request's web page
 	// Fork: the pull request's head is in another repository.
 	Fork bool `json:"fork,omitempty"`
+	// Authors are who wrote and committed a pull request's commits: its
+	// author, each commit's author and committer, and Co-authored-by
+	// trailers.
+	Authors []approvals.Author `json:"authors,omitempty"`
 }
 
 // Label names the revision for people: "PR #42", "tag v1.2", "commit 1a2b3c4".

@@ -48,6 +48,16 @@ const (
 	kvPassword  = "s3cr3t-from-vault-kv"
 )
 
+// identities are the GitHub accounts of the people above (login and
+// number), as the config lists them; mallory has none.
+func identities() []config.Identity {
+	var out []config.Identity
+	for i, u := range []struct{ slack, login string }{{alice, "alice-gh"}, {bob, "bob-gh"}, {carol, "carol-gh"}, {dave, "dave-gh"}, {erin, "erin-gh"}} {
+		out = append(out, config.Identity{Slack: u.slack, GitHub: u.login, GitHubID: int64(1001 + i), Emails: []string{u.login + "@example.com"}})
+	}
+	return out
+}
+
 // stack is one complete twokey installation on loopback: fake Slack and
 // GitHub at the protocol level; real redis-server, vault, git and terraform.
 type stack struct {
@@ -123,6 +133,9 @@ func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 	s.gh = ghsim.New()
 	s.gh.Token = githubToken
 	s.gh.AddRepo("acme/infra", s.repo.CloneURL())
+	for _, id := range identities() {
+		s.gh.AddUser(ghsim.User{Login: id.GitHub, ID: id.GitHubID, Emails: id.Emails})
+	}
 	ghSrv := httptest.NewServer(s.gh)
 	t.Cleanup(ghSrv.Close)
 	s.ghURL = ghSrv.URL
@@ -190,7 +203,8 @@ func (s *stack) baseConfig(dataDir, terraform string) *config.Config {
 		// and some provisioners call the tools the tests built.
 		Runner: config.Runner{Sandbox: config.Sandbox{Writable: []string{s.out},
 			ReadOnly: []string{filepath.Dir(stacktest.Tool(s.t, "vault"))}}},
-		Admins: config.Who{Users: []string{erin}},
+		Admins:     config.Who{Users: []string{erin}},
+		Identities: identities(),
 		Signing: config.Signing{KeyFile: filepath.Join(s.keys, "serve.key"), ServeKeys: []string{filepath.Join(s.keys, "serve.pub")},
 			RunnerKeys: s.runnerKeys},
 		Projects: []config.Project{{Name: "infra", Repo: "acme/infra", Dir: "terraform", Environments: []config.Environment{

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,10 +28,40 @@ type Pull struct {
 	HeadRef string
 	BaseRef string
 	Title   string
-	User    string
+	User    string // the author's login; default octocat
 	// HeadRepo is where the head branch lives, owner/name; "" is the
 	// repository itself, anything else a fork.
 	HeadRepo string
+}
+
+// User is a GitHub account. Commits whose author or committer address is
+// one of Emails are attributed to it, as GitHub does.
+type User struct {
+	Login  string
+	ID     int64
+	Emails []string
+}
+
+// AddUser registers an account.
+func (s *Server) AddUser(u User) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users = append(s.users, u)
+}
+
+// userBy returns the account with login, or with email; nil if none.
+func (s *Server) userBy(login, email string) map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, u := range s.users {
+		if login != "" && strings.EqualFold(u.Login, login) || email != "" && slices.ContainsFunc(u.Emails, func(e string) bool { return strings.EqualFold(e, email) }) {
+			return map[string]any{"login": u.Login, "id": u.ID, "type": "User"}
+		}
+	}
+	if login != "" {
+		return map[string]any{"login": login, "id": 0, "type": "User"}
+	}
+	return nil
 }
 
 // Request is one recorded API call.
@@ -48,6 +79,7 @@ type Server struct {
 
 	mu         sync.Mutex
 	repos      map[string]*repo
+	users      []User
 	requests   []Request
 	failing    int  // answer this many more requests with 500
 	writesDown bool // answer every write with 502
@@ -180,6 +212,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case rest == "":
 		writeJSON(w, http.StatusOK, map[string]any{"full_name": fullName, "default_branch": "main", "clone_url": rp.cloneURL})
+	case strings.HasPrefix(rest, "pulls/") && strings.HasSuffix(rest, "/commits"):
+		s.pullCommits(w, r, rp, fullName, strings.TrimSuffix(strings.TrimPrefix(rest, "pulls/"), "/commits"))
 	case strings.HasPrefix(rest, "pulls/"):
 		s.getPull(w, fullName, strings.TrimPrefix(rest, "pulls/"))
 	case strings.HasPrefix(rest, "compare/"):
@@ -284,12 +318,71 @@ func (s *Server) getPull(w http.ResponseWriter, fullName, number string) {
 		"state":      pc.State,
 		"merged":     pc.Merged,
 		"title":      pc.Title,
-		"user":       map[string]any{"login": pc.User},
+		"user":       s.userBy(pc.User, ""),
 		"html_url":   fmt.Sprintf("https://github.example/%s/pull/%d", fullName, pc.Number),
 		"updated_at": time.Now().UTC().Format(time.RFC3339),
 		"head":       map[string]any{"sha": pc.HeadSHA, "ref": pc.HeadRef, "repo": headRepo(pc, repoJSON)},
 		"base":       map[string]any{"ref": pc.BaseRef, "repo": repoJSON},
 	})
+}
+
+// pullCommits lists a pull request's commits — those of its head that
+// the base branch does not have, oldest first — with authors and
+// committers, attributed to accounts by address as GitHub does. It pages
+// like GitHub (per_page, page; at most 250 commits).
+func (s *Server) pullCommits(w http.ResponseWriter, r *http.Request, rp *repo, fullName, number string) {
+	n, err := strconv.Atoi(number)
+	s.mu.Lock()
+	var p *Pull
+	if err == nil {
+		p = rp.pulls[n]
+	}
+	var pc Pull
+	if p != nil {
+		pc = *p
+	}
+	s.mu.Unlock()
+	if p == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+		return
+	}
+	const sep = "\x1f"
+	out, err := rp.git("log", "--reverse", "-z", "--format=%H"+sep+"%an"+sep+"%ae"+sep+"%aI"+sep+"%cn"+sep+"%ce"+sep+"%cI"+sep+"%B",
+		pc.HeadSHA, "^"+pc.BaseRef)
+	if err != nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+		return
+	}
+	var commits []map[string]any
+	for _, rec := range strings.Split(out, "\x00") {
+		f := strings.SplitN(rec, sep, 8)
+		if len(f) < 8 {
+			continue
+		}
+		commits = append(commits, map[string]any{
+			"sha": f[0],
+			"commit": map[string]any{
+				"author":    map[string]any{"name": f[1], "email": f[2], "date": f[3]},
+				"committer": map[string]any{"name": f[4], "email": f[5], "date": f[6]},
+				"message":   strings.TrimSpace(f[7]),
+			},
+			"author":    s.userBy("", f[2]),
+			"committer": s.userBy("", f[5]),
+		})
+	}
+	commits = commits[:min(len(commits), 250)]
+	per, _ := strconv.Atoi(r.URL.Query().Get("per_page"))
+	if per <= 0 || per > 100 {
+		per = 30
+	}
+	page, _ := strconv.Atoi(r.URL.Query().Get("page"))
+	page = max(page, 1)
+	from, to := min((page-1)*per, len(commits)), min(page*per, len(commits))
+	if to < len(commits) {
+		w.Header().Set("Link", fmt.Sprintf(`<%s/api/v3/repos/%s/pulls/%d/commits?per_page=%d&page=%d>; rel="next"`,
+			"http://"+r.Host, fullName, n, per, page+1))
+	}
+	writeJSON(w, http.StatusOK, append([]map[string]any{}, commits[from:to]...))
 }
 
 // headRepo is the head branch's repository: the repository itself, or the

@@ -22,6 +22,7 @@ import (
 
 	"github.com/google/go-github/v89/github"
 
+	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )
@@ -126,8 +127,55 @@ func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int
 	}
 	// A head in another repository (or in one since deleted) is a fork's.
 	fork := !strings.EqualFold(p.GetHead().GetRepo().GetFullName(), p.GetBase().GetRepo().GetFullName())
+	authors, err := s.authors(ctx, owner, name, p)
+	if err != nil {
+		return runner.Revision{}, err
+	}
 	return runner.Revision{Repo: repo, Ref: runner.Ref{PR: pr}, PR: pr, SHA: sha, CloneURL: cloneURL,
-		Title: p.GetTitle(), URL: p.GetHTMLURL(), Fork: fork}, nil
+		Title: p.GetTitle(), URL: p.GetHTMLURL(), Fork: fork, Authors: authors}, nil
+}
+
+// authors lists who wrote and committed a pull request: its author, and
+// each commit's author, committer and Co-authored-by trailers, once each.
+func (s *Source) authors(ctx context.Context, owner, name string, p *github.PullRequest) ([]approvals.Author, error) {
+	var out []approvals.Author
+	add := func(a approvals.Author) {
+		if a.Login == "" && a.ID == 0 && a.Email == "" {
+			return
+		}
+		for _, b := range out {
+			if a.ID != 0 && a.ID == b.ID || a.Login != "" && strings.EqualFold(a.Login, b.Login) || a.Email != "" && strings.EqualFold(a.Email, b.Email) {
+				return
+			}
+		}
+		out = append(out, a)
+	}
+	add(approvals.Author{Login: p.GetUser().GetLogin(), ID: p.GetUser().GetID(), As: "PR author"})
+	person := func(u *github.User, c *github.CommitAuthor, as string) {
+		a := approvals.ByEmail(c.GetEmail(), as)
+		if u.GetLogin() != "" {
+			a.Login, a.ID = u.GetLogin(), u.GetID()
+		}
+		add(a)
+	}
+	opts := &github.ListOptions{PerPage: 100}
+	for {
+		commits, resp, err := s.gh.PullRequests.ListCommits(ctx, owner, name, p.GetNumber(), opts)
+		if err != nil {
+			return nil, s.apiError(resp, err, fmt.Sprintf("%s/%s#%d commits", owner, name, p.GetNumber()), runner.ErrPRNotFound)
+		}
+		for _, c := range commits {
+			person(c.GetAuthor(), c.GetCommit().GetAuthor(), "commit author")
+			person(c.GetCommitter(), c.GetCommit().GetCommitter(), "committer")
+			for _, a := range approvals.CoAuthors(c.GetCommit().GetMessage()) {
+				add(a)
+			}
+		}
+		if resp.NextPage == 0 {
+			return out, nil
+		}
+		opts.Page = resp.NextPage
+	}
 }
 
 // tagCommit resolves a tag, annotated or not, to its commit.

@@ -1,0 +1,52 @@
+package change
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/config"
+)
+
+// Identities answers who a Slack user is on GitHub: the links people made
+// themselves. Identities listed in the config come first.
+type Identities interface {
+	// Identity returns user's linked GitHub account; ok is false when
+	// there is none. An error means the link could not be read.
+	Identity(ctx context.Context, user string) (id approvals.Identity, ok bool, err error)
+}
+
+// ErrIdentity: the approver's GitHub link could not be read, so whether
+// they wrote the change is unknown and the click is not counted.
+var ErrIdentity = errors.New("could not read the approver's linked GitHub account; refusing to decide")
+
+// identity returns user's GitHub identity: from the config's identities,
+// else from the links people made.
+func (s *Service) identity(ctx context.Context, user string) (approvals.Identity, bool, error) {
+	if id, ok := s.cfg.IdentityOf(user); ok {
+		return approvals.Identity{Login: id.GitHub, ID: id.GitHubID, Emails: id.Emails}, true, nil
+	}
+	if s.o.Identities == nil {
+		return approvals.Identity{}, false, nil
+	}
+	id, ok, err := s.o.Identities.Identity(ctx, user)
+	if err != nil {
+		return approvals.Identity{}, false, fmt.Errorf("%w: %w", ErrIdentity, err)
+	}
+	return id, ok, nil
+}
+
+// approverRule is the environment's authors rule for one approver, to
+// run on the plan as stored (whose seal covers its authors).
+func (s *Service) approverRule(ctx context.Context, env *config.Environment, user string) (func(approvals.Plan) error, error) {
+	exclude, linked := env.ExcludesAuthors(), env.RequiresLinkedApprovers()
+	if !exclude && !linked {
+		return func(approvals.Plan) error { return nil }, nil
+	}
+	id, ok, err := s.identity(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return func(p approvals.Plan) error { return approvals.CheckApprover(p, id, ok, exclude, linked) }, nil
+}
