@@ -224,6 +224,9 @@ type Project struct {
 	// AllowForkPRs plans pull requests whose head is in a fork. Default
 	// false: anyone who can fork the repository could run code at plan time.
 	AllowForkPRs bool `yaml:"allow_fork_prs"`
+	// Policy checks this project's plans (see Policy); an environment's
+	// own policy replaces it.
+	Policy *Policy `yaml:"policy"`
 }
 
 // Environment is one place a project is applied to.
@@ -262,6 +265,8 @@ type Environment struct {
 	// BreakGlass, if set, lets on-call engineers get emergency credentials
 	// here without a plan; nil means break-glass is not available.
 	BreakGlass *BreakGlass `yaml:"breakglass"`
+	// Policy, if set, replaces the project's for this environment.
+	Policy *Policy `yaml:"policy"`
 }
 
 // BreakGlass is an environment's emergency access: who may ask, for how
@@ -600,6 +605,7 @@ func (c *Config) Validate() error {
 			}
 			seenEnvs[e.Name] = true
 			errs = append(errs, e.validate(ew)...)
+			errs = append(errs, p.PolicyFor(&p.Environments[j]).validate(ew+": policy")...)
 		}
 	}
 	errs = append(errs, c.Signing.validate()...)
@@ -957,4 +963,39 @@ func (c *Config) validateSandbox() []error {
 func within(path, dir string) bool {
 	rel, err := filepath.Rel(dir, path)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// Policy is how an environment's plans are checked before anyone is asked
+// to approve them: the Rego policies in Dir (conftest-compatible; see
+// package policy), and who may override a denial.
+type Policy struct {
+	// Dir is a directory of .rego files on the runner's host — never the
+	// pull request's, whose author could rewrite the rules.
+	Dir string `yaml:"dir"`
+	// Owners may override a denial; their overrides count like approvals
+	// and are recorded. Empty: a denial cannot be overridden.
+	Owners Who `yaml:"owners"`
+}
+
+// PolicyFor is the policy that applies to e: its own, else the project's;
+// nil when neither has one.
+func (p *Project) PolicyFor(e *Environment) *Policy {
+	if e != nil && e.Policy != nil {
+		return e.Policy
+	}
+	return p.Policy
+}
+
+func (pol *Policy) validate(where string) []error {
+	if pol == nil {
+		return nil
+	}
+	var errs []error
+	if pol.Dir == "" || !filepath.IsAbs(pol.Dir) {
+		errs = append(errs, fmt.Errorf("%s: dir %q must be an absolute path on the runner's host", where, pol.Dir))
+	}
+	for _, err := range pol.Owners.validate("owners") {
+		errs = append(errs, fmt.Errorf("%s: %w", where, err))
+	}
+	return errs
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/ghsync"
+	"github.com/twokey/twokey/policy"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/ghsource"
 	"github.com/twokey/twokey/runner/redisjobs"
@@ -233,6 +234,9 @@ func (d *deps) runnerOptions(ctx context.Context, cfg *config.Config, log *slog.
 	o := runner.Options{
 		Locks: d.locks, Source: d.src, Plans: d.plans, Sandbox: sb, Binary: cfg.Terraform.Path, Audit: d.audit, Name: name,
 		Version: cfg.Terraform.Version, Env: cfg.Terraform.Env, DataDir: cfg.DataDir, VaultAddr: cfg.Vault.Address, Logger: log,
+		// Every plan gets the built-in risk flags, and its environment's
+		// policies where the config names a directory.
+		Policy: policy.New(),
 	}
 	if d.creds != nil {
 		o.Creds = d.creds

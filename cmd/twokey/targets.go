@@ -34,6 +34,9 @@ func target(cfg *config.Config, p *config.Project, e *config.Environment) runner
 		tf := cfg.TerraformFor(p)
 		t.Binary, t.Version, t.TerraformEnv = tf.Path, tf.Version, tf.Env
 	}
+	if pol := p.PolicyFor(e); pol != nil {
+		t.PolicyDir = pol.Dir
+	}
 	if bg := e.BreakGlass; bg != nil {
 		t.BreakGlass = &runner.BreakGlassTarget{Role: bg.Role, Policies: bg.Policies, MaxTTL: bg.MaxTTL.D(), WrapTTL: bg.WrapTTL.D()}
 	}
