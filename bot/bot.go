@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/slack-go/slack"
@@ -34,6 +36,9 @@ type Options struct {
 	// GroupTTL bounds how long user group membership is cached; at most
 	// (and by default) 60s.
 	GroupTTL time.Duration
+	// HTTPClient, if set, makes the Web API calls (a metrics adapter counts
+	// failed ones through its transport).
+	HTTPClient *http.Client
 }
 
 // Bot is a running Slack front end: it decodes what Slack sends into the
@@ -50,6 +55,8 @@ type Bot struct {
 
 	teamID    string
 	botUserID string
+	// connected is whether the Socket Mode connection is up (readiness).
+	connected atomic.Bool
 }
 
 // New returns a Bot; Run connects it and hands what it hears to a service.
@@ -69,12 +76,17 @@ func New(o Options) (*Bot, error) {
 	if o.GroupTTL <= 0 || o.GroupTTL > time.Minute {
 		o.GroupTTL = time.Minute
 	}
-	api := slack.New(o.BotToken.Reveal(),
-		slack.OptionAPIURL(o.Config.Slack.APIURL),
-		slack.OptionAppLevelToken(o.AppToken.Reveal()))
+	opts := []slack.Option{slack.OptionAPIURL(o.Config.Slack.APIURL), slack.OptionAppLevelToken(o.AppToken.Reveal())}
+	if o.HTTPClient != nil {
+		opts = append(opts, slack.OptionHTTPClient(o.HTTPClient))
+	}
+	api := slack.New(o.BotToken.Reveal(), opts...)
 	sm := socketmode.New(api, socketmode.OptionLog(slogOutput{o.Logger}))
 	return &Bot{o: o, cfg: o.Config, log: o.Logger, api: api, sm: sm, dir: newDirectory(api, o.GroupTTL, o.Now)}, nil
 }
+
+// Connected reports whether the Socket Mode connection is up.
+func (b *Bot) Connected() bool { return b.connected.Load() }
 
 // Directory is Slack's answer to who is who, for the service.
 func (b *Bot) Directory() change.Directory { return b.dir }
@@ -97,6 +109,7 @@ func (b *Bot) Run(ctx context.Context, svc *change.Service) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer b.connected.Store(false)
 	sockErr := make(chan error, 1)
 	go func() { sockErr <- b.sm.RunContext(ctx) }()
 	for {
@@ -144,8 +157,14 @@ func (b *Bot) dispatch(evt socketmode.Event) {
 			b.ack(evt.Request)
 		}
 	case socketmode.EventTypeConnected:
+		b.connected.Store(true)
 		b.log.Info("socket mode connected")
+	case socketmode.EventTypeConnecting, socketmode.EventTypeDisconnect, socketmode.EventTypeInvalidAuth:
+		b.connected.Store(false)
 	case socketmode.EventTypeConnectionError, socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage:
+		if evt.Type == socketmode.EventTypeConnectionError {
+			b.connected.Store(false)
+		}
 		b.log.Warn("socket mode trouble", "type", string(evt.Type), "data", fmt.Sprint(evt.Data))
 	}
 }

@@ -48,6 +48,7 @@ func (b *Bot) handleCommand(ctx context.Context, envelope string, c slack.SlashC
 		}
 	}
 	if err != nil {
+		b.svc.Refused(err)
 		b.fail(ctx, c.ChannelID, c.UserID, err, "user", c.UserID)
 	}
 }
@@ -136,6 +137,7 @@ func (b *Bot) handleInteraction(ctx context.Context, envelope string, cb slack.I
 		err = b.svc.UnwrapFailed(ctx, c.channel, c.user, c.id)
 	}
 	if err != nil {
+		b.svc.Refused(err)
 		b.fail(ctx, c.channel, c.user, err, "user", c.user, "id", c.id, "action", c.action)
 	}
 }

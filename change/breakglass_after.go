@@ -31,6 +31,13 @@ func (s *Service) sweepGrants(ctx context.Context) {
 		}
 	}
 	s.shownMu.Unlock()
+	active := 0
+	for _, g := range grants {
+		if g.Status == approvals.GrantActive && now.Before(g.ExpiresAt) {
+			active++
+		}
+	}
+	s.stats.GrantsActive(active)
 	for _, g := range grants {
 		switch {
 		case approvals.RequestLapsed(g, now):
@@ -163,6 +170,9 @@ func (s *Service) driftCheck(ctx context.Context, g approvals.BreakGlass) {
 	if err != nil {
 		detail["error"] = runner.Redact(err.Error())
 		log.Warn("drift check failed", "err", err)
+	}
+	if g.Drift.State == approvals.DriftClean || g.Drift.State == approvals.DriftFound {
+		s.stats.Drift(g.Project, g.Env, g.Drift.State == approvals.DriftFound)
 	}
 	_ = s.recordGrant(ctx, "drift", "", g, detail)
 	s.refreshGrant(ctx, g)

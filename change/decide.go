@@ -67,6 +67,7 @@ func (s *Service) Approve(ctx context.Context, channel, user, planID string) (er
 	}
 	s.log.Info("approval", "plan_id", p.ID, "user", user, "counted", res.Counted, "quorum", res.Quorum)
 	if res.Counted {
+		s.stats.Approved(p.Project, p.Env)
 		_ = s.record(ctx, audit.Approval, user, &p, map[string]string{
 			"approvals": fmt.Sprintf("%d of %d", len(approvals.Approvers(p)), p.Required)})
 		s.refresh(ctx, p)
@@ -196,6 +197,7 @@ func (s *Service) apply(ctx context.Context, planID, channel, actor string) erro
 // or by a sweeper that found its result — and says how it went.
 func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals.Grant, res runner.ApplyResult, err error) error {
 	log := s.log.With("env", p.Project+"/"+p.Env, "plan_id", p.ID, "fence", p.Fence)
+	s.stats.Applied(p.Project, p.Env, applyResult(err), res.Duration)
 	if res.RevokeErr != nil {
 		s.post(ctx, p, fmt.Sprintf(":warning: Vault did not revoke the apply credential (accessor `%s`); it dies by its TTL at %s.",
 			res.Accessor, res.Expires.UTC().Format("15:04:05 MST")))

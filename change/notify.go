@@ -57,6 +57,7 @@ func (s *Service) tell(ctx context.Context, channel, user, text string) {
 // fail tells user what went wrong, in the front end's words.
 func (s *Service) fail(ctx context.Context, channel, user string, err error, attrs ...any) {
 	s.log.Debug("refused", append(attrs, "user", user, "err", err)...)
+	s.Refused(err)
 	s.n.Tell(ctx, channel, user, s.n.Describe(err))
 }
 

@@ -101,6 +101,9 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 	if errors.As(err, &locked) && locked.Holder.Ref == holder.Ref {
 		lease, err = s.replan(ctx, locked.Holder, holder, user, env.LockTTL.D())
 	}
+	if errors.As(err, &locked) && locked.Holder.Ref != holder.Ref {
+		s.stats.LockBusy(proj.Name, env.Name)
+	}
 	if err != nil {
 		return err
 	}
@@ -138,17 +141,19 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 		s.finish(ctx, p, approvals.StatusPlanFailed, "the environment's configuration is unreadable")
 		return err
 	}
+	started := time.Now()
 	res, err := s.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: target})
 	if errors.Is(err, runner.ErrDetached) {
 		log.Warn("stopped waiting for the plan; another replica completes it", "err", err)
 		return nil
 	}
-	return s.planned(ctx, p, res, err)
+	return s.planned(ctx, p, res, err, time.Since(started))
 }
 
 // planned records a finished plan — by the replica that waited for it, or
 // by a sweeper that found its result — and shows it with buttons.
-func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.PlanResult, planErr error) error {
+// took is how long terraform ran, 0 when unknown.
+func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.PlanResult, planErr error, took time.Duration) error {
 	log := s.log.With("plan_id", p.ID, "env", p.Project+"/"+p.Env)
 	_, env, err := s.cfg.Resolve(p.Project, p.Env)
 	if err != nil {
@@ -156,6 +161,7 @@ func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.Plan
 	}
 	if planErr != nil {
 		log.Warn("plan failed", "err", planErr)
+		s.stats.Planned(p.Project, p.Env, string(approvals.StatusPlanFailed), took)
 		if s.finish(ctx, p, approvals.StatusPlanFailed, planFailure(planErr)) {
 			s.fail(ctx, p.Channel, p.Requester, planErr, "plan_id", p.ID)
 		}
@@ -174,6 +180,7 @@ func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.Plan
 		return err
 	}
 	lease := leaseOf(p)
+	s.stats.Planned(p.Project, p.Env, string(p.Status), took)
 	_ = s.record(ctx, audit.PlanFinished, "", &p, map[string]string{"add": fmt.Sprint(res.Summary.Add),
 		"change": fmt.Sprint(res.Summary.Change), "destroy": fmt.Sprint(res.Summary.Destroy), "result": string(p.Status)})
 	s.uploadPlan(ctx, p, res.Text)

@@ -141,15 +141,18 @@ type Options struct {
 	ProgressEvery time.Duration
 	// Instance names this process in the record of who minted what.
 	Instance string
+	// Stats, if set, is told what happened, for metrics.
+	Stats Stats
 }
 
 // Service runs the use cases.
 type Service struct {
-	o   Options
-	cfg *config.Config
-	log *slog.Logger
-	dir Directory
-	n   Notifier
+	o     Options
+	cfg   *config.Config
+	log   *slog.Logger
+	dir   Directory
+	n     Notifier
+	stats Stats
 
 	// work runs plans and applies; it outlives Run's context by up to
 	// ShutdownGrace so a running apply is never cut off without an interrupt.
@@ -185,6 +188,9 @@ func New(o Options) (*Service, error) {
 	if o.ProgressEvery <= 0 {
 		o.ProgressEvery = 2 * time.Second
 	}
+	if o.Stats == nil {
+		o.Stats = noStats{}
+	}
 	if o.Instance == "" {
 		host, _ := os.Hostname()
 		o.Instance = fmt.Sprintf("serve@%s-%d", host, os.Getpid())
@@ -198,7 +204,7 @@ func New(o Options) (*Service, error) {
 			"so no other serve replica or runner can verify them")
 		o.Notary = approvals.NewNotary(signer, attest.Keyring{})
 	}
-	s := &Service{o: o, cfg: o.Config, log: o.Logger, dir: o.Directory, n: o.Notify, instance: o.Instance,
+	s := &Service{o: o, cfg: o.Config, log: o.Logger, dir: o.Directory, n: o.Notify, stats: o.Stats, instance: o.Instance,
 		shownLeft: map[string]int{}}
 	s.workCtx, s.stopWork = context.WithCancel(context.Background())
 	return s, nil

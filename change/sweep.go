@@ -97,7 +97,7 @@ func (s *Service) completeDetached(ctx context.Context, p approvals.Plan) bool {
 		res, planErr, found := o.PlanOutcome(ctx, p)
 		if found {
 			s.log.Info("completing a plan whose replica stopped waiting", "plan_id", p.ID)
-			_ = s.planned(ctx, p, res, planErr)
+			_ = s.planned(ctx, p, res, planErr, 0)
 		}
 		return found
 	case approvals.StatusApplying:

@@ -53,6 +53,8 @@ func TestImportGraph(t *testing.T) {
 		"github.com/alicebob/miniredis": {"devstack"},
 		// One errgroup per process owns its goroutines.
 		"golang.org/x/sync/errgroup": {"cmd/twokey"},
+		// Metrics: only the Prometheus adapter speaks Prometheus.
+		"github.com/prometheus/client_golang": {"promstats"},
 		// prctl: twokey's processes make themselves non-dumpable.
 		"golang.org/x/sys/unix": {"cmd/twokey"},
 		// The hostile pull request's provider, test equipment only.

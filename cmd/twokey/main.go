@@ -98,15 +98,17 @@ commands:
 
 // commonFlags are the flags every long-running command takes.
 type commonFlags struct {
-	config    string
-	logFormat string
-	logLevel  string
+	config        string
+	logFormat     string
+	logLevel      string
+	metricsListen string
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.config, "config", "twokey.yaml", "path to the config file")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address of /metrics, /healthz and /readyz, e.g. :9090; empty: none")
 }
 
 func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {

@@ -8,8 +8,11 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/twokey/twokey/approvals/redisstore"
 	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/promstats"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/redisjobs"
 )
@@ -44,7 +47,8 @@ func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func
 		return err
 	}
 	log = log.With("pool", *pool, "worker", *name)
-	deps, err := connect(ctx, cfg, secrets, log, *pool)
+	stats := promstats.New("runner")
+	deps, err := connect(ctx, cfg, secrets, log, *pool, stats)
 	if err != nil {
 		return err
 	}
@@ -75,5 +79,19 @@ func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func
 	if err != nil {
 		return err
 	}
-	return w.Run(ctx)
+	if common.metricsListen == "" {
+		return w.Run(ctx)
+	}
+	checks := []check{redisReady(deps.rdb)}
+	if deps.creds != nil {
+		checks = append(checks, vaultReady(cfg.Vault.Address))
+	}
+	stats.Queues(func(ctx context.Context) (map[string]promstats.Queue, error) {
+		d, err := redisjobs.QueueDepth(ctx, deps.rdb, keyPrefix, *pool)
+		return map[string]promstats.Queue{*pool: {Depth: d.Jobs, Oldest: d.Oldest}}, err
+	})
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Run(gctx) })
+	g.Go(func() error { return serveMetrics(gctx, common.metricsListen, stats, checks, log) })
+	return g.Wait()
 }

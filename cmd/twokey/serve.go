@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/ghsync"
 	"github.com/twokey/twokey/policy"
+	"github.com/twokey/twokey/promstats"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/ghsource"
 	"github.com/twokey/twokey/runner/redisjobs"
@@ -57,7 +59,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return err
 	}
 
-	deps, err := connect(ctx, cfg, secrets, log, "")
+	stats := promstats.New("serve")
+	deps, err := connect(ctx, cfg, secrets, log, "", stats)
 	if err != nil {
 		return err
 	}
@@ -105,6 +108,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	}
 	b, err := bot.New(bot.Options{
 		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken, ConfigDigest: digest, Logger: log,
+		HTTPClient: &http.Client{Transport: stats.Transport("slack", nil)},
 	})
 	if err != nil {
 		return err
@@ -134,7 +138,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		Config: cfg, Store: store, Grants: store, Locks: deps.locks, Runner: run, Outcomes: outcomes, Target: targets(cfg),
 		Dedup: store, Promos: store, Audit: deps.audit, History: deps.audit, Trim: deps.audit.Trim,
 		Directory: b.Directory(), Notify: b, Changed: sync.Changed, Wrapping: wrapping, Notary: deps.keys.notary(),
-		Logger: log, ShutdownGrace: *grace, SweepInterval: *sweep,
+		Logger: log, ShutdownGrace: *grace, SweepInterval: *sweep, Stats: stats,
 	})
 	if err != nil {
 		return err
@@ -147,6 +151,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	g.Go(func() error { return b.Run(gctx, svc) })
 	g.Go(func() error { return svc.Run(gctx) })
 	g.Go(func() error { return sync.Run(gctx) })
+	if common.metricsListen != "" {
+		checks := []check{redisReady(deps.rdb), {"slack", func(context.Context) error {
+			if !b.Connected() {
+				return errors.New("socket mode not connected")
+			}
+			return nil
+		}}}
+		if deps.creds != nil {
+			checks = append(checks, vaultReady(cfg.Vault.Address))
+		}
+		if len(cfg.Pools) > 0 {
+			stats.Queues(queueDepths(deps.rdb, cfg))
+		}
+		g.Go(func() error { return serveMetrics(gctx, common.metricsListen, stats, checks, log) })
+	}
 	return g.Wait()
 }
 
@@ -159,16 +178,17 @@ type deps struct {
 	audit *redisaudit.Log
 	creds *vaultcreds.Client // nil without a Vault login
 	keys  keys               // signing (signing.go)
+	stats *promstats.Metrics
 }
 
 // connect opens Redis and GitHub, and — if secrets hold one — the Vault
 // login of pool ("" for the top-level login).
-func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, log *slog.Logger, pool string) (*deps, error) {
+func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, log *slog.Logger, pool string, stats *promstats.Metrics) (*deps, error) {
 	rdb, err := openRedis(ctx, cfg.Redis, secrets.RedisPassword)
 	if err != nil {
 		return nil, err
 	}
-	d := &deps{rdb: rdb, locks: redislock.New(rdb, keyPrefix, redislock.WithPools(lockPools(cfg)))}
+	d := &deps{rdb: rdb, locks: redislock.New(rdb, keyPrefix, redislock.WithPools(lockPools(cfg))), stats: stats}
 	fail := func(err error) (*deps, error) {
 		rdb.Close()
 		return nil, err
@@ -185,6 +205,7 @@ func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, lo
 	}
 	if d.src, err = ghsource.New(ghsource.Options{
 		APIURL: cfg.GitHub.APIURL, Token: secrets.GitHubToken, MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
+		HTTPClient: &http.Client{Transport: stats.Transport("github", nil)},
 	}); err != nil {
 		return fail(err)
 	}
@@ -239,7 +260,7 @@ func (d *deps) runnerOptions(ctx context.Context, cfg *config.Config, log *slog.
 		Policy: policy.New(),
 	}
 	if d.creds != nil {
-		o.Creds = d.creds
+		o.Creds = timedCreds{d.creds, d.stats}
 	}
 	return o, nil
 }
