@@ -112,15 +112,19 @@ func (c *Client) Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyRe
 
 // BreakGlass mints a grant's wrapped token on its environment's pool.
 func (c *Client) BreakGlass(ctx context.Context, job runner.BreakGlassJob) (runner.Wrapped, error) {
-	ev, err := c.run(ctx, Job{Kind: KindBreakGlass, PlanID: job.GrantID, Project: job.Target.Project, Env: job.Target.Env,
-		TTL: job.TTL}, nil)
+	recipient, err := newRecipient()
 	if err != nil {
 		return runner.Wrapped{}, err
 	}
-	if ev.Wrapped == nil {
+	ev, err := c.run(ctx, Job{Kind: KindBreakGlass, PlanID: job.GrantID, Project: job.Target.Project, Env: job.Target.Env,
+		TTL: job.TTL, Recipient: recipient.PublicKey().Bytes()}, nil)
+	if err != nil {
+		return runner.Wrapped{}, err
+	}
+	if ev.SealedWrapped == nil {
 		return runner.Wrapped{}, errors.New("break-glass job ended without a token")
 	}
-	return *ev.Wrapped, nil
+	return openWrapped(recipient, ev.SealedWrapped)
 }
 
 // TokenAlive asks the environment's pool whether a token still exists.
@@ -201,7 +205,7 @@ func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, 
 						progress(ev.Line)
 					}
 				case "result":
-					if ev.Wrapped != nil {
+					if ev.SealedWrapped != nil {
 						// The wrapping token is on its way to one person; it stays nowhere else.
 						c.o.Redis.Del(context.WithoutCancel(ctx), eventsKey(c.o.Prefix, pool, j.ID))
 					}

@@ -34,7 +34,10 @@ type Job struct {
 	Lease     runner.Lease    `json:"lease,omitzero"`
 	TTL       time.Duration   `json:"ttl,omitempty"`       // a break-glass token's
 	Accessors []string        `json:"accessors,omitempty"` // tokens to look up or revoke
-	At        time.Time       `json:"at"`                  // when it was dispatched
+	// Recipient is the one-time X25519 public key a break-glass job's
+	// wrapping token is sealed to (see seal.go).
+	Recipient []byte    `json:"recipient,omitempty"`
+	At        time.Time `json:"at"` // when it was dispatched
 }
 
 // event is what a worker reports on a job's event stream.
@@ -45,12 +48,13 @@ type event struct {
 	Line   string             `json:"line,omitempty"`
 	Plan   *runner.PlanResult `json:"plan,omitempty"`
 	Apply  *applyResult       `json:"apply,omitempty"`
-	// Wrapped carries a break-glass wrapping token to the serve replica
-	// that delivers it; the job's events are deleted once it is read.
-	Wrapped *runner.Wrapped     `json:"wrapped,omitempty"`
-	Alive   *bool               `json:"alive,omitempty"`
-	Drift   *runner.DriftResult `json:"drift,omitempty"`
-	Err     *wireError          `json:"err,omitempty"`
+	// SealedWrapped carries a break-glass wrapping token to the serve
+	// replica that delivers it, sealed to the job's Recipient; the job's
+	// events are deleted once it is read.
+	SealedWrapped []byte              `json:"sealed_wrapped,omitempty"`
+	Alive         *bool               `json:"alive,omitempty"`
+	Drift         *runner.DriftResult `json:"drift,omitempty"`
+	Err           *wireError          `json:"err,omitempty"`
 }
 
 type applyResult struct {

@@ -197,10 +197,18 @@ func (w *Worker) handle(ctx context.Context, msg redis.XMessage) {
 			ev.Drift = &res
 		}
 	case KindBreakGlass:
+		// Nothing is minted for a job whose token could not be sealed.
+		if _, err := sealWrapped(j.Recipient, runner.Wrapped{}); err != nil {
+			ev = event{Type: "result", Err: encodeError(err)}
+			break
+		}
 		wrapped, err := w.o.Exec.BreakGlass(work, runner.BreakGlassJob{GrantID: j.PlanID, TTL: j.TTL, Target: target})
 		ev = event{Type: "result", Err: encodeError(err)}
 		if err == nil {
-			ev.Wrapped = &wrapped
+			ev.SealedWrapped, err = sealWrapped(j.Recipient, wrapped)
+			if err != nil {
+				ev = event{Type: "result", Err: encodeError(err)}
+			}
 		}
 	case KindTokenAlive:
 		ev = event{Type: "result", Err: encodeError(errors.New("token lookup job without an accessor"))}
