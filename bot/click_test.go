@@ -24,6 +24,12 @@ func TestClickOf(t *testing.T) {
 	if err != nil || c.user != "UBOB" || c.id != "p-abcdefgh" || c.action != actionApprove || c.channel != "CDEPLOY" || c.team != "T0TWOKEY" {
 		t.Fatalf("clickOf = %+v, %v", c, err)
 	}
+	// Enterprise Grid: an organization-level user's team is the
+	// organization the payload names.
+	cb.Enterprise.ID, cb.User.TeamID = "E0ACME", "E0ACME"
+	if c, err := clickOf(cb); err != nil || c.enterprise != "E0ACME" || c.team != "T0TWOKEY" {
+		t.Fatalf("Grid click: clickOf = %+v, %v", c, err)
+	}
 	for name, mutate := range map[string]func(*slack.InteractionCallback){
 		"view submission": func(cb *slack.InteractionCallback) { cb.Type = slack.InteractionTypeViewSubmission },
 		"no action":       func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions = nil },
@@ -33,11 +39,15 @@ func TestClickOf(t *testing.T) {
 		"unknown button": func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].ActionID = "twokey_apply_now" },
 		"bad plan id":    func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].Value = "../../etc" },
 		"user elsewhere": func(cb *slack.InteractionCallback) { cb.User.TeamID = "T0OTHER" },
-		"no user":        func(cb *slack.InteractionCallback) { cb.User.ID = "" },
-		"lowercase user": func(cb *slack.InteractionCallback) { cb.User.ID = "ubob" },
-		"no team":        func(cb *slack.InteractionCallback) { cb.Team.ID = ""; cb.User.TeamID = "" },
-		"no channel":     func(cb *slack.InteractionCallback) { cb.Channel.ID = ""; cb.Container.ChannelID = "" },
-		"nil action":     func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0] = nil },
+		"user of another org": func(cb *slack.InteractionCallback) {
+			cb.Enterprise.ID, cb.User.TeamID = "E0ACME", "E0OTHER"
+		},
+		"org user, no org": func(cb *slack.InteractionCallback) { cb.User.TeamID = "E0ACME" },
+		"no user":          func(cb *slack.InteractionCallback) { cb.User.ID = "" },
+		"lowercase user":   func(cb *slack.InteractionCallback) { cb.User.ID = "ubob" },
+		"no team":          func(cb *slack.InteractionCallback) { cb.Team.ID = ""; cb.User.TeamID = "" },
+		"no channel":       func(cb *slack.InteractionCallback) { cb.Channel.ID = ""; cb.Container.ChannelID = "" },
+		"nil action":       func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0] = nil },
 	} {
 		var cb slack.InteractionCallback
 		_ = json.Unmarshal([]byte(clickPayload), &cb)

@@ -88,7 +88,9 @@ func clickOf(cb slack.InteractionCallback) (click, error) {
 	if c.channel == "" {
 		c.channel = cb.Container.ChannelID
 	}
-	if cb.User.TeamID != "" && cb.User.TeamID != c.team {
+	// On Enterprise Grid a user's team is their organization (E…), the
+	// one the payload names; ours then checks it is the configured one.
+	if u := cb.User.TeamID; u != "" && u != c.team && (c.enterprise == "" || u != c.enterprise) {
 		return click{}, errOtherWorkspace
 	}
 	idRE, known := buttons[c.action]

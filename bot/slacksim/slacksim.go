@@ -22,10 +22,13 @@ import (
 
 // Options configure a Server.
 type Options struct {
-	TeamID    string // default T0TWOKEY
-	BotToken  string // the only xoxb- token accepted; default "xoxb-sim"
-	AppToken  string // the only xapp- token accepted; default "xapp-sim"
-	BotUserID string // default UBOT
+	TeamID string // default T0TWOKEY
+	// EnterpriseID, if set, makes the workspace part of an Enterprise Grid
+	// organization (E…): commands and clicks carry it.
+	EnterpriseID string
+	BotToken     string // the only xoxb- token accepted; default "xoxb-sim"
+	AppToken     string // the only xapp- token accepted; default "xapp-sim"
+	BotUserID    string // default UBOT
 	// PingInterval is how often sockets are pinged; slack-go drops a
 	// connection that is not pinged for 30s. Default 5s.
 	PingInterval time.Duration
@@ -40,7 +43,11 @@ type User struct {
 	Name     string `json:"name"`
 	RealName string `json:"real_name"`
 	TeamID   string `json:"team_id"`
-	Title    string `json:"title,omitempty"` // as in a Slack profile: what the demo page shows next to the name
+	// Enterprise is the Grid organization of a user whose TeamID is an
+	// organization (E…): the workspace's own (default), or another's —
+	// a user of another organization in a shared channel.
+	Enterprise string `json:"enterprise_id,omitempty"`
+	Title      string `json:"title,omitempty"` // as in a Slack profile: what the demo page shows next to the name
 }
 
 // Message is something posted to a channel, a thread or one user.
@@ -149,6 +156,9 @@ func (s *Server) AddUser(u User) {
 	defer s.mu.Unlock()
 	if u.TeamID == "" {
 		u.TeamID = s.o.TeamID
+	}
+	if strings.HasPrefix(u.TeamID, "E") && u.Enterprise == "" {
+		u.Enterprise = s.o.EnterpriseID
 	}
 	if u.RealName == "" {
 		u.RealName = u.Name

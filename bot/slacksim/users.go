@@ -17,8 +17,9 @@ func (s *Server) SlashCommand(user, channel, text string) (string, error) {
 	if !found {
 		return "", fmt.Errorf("slacksim: no user %s", user)
 	}
+	team, enterprise := s.where(u)
 	return s.Deliver("slash_commands", map[string]any{
-		"token": "verification-token-unused", "team_id": u.TeamID, "team_domain": "twokey",
+		"token": "verification-token-unused", "team_id": team, "enterprise_id": enterprise, "team_domain": "twokey",
 		"channel_id": channel, "channel_name": chName, "user_id": u.ID, "user_name": u.Name,
 		"command": "/tf", "text": text, "api_app_id": "A0TWOKEY", "is_enterprise_install": false,
 		"response_url": "https://hooks.slack.invalid/commands/" + randomID(),
@@ -79,14 +80,15 @@ func (s *Server) deliverClick(u User, msg Message, button Button) (string, error
 	channel, ts := msg.Channel, msg.TS
 	var blocks any
 	_ = json.Unmarshal(msg.Blocks, &blocks)
-	return s.Deliver("interactive", map[string]any{
+	team, enterprise := s.where(u)
+	payload := map[string]any{
 		"type":         "block_actions",
 		"user":         map[string]any{"id": u.ID, "username": u.Name, "name": u.Name, "team_id": u.TeamID},
 		"api_app_id":   "A0TWOKEY",
 		"token":        "verification-token-unused",
 		"container":    map[string]any{"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": msg.Ephemeral},
 		"trigger_id":   s.newTrigger(u.ID),
-		"team":         map[string]any{"id": u.TeamID, "domain": "twokey"},
+		"team":         map[string]any{"id": team, "domain": "twokey"},
 		"channel":      map[string]any{"id": channel, "name": s.channelName(channel)},
 		"message":      map[string]any{"type": "message", "ts": ts, "text": msg.Text, "user": msg.User, "blocks": blocks},
 		"response_url": "https://hooks.slack.invalid/actions/" + randomID(),
@@ -95,7 +97,23 @@ func (s *Server) deliverClick(u User, msg Message, button Button) (string, error
 			"text":      map[string]any{"type": "plain_text", "text": button.Text},
 			"action_ts": fmt.Sprintf("%d.%06d", time.Now().Unix(), time.Now().Nanosecond()/1000),
 		}},
-	})
+	}
+	if enterprise != "" {
+		payload["enterprise"] = map[string]any{"id": enterprise, "name": "org"}
+		payload["is_enterprise_install"] = false
+	}
+	return s.Deliver("interactive", payload)
+}
+
+// where is the workspace and organization a user's command or click comes
+// from: an organization-level user (Enterprise Grid: TeamID is E…) acts in
+// this workspace, as a member of their organization.
+func (s *Server) where(u User) (team, enterprise string) {
+	team, enterprise = u.TeamID, s.o.EnterpriseID
+	if strings.HasPrefix(u.TeamID, "E") {
+		team, enterprise = s.o.TeamID, u.Enterprise
+	}
+	return team, enterprise
 }
 
 func (s *Server) channelName(id string) string {

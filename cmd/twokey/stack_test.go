@@ -91,6 +91,9 @@ type stackConfig struct {
 	// acl runs Redis with deploy/redis/users.acl: every process connects as
 	// its own ACL user (redisUser), and the default user is off.
 	acl bool
+	// enterprise makes the workspace part of an Enterprise Grid
+	// organization with this ID, configured as slack.enterprise_id.
+	enterprise string
 }
 
 func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
@@ -103,7 +106,7 @@ func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
 	s := &stack{t: t, dir: stacktest.Dir(t), prs: map[int]string{}, logs: &syncBuffer{}}
 	s.out = stacktest.Writable(t, s.dir, "out")
 
-	s.slack = slacksim.New(slacksim.Options{PingInterval: time.Second})
+	s.slack = slacksim.New(slacksim.Options{PingInterval: time.Second, EnterpriseID: sc.enterprise})
 	for _, u := range []slacksim.User{
 		{ID: alice, Name: "alice"}, {ID: bob, Name: "bob"}, {ID: carol, Name: "carol"},
 		{ID: dave, Name: "dave"}, {ID: erin, Name: "erin"},
@@ -193,7 +196,7 @@ func (s *stack) baseConfig(dataDir, terraform string) *config.Config {
 			Channel: security, RemindEvery: dur("24h")}
 	}
 	return &config.Config{
-		Slack:     config.Slack{APIURL: s.slackURL, TeamID: "T0TWOKEY"},
+		Slack:     config.Slack{APIURL: s.slackURL, TeamID: "T0TWOKEY", EnterpriseID: s.sc.enterprise},
 		GitHub:    config.GitHub{APIURL: s.ghURL + "/api/v3/"},
 		Redis:     s.redisConfig("twokey-serve"),
 		Vault:     config.Vault{Address: s.vault.Addr},
