@@ -192,7 +192,7 @@ func (l *Log) Newest(ctx context.Context, n, scan int, match func(audit.Event) b
 // Verify checks the whole stored chain from its anchor and returns how many
 // events it checked.
 func (l *Log) Verify(ctx context.Context) (int, error) {
-	anchor, err := l.rdb.Get(ctx, l.keys[2]).Result()
+	raw, err := l.rdb.Get(ctx, l.keys[2]).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return 0, fmt.Errorf("audit: %w", err)
 	}
@@ -203,6 +203,10 @@ func (l *Log) Verify(ctx context.Context) (int, error) {
 	var trust *attest.Keyring
 	if l.o.Trust.Len() > 0 {
 		trust = &l.o.Trust
+	}
+	anchor, err := l.checkpoint(raw, trust)
+	if err != nil {
+		return 0, err
 	}
 	if err := audit.VerifySigned(anchor, events, trust); err != nil {
 		return len(events), err
@@ -217,22 +221,57 @@ func (l *Log) Verify(ctx context.Context) (int, error) {
 	return len(events), nil
 }
 
-// trimScript removes entries older than ARGV[1] (a stream ID), and records
-// the hash of the last removed one as the anchor.
+// trimScript removes the entries up to and including ARGV[1] (a stream ID)
+// and records ARGV[2], the signed checkpoint of the last of them, as the
+// anchor.
 var trimScript = redis.NewScript(`
-local old = redis.call('XRANGE', KEYS[1], '-', '(' .. ARGV[1])
+local old = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
 if #old == 0 then return 0 end
-local last = old[#old]
-local fields = last[2]
-for i = 1, #fields, 2 do
-  if fields[i] == 'event' then
-    local ok, e = pcall(cjson.decode, fields[i+1])
-    if ok and e['hash'] then redis.call('SET', KEYS[3], e['hash']) end
-  end
-end
 for _, m in ipairs(old) do redis.call('XDEL', KEYS[1], m[1]) end
+redis.call('SET', KEYS[3], ARGV[2])
 return #old
 `)
+
+// checkpoint is the anchor retention leaves: the hash and time of the last
+// event it removed, signed by the process that removed it. A Redis writer
+// who deletes events and sets the anchor to skip them cannot sign it, and
+// cannot reuse an old one without breaking the chain after it.
+type checkpoint struct {
+	Hash string           `json:"hash"`
+	Time time.Time        `json:"time"`
+	Sig  attest.Signature `json:"sig"`
+}
+
+const purposeCheckpoint = "audit checkpoint"
+
+func (c checkpoint) message() []byte {
+	return []byte(c.Hash + "\x00" + c.Time.UTC().Format(time.RFC3339Nano))
+}
+
+// checkpoint reads the anchor the chain starts from and checks it: with
+// trusted keys, signed by one of them, and of an event retention was
+// allowed to remove (older than MinAge now).
+func (l *Log) checkpoint(raw string, trust *attest.Keyring) (string, error) {
+	if raw == "" {
+		return "", nil
+	}
+	var c checkpoint
+	if err := json.Unmarshal([]byte(raw), &c); err != nil || c.Hash == "" {
+		if trust != nil {
+			return "", &audit.BreakError{Index: 0, ID: "anchor", Reason: "the chain's anchor is not a signed checkpoint: events before it were removed by something other than retention"}
+		}
+		return raw, nil // an anchor from before checkpoints were signed
+	}
+	if trust != nil {
+		if err := trust.Verify(purposeCheckpoint, c.message(), c.Sig); err != nil {
+			return "", &audit.BreakError{Index: 0, ID: "anchor", Reason: fmt.Sprintf("the chain's anchor is not signed by a trusted key (%v): events were removed and the anchor forged", err)}
+		}
+	}
+	if l.o.MinAge > 0 && c.Time.After(l.clock().Add(-l.o.MinAge)) {
+		return "", &audit.BreakError{Index: 0, ID: "anchor", Reason: fmt.Sprintf("events up to %s were removed, but retention keeps %v", c.Time.UTC().Format(time.RFC3339), l.o.MinAge)}
+	}
+	return c.Hash, nil
+}
 
 // Trim applies the retention: it drops events older than MaxAge and the
 // oldest beyond MaxLen, but never one younger than MinAge.
@@ -262,7 +301,20 @@ func (l *Log) Trim(ctx context.Context) (int, error) {
 	if floor := now.Add(-l.o.MinAge); l.o.MinAge > 0 && cut.After(floor) {
 		cut = floor // never trim what is younger than the minimum
 	}
-	n, err := trimScript.Run(ctx, l.rdb, l.keys, strconv.FormatInt(cut.UnixMilli(), 10)).Int()
+	old, err := l.rangeEvents(ctx, "-", "("+strconv.FormatInt(cut.UnixMilli(), 10))
+	if err != nil || len(old) == 0 {
+		return 0, err
+	}
+	last := old[len(old)-1]
+	c := checkpoint{Hash: last.Hash, Time: last.Time.UTC()}
+	if l.o.Signer != nil {
+		c.Sig = l.o.Signer.Sign(purposeCheckpoint, c.message())
+	}
+	body, err := json.Marshal(c)
+	if err != nil {
+		return 0, err
+	}
+	n, err := trimScript.Run(ctx, l.rdb, l.keys, last.ID, body).Int()
 	if err != nil {
 		return 0, fmt.Errorf("audit trim: %w", err)
 	}

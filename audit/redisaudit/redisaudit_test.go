@@ -131,7 +131,9 @@ func TestTamperingIsFound(t *testing.T) {
 
 func TestRetention(t *testing.T) {
 	ctx := context.Background()
-	l, rdb := newLog(t, Options{Prefix: "t:", MaxAge: time.Hour, MinAge: 30 * time.Minute})
+	signer, _ := attest.GenerateSigner()
+	l, rdb := newLog(t, Options{Prefix: "t:", MaxAge: time.Hour, MinAge: 30 * time.Minute,
+		Signer: signer, Trust: attest.NewKeyring(signer.Public())})
 	now := time.Now()
 	for _, age := range []time.Duration{3 * time.Hour, 2 * time.Hour, 45 * time.Minute, 10 * time.Minute} {
 		// Events are ordered by ID, which is the time they are written:
@@ -165,6 +167,41 @@ func TestRetention(t *testing.T) {
 	if _, err := l.Verify(ctx); err != nil {
 		t.Fatal(err)
 	}
+
+	// Retention's anchor is a signed checkpoint: one a Redis writer sets
+	// itself (to skip events it deleted) does not verify, nor does a
+	// signed one younger than MinAge.
+	good := rdb.Get(ctx, "t:{audit}:anchor").Val()
+	var be *audit.BreakError
+	for name, anchor := range map[string]string{
+		"a bare hash":     "0123456789abcdef",
+		"an unsigned one": `{"hash":"0123456789abcdef","time":"2020-01-01T00:00:00Z"}`,
+		"a signed recent": string(mustJSON(t, checkpointOf(signer, "0123456789abcdef", now.Add(-time.Minute)))),
+	} {
+		rdb.Set(ctx, "t:{audit}:anchor", anchor, 0)
+		if _, err := l.Verify(ctx); !errors.As(err, &be) || be.ID != "anchor" {
+			t.Errorf("%s as the anchor: %v", name, err)
+		}
+	}
+	rdb.Set(ctx, "t:{audit}:anchor", good, 0)
+	if _, err := l.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func checkpointOf(s *attest.Signer, hash string, at time.Time) checkpoint {
+	c := checkpoint{Hash: hash, Time: at.UTC()}
+	c.Sig = s.Sign(purposeCheckpoint, c.message())
+	return c
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // Events are signed by the process that wrote them. A Redis writer who

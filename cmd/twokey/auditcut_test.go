@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twokey/twokey/audit"
+)
+
+// A Redis writer deletes recent history and moves the chain's anchor past
+// it, so what remains still verifies link by link: with serve's password,
+// everything up to an applied plan's last event; with a runner's, the whole
+// stream. The anchor retention leaves is a signed checkpoint of an event
+// older than audit.min_age, so `twokey audit verify` reports both, with or
+// without a head file. (Both used to verify "intact".)
+func TestCutAuditHistoryIsCaught(t *testing.T) {
+	s := newStack(t, func(sc *stackConfig) { sc.acl = true })
+	cfg := s.baseConfig(filepath.Join(s.dir, "data"), s.terraform())
+	s.config = s.write("twokey.yaml", cfg)
+	s.openPR(1, "web")
+	s.openPR(2, "db")
+	stop := s.startBot()
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	planID := msg.Buttons()[0].Value
+	s.click(bob, msg, approve)
+	s.click(carol, msg, approve)
+	s.waitTS(msg.TS, "Applied")
+	s.slash(alice, "plan staging pr-2") // history after the applied plan's
+	second := s.planMessage(2, "Plan ready for review")
+	s.click(alice, second, reject)
+	s.waitTS(second.TS, "Rejected")
+	stop()
+	if code, out := s.auditMain("verify"); code != 0 {
+		t.Fatalf("verify before the attack: %d %s", code, out)
+	}
+
+	ctx := context.Background()
+	stream, last, anchor := keyPrefix+"{audit}:stream", keyPrefix+"{audit}:last", keyPrefix+"{audit}:anchor"
+	srv := s.redisAs("twokey-serve")
+	msgs := srv.XRange(ctx, stream, "-", "+").Val()
+	k, cut := -1, audit.Event{}
+	for i, m := range msgs {
+		var e audit.Event
+		if json.Unmarshal([]byte(m.Values["event"].(string)), &e) == nil && e.PlanID == planID {
+			k, cut = i, e
+		}
+	}
+	if k < 0 || k == len(msgs)-1 {
+		t.Fatalf("no event after the applied plan's (%d of %d)", k, len(msgs))
+	}
+	for _, m := range msgs[:k+1] {
+		srv.XDel(ctx, stream, m.ID)
+	}
+	srv.Set(ctx, anchor, cut.Hash, 0)
+	if code, out := s.auditMain("verify"); code == 0 || !strings.Contains(out, "anchor") {
+		t.Fatalf("verify after serve's password cut the applied plan's history: %d %s", code, out)
+	}
+
+	np := s.redisAs("twokey-runner-nonprod")
+	np.Set(ctx, stream, "x", time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	np.Set(ctx, anchor, np.Get(ctx, last).Val(), 0)
+	if code, out := s.auditMain("verify"); code == 0 {
+		t.Fatalf("verify after a runner's password wiped the stream: %d %s", code, out)
+	}
+}
