@@ -25,11 +25,8 @@ func TestCutAuditHistoryIsCaught(t *testing.T) {
 	s.openPR(2, "db")
 	stop := s.startBot()
 	s.slash(alice, "plan staging pr-1")
-	msg := s.planMessage(1, "Plan ready for review")
-	planID := msg.Buttons()[0].Value
-	s.click(bob, msg, approve)
-	s.click(carol, msg, approve)
-	s.waitTS(msg.TS, "Applied")
+	planID := s.planMessage(1, "Plan ready for review").Buttons()[0].Value
+	s.applyWithTwoApprovals("staging · PR #1")
 	s.slash(alice, "plan staging pr-2") // history after the applied plan's
 	second := s.planMessage(2, "Plan ready for review")
 	s.click(alice, second, reject)
