@@ -40,6 +40,7 @@ const (
 	GitHubUnavailable   = "github_unavailable"   // … or could not be, and will be retried
 	BreakGlass          = "breakglass"           // an emergency credential's life (detail "stage")
 	Forgery             = "forgery"              // state in Redis without a trusted signature was found and not acted on
+	DriftCheck          = "drift_check"          // an environment was planned at the default branch's head to find drift (result, trigger)
 )
 
 // Actor is who caused an event: a Slack user (ID, and display name at the

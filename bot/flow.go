@@ -33,6 +33,8 @@ func (b *Bot) handleCommand(ctx context.Context, envelope string, c slack.SlashC
 			err = b.svc.Plan(ctx, c.ChannelID, c.UserID, cmd)
 		case commands.Unlock:
 			err = b.svc.Unlock(ctx, c.ChannelID, c.UserID, cmd)
+		case commands.Drift:
+			err = b.svc.Drift(ctx, c.ChannelID, c.UserID, cmd)
 		case commands.History:
 			err = b.svc.History(ctx, c.ChannelID, c.UserID, cmd)
 		case commands.Show:
@@ -68,7 +70,7 @@ var (
 
 // buttons maps each action to the IDs its value must be.
 var buttons = map[string]*regexp.Regexp{
-	actionApprove: planIDRE, actionReject: planIDRE,
+	actionApprove: planIDRE, actionReject: planIDRE, actionDriftFix: driftScopeRE,
 	actionBGApprove: grantIDRE, actionBGDeny: grantIDRE, actionBGReview: grantIDRE, actionBGUnwrapFailed: grantIDRE,
 }
 
@@ -129,6 +131,8 @@ func (b *Bot) handleInteraction(ctx context.Context, envelope string, cb slack.I
 		err = b.svc.Approve(ctx, c.channel, c.user, c.id)
 	case actionReject:
 		err = b.svc.Reject(ctx, c.channel, c.user, c.id)
+	case actionDriftFix:
+		err = b.planFix(ctx, c)
 	case actionBGApprove:
 		err = b.svc.ApproveGrant(ctx, c.channel, c.user, c.id)
 	case actionBGDeny:

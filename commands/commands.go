@@ -37,6 +37,13 @@ type Unlock struct {
 	Reason  string
 }
 
+// Drift asks for a drift check of an environment now: plan the default
+// branch's head and say whether live infrastructure differs from it.
+type Drift struct {
+	Project string
+	Env     string
+}
+
 // History asks for an environment's last N changes.
 type History struct {
 	Project string
@@ -73,6 +80,7 @@ type Help struct{}
 func (Plan) command()    {}
 func (Status) command()  {}
 func (Unlock) command()  {}
+func (Drift) command()   {}
 func (History) command() {}
 func (Show) command()    {}
 func (Help) command()    {}
@@ -141,6 +149,7 @@ const Usage = "```" + `
 /tf status [project] [env]             locks and pending plans, with age and approvals
 /tf history [project] <env> [n]        the last n changes (default 10): when, what, who, result
 /tf show <plan-id>|<grant-id>           one plan's or grant's whole story, from the audit record
+/tf drift [project/]<env>               does live infrastructure still match the default branch?
 /tf unlock [project/]<env> <reason>    admins: free a stuck environment lock
 /tf breakglass [project] <env> <duration> <reason>
                                        on-call: emergency credentials (e.g. 30m), announced and reviewed
@@ -153,6 +162,7 @@ const (
 	usagePlan    = "/tf plan [project] <env> pr-<number> | sha-<40 hex> | ref-<tag>"
 	usageStatus  = "/tf status [project] [env]"
 	usageUnlock  = "/tf unlock [project/]<env> <reason>"
+	usageDrift   = "/tf drift [project/]<env>"
 	usageHistory = "/tf history [project] <env> [n]"
 	usageShow    = "/tf show <plan-id> | <grant-id>"
 	usageBG      = "/tf breakglass [project] <env> <duration> <reason>  |  /tf breakglass revoke <grant-id>"
@@ -198,6 +208,8 @@ func Parse(text string) (Command, error) {
 		return parseStatus(args)
 	case "unlock":
 		return parseUnlock(args)
+	case "drift":
+		return parseDrift(args)
 	case "history":
 		return parseHistory(args)
 	case "show":
@@ -273,6 +285,30 @@ func parseHistory(args []string) (Command, error) {
 		h.Project = args[0]
 	}
 	return h, nil
+}
+
+func parseDrift(args []string) (Command, error) {
+	var names []string
+	switch len(args) {
+	case 1:
+		if project, env, ok := strings.Cut(args[0], "/"); ok {
+			names = []string{project, env}
+		} else {
+			names = args
+		}
+	case 2:
+		names = args
+	default:
+		return nil, &Error{Err: ErrUsage, Detail: "drift needs an environment (and, with several projects, its project)", Usage: usageDrift}
+	}
+	if err := checkNames(names, usageDrift); err != nil {
+		return nil, err
+	}
+	d := Drift{Env: names[len(names)-1]}
+	if len(names) == 2 {
+		d.Project = names[0]
+	}
+	return d, nil
 }
 
 func parseUnlock(args []string) (Command, error) {

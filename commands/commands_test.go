@@ -33,6 +33,13 @@ func TestParse(t *testing.T) {
 		{text: "history staging", want: History{Env: "staging", N: 10}},
 		{text: "history staging 25", want: History{Env: "staging", N: 25}},
 		{text: "history network prod 3", want: History{Project: "network", Env: "prod", N: 3}},
+		{text: "drift prod", want: Drift{Env: "prod"}},
+		{text: "drift network prod", want: Drift{Project: "network", Env: "prod"}},
+		{text: "drift network/prod", want: Drift{Project: "network", Env: "prod"}},
+		{text: "drift", wantErr: ErrUsage},
+		{text: "drift a b c", wantErr: ErrUsage},
+		{text: "drift PROD!", wantErr: ErrMalformedName},
+		{text: "drift network/", wantErr: ErrMalformedName},
 		{text: "show p-7k2m9qab", want: Show{PlanID: "p-7k2m9qab"}},
 		{text: "show bg-7k2m9qab", want: Show{PlanID: "bg-7k2m9qab"}},
 		{text: `breakglass prod 30m "db failover stuck, need to resize"`,
@@ -114,7 +121,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestUsageNamesEveryCommand(t *testing.T) {
-	for _, verb := range []string{"/tf plan", "/tf status", "/tf history", "/tf show", "/tf unlock", "/tf help"} {
+	for _, verb := range []string{"/tf plan", "/tf status", "/tf history", "/tf show", "/tf unlock", "/tf drift", "/tf help"} {
 		if !strings.Contains(Usage, verb) {
 			t.Errorf("Usage does not mention %q", verb)
 		}

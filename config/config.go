@@ -267,6 +267,20 @@ type Environment struct {
 	BreakGlass *BreakGlass `yaml:"breakglass"`
 	// Policy, if set, replaces the project's for this environment.
 	Policy *Policy `yaml:"policy"`
+	// Drift, if set, checks on a schedule whether live infrastructure still
+	// matches the default branch.
+	Drift *Drift `yaml:"drift"`
+}
+
+// Drift is an environment's scheduled drift check.
+type Drift struct {
+	// Schedule is a cron expression ("0 6 * * *"; a leading seconds field
+	// and descriptors such as @hourly are accepted), in UTC.
+	Schedule string `yaml:"schedule"`
+	// Channel gets the reports; default the environment's first channel.
+	Channel string `yaml:"channel"`
+	// Quiet: no drift says nothing (otherwise one line).
+	Quiet bool `yaml:"quiet"`
 }
 
 // BreakGlass is an environment's emergency access: who may ask, for how
