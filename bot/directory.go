@@ -46,12 +46,22 @@ func newDirectory(api *slack.Client, ttl time.Duration, now func() time.Time) *d
 // group. An error means membership could not be read: callers treat it as
 // "no".
 func (d *directory) Includes(ctx context.Context, user string, who config.Who) (bool, error) {
+	return d.includes(ctx, user, who, false)
+}
+
+// IncludesNow is Includes with every group read from Slack now, never from
+// the cache: what is decided right before an apply.
+func (d *directory) IncludesNow(ctx context.Context, user string, who config.Who) (bool, error) {
+	return d.includes(ctx, user, who, true)
+}
+
+func (d *directory) includes(ctx context.Context, user string, who config.Who, fresh bool) (bool, error) {
 	if slices.Contains(who.Users, user) {
 		return true, nil
 	}
 	var firstErr error
 	for _, g := range who.Groups {
-		members, err := d.members(ctx, g)
+		members, err := d.members(ctx, g, fresh)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
@@ -65,11 +75,11 @@ func (d *directory) Includes(ctx context.Context, user string, who config.Who) (
 	return false, firstErr
 }
 
-func (d *directory) members(ctx context.Context, group string) ([]string, error) {
+func (d *directory) members(ctx context.Context, group string, fresh bool) ([]string, error) {
 	d.mu.Lock()
 	c, ok := d.groups[group]
 	d.mu.Unlock()
-	if ok && d.now().Sub(c.at) < d.ttl {
+	if ok && !fresh && d.now().Sub(c.at) < d.ttl {
 		return c.members, nil
 	}
 	members, err := d.api.GetUserGroupMembersContext(ctx, group)

@@ -291,6 +291,11 @@ func TestApprovalPolicy(t *testing.T) {
 				if target == m.current && m.open && !m.expired && u != pAlice && u != pMallory &&
 					m.authorized(u) && !slices.Contains(m.approvers, u) {
 					m.approvers = append(m.approvers, u)
+					// Right before the apply, whoever lost the right since their
+					// click no longer counts; the plan waits for others.
+					if len(m.approvers) >= 2 {
+						m.approvers = slices.DeleteFunc(m.approvers, func(a string) bool { return !m.authorized(a) })
+					}
 					if len(m.approvers) >= 2 {
 						m.open = false
 						if !m.headMoved {

@@ -77,6 +77,9 @@ func (s *Service) Approve(ctx context.Context, channel, user, planID string) (er
 			fmt.Sprint(approvals.Missing(p))+" more.")
 	}
 	if res.Quorum {
+		if ok, err := s.recheck(ctx, p); !ok || err != nil {
+			return err
+		}
 		return s.apply(ctx, p.ID, channel, user)
 	}
 	return nil

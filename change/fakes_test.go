@@ -296,6 +296,10 @@ func (g *groups) Includes(_ context.Context, user string, who config.Who) (bool,
 	return false, nil
 }
 
+func (g *groups) IncludesNow(ctx context.Context, user string, who config.Who) (bool, error) {
+	return g.Includes(ctx, user, who)
+}
+
 func (g *groups) Name(_ context.Context, user string) string { return user }
 
 // quiet is a Notifier that shows nothing and gives every message a place.

@@ -89,6 +89,9 @@ type Directory interface {
 	// Includes reports whether user is listed in who. An error means
 	// membership could not be read: the answer is then "no".
 	Includes(ctx context.Context, user string, who config.Who) (bool, error)
+	// IncludesNow is Includes read from the source now, never from a
+	// cache: approvers are checked with it right before an apply.
+	IncludesNow(ctx context.Context, user string, who config.Who) (bool, error)
 	Name(ctx context.Context, user string) string
 }
 
