@@ -18,6 +18,7 @@ require (
 	github.com/open-policy-agent/opa v1.22.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
+	github.com/robfig/cron/v3 v3.0.1
 	github.com/slack-go/slack v0.34.0
 	golang.org/x/sync v0.23.0
 	golang.org/x/sys v0.48.0

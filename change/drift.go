@@ -49,7 +49,7 @@ func (s *Service) Drift(ctx context.Context, channel, user string, cmd commands.
 		return &ChannelError{Env: env.Name, Allowed: env.Channels}
 	}
 	s.tell(ctx, channel, user, fmt.Sprintf("Checking *%s* for drift: planning the default branch's head …", s.scope(proj, env)))
-	return s.checkDrift(ctx, proj, env, channel, user, false)
+	return s.checkDrift(ctx, proj, env, channel, user, false, time.Time{})
 }
 
 // ScheduledDrift runs the drift check of an environment scheduled for
@@ -67,7 +67,7 @@ func (s *Service) ScheduledDrift(ctx context.Context, project, envName string, t
 	if err != nil || !first {
 		return false, err
 	}
-	return true, s.checkDrift(ctx, proj, env, driftChannel(env), "", env.Drift.Quiet)
+	return true, s.checkDrift(ctx, proj, env, driftChannel(env), "", env.Drift.Quiet, tick)
 }
 
 // driftChannel is where an environment's scheduled drift reports go.
@@ -85,7 +85,8 @@ func driftChannel(env *config.Environment) string {
 // sandboxed, with no environment lock, and reports: drift with what
 // differs and a way to plan a fix; no drift as one line, or nothing when
 // quiet. user is who asked ("" for the schedule). Every check is recorded.
-func (s *Service) checkDrift(ctx context.Context, proj *config.Project, env *config.Environment, channel, user string, quiet bool) error {
+// tick is the scheduled time the check is for (zero on demand).
+func (s *Service) checkDrift(ctx context.Context, proj *config.Project, env *config.Environment, channel, user string, quiet bool, tick time.Time) error {
 	log := s.log.With("env", proj.Name+"/"+env.Name, "user", user)
 	trigger := "schedule"
 	if user != "" {
@@ -107,6 +108,9 @@ func (s *Service) checkDrift(ctx context.Context, proj *config.Project, env *con
 	}
 	detail := map[string]string{"trigger": trigger, "sha": rev.SHA, "channel": channel,
 		"add": fmt.Sprint(res.Summary.Add), "change": fmt.Sprint(res.Summary.Change), "destroy": fmt.Sprint(res.Summary.Destroy)}
+	if !tick.IsZero() {
+		detail["tick"] = tick.UTC().Format(time.RFC3339)
+	}
 	ev := audit.Event{Type: audit.DriftCheck, Project: proj.Name, Env: env.Name, SHA: rev.SHA, Detail: detail}
 	if err != nil {
 		detail["result"], detail["error"] = "failed", runner.Redact(err.Error())

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 )
 
@@ -270,6 +271,18 @@ type Environment struct {
 	// Drift, if set, checks on a schedule whether live infrastructure still
 	// matches the default branch.
 	Drift *Drift `yaml:"drift"`
+}
+
+// driftParser reads drift schedules: standard five-field cron, an
+// optional leading seconds field, and descriptors (@daily, @every 1h).
+var driftParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// DriftSchedule parses a drift schedule; times are UTC.
+func DriftSchedule(spec string) (cron.Schedule, error) {
+	if strings.TrimSpace(spec) == "" {
+		return nil, errors.New("empty")
+	}
+	return driftParser.Parse(spec)
 }
 
 // Drift is an environment's scheduled drift check.
@@ -667,6 +680,14 @@ func (e *Environment) validate(where string) []error {
 		"plan_timeout": e.PlanTimeout, "apply_timeout": e.ApplyTimeout} {
 		if d < Duration(time.Second) {
 			bad("%s must be at least 1s", name)
+		}
+	}
+	if e.Drift != nil {
+		if _, err := DriftSchedule(e.Drift.Schedule); err != nil {
+			bad("drift.schedule %q: %v", e.Drift.Schedule, err)
+		}
+		if e.Drift.Channel == "" && len(e.Channels) == 0 {
+			bad("drift.channel is needed where the environment has no channels")
 		}
 	}
 	if e.Vault.Apply.TTL < e.ApplyTimeout {

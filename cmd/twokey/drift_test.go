@@ -1,11 +1,16 @@
 package main
 
 import (
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/bot/slacksim"
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/devstack/stacktest"
 )
 
 const driftFix = "twokey_drift_fix"
@@ -112,4 +117,75 @@ func TestDriftOnDemand(t *testing.T) {
 	if strings.Join(results, " ") != "clean/command drift/command clean/command" {
 		t.Errorf("drift checks recorded: %v", results)
 	}
+}
+
+// The drift schedule, on two serve replicas: each tick's check runs on one
+// of them (a Redis lease per tick), a clean environment says nothing
+// (quiet), and a change applied between two ticks is reported at the next.
+// The schedule has a seconds field, so the test waits seconds, not a day.
+func TestScheduledDriftTwoReplicas(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	terraform := stacktest.Tool(t, "terraform")
+	withDrift := func(name, dataDir string) string {
+		cfg := s.baseConfig(dataDir, terraform)
+		cfg.Projects[0].Environments[0].Drift = &config.Drift{Schedule: "*/2 * * * * *", Channel: channel, Quiet: true}
+		return s.write(name, cfg)
+	}
+	s.config = withDrift("twokey-a.yaml", filepath.Join(s.dir, "data-a"))
+	stopA := s.startBot()
+	defer stopA()
+	s.config = withDrift("twokey-b.yaml", filepath.Join(s.dir, "data-b"))
+	stopB := s.startBot()
+	defer stopB()
+
+	scheduled := func() (ticks map[string]int, results []string) {
+		ticks = map[string]int{}
+		for _, e := range s.events() {
+			if e.Type == audit.DriftCheck && e.Detail["trigger"] == "schedule" {
+				ticks[e.Detail["tick"]]++
+				results = append(results, e.Detail["result"])
+			}
+		}
+		return ticks, results
+	}
+	waitTicks := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(waitFor); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if ticks, _ := scheduled(); len(ticks) >= n {
+				return
+			}
+		}
+		t.Fatalf("fewer than %d scheduled drift checks\nlogs:\n%s", n, s.logs.String())
+	}
+	waitTicks(2)
+	for _, m := range s.slack.Messages() {
+		if strings.Contains(m.Content(), "drift") || strings.Contains(m.Content(), "Drift") {
+			t.Errorf("a clean environment with quiet: true said something: %s", m.Content())
+		}
+	}
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	s.click(bob, msg, approve)
+	msg = s.planMessage(1, "1 more needed")
+	s.click(carol, msg, approve)
+	s.planMessage(1, "Applied")
+	report := s.topLevel("Drift in staging", "terraform_data.web", "PR #1")
+	if b := report.Buttons(); len(b) != 1 || b[0].ActionID != driftFix {
+		t.Errorf("scheduled drift report buttons = %+v", b)
+	}
+	stopA()
+	stopB()
+
+	ticks, results := scheduled()
+	for tick, n := range ticks {
+		if n != 1 {
+			t.Errorf("tick %s checked %d times", tick, n)
+		}
+	}
+	if len(ticks) < 3 || results[0] != "clean" || !slices.Contains(results, "drift") {
+		t.Errorf("scheduled checks: %d ticks, results %v", len(ticks), results)
+	}
+	t.Logf("%d scheduled ticks across two replicas, each checked once: %v", len(ticks), results)
 }

@@ -55,6 +55,8 @@ func TestImportGraph(t *testing.T) {
 		"golang.org/x/sync/errgroup": {"cmd/twokey"},
 		// Metrics: only the Prometheus adapter speaks Prometheus.
 		"github.com/prometheus/client_golang": {"promstats"},
+		// Drift schedules: cron syntax, parsed and validated with the config.
+		"github.com/robfig/cron/v3": {"config"},
 		// prctl: twokey's processes make themselves non-dumpable.
 		"golang.org/x/sys/unix": {"cmd/twokey"},
 		// The hostile pull request's provider, test equipment only.

@@ -151,6 +151,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	g.Go(func() error { return b.Run(gctx, svc) })
 	g.Go(func() error { return svc.Run(gctx) })
 	g.Go(func() error { return sync.Run(gctx) })
+	g.Go(func() error { return runDriftSchedules(gctx, cfg, svc, wallClock, log) })
 	if common.metricsListen != "" {
 		checks := []check{redisReady(deps.rdb), {"slack", func(context.Context) error {
 			if !b.Connected() {
