@@ -46,7 +46,7 @@ func TestImportGraph(t *testing.T) {
 		"github.com/open-policy-agent/opa": {"policy"},
 		"github.com/hashicorp/go-version":  {"runner"},
 		"github.com/hashicorp/vault/api":   {"runner/vaultcreds", "devstack"},
-		"github.com/google/go-github":      {"runner/ghsource"},
+		"github.com/google/go-github":      {"runner/ghsource", "ghlink"},
 		"github.com/gorilla/websocket":     {"bot/slacksim"},
 		"gopkg.in/yaml.v3":                 {"config", "devstack"},
 		// The demo's embedded Redis-compatible store; tests use it too.
@@ -57,6 +57,8 @@ func TestImportGraph(t *testing.T) {
 		"github.com/prometheus/client_golang": {"promstats"},
 		// Drift schedules: cron syntax, parsed and validated with the config.
 		"github.com/robfig/cron/v3": {"config"},
+		// GitHub's OAuth device flow, for linking accounts; only ghlink.
+		"golang.org/x/oauth2": {"ghlink"},
 		// prctl: twokey's processes make themselves non-dumpable.
 		"golang.org/x/sys/unix": {"cmd/twokey"},
 		// The hostile pull request's provider, test equipment only.

@@ -83,6 +83,12 @@ type Server struct {
 	requests   []Request
 	failing    int  // answer this many more requests with 500
 	writesDown bool // answer every write with 502
+
+	// OAuth device flow (device.go).
+	ClientID      string        // the only OAuth app client ID accepted; default "Iv1.twokey"
+	DeviceExpires time.Duration // how long a device code lives; default 15m
+	devices       map[string]*device
+	userTokens    map[string]string // OAuth token → login
 }
 
 type repo struct {
@@ -124,7 +130,9 @@ func (s *Server) Statuses(fullName string) []Status {
 }
 
 // New returns an empty server.
-func New() *Server { return &Server{repos: map[string]*repo{}} }
+func New() *Server {
+	return &Server{repos: map[string]*repo{}, devices: map[string]*device{}, userTokens: map[string]string{}}
+}
 
 // AddRepo registers owner/name with the URL git clones it from.
 func (s *Server) AddRepo(fullName, cloneURL string) {
@@ -183,6 +191,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if failing {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"message": "Server Error"})
+		return
+	}
+	if s.serveDeviceFlow(w, r, body) {
 		return
 	}
 	if s.Token != "" && r.Header.Get("Authorization") != "Bearer "+s.Token {
