@@ -37,7 +37,8 @@ type Options struct {
 	// (and by default) 60s.
 	GroupTTL time.Duration
 	// HTTPClient, if set, makes the Web API calls (a metrics adapter counts
-	// failed ones through its transport).
+	// failed ones through its transport). Either way, Slack's 429s are
+	// waited out (ratelimit.go).
 	HTTPClient *http.Client
 }
 
@@ -77,9 +78,16 @@ func New(o Options) (*Bot, error) {
 		o.GroupTTL = time.Minute
 	}
 	opts := []slack.Option{slack.OptionAPIURL(o.Config.Slack.APIURL), slack.OptionAppLevelToken(o.AppToken.Reveal())}
+	hc := &http.Client{}
 	if o.HTTPClient != nil {
-		opts = append(opts, slack.OptionHTTPClient(o.HTTPClient))
+		c := *o.HTTPClient
+		hc = &c
 	}
+	if hc.Transport == nil {
+		hc.Transport = http.DefaultTransport
+	}
+	hc.Transport = &retryTransport{next: hc.Transport, max: MaxRateLimitWait}
+	opts = append(opts, slack.OptionHTTPClient(hc))
 	api := slack.New(o.BotToken.Reveal(), opts...)
 	sm := socketmode.New(api, socketmode.OptionLog(slogOutput{o.Logger}))
 	return &Bot{o: o, cfg: o.Config, log: o.Logger, api: api, sm: sm, dir: newDirectory(api, o.GroupTTL, o.Now)}, nil

@@ -27,6 +27,9 @@ const (
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	method := r.PathValue("method")
+	if s.limited(w, method) {
+		return
+	}
 	params, err := readParams(r)
 	if err != nil {
 		writeJSON(w, map[string]any{"ok": false, "error": "invalid_form_data"})

@@ -104,6 +104,7 @@ type Server struct {
 	files     map[string]*upload
 	views     map[string]*View
 	triggers  map[string]trigger
+	limits    map[string]*rateLimit // RateLimit (ratelimit.go)
 }
 
 // upload is a file between files.getUploadURLExternal and its completion.
