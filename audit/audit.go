@@ -41,6 +41,8 @@ const (
 	BreakGlass          = "breakglass"           // an emergency credential's life (detail "stage")
 	Forgery             = "forgery"              // state in Redis without a trusted signature was found and not acted on
 	DriftCheck          = "drift_check"          // an environment was planned at the default branch's head to find drift (result, trigger)
+	IdentityLinked      = "identity_linked"      // a Slack user linked a GitHub account (login, ID; never the token)
+	IdentityUnlinked    = "identity_unlinked"    // an admin dropped a user's link
 )
 
 // Actor is who caused an event: a Slack user (ID, and display name at the

@@ -27,6 +27,12 @@ func (b *Bot) handleCommand(ctx context.Context, envelope string, c slack.SlashC
 		switch cmd := cmd.(type) {
 		case commands.Help:
 			b.tell(ctx, c.ChannelID, c.UserID, commands.Usage)
+		case commands.Link:
+			err = b.svc.Link(ctx, c.ChannelID, c.UserID)
+		case commands.WhoAmI:
+			err = b.svc.WhoAmI(ctx, c.ChannelID, c.UserID)
+		case commands.Unlink:
+			err = b.svc.Unlink(ctx, c.ChannelID, c.UserID, cmd.User)
 		case commands.Status:
 			err = b.svc.Status(ctx, c.ChannelID, c.UserID, cmd)
 		case commands.Plan:

@@ -22,7 +22,8 @@ var (
 )
 
 // plainErrors are told to the user in their own words.
-var plainErrors = []error{errOtherWorkspace, change.ErrNotPlanner, change.ErrMembership, change.ErrNotAdmin, change.ErrStateStore, errUnknownAction}
+var plainErrors = []error{errOtherWorkspace, change.ErrNotPlanner, change.ErrMembership, change.ErrNotAdmin, change.ErrStateStore, errUnknownAction,
+	change.ErrNoLinking, change.ErrNotAdminLnk}
 
 // grantErrors are told to the user in their own words.
 var grantErrors = []error{change.ErrNoBreakGlass, change.ErrNotOnCall, change.ErrNoReason, change.ErrNoRevoke, change.ErrNotRequester,
@@ -86,7 +87,7 @@ func (b *Bot) describe(err error, attrs ...any) string {
 			"the two people who let it through must not be its authors. Your click was not counted.", authorName(author.Author), author.Author.As)
 	case errors.Is(err, approvals.ErrNotLinked):
 		return ":link: Approvers here need a linked GitHub account, so twokey can tell that you did not write the change. " +
-			"Ask the platform team to list your Slack and GitHub accounts under `identities` in twokey's config, then click again. Your click was not counted."
+			"Link yours with `/tf link github` (or ask the platform team to list you under `identities` in twokey's config), then click again. Your click was not counted."
 	case errors.Is(err, change.ErrIdentity):
 		return "Your linked GitHub account could not be read, so your click was not counted. Try again in a minute."
 	case errors.Is(err, approvals.ErrNotAuthorized):

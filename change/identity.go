@@ -27,10 +27,14 @@ func (s *Service) identity(ctx context.Context, user string) (approvals.Identity
 	if id, ok := s.cfg.IdentityOf(user); ok {
 		return approvals.Identity{Login: id.GitHub, ID: id.GitHubID, Emails: id.Emails}, true, nil
 	}
-	if s.o.Identities == nil {
+	src := s.o.Identities
+	if src == nil && s.o.Links != nil {
+		src = s.o.Links
+	}
+	if src == nil {
 		return approvals.Identity{}, false, nil
 	}
-	id, ok, err := s.o.Identities.Identity(ctx, user)
+	id, ok, err := src.Identity(ctx, user)
 	if err != nil {
 		return approvals.Identity{}, false, fmt.Errorf("%w: %w", ErrIdentity, err)
 	}

@@ -118,7 +118,10 @@ type Options struct {
 	// Identities are the GitHub accounts people linked; nil: only the
 	// config's identities.
 	Identities Identities
-	Notify     Notifier
+	// Links and Linker, if set, let people link themselves (/tf link github).
+	Links  Links
+	Linker Linker
+	Notify Notifier
 	// Trim, if set, applies the audit record's retention; the sweeper calls
 	// it every ten minutes.
 	Trim func(ctx context.Context) (int, error)

@@ -155,6 +155,9 @@ const Usage = "```" + `
                                        on-call: emergency credentials (e.g. 30m), announced and reviewed
 /tf breakglass                         the same, as a form
 /tf breakglass revoke <grant-id>       end an emergency credential now
+/tf link github                        link your GitHub account (authors cannot approve their own change)
+/tf whoami                             your linked GitHub account
+/tf unlink @user                       admins: drop someone's GitHub link
 /tf help                               this text
 ` + "```"
 
@@ -219,6 +222,8 @@ func Parse(text string) (Command, error) {
 		return Show{PlanID: args[0]}, nil
 	case "breakglass", "break-glass":
 		return parseBreakGlass(args)
+	case "link", "whoami", "unlink":
+		return parseIdentity(verb, args)
 	case "help", "-h", "--help":
 		return Help{}, nil
 	}

@@ -131,6 +131,12 @@ type Slack struct {
 type GitHub struct {
 	APIURL   string `yaml:"api_url"`
 	TokenEnv string `yaml:"token_env"`
+	// OAuthClientID, if set, lets people link their GitHub account with
+	// /tf link github (an OAuth app's or GitHub App's client ID, device
+	// flow enabled; no secret). WebURL is GitHub's web base for it,
+	// default https://github.com/.
+	OAuthClientID string `yaml:"oauth_client_id"`
+	WebURL        string `yaml:"web_url"`
 }
 
 // Redis holds locks and plan state.

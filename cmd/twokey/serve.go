@@ -134,7 +134,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
+	linker, err := newLinker(cfg)
+	if err != nil {
+		return err
+	}
 	svc, err := change.New(change.Options{
+		Links: store, Linker: linker,
 		Config: cfg, Store: store, Grants: store, Locks: deps.locks, Runner: run, Outcomes: outcomes, Target: targets(cfg),
 		Dedup: store, Promos: store, Audit: deps.audit, History: deps.audit, Trim: deps.audit.Trim,
 		Directory: b.Directory(), Notify: b, Changed: sync.Changed, Wrapping: wrapping, Notary: deps.keys.notary(),

@@ -197,7 +197,7 @@ func (s *stack) baseConfig(dataDir, terraform string) *config.Config {
 	}
 	return &config.Config{
 		Slack:     config.Slack{APIURL: s.slackURL, TeamID: "T0TWOKEY", EnterpriseID: s.sc.enterprise},
-		GitHub:    config.GitHub{APIURL: s.ghURL + "/api/v3/"},
+		GitHub:    config.GitHub{APIURL: s.ghURL + "/api/v3/", OAuthClientID: "Iv1.twokey", WebURL: s.ghURL + "/"},
 		Redis:     s.redisConfig("twokey-serve"),
 		Vault:     config.Vault{Address: s.vault.Addr},
 		Terraform: config.Terraform{Path: terraform, Version: "1.12.2"},

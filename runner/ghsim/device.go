@@ -38,12 +38,12 @@ func (s *Server) serveDeviceFlow(w http.ResponseWriter, r *http.Request, body []
 			writeJSON(w, http.StatusOK, map[string]string{"error": "incorrect_client_credentials"})
 			return true
 		}
+		code, user := randomHex(20), strings.ToUpper(randomHex(2)+"-"+randomHex(2))
+		s.mu.Lock()
 		life := s.DeviceExpires
 		if life <= 0 {
 			life = 15 * time.Minute
 		}
-		code, user := randomHex(20), strings.ToUpper(randomHex(2)+"-"+randomHex(2))
-		s.mu.Lock()
 		s.devices[code] = &device{userCode: user, expires: time.Now().Add(life)}
 		s.mu.Unlock()
 		writeJSON(w, http.StatusOK, map[string]any{"device_code": code, "user_code": user,
@@ -128,4 +128,11 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// SetDeviceExpiry sets how long device codes issued from now on live.
+func (s *Server) SetDeviceExpiry(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.DeviceExpires = d
 }
