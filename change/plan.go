@@ -268,23 +268,57 @@ func newPlanID() string {
 	return "p-" + planIDEncoding.EncodeToString(r[:])
 }
 
-// applyProgress batches apply progress lines into thread posts.
+// applyProgress shows apply progress in the plan's thread: one message,
+// edited as lines arrive (at most every ProgressEvery), where the front end
+// can edit (Progresser); otherwise a post per batch.
 type applyProgress struct {
 	mu    sync.Mutex
 	lines []string
+	fresh int // lines not shown yet
 	stop  chan struct{}
 	done  chan struct{}
 }
 
+// Progresser is a Notifier that keeps one message up to date: Progress
+// posts text in t when ts is empty and replaces the message at ts
+// otherwise, and returns the message's ts.
+type Progresser interface {
+	Progress(ctx context.Context, t Thread, ts, text string) (string, error)
+}
+
+// progressText is the last lines that fit in one message.
+func progressText(lines []string) string {
+	n, size := len(lines), 0
+	for n > 0 && size+len(lines[n-1])+1 <= MaxSection-6 {
+		size += len(lines[n-1]) + 1
+		n--
+	}
+	if n == len(lines) && n > 0 {
+		n-- // one line longer than a message: clipped
+	}
+	return "```" + Clip(strings.Join(lines[n:], "\n"), MaxSection-6) + "```"
+}
+
 func (s *Service) progress(ctx context.Context, p approvals.Plan) *applyProgress {
 	ap := &applyProgress{stop: make(chan struct{}), done: make(chan struct{})}
+	edit, editable := s.n.(Progresser)
+	var ts string // the progress message, once posted
 	flush := func() {
 		ap.mu.Lock()
-		lines := ap.lines
-		ap.lines = nil
+		fresh, all := ap.lines[len(ap.lines)-ap.fresh:], slices.Clone(ap.lines)
+		ap.fresh = 0
 		ap.mu.Unlock()
-		if len(lines) > 0 {
-			s.post(ctx, p, "```"+Clip(strings.Join(lines, "\n"), MaxSection-6)+"```")
+		switch {
+		case len(fresh) == 0 || p.MessageTS == "":
+		case editable:
+			id, err := edit.Progress(ctx, threadOf(p), ts, progressText(all))
+			if err != nil {
+				s.log.Warn("apply progress", "plan_id", p.ID, "err", err)
+			} else {
+				ts = id
+			}
+		default:
+			s.post(ctx, p, "```"+Clip(strings.Join(fresh, "\n"), MaxSection-6)+"```")
 		}
 	}
 	go func() {
@@ -308,6 +342,7 @@ func (ap *applyProgress) add(line string) {
 	ap.mu.Lock()
 	defer ap.mu.Unlock()
 	ap.lines = append(ap.lines, line)
+	ap.fresh++
 }
 
 func (ap *applyProgress) close() {
