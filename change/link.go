@@ -48,6 +48,15 @@ func (s *Service) Link(ctx context.Context, channel, user string) error {
 	if s.o.Linker == nil || s.o.Links == nil {
 		return ErrNoLinking
 	}
+	// One link per person, changed only by an admin: otherwise an author
+	// could re-link to another account of theirs right before approving.
+	if cur, ok, err := s.identity(ctx, user); err != nil {
+		return err
+	} else if ok {
+		s.tell(ctx, channel, user, fmt.Sprintf("You are already GitHub *%s* (account %d). To link another account, ask a twokey admin to `/tf unlink` you first.",
+			Escape(cur.Login), cur.ID))
+		return nil
+	}
 	code, err := s.o.Linker.Start(ctx)
 	if err != nil {
 		return err

@@ -4,9 +4,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/twokey/twokey/bot/slacksim"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack/stacktest"
 )
@@ -33,6 +35,24 @@ func (s *stack) deviceCode(user string) string {
 		s.t.Fatalf("no code in %q", m.Content())
 	}
 	return code[1]
+}
+
+// deviceCode2 is the code of user's second link attempt.
+func (s *stack) deviceCode2(user string) string {
+	s.t.Helper()
+	var codes []string
+	if _, err := s.slack.Wait(waitFor, func(msgs []slacksim.Message) bool {
+		codes = nil
+		for _, m := range msgs {
+			if c := deviceCodeRE.FindStringSubmatch(m.Content()); c != nil && m.Channel == "D"+strings.TrimPrefix(user, "U") {
+				codes = append(codes, c[1])
+			}
+		}
+		return len(codes) >= 2
+	}); err != nil {
+		s.t.Fatalf("no second code for %s\n%s", user, s.dump())
+	}
+	return codes[1]
 }
 
 // /tf link github: the code and URL by DM, GitHub's device flow, the link
@@ -64,6 +84,11 @@ func TestLinkGitHub(t *testing.T) {
 			t.Error("GET /user was made with the bot's own token")
 		}
 	}
+	// Once linked, she cannot switch to another account herself (an author
+	// could otherwise re-link right before approving).
+	s.slash(carol, "link github")
+	s.ephemeral(carol, "You are already GitHub *carol-gh* (account 1003). To link another account, ask a twokey admin")
+
 	s.click(carol, msg, approve)
 	msg = s.planMessage(8, "Approved by <@"+carol+"> — 1 more needed")
 	s.click(bob, msg, approve)
@@ -90,10 +115,10 @@ func TestLinkGitHubExpiryAndDenial(t *testing.T) {
 	s.dmTo(carol, "The GitHub code expired before it was entered; nothing was linked")
 
 	s.gh.SetDeviceExpiry(time.Minute)
-	s.slash(dave, "link github")
-	code := s.deviceCode(dave)
+	s.slash(carol, "link github")
+	code := s.deviceCode2(carol)
 	s.gh.DenyDevice(code)
-	s.dmTo(dave, "The GitHub authorization was denied; nothing was linked")
+	s.dmTo(carol, "The GitHub authorization was denied; nothing was linked")
 
 	s.slash(carol, "whoami")
 	s.ephemeral(carol, "You have no linked GitHub account")
