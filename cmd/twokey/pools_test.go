@@ -66,10 +66,10 @@ func newPoolWorld(t *testing.T) *poolWorld {
 }
 
 // startServe starts a serve replica with no Vault credential at all.
-func (w *poolWorld) startServe() *botProcess {
+func (w *poolWorld) startServe(flags ...string) *botProcess {
 	w.t.Helper()
 	before := w.slack.Connections()
-	p := w.startProcess([]string{"serve", "--config", w.serveConfig, "--sweep-interval", "200ms"}, map[string]string{
+	p := w.startProcess(append([]string{"serve", "--config", w.serveConfig, "--sweep-interval", "200ms"}, flags...), map[string]string{
 		"SLACK_BOT_TOKEN": w.env("SLACK_BOT_TOKEN"), "SLACK_APP_TOKEN": w.env("SLACK_APP_TOKEN"),
 		"GITHUB_TOKEN": githubToken, "TWOKEY_REDIS_PASSWORD": w.env("TWOKEY_REDIS_PASSWORD"),
 	})
@@ -80,7 +80,7 @@ func (w *poolWorld) startServe() *botProcess {
 }
 
 // startRunner starts a worker of pool, on a config with its own data dir.
-func (w *poolWorld) startRunner(pool, name string) *botProcess {
+func (w *poolWorld) startRunner(pool, name string, flags ...string) *botProcess {
 	w.t.Helper()
 	w.workers++
 	b, err := os.ReadFile(w.serveConfig)
@@ -95,7 +95,7 @@ func (w *poolWorld) startRunner(pool, name string) *botProcess {
 	cfg.Signing.KeyFile = filepath.Join(w.keys, "runner-"+pool+".key")
 	cfg.Redis = w.redisConfig("twokey-runner-" + pool)
 	path := w.write(name+".yaml", cfg)
-	return w.startProcess([]string{"runner", "--config", path, "--pool", pool, "--name", name}, w.runnerEnv[pool])
+	return w.startProcess(append([]string{"runner", "--config", path, "--pool", pool, "--name", name}, flags...), w.runnerEnv[pool])
 }
 
 // poolPlanKey is a pool's own plan key (TWOKEY_PLAN_KEY_<POOL>).
