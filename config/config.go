@@ -245,6 +245,9 @@ type Environment struct {
 	Approvers         Who   `yaml:"approvers"`
 	// Approvals: who may not approve even if listed (identities.go).
 	Approvals ApprovalRules `yaml:"approvals"`
+	// Requirements are GitHub-side conditions on a pull request, checked
+	// when it is planned and again right before apply (requirements.go).
+	Requirements []Requirement `yaml:"requirements"`
 	// Planners may run /tf plan; empty means anyone in an allowed channel.
 	Planners Who `yaml:"planners"`
 	// Channels where commands for this environment are accepted; empty means any.
@@ -664,6 +667,9 @@ func (e *Environment) validate(where string) []error {
 		bad("%v", err)
 	}
 	for _, err := range e.Planners.validate("planners") {
+		bad("%v", err)
+	}
+	for _, err := range validateRequirements(e.Requirements) {
 		bad("%v", err)
 	}
 	for _, ch := range e.Channels {
