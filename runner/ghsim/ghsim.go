@@ -32,6 +32,18 @@ type Pull struct {
 	// HeadRepo is where the head branch lives, owner/name; "" is the
 	// repository itself, anything else a fork.
 	HeadRepo string
+	// MergeableState is GitHub's mergeable_state: "" is clean; "dirty"
+	// (conflicts) makes mergeable false; "unknown" makes it null (still
+	// computing); anything else (blocked, behind, unstable) leaves it true.
+	MergeableState string
+	// DismissStaleReviews dismisses approvals when PushHead moves the head,
+	// as the branch protection setting does.
+	DismissStaleReviews bool
+	// Files, if set, are the changed files GET …/pulls/{n}/files lists;
+	// nil lists the diff between the base branch and the head.
+	Files []File
+
+	unknownReads int // answer mergeable null this many more times
 }
 
 // User is a GitHub account. Commits whose author or committer address is
@@ -80,6 +92,7 @@ type Server struct {
 	mu         sync.Mutex
 	repos      map[string]*repo
 	users      []User
+	teams      map[string][]string // "org/slug" → member logins
 	requests   []Request
 	failing    int  // answer this many more requests with 500
 	writesDown bool // answer every write with 502
@@ -94,6 +107,7 @@ type Server struct {
 type repo struct {
 	cloneURL string
 	pulls    map[int]*Pull
+	reviews  map[int][]Review
 	comments []Comment
 	statuses []Status
 }
@@ -131,14 +145,14 @@ func (s *Server) Statuses(fullName string) []Status {
 
 // New returns an empty server.
 func New() *Server {
-	return &Server{repos: map[string]*repo{}, devices: map[string]*device{}, userTokens: map[string]string{}}
+	return &Server{repos: map[string]*repo{}, devices: map[string]*device{}, userTokens: map[string]string{}, teams: map[string][]string{}}
 }
 
 // AddRepo registers owner/name with the URL git clones it from.
 func (s *Server) AddRepo(fullName, cloneURL string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.repos[fullName] = &repo{cloneURL: cloneURL, pulls: map[int]*Pull{}}
+	s.repos[fullName] = &repo{cloneURL: cloneURL, pulls: map[int]*Pull{}, reviews: map[int][]Review{}}
 }
 
 // SetPull creates or replaces a pull request.
@@ -200,6 +214,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "Bad credentials"})
 		return
 	}
+	if s.serveTeams(w, r) {
+		return
+	}
 	parts := strings.SplitN(strings.Trim(strings.TrimPrefix(r.URL.Path, "/api/v3"), "/"), "/", 4)
 	if len(parts) < 3 || parts[0] != "repos" {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
@@ -223,6 +240,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case rest == "":
 		writeJSON(w, http.StatusOK, map[string]any{"full_name": fullName, "default_branch": "main", "clone_url": rp.cloneURL})
+	case strings.HasPrefix(rest, "pulls/") && strings.HasSuffix(rest, "/reviews"):
+		s.pullReviews(w, r, fullName, strings.TrimSuffix(strings.TrimPrefix(rest, "pulls/"), "/reviews"))
+	case strings.HasPrefix(rest, "pulls/") && strings.HasSuffix(rest, "/files"):
+		s.pullFiles(w, r, rp, fullName, strings.TrimSuffix(strings.TrimPrefix(rest, "pulls/"), "/files"))
+	case strings.HasPrefix(rest, "contents/"):
+		s.contents(w, rp, strings.TrimPrefix(rest, "contents/"), r.URL.Query().Get("ref"))
 	case strings.HasPrefix(rest, "pulls/") && strings.HasSuffix(rest, "/commits"):
 		s.pullCommits(w, r, rp, fullName, strings.TrimSuffix(strings.TrimPrefix(rest, "pulls/"), "/commits"))
 	case strings.HasPrefix(rest, "pulls/"):
@@ -243,10 +266,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (rp *repo) gitDir() string { return strings.TrimPrefix(rp.cloneURL, "file://") }
 
 func (rp *repo) git(args ...string) (string, error) {
+	out, err := rp.gitRaw(args...)
+	return strings.TrimSpace(string(out)), err
+}
+
+func (rp *repo) gitRaw(args ...string) ([]byte, error) {
 	cmd := exec.Command("git", append([]string{"--git-dir", rp.gitDir()}, args...)...)
 	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
-	out, err := cmd.Output()
-	return strings.TrimSpace(string(out)), err
+	return cmd.Output()
 }
 
 func (s *Server) compare(w http.ResponseWriter, rp *repo, base, head string) {
@@ -270,8 +297,14 @@ func (s *Server) compare(w http.ResponseWriter, rp *repo, base, head string) {
 		status = "behind"
 	}
 	msg, _ := rp.git("log", "-1", "--format=%B", baseSHA)
-	writeJSON(w, http.StatusOK, map[string]any{"status": status,
-		"base_commit": map[string]any{"sha": baseSHA, "commit": map[string]any{"message": msg}}})
+	ahead, _ := rp.git("rev-list", "--count", headSHA, "^"+baseSHA)
+	behind, _ := rp.git("rev-list", "--count", baseSHA, "^"+headSHA)
+	aheadBy, _ := strconv.Atoi(ahead)
+	behindBy, _ := strconv.Atoi(behind)
+	mergeBase, _ := rp.git("merge-base", baseSHA, headSHA)
+	writeJSON(w, http.StatusOK, map[string]any{"status": status, "ahead_by": aheadBy, "behind_by": behindBy, "total_commits": aheadBy,
+		"base_commit":       map[string]any{"sha": baseSHA, "commit": map[string]any{"message": msg}},
+		"merge_base_commit": map[string]any{"sha": mergeBase}})
 }
 
 func (rp *repo) isAncestor(a, b string) bool {
@@ -314,26 +347,42 @@ func (s *Server) getPull(w http.ResponseWriter, fullName, number string) {
 		p = rp.pulls[n]
 	}
 	var pc Pull
+	var mergeable any = true
 	if p != nil {
 		pc = *p
+		switch {
+		case p.unknownReads > 0:
+			p.unknownReads--
+			mergeable, pc.MergeableState = nil, "unknown"
+		case p.MergeableState == "unknown":
+			mergeable = nil
+		case p.MergeableState == "dirty":
+			mergeable = false
+		case p.MergeableState == "":
+			pc.MergeableState = "clean"
+		}
 	}
 	s.mu.Unlock()
 	if p == nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
 		return
 	}
+	files, _ := s.files(rp, pc)
 	owner := strings.SplitN(fullName, "/", 2)[0]
 	repoJSON := map[string]any{"full_name": fullName, "clone_url": rp.cloneURL, "owner": map[string]any{"login": owner}}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"number":     pc.Number,
-		"state":      pc.State,
-		"merged":     pc.Merged,
-		"title":      pc.Title,
-		"user":       s.userBy(pc.User, ""),
-		"html_url":   fmt.Sprintf("https://github.example/%s/pull/%d", fullName, pc.Number),
-		"updated_at": time.Now().UTC().Format(time.RFC3339),
-		"head":       map[string]any{"sha": pc.HeadSHA, "ref": pc.HeadRef, "repo": headRepo(pc, repoJSON)},
-		"base":       map[string]any{"ref": pc.BaseRef, "repo": repoJSON},
+		"number":          pc.Number,
+		"state":           pc.State,
+		"merged":          pc.Merged,
+		"title":           pc.Title,
+		"mergeable":       mergeable,
+		"mergeable_state": pc.MergeableState,
+		"changed_files":   len(files),
+		"user":            s.userBy(pc.User, ""),
+		"html_url":        fmt.Sprintf("https://github.example/%s/pull/%d", fullName, pc.Number),
+		"updated_at":      time.Now().UTC().Format(time.RFC3339),
+		"head":            map[string]any{"sha": pc.HeadSHA, "ref": pc.HeadRef, "repo": headRepo(pc, repoJSON)},
+		"base":            map[string]any{"ref": pc.BaseRef, "repo": repoJSON},
 	})
 }
 
