@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-github/v89/github"
 
@@ -34,6 +35,10 @@ type Options struct {
 	MirrorDir  string        // where bare mirrors live
 	Git        string        // git binary; default "git"
 	HTTPClient *http.Client
+	// MergeableBackoff is the first wait before asking GitHub again about a
+	// pull request whose mergeability it is still computing; each further
+	// wait doubles. Default 500ms.
+	MergeableBackoff time.Duration
 }
 
 // Source is a runner.Source.
@@ -54,6 +59,9 @@ func New(o Options) (*Source, error) {
 	}
 	if o.Git == "" {
 		o.Git = "git"
+	}
+	if o.MergeableBackoff <= 0 {
+		o.MergeableBackoff = 500 * time.Millisecond
 	}
 	opts := []github.ClientOptionsFunc{github.WithURLs(&o.APIURL, &o.APIURL)}
 	if o.HTTPClient != nil {
