@@ -94,8 +94,9 @@ type Server struct {
 	users      []User
 	teams      map[string][]string // "org/slug" → member logins
 	requests   []Request
-	failing    int  // answer this many more requests with 500
-	writesDown bool // answer every write with 502
+	failing    int    // answer this many more requests with 500
+	failOn     string // answer every request whose path contains this with 500
+	writesDown bool   // answer every write with 502
 
 	// OAuth device flow (device.go).
 	ClientID      string        // the only OAuth app client ID accepted; default "Iv1.twokey"
@@ -178,6 +179,14 @@ func (s *Server) Fail(n int) {
 	s.failing = n
 }
 
+// FailOn makes every request whose path contains part answer 500, until
+// called with "": one endpoint of GitHub is down.
+func (s *Server) FailOn(part string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failOn = part
+}
+
 // FailWrites makes every write (comments, statuses) answer 502 until
 // called with false: GitHub is up for reading, down for writing.
 func (s *Server) FailWrites(down bool) {
@@ -197,7 +206,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	s.mu.Lock()
 	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization"), Body: string(body)})
-	failing := s.failing > 0 || s.writesDown && r.Method != http.MethodGet
+	failing := s.failing > 0 || s.writesDown && r.Method != http.MethodGet || s.failOn != "" && strings.Contains(r.URL.Path, s.failOn)
 	if s.failing > 0 {
 		s.failing--
 	}

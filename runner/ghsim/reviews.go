@@ -166,11 +166,11 @@ func (s *Server) pullReviews(w http.ResponseWriter, r *http.Request, fullName, n
 }
 
 // files is a pull request's changed files: those set, or the diff from
-// where the head left the base branch to the head (GitHub's three dots),
-// at most 3000 as GitHub lists.
+// where the head left the base branch to the head (GitHub's three dots).
+// GitHub counts them all in changed_files but lists at most 3000.
 func (s *Server) files(rp *repo, p Pull) ([]File, error) {
 	if p.Files != nil {
-		return p.Files[:min(len(p.Files), 3000)], nil
+		return p.Files, nil
 	}
 	base, err := rp.git("merge-base", p.BaseRef, p.HeadSHA)
 	if err != nil {
@@ -186,7 +186,7 @@ func (s *Server) files(rp *repo, p Pull) ([]File, error) {
 		status := map[string]string{"A": "added", "D": "removed", "M": "modified", "T": "changed"}[f[i]]
 		files = append(files, File{Name: f[i+1], Status: status})
 	}
-	return files[:min(len(files), 3000)], nil
+	return files, nil
 }
 
 // pullFiles lists a pull request's changed files, paged.
@@ -202,7 +202,7 @@ func (s *Server) pullFiles(w http.ResponseWriter, r *http.Request, rp *repo, ful
 		return
 	}
 	var out []map[string]any
-	for _, f := range files {
+	for _, f := range files[:min(len(files), 3000)] {
 		m := map[string]any{"filename": f.Name, "status": f.Status}
 		if f.Status == "" {
 			m["status"] = "modified"

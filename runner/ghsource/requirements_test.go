@@ -2,6 +2,8 @@ package ghsource
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -147,5 +149,363 @@ func TestRequirementsAttackCodeownersInHead(t *testing.T) {
 	}
 	if strings.Contains(got, "README.md") {
 		t.Errorf("README.md is @acme/platform's, and dave-gh approved: %q", got)
+	}
+}
+
+func TestRequirements(t *testing.T) {
+	const (
+		approved   = config.RequireApproved
+		mergeable  = config.RequireMergeable
+		undiverged = config.RequireUndiverged
+		codeowners = config.RequireCodeOwners
+	)
+	review := func(user, state string) func(t *testing.T, f reqFixture) {
+		return func(t *testing.T, f reqFixture) {
+			f.gh.AddReview("acme/infra", 50, ghsim.Review{User: user, State: state})
+		}
+	}
+	steps := func(fs ...func(t *testing.T, f reqFixture)) func(t *testing.T, f reqFixture) {
+		return func(t *testing.T, f reqFixture) {
+			for _, fn := range fs {
+				fn(t, f)
+			}
+		}
+	}
+	// carol-gh is in @acme/net, which owns infra/prod/; dave-gh is in
+	// @acme/platform, which owns the rest.
+	owners := steps(review("carol-gh", "APPROVED"), review("dave-gh", "APPROVED"))
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, f reqFixture)
+		// want maps each requirement to substrings of its reasons; a
+		// requirement not listed must be met.
+		want map[config.Requirement][]string
+	}{
+		{name: "all met", setup: owners},
+		{name: "no reviews", setup: func(*testing.T, reqFixture) {}, want: map[config.Requirement][]string{
+			approved:   {"no approving review on the head commit"},
+			codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net", "README.md has no approving review from its code owners @acme/platform"},
+		}},
+		{name: "approval dismissed", setup: func(t *testing.T, f reqFixture) {
+			owners(t, f)
+			for _, id := range []int64{5000, 5001} {
+				f.gh.DismissReview("acme/infra", 50, id)
+			}
+		}, want: map[config.Requirement][]string{
+			approved:   {"carol-gh's review was dismissed", "dave-gh's review was dismissed"},
+			codeowners: {"infra/prod/main.tf", "README.md"},
+		}},
+		{name: "later changes requested cancel an approval", setup: steps(owners, review("carol-gh", "CHANGES_REQUESTED")),
+			want: map[config.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
+		{name: "later dismissed review cancels an approval", setup: steps(owners, review("carol-gh", "DISMISSED"), review("dave-gh", "DISMISSED")),
+			want: map[config.Requirement][]string{approved: {"carol-gh's review was dismissed"}, codeowners: {"infra/prod/main.tf", "README.md"}}},
+		{name: "approval after changes requested counts", setup: steps(review("carol-gh", "CHANGES_REQUESTED"), owners)},
+		{name: "a later comment changes nothing", setup: steps(owners, review("carol-gh", "COMMENTED"))},
+		{name: "stale approval on an older commit", setup: func(t *testing.T, f reqFixture) {
+			f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "carol-gh", State: "APPROVED", CommitID: f.base})
+			f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "dave-gh", State: "APPROVED", CommitID: f.base})
+		}, want: map[config.Requirement][]string{
+			approved:   {"carol-gh approved an older commit"},
+			codeowners: {"infra/prod/main.tf", "README.md"},
+		}},
+		{name: "author renamed since, known by ID", setup: func(t *testing.T, f reqFixture) {
+			f.gh.AddUser(ghsim.User{Login: "bob-renamed", ID: 1002})
+			review("bob-renamed", "APPROVED")(t, f)
+		}, want: map[config.Requirement][]string{
+			approved:   {"bob-renamed approved but is the PR author"},
+			codeowners: {"infra/prod/main.tf", "README.md"},
+		}},
+		{name: "an author in the owning team does not count", setup: steps(review("bob-gh", "APPROVED"), review("dave-gh", "APPROVED")),
+			want: map[config.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
+		{name: "owner approval missing for one team", setup: review("alice-gh", "APPROVED"),
+			want: map[config.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
+		{name: "a rename out of an owned directory needs its owners", setup: func(t *testing.T, f reqFixture) {
+			f.gh.SetFiles("acme/infra", 50, []ghsim.File{{Name: "misc/old.tf", Previous: "infra/prod/old.tf", Status: "renamed"}})
+			review("dave-gh", "APPROVED")(t, f)
+		}, want: map[config.Requirement][]string{codeowners: {"infra/prod/old.tf has no approving review from its code owners @acme/net"}}},
+		{name: "un-owned files need nobody", setup: func(t *testing.T, f reqFixture) {
+			f.gh.SetFiles("acme/infra", 50, []ghsim.File{{Name: "docs/b.md", Status: "added"}})
+			review("alice-gh", "APPROVED")(t, f)
+		}},
+		{name: "not mergeable", setup: func(t *testing.T, f reqFixture) {
+			owners(t, f)
+			f.gh.SetMergeable("acme/infra", 50, "dirty", 0)
+		}, want: map[config.Requirement][]string{mergeable: {"GitHub says the pull request is not mergeable (state: dirty)"}}},
+		{name: "blocked is still mergeable", setup: func(t *testing.T, f reqFixture) {
+			owners(t, f)
+			f.gh.SetMergeable("acme/infra", 50, "blocked", 0)
+		}},
+		{name: "mergeability computed after a while", setup: func(t *testing.T, f reqFixture) {
+			owners(t, f)
+			f.gh.SetMergeable("acme/infra", 50, "clean", 3)
+		}},
+		{name: "mergeability never computed", setup: func(t *testing.T, f reqFixture) {
+			owners(t, f)
+			f.gh.SetMergeable("acme/infra", 50, "unknown", 0)
+		}, want: map[config.Requirement][]string{mergeable: {"GitHub has not computed mergeability"}}},
+		{name: "base moved on", setup: func(t *testing.T, f reqFixture) {
+			owners(t, f)
+			if _, err := f.repo.Commit(context.Background(), "main", f.base, "elsewhere", map[string]*string{"other.tf": devstack.Str("#\n")}); err != nil {
+				t.Fatal(err)
+			}
+		}, want: map[config.Requirement][]string{undiverged: {"the head does not contain main's tip ", "; rebase or merge main"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setupRequirements(t)
+			tt.setup(t, f)
+			unmet, err := f.src.Requirements(context.Background(), f.resolve(t, 50), allRequirements)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range allRequirements {
+				got := strings.Join(unmetOf(unmet, r), "\n")
+				if len(tt.want[r]) == 0 && got != "" {
+					t.Errorf("%s unmet: %q", r, got)
+				}
+				if len(tt.want[r]) > 0 && got == "" {
+					t.Errorf("%s met, want unmet with %q", r, tt.want[r])
+				}
+				for _, w := range tt.want[r] {
+					if !strings.Contains(got, w) {
+						t.Errorf("%s: reasons lack %q: %q", r, w, got)
+					}
+				}
+			}
+			if tt.want[mergeable] == nil && tt.name == "mergeability computed after a while" {
+				var reads int
+				for _, r := range f.gh.Requests() {
+					if r.Path == "/api/v3/repos/acme/infra/pulls/50" {
+						reads++
+					}
+				}
+				if reads < 4 {
+					t.Errorf("the pull request was read %d times; GitHub was still computing for 3", reads)
+				}
+			}
+		})
+	}
+}
+
+// The undiverged reason names the base's current tip.
+func TestRequirementsUndivergedNamesTip(t *testing.T) {
+	f := setupRequirements(t)
+	tip, err := f.repo.Commit(context.Background(), "main", f.base, "elsewhere", map[string]*string{"other.tf": devstack.Str("#\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmet, err := f.src.Requirements(context.Background(), f.resolve(t, 50), []config.Requirement{config.RequireUndiverged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "the head does not contain main's tip " + tip[:7] + "; rebase or merge main"
+	if len(unmet) != 1 || unmet[0].Reason != want {
+		t.Fatalf("unmet = %+v, want %q", unmet, want)
+	}
+}
+
+// More than a page of changed files: the owned file on the third page is
+// found, in the listed diff and in GitHub's own list.
+func TestRequirementsFilesPaged(t *testing.T) {
+	f := setupRequirements(t)
+	ctx := context.Background()
+	many := map[string]*string{"infra/prod/z.tf": devstack.Str("# z\n")}
+	for i := range 230 {
+		many[fmt.Sprintf("docs/gen/f%03d.md", i)] = devstack.Str("x\n")
+	}
+	head, err := f.repo.Commit(ctx, "feature", f.base, "many files", many)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.repo.PublishPull(ctx, 50, head); err != nil {
+		t.Fatal(err)
+	}
+	f.gh.PushHead("acme/infra", 50, head)
+	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "alice-gh", State: "APPROVED"})
+	unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(unmetOf(unmet, config.RequireCodeOwners), "\n"); got != "infra/prod/z.tf has no approving review from its code owners @acme/net" {
+		t.Errorf("unmet = %q", got)
+	}
+	var pages int
+	for _, r := range f.gh.Requests() {
+		if r.Path == "/api/v3/repos/acme/infra/pulls/50/files" {
+			pages++
+		}
+	}
+	if pages != 3 {
+		t.Errorf("files listed in %d pages, want 3 of 100", pages)
+	}
+	// A carol-gh approval (@acme/net) meets it.
+	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "carol-gh", State: "APPROVED"})
+	if unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners}); err != nil || len(unmet) != 0 {
+		t.Errorf("with an owner's approval: unmet = %+v, err = %v", unmet, err)
+	}
+}
+
+// GitHub lists at most 3000 of a pull request's changed files; the owners
+// of the rest are unknown: unmet.
+func TestRequirementsTooManyFiles(t *testing.T) {
+	f := setupRequirements(t)
+	files := make([]ghsim.File, 3001)
+	for i := range files {
+		files[i] = ghsim.File{Name: fmt.Sprintf("docs/f%d.md", i)} // nobody's
+	}
+	f.gh.SetFiles("acme/infra", 50, files[:3000])
+	unmet, err := f.src.Requirements(context.Background(), f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners})
+	if err != nil || len(unmet) != 0 {
+		t.Fatalf("3000 un-owned files: unmet = %+v, err = %v", unmet, err)
+	}
+	f.gh.SetFiles("acme/infra", 50, files)
+	unmet, err = f.src.Requirements(context.Background(), f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners})
+	want := "GitHub lists only 3000 of the pull request's 3001 changed files, so the owners of the rest cannot be checked"
+	if err != nil || len(unmet) != 1 || unmet[0].Reason != want {
+		t.Fatalf("3001 files: unmet = %+v, err = %v", unmet, err)
+	}
+}
+
+// Where GitHub looks for CODEOWNERS, and none at all.
+func TestRequirementsCodeownersLocation(t *testing.T) {
+	for _, tt := range []struct {
+		files map[string]*string
+		want  string
+	}{
+		{map[string]*string{".github/CODEOWNERS": nil, "CODEOWNERS": devstack.Str("* @erin-gh\n")}, "@erin-gh"},
+		{map[string]*string{".github/CODEOWNERS": nil, "docs/CODEOWNERS": devstack.Str("* @dave-gh\n")}, "@dave-gh"},
+		{map[string]*string{".github/CODEOWNERS": nil}, "main has no CODEOWNERS file"},
+	} {
+		f := setupRequirements(t)
+		ctx := context.Background()
+		base, err := f.repo.Commit(ctx, "main", f.base, "owners", tt.files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, err := f.repo.Commit(ctx, "feature", base, "change", map[string]*string{"x.tf": devstack.Str("#\n")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.repo.PublishPull(ctx, 50, head); err != nil {
+			t.Fatal(err)
+		}
+		f.gh.PushHead("acme/infra", 50, head)
+		f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "alice-gh", State: "APPROVED"})
+		unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(unmet) != 1 || !strings.Contains(unmet[0].Reason, tt.want) {
+			t.Errorf("%v: unmet = %+v, want %q", tt.files, unmet, tt.want)
+		}
+	}
+}
+
+// With dismissal of stale reviews on, a push dismisses the approvals; with
+// it off, they stay on the older commit and do not count either.
+func TestRequirementsNewCommitAfterApproval(t *testing.T) {
+	for _, dismiss := range []bool{true, false} {
+		f := setupRequirements(t)
+		ctx := context.Background()
+		f.gh.SetPull("acme/infra", ghsim.Pull{Number: 50, HeadSHA: f.head, HeadRef: "feature", User: "bob-gh", DismissStaleReviews: dismiss})
+		f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "carol-gh", State: "APPROVED"})
+		f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "dave-gh", State: "APPROVED"})
+		planned := f.resolve(t, 50)
+		if unmet, err := f.src.Requirements(ctx, planned, allRequirements); err != nil || len(unmet) != 0 {
+			t.Fatalf("before the push: unmet = %+v, err = %v", unmet, err)
+		}
+		head, err := f.repo.Commit(ctx, "feature", f.head, "sneak", map[string]*string{"infra/prod/main.tf": devstack.Str("# sneaky\n")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.repo.PublishPull(ctx, 50, head); err != nil {
+			t.Fatal(err)
+		}
+		f.gh.PushHead("acme/infra", 50, head)
+		// Checked right before apply with the planned revision: the head moved.
+		unmet, err := f.src.Requirements(ctx, planned, allRequirements)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(unmet) != 4 || !strings.Contains(unmet[0].Reason, "the pull request's head is now "+head[:7]+", not the planned "+f.head[:7]) {
+			t.Errorf("dismiss %v: planned revision after a push: unmet = %+v", dismiss, unmet)
+		}
+		// Planned again: the approvals are for the old commit.
+		unmet, err = f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{config.RequireApproved})
+		want := "approved an older commit"
+		if dismiss {
+			want = "review was dismissed"
+		}
+		if err != nil || len(unmet) != 1 || !strings.Contains(unmet[0].Reason, want) {
+			t.Errorf("dismiss %v: new head: unmet = %+v, err = %v; want %q", dismiss, unmet, err, want)
+		}
+	}
+}
+
+func TestRequirementsClosedPR(t *testing.T) {
+	f := setupRequirements(t)
+	rev := f.resolve(t, 50)
+	for _, tt := range []struct {
+		pull ghsim.Pull
+		want string
+	}{
+		{ghsim.Pull{Number: 50, HeadSHA: f.head, State: "closed"}, "the pull request is closed"},
+		{ghsim.Pull{Number: 50, HeadSHA: f.head, State: "closed", Merged: true}, "the pull request is merged"},
+	} {
+		f.gh.SetPull("acme/infra", tt.pull)
+		unmet, err := f.src.Requirements(context.Background(), rev, allRequirements)
+		if err != nil || len(unmet) != 4 || unmet[3].Reason != tt.want {
+			t.Errorf("unmet = %+v, err = %v; want all four %q", unmet, err, tt.want)
+		}
+	}
+}
+
+// Fail closed: any part of GitHub down is an error, never "met".
+func TestRequirementsGitHubDown(t *testing.T) {
+	f := setupRequirements(t)
+	ctx := context.Background()
+	rev := f.resolve(t, 50)
+	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "carol-gh", State: "APPROVED"})
+	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "dave-gh", State: "APPROVED"})
+	for _, part := range []string{"/pulls/50", "/reviews", "/files", "/compare/", "/contents/", "/teams/"} {
+		f.gh.FailOn(part)
+		unmet, err := f.src.Requirements(ctx, rev, allRequirements)
+		if !errors.Is(err, runner.ErrSource) || unmet != nil {
+			t.Errorf("%s down: unmet = %+v, err = %v; want ErrSource", part, unmet, err)
+		}
+	}
+	f.gh.FailOn("")
+	if unmet, err := f.src.Requirements(ctx, rev, allRequirements); err != nil || len(unmet) != 0 {
+		t.Fatalf("GitHub back: unmet = %+v, err = %v", unmet, err)
+	}
+	// The pull request gone.
+	if _, err := f.src.Requirements(ctx, runner.Revision{Repo: "acme/infra", PR: 999, SHA: f.head}, allRequirements); !errors.Is(err, runner.ErrPRNotFound) {
+		t.Errorf("no such PR: err = %v", err)
+	}
+	// Waiting for mergeability honours the context.
+	f.gh.SetMergeable("acme/infra", 50, "unknown", 0)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := f.src.Requirements(cctx, rev, []config.Requirement{config.RequireMergeable}); err == nil {
+		t.Error("cancelled while GitHub computes mergeability: no error")
+	}
+}
+
+func TestRequirementsNotAPullRequest(t *testing.T) {
+	f := setupRequirements(t)
+	ctx := context.Background()
+	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{SHA: f.base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(f.gh.Requests())
+	if unmet, err := f.src.Requirements(ctx, rev, allRequirements); err != nil || unmet != nil {
+		t.Errorf("rollback commit: unmet = %+v, err = %v", unmet, err)
+	}
+	if n := len(f.gh.Requests()) - before; n != 0 {
+		t.Errorf("%d requests for a rollback's requirements", n)
+	}
+	if _, err := f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{"reviewed"}); err == nil {
+		t.Error("unknown requirement: no error")
 	}
 }
