@@ -71,6 +71,14 @@ type Plan struct {
 
 	Required  int        `json:"required"`
 	Approvals []Approval `json:"approvals,omitempty"`
+	// Protected: the environment is protected; approving asks to confirm.
+	Protected bool `json:"protected,omitempty"`
+	// Policy is what the environment's policies found in the plan; a
+	// denial needs OverridesRequired policy owners' overrides before anyone may
+	// approve, and its required groups each need an approval.
+	Policy            Assessment `json:"policy,omitzero"`
+	OverridesRequired int        `json:"overrides_required,omitempty"`
+	Overrides         []Approval `json:"overrides,omitempty"`
 	// Attempts counts applies that could not start (credentials or GitHub
 	// unavailable) and returned the plan to pending.
 	Attempts int `json:"attempts,omitempty"`
@@ -105,6 +113,9 @@ type Approval struct {
 	Digest string    `json:"digest"`
 	SHA    string    `json:"sha"`
 	Fence  int64     `json:"fence"`
+	// Groups are the plan's required groups (Assessment.Groups) this
+	// person belonged to when they clicked.
+	Groups []string `json:"groups,omitempty"`
 	// Sig is the signature of the serve process that verified the click.
 	Sig attest.Signature `json:"sig,omitzero"`
 }
@@ -202,6 +213,13 @@ var (
 	ErrExpired       = errors.New("plan has expired")
 	ErrNoQuorum      = errors.New("plan does not have enough approvals")
 	ErrGrantMismatch = errors.New("grant does not belong to this plan")
+	// ErrPolicyDenied: policy denied the plan and no policy owner has
+	// overridden the denial yet.
+	ErrPolicyDenied = errors.New("policy denied this plan")
+	// ErrNotDenied: an override of a plan that policy did not deny.
+	ErrNotDenied = errors.New("policy did not deny this plan; there is nothing to override")
+	// ErrNotPolicyOwner: an override by someone who is not a policy owner.
+	ErrNotPolicyOwner = errors.New("not a policy owner for this environment")
 )
 
 // StateError says which state a plan was in when an action needed another.
@@ -225,6 +243,7 @@ type Request struct {
 	LockOwner            string
 	Required             int  // approvals needed
 	Protected            bool // protected environments never need fewer than two
+	OverridesRequired    int  // policy owners whose overrides lift a denial; 0: none can
 	TTL                  time.Duration
 }
 
@@ -246,21 +265,24 @@ func New(r Request, now time.Time) (Plan, error) {
 	return Plan{
 		ID: r.ID, Project: r.Project, Env: r.Env, PR: r.PR, Ref: r.Ref, SHA: r.SHA, Title: r.Title, URL: r.URL,
 		Requester: r.Requester, Authors: slices.Clone(r.Authors), Channel: r.Channel, Fence: r.Fence, LockOwner: r.LockOwner,
-		Required: required, Status: StatusPlanning,
+		Required: required, Protected: r.Protected, OverridesRequired: max(r.OverridesRequired, 0), Status: StatusPlanning,
 		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(r.TTL),
 	}, nil
 }
 
-// Planned records the result of a successful terraform plan. A plan with
-// changes waits for approvals; one without ends as StatusNoChanges.
-func Planned(p Plan, digest string, s Summary, ttl time.Duration, now time.Time) (Plan, error) {
+// Planned records the result of a successful terraform plan and what
+// policy found in it, which can raise the number of approvals needed. A
+// plan with changes waits for approvals; one without ends as
+// StatusNoChanges.
+func Planned(p Plan, digest string, s Summary, a Assessment, ttl time.Duration, now time.Time) (Plan, error) {
 	if p.Status != StatusPlanning {
 		return p, &StateError{Status: p.Status, Want: ErrNotPending}
 	}
 	if digest == "" {
 		return p, errors.New("planned without a plan digest")
 	}
-	p.Digest, p.Summary, p.PlannedAt, p.UpdatedAt = digest, s, now, now
+	p.Digest, p.Summary, p.Policy, p.PlannedAt, p.UpdatedAt = digest, s, a, now, now
+	p.Required = a.Quorum(p.Required)
 	p.ExpiresAt = now.Add(ttl)
 	p.Status = StatusPending
 	if !s.HasChanges() {
@@ -286,8 +308,9 @@ type Result struct {
 }
 
 // Approve records user's approval. authorized is the caller's decision, made
-// at click time, that user may approve in this plan's environment.
-func Approve(p Plan, user string, authorized bool, now time.Time) (Plan, Result, error) {
+// at click time, that user may approve in this plan's environment; groups
+// are the groups user belongs to, of those the plan's policy requires.
+func Approve(p Plan, user string, authorized bool, now time.Time, groups ...string) (Plan, Result, error) {
 	if err := open(p, now); err != nil {
 		return p, Result{}, err
 	}
@@ -297,35 +320,115 @@ func Approve(p Plan, user string, authorized bool, now time.Time) (Plan, Result,
 	if !authorized {
 		return p, Result{}, ErrNotAuthorized
 	}
+	if !Overridden(p) {
+		return p, Result{}, ErrPolicyDenied
+	}
 	if slices.ContainsFunc(p.Approvals, func(a Approval) bool { return a.User == user && bound(p, a) }) {
 		return p, Result{Duplicate: true, Quorum: HasQuorum(p)}, nil
 	}
+	var in []string
+	for _, g := range p.Policy.GroupNames() {
+		if slices.Contains(groups, g) {
+			in = append(in, g)
+		}
+	}
 	p.Approvals = append(slices.Clone(p.Approvals), Approval{
-		User: user, At: now, Digest: p.Digest, SHA: p.SHA, Fence: p.Fence,
+		User: user, At: now, Digest: p.Digest, SHA: p.SHA, Fence: p.Fence, Groups: in,
 	})
+	p.UpdatedAt = now
+	return p, Result{Counted: true, Quorum: HasQuorum(p)}, nil
+}
+
+// Override records a policy owner's override of a denial. owner is the
+// caller's decision, made at click time, that user is a policy owner here.
+// It is not an approval: the plan still needs its approvals after it.
+func Override(p Plan, user string, owner bool, now time.Time) (Plan, Result, error) {
+	if err := open(p, now); err != nil {
+		return p, Result{}, err
+	}
+	if len(p.Policy.Denied) == 0 {
+		return p, Result{}, ErrNotDenied
+	}
+	if user == p.Requester {
+		return p, Result{}, ErrSelfApproval
+	}
+	if !owner || p.OverridesRequired < 1 {
+		return p, Result{}, ErrNotPolicyOwner
+	}
+	if slices.ContainsFunc(p.Overrides, func(a Approval) bool { return a.User == user && bound(p, a) }) {
+		return p, Result{Duplicate: true, Quorum: HasQuorum(p)}, nil
+	}
+	p.Overrides = append(slices.Clone(p.Overrides), Approval{User: user, At: now, Digest: p.Digest, SHA: p.SHA, Fence: p.Fence})
 	p.UpdatedAt = now
 	return p, Result{Counted: true, Quorum: HasQuorum(p)}, nil
 }
 
 // Approvers returns the distinct users whose approvals count for the plan
 // as it is now, in the order they approved.
-func Approvers(p Plan) []string {
-	var users []string
-	for _, a := range p.Approvals {
-		if bound(p, a) && a.User != p.Requester && !slices.Contains(users, a.User) {
-			users = append(users, a.User)
-		}
-	}
-	return users
-}
+func Approvers(p Plan) []string { return tallyOf(p).approvers }
 
-// HasQuorum reports whether enough distinct people approved this exact plan.
-func HasQuorum(p Plan) bool {
-	return p.Required > 0 && len(Approvers(p)) >= p.Required
-}
+// Overriders returns the distinct policy owners whose overrides count.
+func Overriders(p Plan) []string { return tallyOf(p).overriders }
+
+// HasQuorum reports whether the plan may be applied: enough distinct people
+// approved this exact plan, each group its policy requires gave one of
+// those approvals, and a denial, if any, was overridden.
+func HasQuorum(p Plan) bool { return tallyOf(p).quorum(termsOf(p)) }
 
 // Missing is how many more approvals the plan needs.
 func Missing(p Plan) int { return max(p.Required-len(Approvers(p)), 0) }
+
+// MissingGroups are the required groups no counted approval came from yet.
+func MissingGroups(p Plan) []string { return tallyOf(p).missingGroups }
+
+// Overridden reports whether the plan may take approvals as far as policy
+// goes: nothing was denied, or enough policy owners overrode the denial.
+func Overridden(p Plan) bool { return tallyOf(p).overridden(termsOf(p)) }
+
+func tallyOf(p Plan) tally { return count(termsOf(p), p.Approvals, p.Overrides) }
+
+// tally is what a plan's approvals and overrides amount to, counted against
+// its terms. HasQuorum and GrantOf — the serve process that counts clicks
+// and the process that mints apply credentials — both decide with it.
+type tally struct {
+	approvers, overriders []string
+	missingGroups         []string
+}
+
+// count counts the approvals and overrides bound to exactly t (its digest,
+// commit and fence), once per person, never the requester's.
+func count(t terms, as, os []Approval) tally {
+	var c tally
+	bound := func(a Approval) bool {
+		return a.Digest == t.Digest && a.SHA == t.SHA && a.Fence == t.Fence && a.User != t.Requester
+	}
+	var groups []string
+	for _, a := range as {
+		if bound(a) && !slices.Contains(c.approvers, a.User) {
+			c.approvers = append(c.approvers, a.User)
+			groups = append(groups, a.Groups...)
+		}
+	}
+	for _, o := range os {
+		if bound(o) && !slices.Contains(c.overriders, o.User) {
+			c.overriders = append(c.overriders, o.User)
+		}
+	}
+	for _, g := range t.Policy.GroupNames() {
+		if !slices.Contains(groups, g) {
+			c.missingGroups = append(c.missingGroups, g)
+		}
+	}
+	return c
+}
+
+func (c tally) overridden(t terms) bool {
+	return len(t.Policy.Denied) == 0 || (t.OverridesRequired > 0 && len(c.overriders) >= t.OverridesRequired)
+}
+
+func (c tally) quorum(t terms) bool {
+	return t.Required > 0 && len(c.approvers) >= t.Required && len(c.missingGroups) == 0 && c.overridden(t)
+}
 
 func bound(p Plan, a Approval) bool {
 	return a.Digest == p.Digest && a.SHA == p.SHA && a.Fence == p.Fence

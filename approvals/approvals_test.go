@@ -24,7 +24,7 @@ func pendingPlan(t *testing.T, required int, protected bool) Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err = Planned(p, "digest-1", someChanges, time.Hour, t0.Add(time.Minute))
+	p, err = Planned(p, "digest-1", someChanges, Assessment{}, time.Hour, t0.Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestReject(t *testing.T) {
 
 func TestPlannedWithoutChanges(t *testing.T) {
 	p, _ := New(Request{ID: "p", Env: "e", SHA: "s", Requester: "U", Fence: 1, LockOwner: "o", TTL: time.Hour}, t0)
-	p, err := Planned(p, "d", Summary{}, time.Hour, t0)
+	p, err := Planned(p, "d", Summary{}, Assessment{}, time.Hour, t0)
 	if err != nil || p.Status != StatusNoChanges || !p.Status.Terminal() {
 		t.Fatalf("got %s, %v", p.Status, err)
 	}

@@ -1,16 +1,13 @@
 package approvals
 
-import (
-	"fmt"
-	"slices"
-)
+import "slices"
 
 // Assessment is what policy found in a plan before anyone was asked to
 // approve it: rule results, the quorum the plan's risk asks for, and
 // built-in risk flags. It carries messages and addresses, never values.
 //
 // It is data for a Plan to carry; the approval flow reads it through
-// Status, Quorum, Groups and Dangerous.
+// Status, Quorum, GroupNames and Destroyed.
 type Assessment struct {
 	// Checked: the environment's policies were evaluated. Risks are listed
 	// either way.
@@ -92,12 +89,6 @@ func (a Assessment) GroupNames() []string {
 	return gs
 }
 
-// Dangerous reports whether approving should be confirmed: the plan
-// destroys or replaces something.
-func (a Assessment) Dangerous() bool {
-	return slices.ContainsFunc(a.Risks, func(r Risk) bool { return r.Kind == RiskDestroy || r.Kind == RiskReplace })
-}
-
 // Destroyed lists the addresses the plan destroys or replaces, for a
 // confirm dialog.
 func (a Assessment) Destroyed() []string {
@@ -108,23 +99,4 @@ func (a Assessment) Destroyed() []string {
 		}
 	}
 	return out
-}
-
-// Why says why the quorum is what it is, in words a person reads.
-func (a Assessment) Why(env int) string {
-	q := a.Quorum(env)
-	s := fmt.Sprintf("%d approvals", q)
-	if q == 1 {
-		s = "1 approval"
-	}
-	if q > env {
-		s += fmt.Sprintf(" (the environment needs %d; policy raised it)", env)
-	}
-	for _, g := range a.Groups {
-		s += fmt.Sprintf(", one from %s", g.Group)
-		if g.Reason != "" {
-			s += " (" + g.Reason + ")"
-		}
-	}
-	return s
 }

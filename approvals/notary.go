@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/twokey/twokey/attest"
@@ -30,6 +29,7 @@ const (
 	purposePlan     = "plan"
 	purposeApproval = "approval"
 	purposeGrant    = "grant"
+	purposeOverride = "override"
 )
 
 // Notary signs what this process decided and verifies what others signed.
@@ -78,11 +78,20 @@ type terms struct {
 	Digest    string    `json:"digest"`
 	Required  int       `json:"required"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// What approvers are shown and what policy decided: a Redis writer
+	// can neither hide a destroy nor lift a denial or a required group.
+	Title             string     `json:"title,omitempty"`
+	URL               string     `json:"url,omitempty"`
+	Summary           Summary    `json:"summary,omitzero"`
+	Protected         bool       `json:"protected,omitempty"`
+	Policy            Assessment `json:"policy,omitzero"`
+	OverridesRequired int        `json:"overrides_required,omitempty"`
 }
 
 func termsOf(p Plan) terms {
 	return terms{ID: p.ID, Project: p.Project, Env: p.Env, PR: p.PR, Ref: p.Ref, SHA: p.SHA, Requester: p.Requester,
-		Authors: p.Authors, Fence: p.Fence, LockOwner: p.LockOwner, Digest: p.Digest, Required: p.Required, ExpiresAt: p.ExpiresAt.UTC()}
+		Authors: p.Authors, Fence: p.Fence, LockOwner: p.LockOwner, Digest: p.Digest, Required: p.Required, ExpiresAt: p.ExpiresAt.UTC(),
+		Title: p.Title, URL: p.URL, Summary: p.Summary, Protected: p.Protected, Policy: p.Policy, OverridesRequired: p.OverridesRequired}
 }
 
 func mustJSON(v any) []byte {
@@ -102,7 +111,8 @@ func approvalMessage(planID string, a Approval) []byte {
 		Digest string    `json:"digest"`
 		SHA    string    `json:"sha"`
 		Fence  int64     `json:"fence"`
-	}{planID, a.User, a.At.UTC(), a.Digest, a.SHA, a.Fence})
+		Groups []string  `json:"groups,omitempty"`
+	}{planID, a.User, a.At.UTC(), a.Digest, a.SHA, a.Fence, a.Groups})
 }
 
 // SignedGrant is a grant as it travels through Redis: its body and the
@@ -116,6 +126,7 @@ type SignedGrant struct {
 type grantBody struct {
 	Plan      terms      `json:"plan"`
 	Approvals []Approval `json:"approvals"` // each signed on its own
+	Overrides []Approval `json:"overrides,omitempty"`
 	IssuedAt  time.Time  `json:"issued_at"`
 	NotAfter  time.Time  `json:"not_after"`
 }
@@ -147,14 +158,24 @@ func (n *Notary) CheckSeal(p Plan) error {
 	return nil
 }
 
-// split separates the approvals a trusted key signed for this plan from the
-// rest.
-func (n *Notary) split(p Plan) (signed, forged []Approval) {
-	for _, a := range p.Approvals {
-		if n.trust.Verify(purposeApproval, approvalMessage(p.ID, a), a.Sig) == nil {
+// split is p with only the approvals and overrides a trusted key signed
+// for it, and how many others it carried.
+func (n *Notary) split(p Plan) (Plan, int) {
+	var forged int
+	p.Approvals, forged = n.signed(purposeApproval, p.ID, p.Approvals)
+	var more int
+	p.Overrides, more = n.signed(purposeOverride, p.ID, p.Overrides)
+	return p, forged + more
+}
+
+// signed keeps the entries of list a trusted key signed for purpose and
+// planID, and counts the rest.
+func (n *Notary) signed(purpose, planID string, list []Approval) (signed []Approval, forged int) {
+	for _, a := range list {
+		if n.trust.Verify(purpose, approvalMessage(planID, a), a.Sig) == nil {
 			signed = append(signed, a)
 		} else {
-			forged = append(forged, a)
+			forged++
 		}
 	}
 	return signed, forged
@@ -163,25 +184,42 @@ func (n *Notary) split(p Plan) (signed, forged []Approval) {
 // Approve is the package's Approve on a sealed plan, counting only signed
 // approvals, and signing the one it adds. Approvals without a trusted
 // signature are dropped from the plan and named in Result.Forged.
-func (n *Notary) Approve(p Plan, user string, authorized bool, now time.Time) (Plan, Result, error) {
+func (n *Notary) Approve(p Plan, user string, authorized bool, now time.Time, groups ...string) (Plan, Result, error) {
+	return n.decide(p, purposeApproval, now, func(q Plan) (Plan, Result, error) {
+		return Approve(q, user, authorized, now, groups...)
+	})
+}
+
+// Override is the package's Override on a sealed plan, as Approve is.
+func (n *Notary) Override(p Plan, user string, owner bool, now time.Time) (Plan, Result, error) {
+	return n.decide(p, purposeOverride, now, func(q Plan) (Plan, Result, error) {
+		return Override(q, user, owner, now)
+	})
+}
+
+// decide runs one person's decision on the signed part of a sealed plan
+// and signs the entry it adds, with purpose.
+func (n *Notary) decide(p Plan, purpose string, now time.Time, do func(Plan) (Plan, Result, error)) (Plan, Result, error) {
 	if err := n.CheckSeal(p); err != nil {
 		return p, Result{}, err
 	}
-	signed, forged := n.split(p)
-	q := p
-	q.Approvals = signed
-	next, r, err := Approve(q, user, authorized, now)
-	r.Forged = len(forged)
+	q, forged := n.split(p)
+	next, r, err := do(q)
+	r.Forged = forged
 	if err != nil {
 		return p, r, err
 	}
 	if r.Counted {
-		last := &next.Approvals[len(next.Approvals)-1]
-		if last.Sig, err = n.sign(purposeApproval, approvalMessage(p.ID, *last)); err != nil {
+		list := next.Approvals
+		if purpose == purposeOverride {
+			list = next.Overrides
+		}
+		last := &list[len(list)-1]
+		if last.Sig, err = n.sign(purpose, approvalMessage(p.ID, *last)); err != nil {
 			return p, r, err
 		}
 	}
-	if r.Duplicate && len(forged) > 0 {
+	if r.Duplicate && forged > 0 {
 		next.UpdatedAt = now // drop the forged ones, even though nothing new counted
 	}
 	return next, r, nil
@@ -195,17 +233,15 @@ func (n *Notary) BeginApply(p Plan, now time.Time) (Plan, Grant, error) {
 	if err := n.CheckSeal(p); err != nil {
 		return p, Grant{}, err
 	}
-	signed, forged := n.split(p)
-	q := p
-	q.Approvals = signed
+	q, forged := n.split(p)
 	next, g, err := beginApply(q, now)
-	if errors.Is(err, ErrNoQuorum) && len(forged) > 0 {
-		return p, Grant{}, fmt.Errorf("%w (%d approval(s) without a trusted signature ignored: %w)", err, len(forged), ErrForged)
+	if errors.Is(err, ErrNoQuorum) && forged > 0 {
+		return p, Grant{}, fmt.Errorf("%w (%d approval(s) without a trusted signature ignored: %w)", err, forged, ErrForged)
 	}
 	if err != nil {
 		return p, Grant{}, err
 	}
-	body := grantBody{Plan: termsOf(q), Approvals: signed, IssuedAt: now.UTC(), NotAfter: now.Add(GrantTTL).UTC()}
+	body := grantBody{Plan: termsOf(q), Approvals: q.Approvals, Overrides: q.Overrides, IssuedAt: now.UTC(), NotAfter: now.Add(GrantTTL).UTC()}
 	raw := mustJSON(body)
 	sig, err := n.sign(purposeGrant, raw)
 	if err != nil {
@@ -239,28 +275,22 @@ func (n *Notary) GrantOf(p Plan) (Grant, error) {
 	if t.ID != p.ID {
 		return Grant{}, fmt.Errorf("%w: plan %s carries the grant of plan %s", ErrForged, p.ID, t.ID)
 	}
-	var users []string
-	for _, a := range body.Approvals {
-		if n.trust.Verify(purposeApproval, approvalMessage(t.ID, a), a.Sig) != nil {
-			continue
-		}
-		if a.Digest != t.Digest || a.SHA != t.SHA || a.Fence != t.Fence || a.User == t.Requester || slices.Contains(users, a.User) {
-			continue
-		}
-		users = append(users, a.User)
-	}
-	if t.Required < 1 || len(users) < t.Required {
-		return Grant{}, fmt.Errorf("%w: plan %s: %d signed approval(s) of %d required: %w", ErrForged, p.ID, len(users), t.Required, ErrNoQuorum)
+	as, _ := n.signed(purposeApproval, t.ID, body.Approvals)
+	os, _ := n.signed(purposeOverride, t.ID, body.Overrides)
+	c := count(t, as, os)
+	if !c.quorum(t) {
+		return Grant{}, fmt.Errorf("%w: plan %s: %d signed approval(s) of %d required, groups %v missing, denial overridden: %t: %w",
+			ErrForged, p.ID, len(c.approvers), t.Required, c.missingGroups, c.overridden(t), ErrNoQuorum)
 	}
 	return Grant{planID: t.ID, project: t.Project, env: t.Env, pr: t.PR, sha: t.SHA, digest: t.Digest,
-		fence: t.Fence, lockOwner: t.LockOwner, approvers: users, notAfter: body.NotAfter, signed: p.Grant}, nil
+		fence: t.Fence, lockOwner: t.LockOwner, approvers: c.approvers, notAfter: body.NotAfter, signed: p.Grant}, nil
 }
 
 // Signed is p with only the approvals a trusted key signed for it: what a
 // person is shown, so that an approval written into Redis is never
 // displayed as counted.
 func (n *Notary) Signed(p Plan) Plan {
-	p.Approvals, _ = n.split(p)
+	p, _ = n.split(p)
 	return p
 }
 

@@ -237,7 +237,7 @@ func BenchmarkNotary(b *testing.B) {
 	worker := NewNotary(nil, attest.NewKeyring(signer.Public()))
 	p, _ := New(Request{ID: "p1", Project: "infra", Env: "prod", SHA: "abc", Requester: "UREQ", Fence: 1, LockOwner: "o",
 		Required: 2, Protected: true, TTL: time.Hour}, t0)
-	p, _ = Planned(p, "digest", someChanges, time.Hour, t0)
+	p, _ = Planned(p, "digest", someChanges, Assessment{}, time.Hour, t0)
 	p, _ = n.Seal(p)
 	b.Run("approve", func(b *testing.B) {
 		for b.Loop() {

@@ -43,6 +43,7 @@ const (
 	DriftCheck          = "drift_check"          // an environment was planned at the default branch's head to find drift (result, trigger)
 	IdentityLinked      = "identity_linked"      // a Slack user linked a GitHub account (login, ID; never the token)
 	IdentityUnlinked    = "identity_unlinked"    // an admin dropped a user's link
+	PolicyOverride      = "policy_override"      // a policy owner overrode a policy denial (the rules it denied by)
 )
 
 // Actor is who caused an event: a Slack user (ID, and display name at the

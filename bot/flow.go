@@ -76,7 +76,7 @@ var (
 
 // buttons maps each action to the IDs its value must be.
 var buttons = map[string]*regexp.Regexp{
-	actionApprove: planIDRE, actionReject: planIDRE, actionDriftFix: driftScopeRE,
+	actionApprove: planIDRE, actionReject: planIDRE, actionOverride: planIDRE, actionDriftFix: driftScopeRE,
 	actionBGApprove: grantIDRE, actionBGDeny: grantIDRE, actionBGReview: grantIDRE, actionBGUnwrapFailed: grantIDRE,
 }
 
@@ -137,6 +137,8 @@ func (b *Bot) handleInteraction(ctx context.Context, envelope string, cb slack.I
 		err = b.svc.Approve(ctx, c.channel, c.user, c.id)
 	case actionReject:
 		err = b.svc.Reject(ctx, c.channel, c.user, c.id)
+	case actionOverride:
+		err = b.svc.Override(ctx, c.channel, c.user, c.id)
 	case actionDriftFix:
 		err = b.planFix(ctx, c)
 	case actionBGApprove:

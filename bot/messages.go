@@ -90,6 +90,14 @@ func (b *Bot) describe(err error, attrs ...any) string {
 			"Link yours with `/tf link github` (or ask the platform team to list you under `identities` in twokey's config), then click again. Your click was not counted."
 	case errors.Is(err, change.ErrIdentity):
 		return "Your linked GitHub account could not be read, so your click was not counted. Try again in a minute."
+	case errors.Is(err, approvals.ErrPolicyDenied):
+		return ":no_entry: Policy denied this plan, so approvals are not taken until a policy owner overrides the denial (the thread lists what was denied). Your click was not counted."
+	case errors.Is(err, approvals.ErrNotPolicyOwner):
+		return "You are not a policy owner for this environment, so you cannot override its policy. Your click was not counted."
+	case errors.Is(err, approvals.ErrNotDenied):
+		return "Policy did not deny this plan; there is nothing to override."
+	case errors.Is(err, change.ErrPolicyGroup):
+		return ":no_entry: " + err.Error() + ". Nothing can be applied until twokey's config defines it."
 	case errors.Is(err, approvals.ErrNotAuthorized):
 		return "You are not an approver for this environment, so your click was not counted."
 	case errors.Is(err, approvals.ErrExpired):

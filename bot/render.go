@@ -14,8 +14,9 @@ import (
 
 // Action IDs of the plan message's buttons; their value is the plan ID.
 const (
-	actionApprove = "twokey_approve"
-	actionReject  = "twokey_reject"
+	actionApprove  = "twokey_approve"
+	actionReject   = "twokey_reject"
+	actionOverride = "twokey_override"
 )
 
 // planMessage renders a plan's channel message for its current state. The
@@ -52,8 +53,14 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 			mrkdwn(fmt.Sprintf("*To destroy*\n%d", s.Destroy)),
 			mrkdwn(fmt.Sprintf("*Approvals*\n%d of %d", len(approvals.Approvers(p)), p.Required)),
 		}, nil))
+		if all := s.Counts(); s.Replace+s.Move+s.Forget+s.Import+s.Outputs > 0 {
+			blocks = append(blocks, slack.NewContextBlock("", mrkdwn("All changes: `"+all+"`")))
+		}
 		if len(s.Resources) > 0 {
 			blocks = append(blocks, slack.NewSectionBlock(mrkdwn(resourceList(s.Resources)), nil, nil))
+		}
+		if line := change.PolicySummary(p); line != "" {
+			blocks = append(blocks, slack.NewSectionBlock(mrkdwn(clip(line, maxSection)), nil, nil))
 		}
 	}
 	if line := approvalLine(p); line != "" {
@@ -75,10 +82,46 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 	blocks = append(blocks, slack.NewContextBlock("", mrkdwn(ctx)))
 	if p.Status == approvals.StatusPending {
 		approve := slack.NewButtonBlockElement(actionApprove, p.ID, plain("Approve")).WithStyle(slack.StylePrimary)
+		if c := approveConfirm(p, target); c != nil {
+			approve = approve.WithConfirm(c)
+		}
 		reject := slack.NewButtonBlockElement(actionReject, p.ID, plain("Reject")).WithStyle(slack.StyleDanger)
-		blocks = append(blocks, slack.NewActionBlock("twokey_actions", approve, reject))
+		buttons := []slack.BlockElement{approve, reject}
+		if !approvals.Overridden(p) && p.OverridesRequired > 0 {
+			override := slack.NewButtonBlockElement(actionOverride, p.ID, plain("Override policy")).WithConfirm(
+				slack.NewConfirmationBlockObject(plain("Override the policy denial?"),
+					mrkdwn(clip("Policy denied this plan ("+fmt.Sprint(len(p.Policy.Denied))+" rule(s); the thread lists them). "+
+						"Your override is recorded with your name, and the plan still needs its approvals.", 300)),
+					plain("Override"), plain("Cancel")).WithStyle(slack.StyleDanger))
+			buttons = append(buttons, override)
+		}
+		blocks = append(blocks, slack.NewActionBlock("twokey_actions", buttons...))
 	}
 	return fallback, blocks
+}
+
+// approveConfirm is the dialog Approve opens on a plan that destroys or
+// replaces something, or in a protected environment; nil otherwise.
+func approveConfirm(p approvals.Plan, target string) *slack.ConfirmationBlockObject {
+	gone := p.Policy.Destroyed()
+	if len(gone) == 0 && !p.Protected {
+		return nil
+	}
+	text := fmt.Sprintf("You are approving a change to *%s*, a protected environment.", escape(target))
+	if len(gone) > 0 {
+		list := strings.Join(gone[:min(len(gone), 5)], "`, `")
+		if len(gone) > 5 {
+			list += fmt.Sprintf("` and %d more", len(gone)-5)
+		} else {
+			list += "`"
+		}
+		text = fmt.Sprintf("This plan *destroys or replaces* in %s: `%s.", escape(target), list)
+	}
+	c := slack.NewConfirmationBlockObject(plain("Approve this plan?"), mrkdwn(clip(text, 300)), plain("Approve"), plain("Cancel"))
+	if len(gone) > 0 {
+		c = c.WithStyle(slack.StyleDanger)
+	}
+	return c
 }
 
 func approvalLine(p approvals.Plan) string {
@@ -87,13 +130,18 @@ func approvalLine(p approvals.Plan) string {
 	for _, u := range users {
 		names = append(names, "<@"+u+">")
 	}
+	simple := approvals.Overridden(p) && len(approvals.MissingGroups(p)) == 0
 	switch {
-	case len(users) == 0 && p.Status == approvals.StatusPending:
+	case len(users) == 0 && p.Status == approvals.StatusPending && simple:
 		return fmt.Sprintf("Needs %d approvals from authorized people other than <@%s>.", p.Required, p.Requester)
+	case len(users) == 0 && p.Status == approvals.StatusPending:
+		return fmt.Sprintf("Needs %s, from authorized people other than <@%s>.", change.Needs(p), p.Requester)
 	case len(users) == 0:
 		return ""
-	case p.Status == approvals.StatusPending && approvals.Missing(p) > 0:
+	case p.Status == approvals.StatusPending && approvals.Missing(p) > 0 && simple:
 		return fmt.Sprintf("Approved by %s — %d more needed.", strings.Join(names, ", "), approvals.Missing(p))
+	case p.Status == approvals.StatusPending && !approvals.HasQuorum(p):
+		return fmt.Sprintf("Approved by %s — needs %s.", strings.Join(names, ", "), change.Needs(p))
 	default:
 		return "Approved by " + strings.Join(names, ", ") + "."
 	}

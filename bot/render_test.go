@@ -32,7 +32,7 @@ func testPlan(t *testing.T, resources int) approvals.Plan {
 		s.Resources = append(s.Resources, approvals.Resource{Address: fmt.Sprintf("module.m.terraform_data.r[%d]", i), Action: a})
 	}
 	s.Add = resources
-	p, err = approvals.Planned(p, strings.Repeat("d", 64), s, time.Hour, now)
+	p, err = approvals.Planned(p, strings.Repeat("d", 64), s, approvals.Assessment{}, time.Hour, now)
 	if err != nil {
 		t.Fatal(err)
 	}

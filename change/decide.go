@@ -13,22 +13,43 @@ import (
 	"github.com/twokey/twokey/runner"
 )
 
-// approve counts an Approve click and starts the apply on quorum.
-func (s *Service) Approve(ctx context.Context, channel, user, planID string) (err error) {
+// Approve counts an Approve click and starts the apply on quorum. This
+// and Override are where a person's decision on a plan is decided.
+func (s *Service) Approve(ctx context.Context, channel, user, planID string) error {
+	return s.decide(ctx, channel, user, planID, decideApprove)
+}
+
+// Override records a policy owner's override of a policy denial, after
+// which the plan may take approvals; on a plan that already has them it
+// starts the apply, as the last approval would.
+func (s *Service) Override(ctx context.Context, channel, user, planID string) error {
+	return s.decide(ctx, channel, user, planID, decideOverride)
+}
+
+// decide counts one person's approval or override of a plan and starts
+// the apply when that completes the quorum (approvals.HasQuorum).
+func (s *Service) decide(ctx context.Context, channel, user, planID string, d decision) (err error) {
 	p, err := s.o.Store.Get(ctx, planID)
 	if err != nil {
 		return err
 	}
-	key := clickKey(p.ID, decideApprove, user, p.Attempts)
+	key := clickKey(p.ID, d, user, p.Attempts)
 	if !s.First(ctx, key, channel, user) {
 		return nil // a double-click, or Slack delivering the same click twice
 	}
 	defer s.forgetOnError(ctx, key, &err)
-	_, env, err := s.cfg.Resolve(p.Project, p.Env)
+	proj, env, err := s.cfg.Resolve(p.Project, p.Env)
 	if err != nil {
 		return err
 	}
-	authorized, derr := s.dir.Includes(ctx, user, env.Approvers)
+	who := env.Approvers
+	if d == decideOverride {
+		who = config.Who{}
+		if pol := proj.PolicyFor(env); pol != nil {
+			who = pol.Owners
+		}
+	}
+	authorized, derr := s.dir.Includes(ctx, user, who)
 	if !authorized && derr != nil && user != p.Requester {
 		return fmt.Errorf("%w: %w", ErrMembership, derr)
 	}
@@ -39,18 +60,24 @@ func (s *Service) Approve(ctx context.Context, channel, user, planID string) (er
 		}
 		rule = func(approvals.Plan) error { return ruleErr }
 	}
+	groups := s.groupsOf(ctx, user, proj, env, p)
 	var res approvals.Result
 	p, err = s.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
-		next, r, err := s.o.Notary.Approve(cur, user, authorized, s.o.Now())
-		res = r
-		if err == nil && r.Counted {
+		var next approvals.Plan
+		var err error
+		if d == decideOverride {
+			next, res, err = s.o.Notary.Override(cur, user, authorized, s.o.Now())
+		} else {
+			next, res, err = s.o.Notary.Approve(cur, user, authorized, s.o.Now(), groups...)
+		}
+		if err == nil && res.Counted {
 			// cur's seal, which covers its authors, checked out.
 			if err := rule(cur); err != nil {
 				res = approvals.Result{}
 				return cur, err
 			}
 		}
-		if err == nil && r.Duplicate && r.Forged == 0 {
+		if err == nil && res.Duplicate && res.Forged == 0 {
 			return cur, approvals.ErrUnchanged
 		}
 		return next, err
@@ -65,16 +92,24 @@ func (s *Service) Approve(ctx context.Context, channel, user, planID string) (er
 	if err != nil {
 		return err
 	}
-	s.log.Info("approval", "plan_id", p.ID, "user", user, "counted", res.Counted, "quorum", res.Quorum)
+	s.log.Info(string(d), "plan_id", p.ID, "user", user, "counted", res.Counted, "quorum", res.Quorum)
 	if res.Counted {
-		s.stats.Approved(p.Project, p.Env)
-		_ = s.record(ctx, audit.Approval, user, &p, map[string]string{
-			"approvals": fmt.Sprintf("%d of %d", len(approvals.Approvers(p)), p.Required)})
+		if d == decideOverride {
+			_ = s.record(ctx, audit.PolicyOverride, user, &p, map[string]string{
+				"overrides": fmt.Sprintf("%d of %d", len(approvals.Overriders(p)), p.OverridesRequired),
+				"denied":    findingRules(p.Policy.Denied)})
+			s.post(ctx, p, fmt.Sprintf(":unlock: <@%s> overrode the policy denial (%s) as a policy owner; this is recorded.",
+				user, Escape(findingRules(p.Policy.Denied))))
+		} else {
+			s.stats.Approved(p.Project, p.Env)
+			_ = s.record(ctx, audit.Approval, user, &p, map[string]string{
+				"approvals": fmt.Sprintf("%d of %d", len(approvals.Approvers(p)), p.Required)})
+		}
 		s.refresh(ctx, p)
 	}
 	if res.Duplicate && !res.Quorum {
-		s.tell(ctx, channel, user, "You already approved this plan; it still needs "+
-			fmt.Sprint(approvals.Missing(p))+" more.")
+		s.tell(ctx, channel, user, "You already "+map[decision]string{decideApprove: "approved", decideOverride: "overrode"}[d]+
+			" this plan; it still needs "+Needs(p)+".")
 	}
 	if res.Quorum {
 		if ok, err := s.recheck(ctx, p); !ok || err != nil {
@@ -83,6 +118,28 @@ func (s *Service) Approve(ctx context.Context, channel, user, planID string) (er
 		return s.apply(ctx, p.ID, channel, user)
 	}
 	return nil
+}
+
+// groupsOf lists the groups the plan's policy requires that user is in. A
+// membership that cannot be read counts as not in it: the approval then
+// does not satisfy that group.
+func (s *Service) groupsOf(ctx context.Context, user string, proj *config.Project, env *config.Environment, p approvals.Plan) []string {
+	pol := proj.PolicyFor(env)
+	var in []string
+	for _, g := range p.Policy.GroupNames() {
+		who, ok := pol.GroupNamed(g)
+		if !ok {
+			continue
+		}
+		member, err := s.dir.Includes(ctx, user, who)
+		if err != nil {
+			s.log.Warn("group membership unreadable; the approval does not count for it", "group", g, "user", user, "err", err)
+		}
+		if member {
+			in = append(in, g)
+		}
+	}
+	return in
 }
 
 // reject ends a pending plan and frees the environment.

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/config"
 )
 
 // Errors the service decides. A front end says them in its own words
@@ -52,4 +55,23 @@ type CapError struct {
 
 func (e *CapError) Error() string {
 	return fmt.Sprintf("%s is longer than break-glass in %s allows: at most %s", Human(e.Asked), e.Env, Human(e.Cap))
+}
+
+// ErrPolicyGroup: a policy requires an approval from a group the config
+// does not define, so no approval could ever satisfy it; the plan fails.
+var ErrPolicyGroup = errors.New("policy requires an approval from a group twokey's config does not define")
+
+// undefinedGroups checks that every group a's policies require is one
+// pol.groups names.
+func undefinedGroups(pol *config.Policy, a approvals.Assessment) error {
+	var missing []string
+	for _, g := range a.GroupNames() {
+		if _, ok := pol.GroupNamed(g); !ok {
+			missing = append(missing, g)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s (add it under policy.groups)", ErrPolicyGroup, strings.Join(missing, ", "))
+	}
+	return nil
 }

@@ -31,6 +31,7 @@ type decision string
 const (
 	decideApprove      decision = "approve"
 	decideReject       decision = "reject"
+	decideOverride     decision = "override"
 	decideGrantApprove decision = "bg-approve"
 )
 
@@ -112,6 +113,7 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 		ID: id, Project: proj.Name, Env: env.Name, PR: rev.PR, Ref: cmd.Ref.String(), SHA: rev.SHA, Title: rev.Title, URL: rev.URL,
 		Requester: user, Authors: rev.Authors, Channel: channel, Fence: lease.Fence, LockOwner: lease.Owner,
 		Required: env.RequiredApprovals, Protected: *env.Protected, TTL: env.PlanTTL.D(),
+		OverridesRequired: proj.PolicyFor(env).OverridesNeeded(),
 	}, now)
 	if err == nil {
 		p, err = s.o.Store.Create(ctx, p)
@@ -155,9 +157,12 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 // took is how long terraform ran, 0 when unknown.
 func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.PlanResult, planErr error, took time.Duration) error {
 	log := s.log.With("plan_id", p.ID, "env", p.Project+"/"+p.Env)
-	_, env, err := s.cfg.Resolve(p.Project, p.Env)
+	proj, env, err := s.cfg.Resolve(p.Project, p.Env)
 	if err != nil {
 		return err
+	}
+	if planErr == nil {
+		planErr = undefinedGroups(proj.PolicyFor(env), res.Policy)
 	}
 	if planErr != nil {
 		log.Warn("plan failed", "err", planErr)
@@ -168,7 +173,7 @@ func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.Plan
 		return nil
 	}
 	p, err = s.mutate(ctx, p.ID, func(p approvals.Plan) (approvals.Plan, error) {
-		p, err := approvals.Planned(p, res.Digest, res.Summary, env.PlanTTL.D(), s.o.Now())
+		p, err := approvals.Planned(p, res.Digest, res.Summary, res.Policy, env.PlanTTL.D(), s.o.Now())
 		if err != nil {
 			return p, err
 		}
@@ -182,8 +187,12 @@ func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.Plan
 	lease := leaseOf(p)
 	s.stats.Planned(p.Project, p.Env, string(p.Status), took)
 	_ = s.record(ctx, audit.PlanFinished, "", &p, map[string]string{"add": fmt.Sprint(res.Summary.Add),
-		"change": fmt.Sprint(res.Summary.Change), "destroy": fmt.Sprint(res.Summary.Destroy), "result": string(p.Status)})
+		"change": fmt.Sprint(res.Summary.Change), "destroy": fmt.Sprint(res.Summary.Destroy), "result": string(p.Status),
+		"counts": res.Summary.Counts(), "policy": string(p.Policy.Status()), "required": fmt.Sprint(p.Required)})
 	s.uploadPlan(ctx, p, res.Text)
+	if report := PolicyReport(p); report != "" && p.Status == approvals.StatusPending {
+		s.post(ctx, p, report)
+	}
 	if p.Status == approvals.StatusNoChanges {
 		s.release(ctx, lease)
 		_ = s.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
@@ -256,6 +265,8 @@ func planFailure(err error) string {
 		return "the sandbox could not be set up, so nothing ran"
 	case errors.Is(err, runner.ErrInterrupted):
 		return "plan interrupted"
+	case errors.Is(err, ErrPolicyGroup):
+		return "policy requires an approval from a group twokey does not know; the details were sent to the requester"
 	}
 	return "plan failed"
 }

@@ -50,6 +50,9 @@ var refusals = []struct {
 }{
 	{approvals.ErrSelfApproval, "self_approval"},
 	{approvals.ErrNotAuthorized, "not_authorized"},
+	{approvals.ErrPolicyDenied, "policy_denied"},
+	{approvals.ErrNotPolicyOwner, "not_policy_owner"},
+	{approvals.ErrNotDenied, "not_denied"},
 	{approvals.ErrNotPending, "not_pending"},
 	{approvals.ErrExpired, "expired"},
 	{approvals.ErrNotPromoted, "not_promoted"},

@@ -6,6 +6,7 @@ package change
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -279,3 +280,153 @@ var (
 	PlanIDRE  = regexp.MustCompile(`^p-[a-z2-9]{8}$`)
 	GrantIDRE = regexp.MustCompile(`^bg-[a-z2-9]{8}$`)
 )
+
+// Needs says what a pending plan still needs before it can be applied:
+// "1 more approval", "an override by a policy owner, then 2 approvals",
+// "an approval from security".
+func Needs(p approvals.Plan) string {
+	var parts []string
+	if !approvals.Overridden(p) {
+		n := p.OverridesRequired - len(approvals.Overriders(p))
+		switch {
+		case p.OverridesRequired == 0:
+			parts = append(parts, "a policy change (nobody may override this denial)")
+		case n == 1:
+			parts = append(parts, "an override by a policy owner")
+		default:
+			parts = append(parts, fmt.Sprintf("overrides by %d more policy owners", n))
+		}
+	}
+	switch m := approvals.Missing(p); m {
+	case 0:
+	case 1:
+		parts = append(parts, "1 more approval")
+	default:
+		parts = append(parts, fmt.Sprintf("%d more approvals", m))
+	}
+	for _, g := range approvals.MissingGroups(p) {
+		parts = append(parts, "an approval from "+Escape(g))
+	}
+	if len(parts) == 0 {
+		return "nothing more"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// findingRules names the rules of findings: "twokey.network.deny, …".
+func findingRules(fs []approvals.Finding) string {
+	var rules []string
+	for _, f := range fs {
+		if !slices.Contains(rules, f.Rule) {
+			rules = append(rules, f.Rule)
+		}
+	}
+	return strings.Join(rules, ", ")
+}
+
+// PolicySummary is the plan message's policy line: passed, warnings or
+// denied, each with the rule's message, and why the quorum is what it is.
+func PolicySummary(p approvals.Plan) string {
+	a := p.Policy
+	var b strings.Builder
+	switch a.Status() {
+	case approvals.PolicyDenied:
+		fmt.Fprintf(&b, ":no_entry: *Policy denied* (%d)", len(a.Denied))
+		for _, f := range a.Denied[:min(len(a.Denied), 3)] {
+			fmt.Fprintf(&b, "\n• %s", Escape(f.Message))
+		}
+		if len(a.Denied) > 3 {
+			fmt.Fprintf(&b, "\n• … %d more in the thread", len(a.Denied)-3)
+		}
+		if n := len(approvals.Overriders(p)); n > 0 {
+			fmt.Fprintf(&b, "\nOverridden by %s.", Mentions(approvals.Overriders(p)))
+		}
+	case approvals.PolicyWarnings:
+		fmt.Fprintf(&b, ":warning: *Policy passed with %d warning(s)*", len(a.Warnings))
+		for _, f := range a.Warnings[:min(len(a.Warnings), 3)] {
+			fmt.Fprintf(&b, "\n• %s", Escape(f.Message))
+		}
+	case approvals.PolicyPassed:
+		b.WriteString(":white_check_mark: *Policy passed*")
+	}
+	if risks := riskWords(a.Risks); risks != "" {
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(":warning: *Risks*: " + risks)
+	}
+	if a.Required > 0 || len(a.Groups) > 0 {
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "*Needs* %d approvals", p.Required)
+		if a.Required == p.Required {
+			b.WriteString(" (raised by policy)")
+		}
+		for _, g := range a.Groups {
+			fmt.Fprintf(&b, ", one from *%s*", Escape(g.Group))
+			if g.Reason != "" {
+				b.WriteString(" (" + Escape(g.Reason) + ")")
+			}
+		}
+		for _, r := range a.Reasons {
+			b.WriteString("; " + Escape(r))
+		}
+	}
+	return b.String()
+}
+
+// riskWords lists built-in risk flags by kind: "destroy 2 (a, b), iam 1 (c)".
+func riskWords(rs []approvals.Risk) string {
+	byKind := map[approvals.RiskKind][]string{}
+	var kinds []approvals.RiskKind
+	for _, r := range rs {
+		if _, seen := byKind[r.Kind]; !seen {
+			kinds = append(kinds, r.Kind)
+		}
+		byKind[r.Kind] = append(byKind[r.Kind], r.Address)
+	}
+	var parts []string
+	for _, k := range kinds {
+		as := byKind[k]
+		shown := as[:min(len(as), 3)]
+		more := ""
+		if len(as) > 3 {
+			more = fmt.Sprintf(", +%d", len(as)-3)
+		}
+		parts = append(parts, fmt.Sprintf("%s %d (`%s`%s)", strings.ReplaceAll(string(k), "_", " "), len(as), Escape(strings.Join(shown, "`, `")), more))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// PolicyReport is every policy result of a plan, for its thread; empty when
+// policy was not checked and found no risk.
+func PolicyReport(p approvals.Plan) string {
+	a := p.Policy
+	if !a.Checked && len(a.Risks) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "*Policy check*: %s", strings.ReplaceAll(string(a.Status()), "_", " "))
+	for _, f := range a.Denied {
+		fmt.Fprintf(&b, "\n:no_entry: deny `%s`: %s", Escape(f.Rule), Escape(f.Message))
+	}
+	for _, f := range a.Warnings {
+		fmt.Fprintf(&b, "\n:warning: warn `%s`: %s", Escape(f.Rule), Escape(f.Message))
+	}
+	for _, r := range a.Risks {
+		fmt.Fprintf(&b, "\n:small_orange_diamond: %s `%s`", strings.ReplaceAll(string(r.Kind), "_", " "), Escape(r.Address))
+		if r.Detail != "" {
+			b.WriteString(": " + Escape(r.Detail))
+		}
+	}
+	if len(a.Denied) > 0 {
+		switch {
+		case p.OverridesRequired == 0:
+			b.WriteString("\nNobody may override a denial here: change the plan, or the policy.")
+		default:
+			fmt.Fprintf(&b, "\nApprovals are refused until %d policy owner(s) override the denial.", p.OverridesRequired)
+		}
+	}
+	return Clip(b.String(), MaxSection)
+}

@@ -1022,6 +1022,31 @@ type Policy struct {
 	// Owners may override a denial; their overrides count like approvals
 	// and are recorded. Empty: a denial cannot be overridden.
 	Owners Who `yaml:"owners"`
+	// Overrides is how many distinct owners must override a denial
+	// (default 1).
+	Overrides int `yaml:"overrides"`
+	// Groups names the groups policies may require an approval from
+	// (required_groups): a policy's name → who is in it. A policy that
+	// requires a group not named here fails the plan.
+	Groups map[string]Who `yaml:"groups"`
+}
+
+// GroupNamed is who is in the group policies call name.
+func (pol *Policy) GroupNamed(name string) (Who, bool) {
+	if pol == nil {
+		return Who{}, false
+	}
+	w, ok := pol.Groups[name]
+	return w, ok
+}
+
+// OverridesNeeded is how many owners' overrides lift a denial: 0 when
+// nobody may override.
+func (pol *Policy) OverridesNeeded() int {
+	if pol == nil || pol.Owners.Empty() {
+		return 0
+	}
+	return max(pol.Overrides, 1)
 }
 
 // PolicyFor is the policy that applies to e: its own, else the project's;
@@ -1043,6 +1068,18 @@ func (pol *Policy) validate(where string) []error {
 	}
 	for _, err := range pol.Owners.validate("owners") {
 		errs = append(errs, fmt.Errorf("%s: %w", where, err))
+	}
+	if pol.Overrides < 0 {
+		errs = append(errs, fmt.Errorf("%s: overrides must not be negative", where))
+	}
+	for _, name := range slices.Sorted(maps.Keys(pol.Groups)) {
+		who := pol.Groups[name]
+		if who.Empty() {
+			errs = append(errs, fmt.Errorf("%s: groups.%s lists nobody", where, name))
+		}
+		for _, err := range who.validate("groups." + name) {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+		}
 	}
 	return errs
 }

@@ -221,7 +221,10 @@ func (b *Syncer) githubStatuses(p approvals.Plan) []commitStatus {
 	scope := b.o.Scope(p.Project, p.Env)
 	planCtx, applyCtx := "twokey/plan/"+scope, "twokey/apply/"+scope
 	s := p.Summary
-	planned := fmt.Sprintf("plan %s: +%d ~%d -%d", p.ID, s.Add, s.Change, s.Destroy)
+	planned := fmt.Sprintf("plan %s: %s", p.ID, s.Counts())
+	if p.Policy.Status() == approvals.PolicyDenied {
+		planned += " · policy denied"
+	}
 	switch p.Status {
 	case approvals.StatusPlanning:
 		return []commitStatus{{planCtx, "pending", "planning " + p.ID}}
@@ -230,8 +233,12 @@ func (b *Syncer) githubStatuses(p approvals.Plan) []commitStatus {
 	case approvals.StatusNoChanges:
 		return []commitStatus{{planCtx, "success", "no changes"}}
 	case approvals.StatusPending:
-		return []commitStatus{{planCtx, "success", planned},
-			{applyCtx, "pending", fmt.Sprintf("waiting for approvals (%d of %d)", len(approvals.Approvers(p)), p.Required)}}
+		planState := "success"
+		if !approvals.Overridden(p) {
+			planState = "failure" // denied by policy, not overridden
+		}
+		return []commitStatus{{planCtx, planState, planned},
+			{applyCtx, "pending", fmt.Sprintf("approvals %d of %d; needs %s", len(approvals.Approvers(p)), p.Required, plainText(change.Needs(p)))}}
 	case approvals.StatusApplying:
 		return []commitStatus{{planCtx, "success", planned}, {applyCtx, "pending", "applying " + p.ID}}
 	case approvals.StatusApplied:
@@ -253,7 +260,7 @@ func (b *Syncer) githubComment(ctx context.Context, p approvals.Plan) string {
 	fmt.Fprintf(&c, "**%s** at `%s`, asked by %s\n\n", change.StatusHeadline(p), change.Short(p.SHA), b.o.Name(ctx, p.Requester))
 	if p.Digest != "" {
 		s := p.Summary
-		fmt.Fprintf(&c, "**%d** to add · **%d** to change · **%d** to destroy\n\n", s.Add, s.Change, s.Destroy)
+		fmt.Fprintf(&c, "**%d** to add · **%d** to change · **%d** to destroy · all changes `%s`\n\n", s.Add, s.Change, s.Destroy, s.Counts())
 		const maxRows = 50
 		for i, r := range s.Resources {
 			if i == maxRows {
@@ -263,6 +270,9 @@ func (b *Syncer) githubComment(ctx context.Context, p approvals.Plan) string {
 			fmt.Fprintf(&c, "- `%s %s`%s\n", change.ActionSign(r.Action), r.Address, change.ActionNote(r.Action))
 		}
 		c.WriteString("\n")
+		if line := change.PolicySummary(p); line != "" {
+			c.WriteString(plainText(line) + "\n\n")
+		}
 	}
 	if users := approvals.Approvers(p); len(users) > 0 {
 		var names []string

@@ -81,9 +81,6 @@ func TestLibraryOnAPlan(t *testing.T) {
 	if a.Quorum(2) != 3 || strings.Join(a.GroupNames(), ",") != "security" || len(a.Reasons) != 4 {
 		t.Errorf("quorum %d groups %v reasons %q", a.Quorum(2), a.GroupNames(), a.Reasons)
 	}
-	if got := a.Why(2); !strings.Contains(got, "3 approvals (the environment needs 2; policy raised it), one from security") {
-		t.Errorf("why = %q", got)
-	}
 	kinds := map[approvals.RiskKind][]string{}
 	for _, r := range a.Risks {
 		kinds[r.Kind] = append(kinds[r.Kind], r.Address)
@@ -96,8 +93,8 @@ func TestLibraryOnAPlan(t *testing.T) {
 			t.Errorf("risk %s: %v, want %s", kind, kinds[kind], addr)
 		}
 	}
-	if !a.Dangerous() || strings.Join(a.Destroyed(), ",") != "aws_db_instance.main,aws_instance.app" {
-		t.Errorf("dangerous %v destroyed %v", a.Dangerous(), a.Destroyed())
+	if len(a.Destroyed()) == 0 || strings.Join(a.Destroyed(), ",") != "aws_db_instance.main,aws_instance.app" {
+		t.Errorf("dangerous %v destroyed %v", len(a.Destroyed()) > 0, a.Destroyed())
 	}
 }
 

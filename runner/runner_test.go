@@ -203,7 +203,7 @@ func grant(t *testing.T, id string, lease runner.Lease, sha string, res runner.P
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ = approvals.Planned(p, res.Digest, res.Summary, time.Hour, now)
+	p, _ = approvals.Planned(p, res.Digest, res.Summary, approvals.Assessment{}, time.Hour, now)
 	signer, err := attest.GenerateSigner()
 	if err != nil {
 		t.Fatal(err)

@@ -132,7 +132,7 @@ func applyThrough(t *testing.T, f fixture, id, sha string) approvals.Summary {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, _ = approvals.Planned(p, res.Digest, res.Summary, time.Hour, time.Now()); p.Status != approvals.StatusPending {
+	if p, _ = approvals.Planned(p, res.Digest, res.Summary, approvals.Assessment{}, time.Hour, time.Now()); p.Status != approvals.StatusPending {
 		t.Fatalf("%s: plan is %s, not pending: %+v", id, p.Status, res.Summary)
 	}
 	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, id, lease, sha, res), Rev: f.rev(sha), Target: f.target}); err != nil {

@@ -43,7 +43,7 @@ func newPlan(t *testing.T, id string, created time.Time) approvals.Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err = approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, created)
+	p, err = approvals.Planned(p, "d", approvals.Summary{Add: 1}, approvals.Assessment{}, time.Hour, created)
 	if err != nil {
 		t.Fatal(err)
 	}

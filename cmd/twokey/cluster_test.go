@@ -99,7 +99,7 @@ func TestOnRedisCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := approvals.Update(ctx, store, id, func(p approvals.Plan) (approvals.Plan, error) {
-			return approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, time.Now())
+			return approvals.Planned(p, "d", approvals.Summary{Add: 1}, approvals.Assessment{}, time.Hour, time.Now())
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -157,7 +157,7 @@ func TestOnRedisCluster(t *testing.T) {
 	now := time.Now()
 	p, _ = approvals.New(approvals.Request{ID: "p-clusterapply", Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
 		Requester: "U", Fence: 1, LockOwner: "o", Required: 2, TTL: time.Hour}, now)
-	p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, now)
+	p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, approvals.Assessment{}, time.Hour, now)
 	p, _ = serve.Seal(p)
 	p, _, _ = serve.Approve(p, "UA", true, now)
 	p, _, _ = serve.Approve(p, "UB", true, now)

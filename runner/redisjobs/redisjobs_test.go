@@ -121,7 +121,7 @@ func (f *fixture) plan(t *testing.T, id, env string, status approvals.Status) ap
 		t.Fatal(err)
 	}
 	if status != approvals.StatusPlanning {
-		p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, now)
+		p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, approvals.Assessment{}, time.Hour, now)
 		if p, err = f.notary.Seal(p); err != nil {
 			t.Fatal(err)
 		}
@@ -504,7 +504,7 @@ func TestForgedApplyJobIsRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			id := "p-" + strings.ReplaceAll(name, " ", "-")
 			p := f.plan(t, id, "prod", approvals.StatusPlanning)
-			p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, time.Now())
+			p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, approvals.Assessment{}, time.Hour, time.Now())
 			p = forge(p)
 			if _, err := f.store.Put(context.Background(), p); err != nil {
 				t.Fatal(err)
@@ -567,7 +567,7 @@ func BenchmarkApplyDispatch(b *testing.B) {
 		now := time.Now()
 		p, _ := approvals.New(approvals.Request{ID: fmt.Sprintf("p-%d", i), Project: "infra", Env: "prod", Ref: "pr-1", SHA: "abc",
 			Requester: "U", Fence: 1, LockOwner: "o", Required: 2, Protected: true, TTL: time.Hour}, now)
-		p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, time.Hour, now)
+		p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, approvals.Assessment{}, time.Hour, now)
 		p, _ = serve.Seal(p)
 		p, _, _ = serve.Approve(p, "UA", true, now)
 		p, _, _ = serve.Approve(p, "UB", true, now)
