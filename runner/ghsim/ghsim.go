@@ -109,6 +109,7 @@ type repo struct {
 	cloneURL string
 	pulls    map[int]*Pull
 	reviews  map[int][]Review
+	perms    map[string]string // lower-case login → admin, write, read, none
 	comments []Comment
 	statuses []Status
 }
@@ -153,7 +154,7 @@ func New() *Server {
 func (s *Server) AddRepo(fullName, cloneURL string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.repos[fullName] = &repo{cloneURL: cloneURL, pulls: map[int]*Pull{}, reviews: map[int][]Review{}}
+	s.repos[fullName] = &repo{cloneURL: cloneURL, pulls: map[int]*Pull{}, reviews: map[int][]Review{}, perms: map[string]string{}}
 }
 
 // SetPull creates or replaces a pull request.
@@ -253,6 +254,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.pullReviews(w, r, fullName, strings.TrimSuffix(strings.TrimPrefix(rest, "pulls/"), "/reviews"))
 	case strings.HasPrefix(rest, "pulls/") && strings.HasSuffix(rest, "/files"):
 		s.pullFiles(w, r, rp, fullName, strings.TrimSuffix(strings.TrimPrefix(rest, "pulls/"), "/files"))
+	case strings.HasPrefix(rest, "collaborators/") && strings.HasSuffix(rest, "/permission"):
+		s.permission(w, rp, strings.TrimSuffix(strings.TrimPrefix(rest, "collaborators/"), "/permission"))
 	case strings.HasPrefix(rest, "contents/"):
 		s.contents(w, rp, strings.TrimPrefix(rest, "contents/"), r.URL.Query().Get("ref"))
 	case strings.HasPrefix(rest, "pulls/") && strings.HasSuffix(rest, "/commits"):

@@ -239,3 +239,32 @@ func (s *Server) contents(w http.ResponseWriter, rp *repo, path, ref string) {
 	writeJSON(w, http.StatusOK, map[string]any{"type": "file", "encoding": "base64", "size": len(body),
 		"name": name, "path": path, "sha": sha, "content": base64.StdEncoding.EncodeToString(body)})
 }
+
+// SetPermission sets login's permission on a repository: admin, write,
+// read or none. Accounts added with AddUser have write unless set
+// otherwise; any other login has read, as anyone has on a public
+// repository.
+func (s *Server) SetPermission(fullName, login, perm string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.repos[fullName].perms[strings.ToLower(login)] = perm
+}
+
+// permission answers GET …/collaborators/{user}/permission.
+func (s *Server) permission(w http.ResponseWriter, rp *repo, login string) {
+	s.mu.Lock()
+	perm, set := rp.perms[strings.ToLower(login)]
+	known := false
+	for _, u := range s.users {
+		known = known || strings.EqualFold(u.Login, login)
+	}
+	s.mu.Unlock()
+	switch {
+	case set:
+	case known:
+		perm = "write"
+	default:
+		perm = "read"
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"permission": perm, "role_name": perm, "user": s.userBy(login, "")})
+}

@@ -151,8 +151,8 @@ func sameAccount(u *github.User, a approvals.Author) bool {
 // approvals reads the reviews and returns the reviewers whose approval
 // counts — each reviewer's latest decisive review (APPROVED,
 // CHANGES_REQUESTED or DISMISSED; a comment changes nothing, as on GitHub)
-// approves the head commit, and the reviewer is not an author — and, for
-// people, why the others do not.
+// approves the head commit, the reviewer is not an author, and can write
+// to the repository — and, for people, why the others do not.
 func (c *reqCheck) approvals(ctx context.Context) ([]*github.User, []string, error) {
 	if c.reviews == nil {
 		c.reviews = []*github.PullRequestReview{}
@@ -209,10 +209,39 @@ func (c *reqCheck) approvals(ctx context.Context) ([]*github.User, []string, err
 		case c.author(l.user) != "":
 			notes = append(notes, fmt.Sprintf("%s approved but is the %s", login, c.author(l.user)))
 		default:
+			writes, err := c.canWrite(ctx, l.user)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !writes {
+				notes = append(notes, fmt.Sprintf("%s approved but cannot write to %s", login, c.rev.Repo))
+				continue
+			}
 			ok = append(ok, l.user)
 		}
 	}
 	return ok, notes, nil
+}
+
+// canWrite reports whether u may write to the repository. As in GitHub's
+// branch protection, an approval counts only from someone who could merge
+// the change: on a public repository anyone can leave an approving review.
+func (c *reqCheck) canWrite(ctx context.Context, u *github.User) (bool, error) {
+	if u.GetLogin() == "" {
+		return false, nil
+	}
+	perm, resp, err := c.s.gh.Repositories.GetPermissionLevel(ctx, c.owner, c.name, u.GetLogin())
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return false, nil // no such account any more
+	}
+	if err != nil {
+		return false, fmt.Errorf("%w: github: %s's permission on %s: %w", runner.ErrSource, u.GetLogin(), c.rev.Repo, err)
+	}
+	switch perm.GetPermission() {
+	case "admin", "write":
+		return true, nil
+	}
+	return false, nil
 }
 
 func (c *reqCheck) approved(ctx context.Context) ([]string, error) {
@@ -284,12 +313,10 @@ func (c *reqCheck) undiverged(ctx context.Context) ([]string, error) {
 // through a reviewed merge. A change to CODEOWNERS itself thus needs the
 // approval of whoever the base's copy says owns it.
 func (c *reqCheck) codeowners(ctx context.Context) ([]string, error) {
+	// By branch name: the branch's current tip, whose CODEOWNERS is the
+	// policy now (the pull request's base.sha can lag behind it).
 	base := c.pr.GetBase().GetRef()
-	ref := base
-	if sha := c.pr.GetBase().GetSHA(); sha != "" {
-		ref = sha // the tip the pull request was read against
-	}
-	text, found, err := c.codeownersFile(ctx, ref)
+	text, found, err := c.codeownersFile(ctx, base)
 	if err != nil {
 		return nil, err
 	}

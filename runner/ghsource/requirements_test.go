@@ -467,7 +467,7 @@ func TestRequirementsGitHubDown(t *testing.T) {
 	rev := f.resolve(t, 50)
 	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "carol-gh", State: "APPROVED"})
 	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "dave-gh", State: "APPROVED"})
-	for _, part := range []string{"/pulls/50", "/reviews", "/files", "/compare/", "/contents/", "/teams/"} {
+	for _, part := range []string{"/pulls/50", "/reviews", "/files", "/compare/", "/contents/", "/teams/", "/collaborators/"} {
 		f.gh.FailOn(part)
 		unmet, err := f.src.Requirements(ctx, rev, allRequirements)
 		if !errors.Is(err, runner.ErrSource) || unmet != nil {
@@ -507,5 +507,34 @@ func TestRequirementsNotAPullRequest(t *testing.T) {
 	}
 	if _, err := f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{"reviewed"}); err == nil {
 		t.Error("unknown requirement: no error")
+	}
+}
+
+// The attack: on a public repository anyone can leave an approving review.
+// As in GitHub's branch protection, only reviewers who can write to the
+// repository count, for approved and for codeowners.
+func TestRequirementsAttackOutsiderApproval(t *testing.T) {
+	f := setupRequirements(t)
+	f.gh.SetPermission("acme/infra", "carol-gh", "read") // in @acme/net, yet only reads this repository
+	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "carol-gh", State: "APPROVED"})
+	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "mallory", State: "APPROVED"}) // a stranger
+	unmet, err := f.src.Requirements(context.Background(), f.resolve(t, 50), allRequirements)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(unmetOf(unmet, config.RequireApproved), "\n")
+	for _, want := range []string{"carol-gh approved but cannot write to acme/infra", "mallory approved but cannot write to acme/infra"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("approved: reasons lack %q: %q", want, got)
+		}
+	}
+	if got := strings.Join(unmetOf(unmet, config.RequireCodeOwners), "\n"); !strings.Contains(got, "infra/prod/main.tf has no approving review from its code owners @acme/net") {
+		t.Errorf("codeowners: unmet = %q", got)
+	}
+	// Given write, carol-gh counts.
+	f.gh.SetPermission("acme/infra", "carol-gh", "admin")
+	unmet, err = f.src.Requirements(context.Background(), f.resolve(t, 50), []config.Requirement{config.RequireApproved})
+	if err != nil || len(unmet) != 0 {
+		t.Errorf("with admin: unmet = %+v, err = %v", unmet, err)
 	}
 }
