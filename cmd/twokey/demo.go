@@ -1,3 +1,9 @@
+//go:build demo
+
+// The demo is built only with -tags demo (scripts/demo.sh does that): it
+// links the simulators, devstack and miniredis, which the production
+// binary must not carry. nodemo.go stands in for it otherwise.
+
 package main
 
 import (

@@ -11,9 +11,11 @@ const module = "github.com/twokey/twokey"
 
 // TestImportGraph keeps the layout the README describes: pure packages in
 // the middle, each technology behind the one adapter named for it, and
-// dependencies flowing commands ← approvals ← runner ← change ← bot ← cmd.
+// dependencies flowing commands ← approvals ← runner ← change ← bot ← cmd,
+// and no demo in the production binary.
 func TestImportGraph(t *testing.T) {
-	out, err := exec.Command("go", "list", "-json=ImportPath,Imports,Deps", module+"/...").Output()
+	// The production build: no build tags, whatever GOFLAGS says.
+	out, err := exec.Command("go", "list", "-tags=", "-json=ImportPath,Imports,Deps", module+"/...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
@@ -108,7 +110,14 @@ func TestImportGraph(t *testing.T) {
 	}
 	// Banned dependencies, direct or not, each with its reason (Tailscale's
 	// tstest/deptest).
+	const production = "the production binary (serve, runner, the image) carries no demo and no simulators; only -tags demo links them"
 	banned := []struct{ pkg, dep, why string }{
+		{"cmd/twokey", "github.com/alicebob/miniredis", production},
+		{"cmd/twokey", module + "/bot/slacksim", production},
+		{"cmd/twokey", module + "/runner/ghsim", production},
+		{"cmd/twokey", module + "/devstack", production},
+		{"cmd/twokey", module + "/devstack/lootprovider", production},
+		{"cmd/twokey", "github.com/hashicorp/terraform-plugin-framework", production},
 		{"change", "github.com/slack-go/slack", "the use cases are front-end free; bot is the Slack adapter"},
 		{"change", "github.com/redis/go-redis", "the service talks to stores through its own small interfaces"},
 		{"change", "github.com/hashicorp/vault/api", "credentials are the runner's adapters' business"},
@@ -124,10 +133,21 @@ func TestImportGraph(t *testing.T) {
 		if _, ok := deps[b.pkg]; !ok {
 			t.Errorf("banned-dependency rule for %s: no such package", b.pkg)
 		}
-		for _, d := range deps[b.pkg] {
-			if d == b.dep || strings.HasPrefix(d, b.dep+"/") {
-				t.Errorf("%s depends on %s: %s", b.pkg, d, b.why)
-			}
+		if d, ok := dependsOn(deps[b.pkg], b.dep); ok {
+			t.Errorf("%s depends on %s, which is banned: %s", b.pkg, d, b.why)
+		}
+	}
+	// The build tag is what keeps the demo out: with -tags demo, cmd/twokey
+	// links it. If it did not, the production rules above would prove
+	// nothing.
+	out, err = exec.Command("go", "list", "-tags=demo", "-deps", module+"/cmd/twokey").Output()
+	if err != nil {
+		t.Fatalf("go list -tags=demo: %v", err)
+	}
+	demoDeps := strings.Fields(string(out))
+	for _, dep := range []string{module + "/devstack", module + "/bot/slacksim", module + "/runner/ghsim", "github.com/alicebob/miniredis"} {
+		if _, ok := dependsOn(demoDeps, dep); !ok {
+			t.Errorf("cmd/twokey with -tags demo does not depend on %s: `twokey demo` runs the demo world, and only the tag keeps it out of production", dep)
 		}
 	}
 
@@ -140,6 +160,16 @@ func TestImportGraph(t *testing.T) {
 			}
 		}
 	}
+}
+
+// dependsOn reports the first of deps that is dep or a package below it.
+func dependsOn(deps []string, dep string) (string, bool) {
+	for _, d := range deps {
+		if d == dep || strings.HasPrefix(d, dep+"/") {
+			return d, true
+		}
+	}
+	return "", false
 }
 
 func allowedFor(libraries map[string][]string, imp string) ([]string, bool) {
