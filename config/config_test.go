@@ -193,7 +193,7 @@ func TestLoadSecrets(t *testing.T) {
 			t.Errorf("missing %s not reported: %v", want, err)
 		}
 	}
-	env := map[string]string{"SLACK_BOT_TOKEN": "b", "SLACK_APP_TOKEN": "a", "VAULT_TOKEN": "v"}
+	env := map[string]string{"SLACK_BOT_TOKEN": "b", "SLACK_APP_TOKEN": "a", "VAULT_TOKEN": "v", "TWOKEY_PLAN_KEY": planKey}
 	s, err := c.LoadSecrets(func(k string) string { return env[k] }, c.ForServe())
 	if err != nil || s.VaultToken.Reveal() != "v" {
 		t.Fatalf("LoadSecrets: %v", err)
@@ -260,7 +260,8 @@ func TestPipelineConfig(t *testing.T) {
 
 	// serve without an embedded runner needs no Vault login at all;
 	// the prod runner needs the prod pool's, and no Slack token.
-	env := map[string]string{"SLACK_BOT_TOKEN": "b", "SLACK_APP_TOKEN": "a", "VAULT_PROD_ROLE_ID": "r", "VAULT_PROD_SECRET_ID": "s"}
+	env := map[string]string{"SLACK_BOT_TOKEN": "b", "SLACK_APP_TOKEN": "a", "VAULT_PROD_ROLE_ID": "r", "VAULT_PROD_SECRET_ID": "s",
+		"TWOKEY_PLAN_KEY_PROD": planKey}
 	get := func(k string) string { return env[k] }
 	s, err := c.LoadSecrets(get, c.ForServe())
 	if err != nil || s.VaultToken != "" || s.VaultRoleID != "" {
@@ -335,6 +336,7 @@ func TestSecretsFromFiles(t *testing.T) {
 		"SLACK_BOT_TOKEN_FILE":  write(dir, "bot", "xoxb-from-file\n"),
 		"VAULT_TOKEN_FILE":      write(dir, "vault", "hvs.from-file"),
 		"CREDENTIALS_DIRECTORY": creds,
+		"TWOKEY_PLAN_KEY":       planKey,
 	}
 	s, err := c.LoadSecrets(func(k string) string { return env[k] }, c.ForServe())
 	if err != nil {

@@ -58,19 +58,26 @@ type Secrets struct {
 	VaultToken    Secret // auth method "token"
 	VaultRoleID   Secret // auth method "approle"
 	VaultSecretID Secret // auth method "approle"
-	PlanKey       Key    // optional: 32 bytes that seal saved plans
+	PlanKey       Key    // 32 bytes that seal saved plans; needed where plans run (Needs.Vault)
 }
 
 // Needs says which secrets a process reads; it reads no others, so a
 // process never holds a credential it has no use for.
 type Needs struct {
-	Slack bool   // serve
-	Vault bool   // a process that mints credentials: serve with an embedded runner, or a runner
-	Pool  string // whose Vault login: a pool's name; "" for the top-level one
+	Slack bool // serve
+	// Vault: a process that runs plans and applies (serve with an embedded
+	// runner, or a runner). It mints credentials with the Vault login, and
+	// needs the plan key: a plan sealed with a key of the process's own could
+	// be applied by no other process, nor by itself after a restart.
+	Vault bool
+	Pool  string // whose Vault login and plan key: a pool's name; "" for the top-level ones
 }
 
 // ForServe is what `twokey serve` needs with this config.
 func (c *Config) ForServe() Needs { return Needs{Slack: true, Vault: c.Runner.IsEmbedded()} }
+
+// ForRunner is what `twokey runner --pool pool` needs.
+func (c *Config) ForRunner(pool string) Needs { return Needs{Vault: true, Pool: pool} }
 
 // LoadSecrets reads the secrets n asks for from getenv (os.Getenv in
 // production), or from files (see fromFiles), and reports every missing one
@@ -95,31 +102,47 @@ func (c *Config) LoadSecrets(getenv func(string) string, n Needs) (Secrets, erro
 	}
 	// A runner of a pool seals its plans with the pool's own key when there
 	// is one (TWOKEY_PLAN_KEY_PROD for pool prod), so that no other pool's
-	// key opens or makes them.
-	planKeyEnv := c.PlanKeyEnv
-	if n.Pool != "" && getenv(c.PlanKeyEnv+"_"+envSuffix(n.Pool)) != "" {
-		planKeyEnv = c.PlanKeyEnv + "_" + envSuffix(n.Pool)
+	// key opens or makes them. Each variable is read once, so that a
+	// problem with its file is reported once.
+	planKeyEnv, planKey, poolKeyEnv := c.PlanKeyEnv, "", ""
+	if n.Pool != "" {
+		poolKeyEnv = c.PlanKeyEnv + "_" + envSuffix(n.Pool)
+		if planKey = getenv(poolKeyEnv); planKey != "" {
+			planKeyEnv = poolKeyEnv
+		}
 	}
-	if v := getenv(planKeyEnv); v != "" {
-		key, err := base64.StdEncoding.DecodeString(v)
+	if planKey == "" {
+		planKey = getenv(c.PlanKeyEnv)
+	}
+	switch {
+	case planKey != "":
+		key, err := base64.StdEncoding.DecodeString(planKey)
 		if err != nil || len(key) != 32 {
 			errs = append(errs, fmt.Errorf("environment variable %s must be 32 bytes in base64 (openssl rand -base64 32)", planKeyEnv))
 		}
 		s.PlanKey = key
+	case n.Vault && n.Pool != "":
+		errs = append(errs, fmt.Errorf("environment variable %s is not set, nor %s: a runner seals plans with it, "+
+			"so that another worker of its pool can apply them (openssl rand -base64 32)", poolKeyEnv, c.PlanKeyEnv))
+	case n.Vault:
+		errs = append(errs, fmt.Errorf("environment variable %s is not set: a process that runs plans seals them with it, "+
+			"so that another replica, or this one after a restart, can apply them (openssl rand -base64 32)", planKeyEnv))
 	}
 	if n.Vault {
-		auth := c.Vault.Auth
+		auth, ok := c.Vault.Auth, true
 		if n.Pool != "" {
-			p, ok := c.PoolFor(n.Pool)
-			if !ok {
-				return s, fmt.Errorf("no pool %q in the config", n.Pool)
+			var p Pool
+			if p, ok = c.PoolFor(n.Pool); ok {
+				auth = p.Vault
+			} else {
+				errs = append(errs, fmt.Errorf("no pool %q in the config", n.Pool))
 			}
-			auth = p.Vault
 		}
-		switch auth.Method {
-		case "token":
+		switch {
+		case !ok:
+		case auth.Method == "token":
 			s.VaultToken = need(auth.TokenEnv)
-		case "approle":
+		case auth.Method == "approle":
 			s.VaultRoleID = need(auth.RoleIDEnv)
 			s.VaultSecretID = need(auth.SecretIDEnv)
 		}

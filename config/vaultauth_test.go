@@ -27,7 +27,7 @@ pools:
 		t.Errorf("pools: prod %+v, nonprod %+v", prod.Vault, nonprod.Vault)
 	}
 	// A Kubernetes login reads no secret from the environment.
-	env := map[string]string{"SLACK_BOT_TOKEN": "b", "SLACK_APP_TOKEN": "a"}
+	env := map[string]string{"SLACK_BOT_TOKEN": "b", "SLACK_APP_TOKEN": "a", "TWOKEY_PLAN_KEY": planKey}
 	if _, err := c.LoadSecrets(func(k string) string { return env[k] }, c.ForServe()); err != nil {
 		t.Errorf("LoadSecrets with kubernetes auth: %v", err)
 	}

@@ -12,12 +12,9 @@ import (
 	"math"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/twokey/twokey/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -59,7 +56,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	case "runner":
 		err = runnerCmd(ctx, args[1:], stderr, getenv)
 	case "check-config":
-		err = checkConfig(args[1:], stdout, getenv)
+		err = checkConfig(ctx, args[1:], stdout, getenv)
 	case "demo":
 		err = demo(ctx, args[1:], stdout, stderr)
 	case "audit":
@@ -124,41 +121,6 @@ func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format must be json or text, not %q", c.logFormat)
-}
-
-func checkConfig(args []string, stdout io.Writer, getenv func(string) string) error {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
-	path := fs.String("config", "twokey.yaml", "path to the config file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		return fmt.Errorf("%s:\n%w", *path, err)
-	}
-	if _, err := cfg.LoadSecrets(getenv, cfg.ForServe()); err != nil {
-		return fmt.Errorf("%s is valid, but the environment is not:\n%w", *path, err)
-	}
-	if err := checkKeys(cfg); err != nil {
-		return fmt.Errorf("%s is valid, but its signing keys are not:\n%w", *path, err)
-	}
-	abs, _ := filepath.Abs(*path)
-	n := 0
-	for _, p := range cfg.Projects {
-		n += len(p.Environments)
-	}
-	// Where terraform runs, say how it is confined; on this host, check
-	// that it can be.
-	sb, err := sandbox(context.Background(), cfg.Runner.Sandbox, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return fmt.Errorf("%s is valid, but %w", *path, err)
-	}
-	fmt.Fprintf(stdout, "%s: ok (%d projects, %d environments)\nsandbox: %s\n", abs, len(cfg.Projects), n, sb)
-	if cfg.Runner.Sandbox.Mode == config.SandboxNone {
-		fmt.Fprintln(stdout, "WARNING: runner.sandbox.mode is none: a pull request's code runs at plan time as twokey's own user, "+
-			"with access to its files and processes; every plan message says so")
-	}
-	return nil
 }
 
 // nondumpable makes this process's /proc/<pid>/environ, mem and maps
