@@ -176,3 +176,14 @@ func beginApplyUnchecked(n *Notary, p Plan, now time.Time) (Plan, Grant, error) 
 	p.Grant = &SignedGrant{Body: raw, Sig: sig}
 	return p, Grant{approvers: Approvers(p)}, nil
 }
+
+// Policy raises the quorum, never lowers it.
+func TestPolicyNeverLowersTheQuorum(t *testing.T) {
+	p, err := New(Request{ID: "p1", Env: "prod", SHA: "abc", Requester: "UREQ", Fence: 1, LockOwner: "o", Required: 3, TTL: time.Hour}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ = Planned(p, "d", someChanges, Assessment{Required: 1}, time.Hour, t0); p.Required != 3 {
+		t.Fatalf("Required = %d after policy asked for 1, want 3", p.Required)
+	}
+}

@@ -90,3 +90,63 @@ func TestHuman(t *testing.T) {
 		}
 	}
 }
+
+// Approve asks to confirm on a plan that destroys or replaces something,
+// naming it, and in a protected environment; a denied plan shows its
+// findings and an Override button with its own confirm dialog.
+func TestApproveConfirmAndPolicyLine(t *testing.T) {
+	confirmOf := func(t *testing.T, js, action string) map[string]any {
+		t.Helper()
+		var blocks []map[string]any
+		if err := json.Unmarshal([]byte(js), &blocks); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range blocks {
+			els, _ := b["elements"].([]any)
+			for _, e := range els {
+				if e, _ := e.(map[string]any); e["action_id"] == action {
+					c, _ := e["confirm"].(map[string]any)
+					return c
+				}
+			}
+		}
+		t.Fatalf("no %s button in %s", action, js)
+		return nil
+	}
+
+	p := testPlan(t, 3)
+	p.Protected = false
+	if _, js := render(t, p); confirmOf(t, js, actionApprove) != nil {
+		t.Error("an unprotected plan that destroys nothing asks to confirm")
+	}
+	p.Protected = true
+	if _, js := render(t, p); !strings.Contains(fmt.Sprint(confirmOf(t, js, actionApprove)), "protected environment") {
+		t.Errorf("protected: confirm = %v", confirmOf(t, js, actionApprove))
+	}
+	p.Policy = approvals.Assessment{Risks: []approvals.Risk{{Kind: approvals.RiskDestroy, Address: "aws_db_instance.main"},
+		{Kind: approvals.RiskReplace, Address: "aws_instance.app"}}}
+	_, js := render(t, p)
+	if c := fmt.Sprint(confirmOf(t, js, actionApprove)); !strings.Contains(c, "aws_db_instance.main") || !strings.Contains(c, "aws_instance.app") {
+		t.Errorf("destroy: confirm = %s", c)
+	}
+	if !strings.Contains(js, "destroy 1 (`aws_db_instance.main`)") {
+		t.Errorf("risks not shown: %s", js)
+	}
+
+	p.OverridesRequired = 1
+	p.Policy.Checked = true
+	p.Policy.Denied = []approvals.Finding{{Rule: "twokey.network.deny", Message: "sg opens 22 to 0.0.0.0/0"}}
+	_, js = render(t, p)
+	for _, want := range []string{"Policy denied", "sg opens 22 to 0.0.0.0/0", "an override by a policy owner"} {
+		if !strings.Contains(js, want) {
+			t.Errorf("denied plan lacks %q: %s", want, js)
+		}
+	}
+	if confirmOf(t, js, actionOverride) == nil {
+		t.Error("Override has no confirm dialog")
+	}
+	p.OverridesRequired = 0
+	if _, js = render(t, p); strings.Contains(js, actionOverride) {
+		t.Error("an Override button where nobody may override")
+	}
+}

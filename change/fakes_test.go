@@ -232,18 +232,22 @@ type fakeRunner struct {
 	mu      sync.Mutex
 	head    string
 	applies map[string][]string
+	authors []approvals.Author  // who wrote every revision
+	policy  approvals.Assessment // what policy finds in every plan
 }
 
 func (r *fakeRunner) Resolve(_ context.Context, repo string, ref runner.Ref) (runner.Revision, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return runner.Revision{Repo: repo, Ref: ref, PR: ref.PR, SHA: r.head, Title: "change"}, nil
+	return runner.Revision{Repo: repo, Ref: ref, PR: ref.PR, SHA: r.head, Title: "change", Authors: r.authors}, nil
 }
 
 func (r *fakeRunner) Plan(_ context.Context, job runner.PlanJob) (runner.PlanResult, error) {
 	d := sha256.Sum256([]byte(job.PlanID + job.Rev.SHA))
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return runner.PlanResult{Digest: hex.EncodeToString(d[:]), Summary: approvals.Summary{Add: 1,
-		Resources: []approvals.Resource{{Address: "terraform_data.a", Action: approvals.ActionCreate}}}}, nil
+		Resources: []approvals.Resource{{Address: "terraform_data.a", Action: approvals.ActionCreate}}}, Policy: r.policy}, nil
 }
 
 func (r *fakeRunner) Apply(_ context.Context, job runner.ApplyJob) (runner.ApplyResult, error) {

@@ -1,0 +1,136 @@
+package change
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/commands"
+	"github.com/twokey/twokey/config"
+)
+
+const pSecurity = "SSECURITY"
+
+// gateHarness is a harness whose staging policy is owned by dave and
+// whose "security" group is the Slack group SSECURITY.
+func gateHarness(t *testing.T, a approvals.Assessment) (*harness, string) {
+	t.Helper()
+	h := newHarness(t)
+	h.svc.cfg.Projects[0].Environments[0].Policy = &config.Policy{Dir: "/policies",
+		Owners: config.Who{Users: []string{pDave}}, Groups: map[string]config.Who{"security": {Groups: []string{pSecurity}}}}
+	h.dir.members[pGroup] = []string{pBob, pCarol}
+	h.dir.members[pSecurity] = []string{pErin}
+	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	h.run.policy = a
+	cmd, err := commands.Parse("plan staging pr-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Plan(context.Background(), pChannel, pAlice, cmd.(commands.Plan)); err != nil {
+		t.Fatal(err)
+	}
+	id := h.openPlan(t)
+	if id == "" {
+		t.Fatal("no pending plan")
+	}
+	return h, id
+}
+
+func (h *harness) applied(id string) bool {
+	h.run.mu.Lock()
+	defer h.run.mu.Unlock()
+	return len(h.run.applies[id]) > 0
+}
+
+// Someone who left the security group after approving no longer gives
+// the plan its security approval: checked right before the apply.
+func TestRequiredGroupRecheckedBeforeApply(t *testing.T) {
+	h, id := gateHarness(t, approvals.Assessment{Checked: true, Groups: []approvals.GroupRequirement{{Group: "security"}}})
+	ctx := context.Background()
+	if err := h.svc.Approve(ctx, pChannel, pErin, id); err != nil {
+		t.Fatal(err)
+	}
+	h.dir.members[pSecurity] = nil
+	if err := h.svc.Approve(ctx, pChannel, pBob, id); err != nil {
+		t.Fatal(err)
+	}
+	if h.applied(id) {
+		t.Fatal("applied with a security approval from someone no longer in security")
+	}
+	p, _ := h.store.Get(ctx, id)
+	if got := approvals.Approvers(p); len(got) != 1 || got[0] != pBob {
+		t.Fatalf("approvers after the re-check = %v, want only bob", got)
+	}
+	if err := h.svc.Approve(ctx, pChannel, pCarol, id); err != nil {
+		t.Fatal(err)
+	}
+	if h.applied(id) {
+		t.Fatal("applied on two approvals without security")
+	}
+	h.dir.members[pSecurity] = []string{pErin}
+	if err := h.svc.Approve(ctx, pChannel, pErin, id); err != nil {
+		t.Fatal(err)
+	}
+	if !h.applied(id) {
+		t.Fatal("not applied once security approved again")
+	}
+}
+
+// A policy owner who wrote the change cannot override its denial, and an
+// owner who stopped being one before the apply no longer counts.
+func TestOverrideByAuthorsAndFormerOwners(t *testing.T) {
+	denied := approvals.Assessment{Checked: true, Denied: []approvals.Finding{{Rule: "x.deny", Message: "no"}}}
+	ctx := context.Background()
+
+	h, id := gateHarness(t, denied)
+	h.run.authors = nil
+	var dave config.Identity
+	for _, i := range h.svc.cfg.Identities {
+		if i.Slack == pDave {
+			dave = i
+		}
+	}
+	h.run.authors = []approvals.Author{{Login: dave.GitHub, ID: dave.GitHubID, As: "author"}}
+	cmd, _ := commands.Parse("plan staging pr-1")
+	h.run.head = "1123456789abcdef0123456789abcdef01234567"
+	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
+		t.Fatal(err)
+	}
+	id = h.openPlan(t)
+	var author *approvals.AuthorError
+	if err := h.svc.Override(ctx, pChannel, pDave, id); !errors.As(err, &author) {
+		t.Fatalf("override by the change's author: err = %v, want an AuthorError", err)
+	}
+
+	h, id = gateHarness(t, denied)
+	if err := h.svc.Approve(ctx, pChannel, pBob, id); !errors.Is(err, approvals.ErrPolicyDenied) {
+		t.Fatalf("approve before the override: err = %v, want ErrPolicyDenied", err)
+	}
+	if err := h.svc.Override(ctx, pChannel, pBob, id); !errors.Is(err, approvals.ErrNotPolicyOwner) {
+		t.Fatalf("override by an approver who is no owner: err = %v, want ErrNotPolicyOwner", err)
+	}
+	if err := h.svc.Override(ctx, pChannel, pDave, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Approve(ctx, pChannel, pBob, id); err != nil {
+		t.Fatal(err)
+	}
+	h.svc.cfg.Projects[0].Environments[0].Policy.Owners = config.Who{Users: []string{pErin}} // dave is no owner now
+	if err := h.svc.Approve(ctx, pChannel, pCarol, id); err != nil {
+		t.Fatal(err)
+	}
+	if h.applied(id) {
+		t.Fatal("applied on the override of someone who is no longer a policy owner")
+	}
+	p, _ := h.store.Get(ctx, id)
+	if approvals.Overridden(p) || len(approvals.Approvers(p)) != 2 {
+		t.Fatalf("after the re-check: overriders %v approvers %v", approvals.Overriders(p), approvals.Approvers(p))
+	}
+	if err := h.svc.Override(ctx, pChannel, pErin, id); err != nil {
+		t.Fatal(err)
+	}
+	if !h.applied(id) {
+		t.Fatal("not applied after a current owner's override completed the quorum")
+	}
+}
