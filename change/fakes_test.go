@@ -232,7 +232,7 @@ type fakeRunner struct {
 	mu      sync.Mutex
 	head    string
 	applies map[string][]string
-	authors []approvals.Author  // who wrote every revision
+	authors []approvals.Author   // who wrote every revision
 	policy  approvals.Assessment // what policy finds in every plan
 }
 
