@@ -112,6 +112,7 @@ func TestPolicyTermsCannotBeForged(t *testing.T) {
 		"overrides not needed":  func(p Plan) Plan { p.OverridesRequired = 0; return p },
 		"destroy hidden":        func(p Plan) Plan { p.Summary = Summary{Change: 1}; return p },
 		"not protected anymore": func(p Plan) Plan { p.Protected = false; return p },
+		"title rewritten":       func(p Plan) Plan { p.Title = "Fix a typo"; return p },
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := forge(deniedPlan(t, n))

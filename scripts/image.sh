@@ -87,6 +87,7 @@ etc="$ctx/etc"
 mkdir -p "$etc/keys" "$etc/secrets"
 "$ctx/bin/twokey" keygen "$etc/keys/serve" >/dev/null
 for s in slack-bot-token slack-app-token vault-token; do echo "dummy-$s" >"$etc/secrets/$s"; done
+head -c 32 /dev/urandom | base64 >"$etc/secrets/plan-key"
 cat >"$etc/twokey.yaml" <<YAML
 slack: {team_id: T0123ABCD}
 redis: {url: "redis://twokey-serve@redis:6379/0"}
@@ -106,7 +107,7 @@ chmod -R a+rX "$etc"
 ctr=$(buildah from --quiet "$IMAGE")
 trap 'buildah umount "$ctr" >/dev/null 2>&1 || true; buildah rm "$ctr" >/dev/null 2>&1 || true; rm -rf "$ctx"' EXIT
 secrets=(SLACK_BOT_TOKEN_FILE /etc/twokey/secrets/slack-bot-token SLACK_APP_TOKEN_FILE /etc/twokey/secrets/slack-app-token
-	VAULT_TOKEN_FILE /etc/twokey/secrets/vault-token)
+	VAULT_TOKEN_FILE /etc/twokey/secrets/vault-token TWOKEY_PLAN_KEY_FILE /etc/twokey/secrets/plan-key)
 # buildah's own runtime (chroot isolation): the image's user, its binaries.
 run() { buildah run --isolation chroot "$ctr" -- "$@"; }
 run id
@@ -138,4 +139,8 @@ if out=$(runbox masked twokey check-config --config /etc/twokey/twokey.yaml 2>&1
 	echo "check-config passed with a masked /proc; expected it to refuse"; exit 1
 fi
 echo "with a masked /proc (a pod's default procMount): ${out##*bwrap: }"
+# The production binary has no demo (it is built without the tag demo).
+out=$(runbox unmasked timeout 20 twokey demo 2>&1 || true)
+grep -q "built without the demo" <<<"$out" || { echo "the image's twokey has the demo: $out"; exit 1; }
+echo "twokey demo: not in this build"
 log "done in $((SECONDS - start))s"
