@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/bot/slacksim"
 	"github.com/twokey/twokey/runner/redislock"
 )
@@ -182,12 +185,25 @@ func TestRedeliveryActsOnce(t *testing.T) {
 		}
 	}
 	msg := s.planMessage(1, "Plan ready for review")
+	planID := msg.Buttons()[0].Value
 	// bob double-clicks; Slack also redelivers one of the clicks.
-	first, _ := s.slack.Click(bob, channel, msg.TS, approve)
-	_, _ = s.slack.Click(bob, channel, msg.TS, approve)
-	_ = s.slack.Redeliver(first, "timeout")
+	first, err := s.slack.Click(bob, channel, msg.TS, approve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.slack.Click(bob, channel, msg.TS, approve); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.slack.Redeliver(first, "timeout"); err != nil {
+		t.Fatal(err)
+	}
 	s.planMessage(1, "1 more needed")
-	time.Sleep(500 * time.Millisecond)
+	// Each duplicate has been handled, and handling a duplicate ends there:
+	// the three redelivered commands, the redelivered click, and whichever
+	// of bob's two clicks came second. Nothing can post after this.
+	s.waitLog(3, "duplicate delivery ignored", "key=envelope:"+id+" ")
+	s.waitLog(1, "duplicate delivery ignored", "key=envelope:"+first+" ")
+	s.waitLog(1, "duplicate delivery ignored", "key=click:"+planID+":approve:"+bob+":")
 	plans := 0
 	for _, m := range s.slack.Messages() {
 		if !m.Ephemeral && m.ThreadTS == "" {
@@ -260,6 +276,33 @@ func (s *stack) waitTS(ts, want string) slacksim.Message {
 	return found
 }
 
+// waitLog waits until n lines of the bots' logs have the message msg and
+// contain every one of wants.
+func (s *stack) waitLog(n int, msg string, wants ...string) {
+	s.t.Helper()
+	count := func() int {
+		found := 0
+	lines:
+		for _, line := range strings.Split(s.logs.String(), "\n") {
+			if !strings.Contains(line, fmt.Sprintf("msg=%q ", msg)) {
+				continue
+			}
+			for _, w := range wants {
+				if !strings.Contains(line, w) {
+					continue lines
+				}
+			}
+			found++
+		}
+		return found
+	}
+	for deadline := time.Now().Add(waitFor); count() < n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%d of %d log lines %q with %q after %v\nlogs:\n%s", count(), n, msg, wants, waitFor, s.logs.String())
+		}
+	}
+}
+
 // visible waits for a channel message (not ephemeral, not in a thread) containing want.
 func (s *stack) visible(want string) slacksim.Message {
 	s.t.Helper()
@@ -294,25 +337,26 @@ func TestBotKilledMidApply(t *testing.T) {
 
 	s.slash(alice, "plan staging pr-1")
 	msg := s.planMessage(1, "Plan ready for review")
+	planID := msg.Buttons()[0].Value
 	s.click(bob, msg, approve)
 	s.click(carol, msg, approve)
-	for deadline := time.Now().Add(waitFor); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(s.envDump()); err == nil {
-			break
+	// The provisioner writes terraform's environment, then starts its own
+	// process.
+	var childToken string
+	for deadline := time.Now().Add(waitFor); childToken == ""; time.Sleep(20 * time.Millisecond) {
+		env, err := os.ReadFile(s.envDump())
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
 		}
+		childToken = envValue(string(env), "VAULT_TOKEN")
+		if childToken == "" && time.Now().After(deadline) {
+			t.Fatalf("no child token in terraform's environment after %v (apply never started?): %v\n%s", waitFor, err, env)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(holdersOf(t, survivor)) == 0; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("apply never started")
+			t.Fatal("the provisioner's own process did not start")
 		}
-	}
-	time.Sleep(100 * time.Millisecond) // let the provisioner finish writing
-	env, _ := os.ReadFile(s.envDump())
-	childToken := envValue(string(env), "VAULT_TOKEN")
-	if childToken == "" {
-		t.Fatal("no child token in terraform's environment")
-	}
-
-	if len(holdersOf(t, survivor)) == 0 {
-		t.Fatal("the provisioner's own process did not start")
 	}
 	bot.kill()
 	killed := time.Now()
@@ -337,7 +381,10 @@ func TestBotKilledMidApply(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("lock free %v after SIGKILL (lease %v)", time.Since(killed).Round(time.Millisecond), lockTTL)
-	root, _ := s.vault.Client()
+	root, err := s.vault.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for {
 		if _, err := root.Auth().Token().Lookup(childToken); err != nil {
 			break
@@ -349,14 +396,34 @@ func TestBotKilledMidApply(t *testing.T) {
 	}
 	t.Logf("child token gone %v after SIGKILL (TTL %v)", time.Since(killed).Round(time.Millisecond), tokenTTL)
 
-	_ = os.Remove(s.envDump())
-	s.startBot("--sweep-interval=200ms")
+	if err := os.Remove(s.envDump()); err != nil {
+		t.Fatal(err)
+	}
+	stop := s.startBot("--sweep-interval=200ms")
 	done := s.waitTS(msg.TS, "Interrupted")
 	if len(done.Buttons()) != 0 || !strings.Contains(done.Content(), "will not be retried") {
 		t.Fatalf("interrupted plan:\n%s", done.Content())
 	}
-	time.Sleep(time.Second)
-	if _, err := os.Stat(s.envDump()); err == nil {
-		t.Fatal("the interrupted apply ran again")
+	// Stopping the bot joins its sweeper and all the work it started: an
+	// apply it began again has been recorded, and has run or been
+	// interrupted, by the time stop returns.
+	stop()
+	if _, err := os.Stat(s.envDump()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the interrupted apply ran again (its environment was written: %v)", err)
 	}
+	if n := s.countEvents(planID, audit.ApplyStarted); n != 1 {
+		t.Fatalf("%d %s events for the plan, want the killed bot's one", n, audit.ApplyStarted)
+	}
+}
+
+// countEvents counts the record's events of typ about planID.
+func (s *stack) countEvents(planID, typ string) int {
+	s.t.Helper()
+	n := 0
+	for _, e := range s.events() {
+		if e.PlanID == planID && e.Type == typ {
+			n++
+		}
+	}
+	return n
 }
