@@ -69,3 +69,16 @@ func TestForRunner(t *testing.T) {
 		t.Errorf("ForRunner = %+v, want %+v", got, want)
 	}
 }
+
+// A malformed duration is one problem among the others, not the end of
+// reading: what follows it is still checked.
+func TestCheckGoesOnPastABadDuration(t *testing.T) {
+	bad := strings.Replace(minimal, "name: staging", "name: staging\n        plan_ttl: soon", 1)
+	bad = strings.Replace(bad, "terraform: {version: 1.12.2}", "terraform: {versoin: 1.12.2}", 1)
+	_, err := Check(strings.NewReader(bad))
+	for _, want := range []string{`"soon" is not a duration`, "field versoin not found", "terraform.version is required"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}

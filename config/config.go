@@ -31,9 +31,10 @@ type Config struct {
 	// DataDir holds workspaces, repository mirrors and saved plan files.
 	DataDir string `yaml:"data_dir"`
 	// PlanKeyEnv names the environment variable holding the key (32 bytes,
-	// base64) that seals saved plans in Redis. Every bot process must have
-	// the same key; without one a process seals with a key of its own, and
-	// its plans can only be applied by itself.
+	// base64) that seals saved plans in Redis. Every process that runs
+	// plans needs it (a runner of pool P may have its own, in
+	// <PlanKeyEnv>_P), and all of a pool's processes the same one, so that
+	// any of them can apply what another planned.
 	PlanKeyEnv string `yaml:"plan_key_env"`
 	// Admins may force-unlock an environment (/tf unlock).
 	Admins   Who       `yaml:"admins"`
@@ -957,7 +958,9 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration like 90s or 15m", n.Line, s)
+		// A TypeError lets decoding go on, so every other problem in the
+		// file is reported with this one.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration like 90s or 15m", n.Line, s)}}
 	}
 	*d = Duration(v)
 	return nil

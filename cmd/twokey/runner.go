@@ -42,7 +42,7 @@ func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func
 	if _, ok := cfg.PoolFor(*pool); !ok {
 		return fmt.Errorf("--pool: no pool %q in %s", *pool, common.config)
 	}
-	secrets, err := cfg.LoadSecrets(getenv, config.Needs{Vault: true, Pool: *pool})
+	secrets, err := cfg.LoadSecrets(getenv, cfg.ForRunner(*pool))
 	if err != nil {
 		return err
 	}

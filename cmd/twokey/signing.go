@@ -149,13 +149,3 @@ func (d discardEverywhere) Delete(ctx context.Context, id string) error {
 	}
 	return errors.Join(errs...)
 }
-
-// checkKeys reads every key file the config names, for check-config.
-func checkKeys(cfg *config.Config) error {
-	_, err := loadKeys(cfg, slog.New(slog.DiscardHandler), "reader")
-	if cfg.Signing.KeyFile != "" {
-		_, kerr := attest.LoadSigner(cfg.Signing.KeyFile)
-		err = errors.Join(err, kerr)
-	}
-	return err
-}
