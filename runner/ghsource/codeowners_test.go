@@ -80,3 +80,20 @@ x.tf             not-an-owner
 		}
 	}
 }
+
+// Any CODEOWNERS text parses without panicking, and every rule kept
+// compiles to an expression anchored at both ends.
+func FuzzCodeOwners(f *testing.F) {
+	f.Add("* @acme/platform\n/infra/prod/ @acme/net # net\n", "infra/prod/main.tf")
+	f.Add("docs/* docs@example.com\n**/logs @a\na/**/b @b\n\\#x @c\n", "a/x/b/c")
+	f.Add("!x @a\n[a] @b\n/ @c\n// @d\n", "x")
+	f.Fuzz(func(t *testing.T, text, path string) {
+		c, _ := parseCodeOwners(text)
+		for _, r := range c.rules {
+			if s := r.re.String(); !strings.HasPrefix(s, "^") || !strings.HasSuffix(s, "$") {
+				t.Fatalf("rule on line %d: %s is not anchored", r.line, s)
+			}
+		}
+		_ = c.owners(path)
+	})
+}

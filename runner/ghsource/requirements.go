@@ -59,7 +59,7 @@ func (s *Source) Requirements(ctx context.Context, rev runner.Revision, reqs []c
 	if !ok {
 		return nil, fmt.Errorf("repository %q is not owner/name", rev.Repo)
 	}
-	c := &reqCheck{s: s, rev: rev, owner: owner, name: name, teams: map[string][]*github.User{}}
+	c := &reqCheck{s: s, rev: rev, owner: owner, name: name, teams: map[string][]*github.User{}, hidden: map[string]bool{}}
 	if err := c.readPull(ctx); err != nil {
 		return nil, err
 	}
@@ -103,6 +103,7 @@ type reqCheck struct {
 	pr          *github.PullRequest
 	reviews     []*github.PullRequestReview // nil until read
 	teams       map[string][]*github.User   // "org/slug" → members
+	hidden      map[string]bool             // "org/slug" of teams GitHub answered 404 for
 }
 
 func (c *reqCheck) where(what string) string {
@@ -367,15 +368,25 @@ func (c *reqCheck) codeowners(ctx context.Context) ([]string, error) {
 	}
 	for _, key := range groups {
 		paths := unowned[key]
+		var hidden []string
+		for _, o := range strings.Fields(key) {
+			if c.hidden[strings.ToLower(strings.TrimPrefix(o, "@"))] {
+				hidden = append(hidden, o)
+			}
+		}
+		note := ""
+		if len(hidden) > 0 {
+			note = fmt.Sprintf(" (GitHub shows no team %s: it does not exist, or twokey's token may not read its members)", strings.Join(hidden, ", "))
+		}
 		switch {
 		case len(paths) == 1:
-			reasons = append(reasons, fmt.Sprintf("%s has no approving review from its code owners %s", paths[0], key))
+			reasons = append(reasons, fmt.Sprintf("%s has no approving review from its code owners %s%s", paths[0], key, note))
 		case len(paths) <= 3:
-			reasons = append(reasons, fmt.Sprintf("%s and %s have no approving review from their code owners %s",
-				strings.Join(paths[:len(paths)-1], ", "), paths[len(paths)-1], key))
+			reasons = append(reasons, fmt.Sprintf("%s and %s have no approving review from their code owners %s%s",
+				strings.Join(paths[:len(paths)-1], ", "), paths[len(paths)-1], key, note))
 		default:
-			reasons = append(reasons, fmt.Sprintf("%s and %d more files have no approving review from their code owners %s",
-				strings.Join(paths[:3], ", "), len(paths)-3, key))
+			reasons = append(reasons, fmt.Sprintf("%s and %d more files have no approving review from their code owners %s%s",
+				strings.Join(paths[:3], ", "), len(paths)-3, key, note))
 		}
 	}
 	return reasons, nil
@@ -468,6 +479,7 @@ func (c *reqCheck) teamMembers(ctx context.Context, org, slug string) ([]*github
 		page, resp, err := c.s.gh.Teams.ListTeamMembersBySlug(ctx, org, slug, opts)
 		if resp != nil && resp.StatusCode == http.StatusNotFound {
 			members = nil
+			c.hidden[key] = true
 			break
 		}
 		if err != nil {

@@ -217,6 +217,18 @@ func TestRequirements(t *testing.T) {
 		}},
 		{name: "an author in the owning team does not count", setup: steps(review("bob-gh", "APPROVED"), review("dave-gh", "APPROVED")),
 			want: map[config.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
+		{name: "a team GitHub does not show has no members", setup: func(t *testing.T, f reqFixture) {
+			f.gh.SetFiles("acme/infra", 50, []ghsim.File{{Name: "a/x.tf"}, {Name: "a/y.tf"}, {Name: "infra/prod/1.tf"}, {Name: "infra/prod/2.tf"}, {Name: "infra/prod/3.tf"}, {Name: "infra/prod/4.tf"}})
+			f.gh.AddTeam("acme", "net") // emptied
+			if _, err := f.repo.Commit(context.Background(), "main", f.base, "owners", map[string]*string{".github/CODEOWNERS": devstack.Str(baseCodeowners + "/a/ @acme/ghosts\n")}); err != nil {
+				t.Fatal(err)
+			}
+			review("carol-gh", "APPROVED")(t, f)
+		}, want: map[config.Requirement][]string{
+			undiverged: {"rebase or merge main"},
+			codeowners: {"a/x.tf and a/y.tf have no approving review from their code owners @acme/ghosts (GitHub shows no team @acme/ghosts: it does not exist, or twokey's token may not read its members)",
+				"infra/prod/1.tf, infra/prod/2.tf, infra/prod/3.tf and 1 more files have no approving review from their code owners @acme/net"},
+		}},
 		{name: "owner approval missing for one team", setup: review("alice-gh", "APPROVED"),
 			want: map[config.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
 		{name: "a rename out of an owned directory needs its owners", setup: func(t *testing.T, f reqFixture) {
