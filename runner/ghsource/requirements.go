@@ -101,9 +101,9 @@ type reqCheck struct {
 	rev         runner.Revision
 	owner, name string
 	pr          *github.PullRequest
-	reviews     []*github.PullRequestReview // nil until read
-	teams       map[string][]*github.User   // "org/slug" → members
-	hidden      map[string]bool             // "org/slug" of teams GitHub answered 404 for
+	counted     *approvalsRead            // nil until read
+	teams       map[string][]*github.User // "org/slug" → members
+	hidden      map[string]bool           // "org/slug" of teams GitHub answered 404 for
 }
 
 func (c *reqCheck) where(what string) string {
@@ -155,20 +155,34 @@ func sameAccount(u *github.User, a approvals.Author) bool {
 // approves the head commit, the reviewer is not an author, and can write
 // to the repository — and, for people, why the others do not.
 func (c *reqCheck) approvals(ctx context.Context) ([]*github.User, []string, error) {
-	if c.reviews == nil {
-		c.reviews = []*github.PullRequestReview{}
-		opts := &github.ListOptions{PerPage: 100}
-		for {
-			page, resp, err := c.s.gh.PullRequests.ListReviews(ctx, c.owner, c.name, c.rev.PR, opts)
-			if err != nil {
-				return nil, nil, c.s.apiError(resp, err, c.where("reviews"), runner.ErrPRNotFound)
-			}
-			c.reviews = append(c.reviews, page...)
-			if resp.NextPage == 0 {
-				break
-			}
-			opts.Page = resp.NextPage
+	if c.counted == nil {
+		ok, notes, err := c.readApprovals(ctx)
+		if err != nil {
+			return nil, nil, err
 		}
+		c.counted = &approvalsRead{ok: ok, notes: notes}
+	}
+	return c.counted.ok, c.counted.notes, nil
+}
+
+type approvalsRead struct {
+	ok    []*github.User
+	notes []string
+}
+
+func (c *reqCheck) readApprovals(ctx context.Context) ([]*github.User, []string, error) {
+	var reviews []*github.PullRequestReview
+	opts := &github.ListOptions{PerPage: 100}
+	for {
+		page, resp, err := c.s.gh.PullRequests.ListReviews(ctx, c.owner, c.name, c.rev.PR, opts)
+		if err != nil {
+			return nil, nil, c.s.apiError(resp, err, c.where("reviews"), runner.ErrPRNotFound)
+		}
+		reviews = append(reviews, page...)
+		if resp.NextPage == 0 {
+			break
+		}
+		opts.Page = resp.NextPage
 	}
 	type latest struct {
 		user   *github.User
@@ -176,7 +190,7 @@ func (c *reqCheck) approvals(ctx context.Context) ([]*github.User, []string, err
 	}
 	var order []string
 	last := map[string]latest{}
-	for _, r := range c.reviews {
+	for _, r := range reviews {
 		switch r.GetState() {
 		case "APPROVED", "CHANGES_REQUESTED", "DISMISSED":
 		default:

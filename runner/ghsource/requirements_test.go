@@ -487,8 +487,20 @@ func TestRequirementsGitHubDown(t *testing.T) {
 		}
 	}
 	f.gh.FailOn("")
+	before := len(f.gh.Requests())
 	if unmet, err := f.src.Requirements(ctx, rev, allRequirements); err != nil || len(unmet) != 0 {
 		t.Fatalf("GitHub back: unmet = %+v, err = %v", unmet, err)
+	}
+	// approved and codeowners share one read of the reviews and of each
+	// reviewer's permission.
+	calls := map[string]int{}
+	for _, r := range f.gh.Requests()[before:] {
+		calls[r.Path]++
+	}
+	for _, p := range []string{"/api/v3/repos/acme/infra/pulls/50/reviews", "/api/v3/repos/acme/infra/collaborators/carol-gh/permission"} {
+		if calls[p] != 1 {
+			t.Errorf("%s read %d times", p, calls[p])
+		}
 	}
 	// The pull request gone.
 	if _, err := f.src.Requirements(ctx, runner.Revision{Repo: "acme/infra", PR: 999, SHA: f.head}, allRequirements); !errors.Is(err, runner.ErrPRNotFound) {
