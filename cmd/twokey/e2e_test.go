@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/runner/ghsim"
 )
 
@@ -83,16 +84,19 @@ func TestSelfApprovalRefused(t *testing.T) {
 	s := newStack(t)
 	s.openPR(1, "web")
 	s.slack.SetGroup(group, alice, bob, carol) // alice is an approver too
-	s.startBot()
+	stop := s.startBot()
 
 	s.slash(alice, "plan staging pr-1")
 	msg := s.planMessage(1, "Plan ready for review")
+	planID := msg.Buttons()[0].Value
 	s.click(alice, msg, approve)
 	s.ephemeral(alice, "cannot approve it")
 	s.click(bob, msg, approve)
 	s.planMessage(1, "1 more needed")
-	time.Sleep(300 * time.Millisecond)
-	if s.applied("web") {
+	// Stopping the bot joins every handler it started: had bob's approval
+	// made a quorum with alice's, its apply would have been recorded by now.
+	stop()
+	if s.applied("web") || s.countEvents(planID, audit.ApplyStarted) != 0 {
 		t.Fatal("applied with the requester's approval")
 	}
 }
@@ -105,19 +109,26 @@ func TestDoubleApprovalCountsOnce(t *testing.T) {
 
 	s.slash(alice, "plan staging pr-1")
 	msg := s.planMessage(1, "Plan ready for review")
+	planID := msg.Buttons()[0].Value
 	s.click(bob, msg, approve)
 	s.planMessage(1, "1 more needed")
 	s.click(bob, msg, approve)
-	time.Sleep(300 * time.Millisecond)
+	// The second click is handled as the duplicate it is, which ends it.
+	s.waitLog(1, "duplicate delivery ignored", "key=click:"+planID+":approve:"+bob+":")
 	if m := s.planMessage(1, "1 more needed"); strings.Count(m.Content(), "<@"+bob+">") != 1 {
 		t.Fatalf("bob counted twice:\n%s", m.Content())
 	}
-	time.Sleep(300 * time.Millisecond)
-	if s.applied("web") {
+	if s.applied("web") || s.countEvents(planID, audit.ApplyStarted) != 0 {
 		t.Fatal("one person's two clicks applied the plan")
 	}
 	s.click(erin, msg, approve) // an approver listed by user ID
-	s.planMessage(1, "Applied")
+	done := s.planMessage(1, "Applied")
+	if !strings.Contains(done.Content(), "Approved by <@"+bob+">, <@"+erin+">.") {
+		t.Fatalf("applied without erin's approval, or with bob's twice:\n%s", done.Content())
+	}
+	if n := s.countEvents(planID, audit.ApplyStarted); n != 1 {
+		t.Fatalf("%d %s events, want 1", n, audit.ApplyStarted)
+	}
 }
 
 // (d) someone who is not an approver is refused.
