@@ -23,7 +23,7 @@ const (
 	RequireCodeOwners Requirement = "codeowners"
 )
 
-// Requirements lists every known requirement, in the order they are checked.
+// requirements are the known requirements, in the order they are checked.
 var requirements = []Requirement{RequireApproved, RequireMergeable, RequireUndiverged, RequireCodeOwners}
 
 // Requirements returns every known requirement.
