@@ -23,7 +23,7 @@ import (
 const lootAddress = "example.com/twokey/loot"
 
 // lootProvider is stacktest.LootProvider, as a string for a commit.
-func lootProvider(t *testing.T) string { return string(stacktest.LootProvider(t)) }
+func lootProvider(t testing.TB) string { return string(stacktest.LootProvider(t)) }
 
 // hostileRun is what the pull request's code does at plan time, knowing
 // every path twokey uses: it looks at every process, reads every file it
@@ -297,7 +297,7 @@ func TestPRProvidersRefusedByDefault(t *testing.T) {
 }
 
 // holdersOf lists the processes, on the whole host, holding path open.
-func holdersOf(t *testing.T, path string) []string {
+func holdersOf(t testing.TB, path string) []string {
 	t.Helper()
 	procs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
 	var out []string

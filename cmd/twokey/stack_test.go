@@ -61,7 +61,7 @@ func identities() []config.Identity {
 // stack is one complete twokey installation on loopback: fake Slack and
 // GitHub at the protocol level; real redis-server, vault, git and terraform.
 type stack struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	out      string // what sandboxed runs may write: state files, what provisioners record
 	slack    *slacksim.Server
@@ -96,7 +96,7 @@ type stackConfig struct {
 	enterprise string
 }
 
-func newStack(t *testing.T, opts ...func(*stackConfig)) *stack {
+func newStack(t testing.TB, opts ...func(*stackConfig)) *stack {
 	t.Helper()
 	sc := stackConfig{planTTL: "1h", lockTTL: "10s", applyTimeout: "2m", applyTokenTTL: "5m"}
 	for _, o := range opts {
