@@ -76,7 +76,11 @@ type Plan struct {
 	// Policy is what the environment's policies found in the plan; a
 	// denial needs OverridesRequired policy owners' overrides before anyone may
 	// approve, and its required groups each need an approval.
-	Policy            Assessment `json:"policy,omitzero"`
+	Policy Assessment `json:"policy,omitzero"`
+	// Unmet are the environment's GitHub requirements the plan did not meet
+	// when last checked, for people to read; they are checked again at
+	// each Approve and before the apply, so this is never what decides.
+	Unmet             []string   `json:"unmet,omitempty"`
 	OverridesRequired int        `json:"overrides_required,omitempty"`
 	Overrides         []Approval `json:"overrides,omitempty"`
 	// Attempts counts applies that could not start (credentials or GitHub

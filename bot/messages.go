@@ -39,6 +39,7 @@ func (b *Bot) describe(err error, attrs ...any) string {
 	var (
 		pe     *commands.Error
 		le     *config.LookupError
+		unmet  *change.RequirementsError
 		locked *runner.LockedError
 		te     *runner.TerraformError
 		ce     *change.ChannelError
@@ -90,6 +91,14 @@ func (b *Bot) describe(err error, attrs ...any) string {
 			"Link yours with `/tf link github` (or ask the platform team to list you under `identities` in twokey's config), then click again. Your click was not counted."
 	case errors.Is(err, change.ErrIdentity):
 		return "Your linked GitHub account could not be read, so your click was not counted. Try again in a minute."
+	case errors.As(err, &unmet):
+		var b strings.Builder
+		b.WriteString(":no_entry: GitHub's side of this change does not hold yet, so your click was not counted:")
+		for _, u := range unmet.Unmet {
+			fmt.Fprintf(&b, "\n• *%s*: %s", u.Requirement, escape(u.Reason))
+		}
+		b.WriteString("\nClick *Approve* again once it does.")
+		return b.String()
 	case errors.Is(err, approvals.ErrPolicyDenied):
 		return ":no_entry: Policy denied this plan, so approvals are not taken until a policy owner overrides the denial (the thread lists what was denied). Your click was not counted."
 	case errors.Is(err, approvals.ErrNotPolicyOwner):

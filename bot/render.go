@@ -63,6 +63,14 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 			blocks = append(blocks, slack.NewSectionBlock(mrkdwn(clip(line, maxSection)), nil, nil))
 		}
 	}
+	if len(p.Unmet) > 0 && (p.Status == approvals.StatusPending || p.Status == approvals.StatusPlanning) {
+		var b strings.Builder
+		b.WriteString(":no_entry: *GitHub requirements not met*; Approve waits for them:")
+		for _, u := range p.Unmet {
+			b.WriteString("\n• " + escape(u))
+		}
+		blocks = append(blocks, slack.NewSectionBlock(mrkdwn(clip(b.String(), maxSection)), nil, nil))
+	}
 	if line := approvalLine(p); line != "" {
 		blocks = append(blocks, slack.NewSectionBlock(mrkdwn(line), nil, nil))
 	}

@@ -60,6 +60,21 @@ func (s *Service) decide(ctx context.Context, channel, user, planID string, d de
 		}
 		rule = func(approvals.Plan) error { return ruleErr }
 	}
+	if d == decideApprove && authorized && user != p.Requester && len(env.Requirements) > 0 {
+		// GitHub's side, as it is now: approving waits until it holds.
+		rev, err := planRevision(proj, p)
+		if err != nil {
+			return err
+		}
+		unmet, err := s.unmet(ctx, env, rev)
+		if err != nil {
+			return err
+		}
+		p = s.noteUnmet(ctx, p, unmet)
+		if len(unmet) > 0 {
+			return &RequirementsError{Unmet: unmet}
+		}
+	}
 	groups := s.groupsOf(ctx, user, proj, env, p)
 	var res approvals.Result
 	p, err = s.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
@@ -234,6 +249,20 @@ func (s *Service) apply(ctx context.Context, planID, channel, actor string) erro
 			s.abort(ctx, p, grant, "promotion record unavailable")
 		}
 		return err
+	}
+
+	// GitHub's requirements must still hold: a review dismissed or the base
+	// moved since the approvals stops the apply.
+	switch unmet, err := s.unmet(ctx, env, rev); {
+	case err != nil:
+		s.abort(ctx, p, grant, "GitHub unavailable: requirements not confirmed")
+		return err
+	case len(unmet) > 0:
+		s.abort(ctx, p, grant, "GitHub requirements no longer met")
+		p = s.noteUnmet(ctx, p, unmet)
+		s.post(ctx, p, ":no_entry: Nothing was applied: "+Escape((&RequirementsError{Unmet: unmet}).Error())+
+			". The plan stays pending with its approvals; once GitHub's side holds again, click *Approve* to retry.")
+		return nil
 	}
 
 	target, err := s.o.Target(proj.Name, env.Name)

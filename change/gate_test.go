@@ -3,11 +3,13 @@ package change
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/commands"
 	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/runner"
 )
 
 const pSecurity = "SSECURITY"
@@ -132,5 +134,60 @@ func TestOverrideByAuthorsAndFormerOwners(t *testing.T) {
 	}
 	if !h.applied(id) {
 		t.Fatal("not applied after a current owner's override completed the quorum")
+	}
+}
+
+// flakyRequirements answers met for the first `met` calls, then what
+// after says.
+type flakyRequirements struct {
+	calls, met int
+	after      []config.Unmet
+	err        error
+}
+
+func (f *flakyRequirements) Requirements(context.Context, runner.Revision, []config.Requirement) ([]config.Unmet, error) {
+	f.calls++
+	if f.calls <= f.met {
+		return nil, nil
+	}
+	return f.after, f.err
+}
+
+// A requirement that stops holding after the approvals — checked right
+// before the apply — stops it: nothing applied, the plan pending with its
+// approvals, and Approve again retries once GitHub's side holds. An error
+// from GitHub stops it too.
+func TestRequirementsCheckedAgainBeforeApply(t *testing.T) {
+	ctx := context.Background()
+	for name, fr := range map[string]*flakyRequirements{
+		"dismissed":   {met: 2, after: []config.Unmet{{Requirement: config.RequireApproved, Reason: "the review was dismissed"}}},
+		"GitHub down": {met: 2, err: fmt.Errorf("%w: 502", runner.ErrSource)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, id := gateHarness(t, approvals.Assessment{})
+			h.svc.cfg.Projects[0].Environments[0].Requirements = []config.Requirement{config.RequireApproved}
+			h.svc.o.Requirements = fr
+			if err := h.svc.Approve(ctx, pChannel, pBob, id); err != nil {
+				t.Fatal(err)
+			}
+			err := h.svc.Approve(ctx, pChannel, pCarol, id)
+			if fr.err != nil && !errors.Is(err, runner.ErrSource) {
+				t.Fatalf("second approval with GitHub down: err = %v, want ErrSource", err)
+			}
+			if h.applied(id) {
+				t.Fatal("applied although GitHub's requirement no longer held")
+			}
+			p, _ := h.store.Get(ctx, id)
+			if p.Status != approvals.StatusPending || len(approvals.Approvers(p)) != 2 {
+				t.Fatalf("after the stopped apply: %s with %v", p.Status, approvals.Approvers(p))
+			}
+			fr.met, fr.after, fr.err = 1<<30, nil, nil
+			if err := h.svc.Approve(ctx, pChannel, pCarol, id); err != nil {
+				t.Fatal(err)
+			}
+			if !h.applied(id) {
+				t.Fatal("Approve again did not retry the apply once the requirement held")
+			}
+		})
 	}
 }

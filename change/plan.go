@@ -95,6 +95,10 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 	if err := s.promoted(ctx, proj, env, rev.SHA); err != nil {
 		return err
 	}
+	unmet, err := s.unmet(ctx, env, rev)
+	if err != nil {
+		return err
+	}
 	id, now := newPlanID(), s.o.Now()
 	holder := runner.Holder{User: user, PR: rev.PR, Ref: cmd.Ref.Label(), PlanID: id, Since: now}
 	lease, err := s.o.Locks.Acquire(ctx, runner.LockKey(proj.Name, env.Name), holder, env.LockTTL.D())
@@ -116,6 +120,7 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 		OverridesRequired: proj.PolicyFor(env).OverridesNeeded(),
 	}, now)
 	if err == nil {
+		p.Unmet = unmetWords(unmet)
 		p, err = s.o.Store.Create(ctx, p)
 	}
 	if err != nil {

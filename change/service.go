@@ -115,6 +115,9 @@ type Options struct {
 	Audit     audit.Recorder
 	History   History
 	Directory Directory
+	// Requirements checks environments' GitHub requirements; nil: an
+	// environment with requirements refuses every plan.
+	Requirements Requirements
 	// Identities are the GitHub accounts people linked; nil: only the
 	// config's identities.
 	Identities Identities

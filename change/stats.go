@@ -51,6 +51,7 @@ var refusals = []struct {
 	{approvals.ErrSelfApproval, "self_approval"},
 	{approvals.ErrNotAuthorized, "not_authorized"},
 	{approvals.ErrPolicyDenied, "policy_denied"},
+	{ErrRequirements, "requirements_unmet"},
 	{approvals.ErrNotPolicyOwner, "not_policy_owner"},
 	{approvals.ErrNotDenied, "not_denied"},
 	{approvals.ErrNotPending, "not_pending"},
