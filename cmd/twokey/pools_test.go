@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -236,12 +238,18 @@ func TestTwoServeReplicas(t *testing.T) {
 
 	w.slash(alice, "plan staging pr-1")
 	msg := w.planMessage(1, "Plan ready for review")
-	first, _ := w.slack.Click(bob, channel, msg.TS, approve)
+	first, err := w.slack.Click(bob, channel, msg.TS, approve)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := w.slack.WaitAcked(first, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	w.waitTS(msg.TS, "1 more needed")
-	second, _ := w.slack.Click(carol, channel, msg.TS, approve)
+	second, err := w.slack.Click(carol, channel, msg.TS, approve)
+	if err != nil {
+		t.Fatal(err)
+	}
 	w.waitTS(msg.TS, "Applied")
 	a, b := w.slack.DeliveredTo(first), w.slack.DeliveredTo(second)
 	if len(a) != 1 || len(b) != 1 || a[0] == b[0] {
@@ -296,20 +304,46 @@ func TestRunnerKilled(t *testing.T) {
 		}
 	}
 	executor := w.executor("nonprod", planID)
+	held := w.pending("nonprod")
+	if len(held) != 1 || held[0].Consumer != executor {
+		t.Fatalf("jobs pending in nonprod: %+v, want the apply held by %s", held, executor)
+	}
 	if p, ok := runners[executor]; ok {
 		p.kill()
 	} else {
 		t.Fatalf("apply claimed by %q, not a known worker", executor)
 	}
-	_ = os.Remove(w.envDump())
+	if err := os.Remove(w.envDump()); err != nil {
+		t.Fatal(err)
+	}
 	done := w.waitTS(msg.TS, "Interrupted")
 	if !strings.Contains(done.Content(), "never run twice") && !strings.Contains(done.Content(), "will not be retried") {
 		t.Fatalf("interrupted message:\n%s", done.Content())
 	}
-	time.Sleep(3 * time.Second) // past the visibility timeout: a takeover had its chance
-	if _, err := os.Stat(w.envDump()); err == nil {
-		t.Fatal("the apply ran again after its worker died")
+	// Past the visibility timeout a live worker takes the dead one's job
+	// over, and acknowledges it only once it has handled it: when the job
+	// has left the pending list, the takeover had its chance and no worker
+	// can take it again.
+	for deadline := time.Now().Add(waitFor); len(w.pending("nonprod")) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dead worker's apply job is still pending after %v: %+v\nlogs:\n%s", waitFor, w.pending("nonprod"), w.logs.String())
+		}
 	}
+	if _, err := os.Stat(w.envDump()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the apply ran again after its worker died (its environment was written: %v)", err)
+	}
+}
+
+// pending lists the jobs of pool that a worker has taken and not yet
+// acknowledged.
+func (w *poolWorld) pending(pool string) []redis.XPendingExt {
+	w.t.Helper()
+	pending, err := w.rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{
+		Stream: keyPrefix + "jobs:{" + pool + "}", Group: "runners", Start: "-", End: "+", Count: 100}).Result()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return pending
 }
 
 // pendingConsumer waits until a worker of pool holds a job and names it.
