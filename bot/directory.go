@@ -9,7 +9,6 @@ import (
 
 	"github.com/slack-go/slack"
 
-	"github.com/twokey/twokey/config"
 )
 
 // directory answers "is this user one of these people?" from Slack user IDs
@@ -42,25 +41,12 @@ func newDirectory(api *slack.Client, ttl time.Duration, now func() time.Time) *d
 	return &directory{api: api, ttl: ttl, now: now, groups: map[string]cachedGroup{}, names: map[string]cachedName{}}
 }
 
-// includes reports whether user is listed in who, directly or through a
-// group. An error means membership could not be read: callers treat it as
-// "no".
-func (d *directory) Includes(ctx context.Context, user string, who config.Who) (bool, error) {
-	return d.includes(ctx, user, who, false)
-}
-
-// IncludesNow is Includes with every group read from Slack now, never from
-// the cache: what is decided right before an apply.
-func (d *directory) IncludesNow(ctx context.Context, user string, who config.Who) (bool, error) {
-	return d.includes(ctx, user, who, true)
-}
-
-func (d *directory) includes(ctx context.Context, user string, who config.Who, fresh bool) (bool, error) {
-	if slices.Contains(who.Users, user) {
-		return true, nil
-	}
+// InAnyGroup reports whether user is a member of any of groups, read with
+// usergroups.users.list and cached for a short time unless fresh. An error
+// means membership could not be read: callers treat it as "no".
+func (d *directory) InAnyGroup(ctx context.Context, user string, groups []string, fresh bool) (bool, error) {
 	var firstErr error
-	for _, g := range who.Groups {
+	for _, g := range groups {
 		members, err := d.members(ctx, g, fresh)
 		if err != nil {
 			if firstErr == nil {

@@ -43,7 +43,7 @@ func (s *Service) checkGrantRequest(ctx context.Context, user string, r GrantReq
 	if bg == nil {
 		return nil, nil, fmt.Errorf("%w: %s/%s", ErrNoBreakGlass, proj.Name, env.Name)
 	}
-	onCall, derr := s.dir.Includes(ctx, user, bg.OnCall)
+	onCall, derr := s.includes(ctx, user, bg.OnCall)
 	if !onCall && derr != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrMembership, derr)
 	}
@@ -196,7 +196,7 @@ func (s *Service) mayApproveGrant(ctx context.Context, user string, env *config.
 // was found.
 func (s *Service) anyOf(ctx context.Context, user string, lists ...config.Who) (bool, error) {
 	for _, who := range lists {
-		ok, err := s.dir.Includes(ctx, user, who)
+		ok, err := s.includes(ctx, user, who)
 		if ok {
 			return true, nil
 		}

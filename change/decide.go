@@ -49,7 +49,7 @@ func (s *Service) decide(ctx context.Context, channel, user, planID string, d de
 			who = pol.Owners
 		}
 	}
-	authorized, derr := s.dir.Includes(ctx, user, who)
+	authorized, derr := s.includes(ctx, user, who)
 	if !authorized && derr != nil && user != p.Requester {
 		return fmt.Errorf("%w: %w", ErrMembership, derr)
 	}
@@ -146,7 +146,7 @@ func (s *Service) groupsOf(ctx context.Context, user string, proj *config.Projec
 		if !ok {
 			continue
 		}
-		member, err := s.dir.Includes(ctx, user, who)
+		member, err := s.includes(ctx, user, who)
 		if err != nil {
 			s.log.Warn("group membership unreadable; the approval does not count for it", "group", g, "user", user, "err", err)
 		}
@@ -174,7 +174,7 @@ func (s *Service) Reject(ctx context.Context, channel, user, planID string) (err
 	defer s.forgetOnError(ctx, key, &err)
 	authorized := false
 	if user != p.Requester {
-		ok, derr := s.dir.Includes(ctx, user, env.Approvers)
+		ok, derr := s.includes(ctx, user, env.Approvers)
 		if !ok && derr != nil {
 			return fmt.Errorf("%w: %w", ErrMembership, derr)
 		}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/audit"
-	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -280,28 +279,21 @@ func (nopAudit) Newest(context.Context, int, int, func(audit.Event) bool) ([]aud
 }
 func (nopAudit) Since(context.Context, time.Time) ([]audit.Event, error) { return nil, nil }
 
-// groups is a directory: users listed by ID or in a group.
+// groups is a directory of group members.
 type groups struct {
 	mu      sync.Mutex
 	members map[string][]string
 }
 
-func (g *groups) Includes(_ context.Context, user string, who config.Who) (bool, error) {
-	if slices.Contains(who.Users, user) {
-		return true, nil
-	}
+func (g *groups) InAnyGroup(_ context.Context, user string, groups []string, _ bool) (bool, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, grp := range who.Groups {
+	for _, grp := range groups {
 		if slices.Contains(g.members[grp], user) {
 			return true, nil
 		}
 	}
 	return false, nil
-}
-
-func (g *groups) IncludesNow(ctx context.Context, user string, who config.Who) (bool, error) {
-	return g.Includes(ctx, user, who)
 }
 
 func (g *groups) Name(_ context.Context, user string) string { return user }

@@ -141,11 +141,11 @@ func TestOverrideByAuthorsAndFormerOwners(t *testing.T) {
 // after says.
 type flakyRequirements struct {
 	calls, met int
-	after      []config.Unmet
+	after      []runner.Unmet
 	err        error
 }
 
-func (f *flakyRequirements) Requirements(context.Context, runner.Revision, []config.Requirement) ([]config.Unmet, error) {
+func (f *flakyRequirements) Requirements(context.Context, runner.Revision, []runner.Requirement) ([]runner.Unmet, error) {
 	f.calls++
 	if f.calls <= f.met {
 		return nil, nil
@@ -160,7 +160,7 @@ func (f *flakyRequirements) Requirements(context.Context, runner.Revision, []con
 func TestRequirementsCheckedAgainBeforeApply(t *testing.T) {
 	ctx := context.Background()
 	for name, fr := range map[string]*flakyRequirements{
-		"dismissed":   {met: 2, after: []config.Unmet{{Requirement: config.RequireApproved, Reason: "the review was dismissed"}}},
+		"dismissed":   {met: 2, after: []runner.Unmet{{Requirement: runner.RequireApproved, Reason: "the review was dismissed"}}},
 		"GitHub down": {met: 2, err: fmt.Errorf("%w: 502", runner.ErrSource)},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -189,5 +189,17 @@ func TestRequirementsCheckedAgainBeforeApply(t *testing.T) {
 				t.Fatal("Approve again did not retry the apply once the requirement held")
 			}
 		})
+	}
+}
+
+// The config's requirement names are the ones the GitHub checker knows.
+func TestRequirementNamesAgree(t *testing.T) {
+	for _, r := range config.Requirements() {
+		if !runner.Requirement(r).Valid() {
+			t.Errorf("config accepts requirement %q, which runner does not know", r)
+		}
+	}
+	if len(config.Requirements()) != 4 {
+		t.Errorf("config knows %d requirements, runner 4", len(config.Requirements()))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/config"
@@ -53,4 +54,25 @@ func (s *Service) approverRule(ctx context.Context, env *config.Environment, use
 		return nil, err
 	}
 	return func(p approvals.Plan) error { return approvals.CheckApprover(p, id, ok, exclude, linked) }, nil
+}
+
+// includes reports whether user is listed in who, by ID or through one of
+// its groups (the Directory, its cache allowed).
+func (s *Service) includes(ctx context.Context, user string, who config.Who) (bool, error) {
+	return s.member(ctx, user, who, false)
+}
+
+// includesNow is includes with groups read from the source now.
+func (s *Service) includesNow(ctx context.Context, user string, who config.Who) (bool, error) {
+	return s.member(ctx, user, who, true)
+}
+
+func (s *Service) member(ctx context.Context, user string, who config.Who, fresh bool) (bool, error) {
+	if slices.Contains(who.Users, user) {
+		return true, nil
+	}
+	if len(who.Groups) == 0 {
+		return false, nil
+	}
+	return s.dir.InAnyGroup(ctx, user, who.Groups, fresh)
 }

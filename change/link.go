@@ -115,7 +115,7 @@ func (s *Service) WhoAmI(ctx context.Context, channel, user string) error {
 
 // Unlink drops target's link; only admins may.
 func (s *Service) Unlink(ctx context.Context, channel, user, target string) error {
-	ok, err := s.dir.Includes(ctx, user, s.cfg.Admins)
+	ok, err := s.includes(ctx, user, s.cfg.Admins)
 	if !ok {
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrMembership, err)

@@ -80,7 +80,7 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 		return &ChannelError{Env: env.Name, Allowed: env.Channels}
 	}
 	if !env.Planners.Empty() {
-		ok, err := s.dir.Includes(ctx, user, env.Planners)
+		ok, err := s.includes(ctx, user, env.Planners)
 		if !ok && err != nil {
 			return fmt.Errorf("%w: %w", ErrMembership, err)
 		}

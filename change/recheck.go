@@ -55,7 +55,7 @@ func (s *Service) recheck(ctx context.Context, p approvals.Plan) (bool, error) {
 	for _, u := range people {
 		ok := true
 		for _, who := range lists[u] {
-			in, err := s.dir.IncludesNow(ctx, u, who)
+			in, err := s.includesNow(ctx, u, who)
 			if err != nil {
 				return false, fmt.Errorf("%w: %w", ErrMembership, err)
 			}

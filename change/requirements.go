@@ -18,7 +18,7 @@ import (
 // *ghsource.Source is one. An error means GitHub could not say: nothing
 // is approved or applied then.
 type Requirements interface {
-	Requirements(ctx context.Context, rev runner.Revision, reqs []config.Requirement) ([]config.Unmet, error)
+	Requirements(ctx context.Context, rev runner.Revision, reqs []runner.Requirement) ([]runner.Unmet, error)
 }
 
 // ErrRequirements: the environment's GitHub requirements do not hold; a
@@ -26,7 +26,7 @@ type Requirements interface {
 var ErrRequirements = errors.New("GitHub requirements not met")
 
 // RequirementsError lists the requirements a plan does not meet.
-type RequirementsError struct{ Unmet []config.Unmet }
+type RequirementsError struct{ Unmet []runner.Unmet }
 
 func (e *RequirementsError) Unwrap() error { return ErrRequirements }
 
@@ -45,14 +45,18 @@ func (e *RequirementsError) Error() string {
 // unmet checks env's requirements for the revision a plan planned: at plan
 // time (to show them), at each Approve click (refused while any is unmet)
 // and right before the apply. No requirements: nothing to check.
-func (s *Service) unmet(ctx context.Context, env *config.Environment, rev runner.Revision) ([]config.Unmet, error) {
+func (s *Service) unmet(ctx context.Context, env *config.Environment, rev runner.Revision) ([]runner.Unmet, error) {
 	if len(env.Requirements) == 0 {
 		return nil, nil
 	}
 	if s.o.Requirements == nil {
 		return nil, fmt.Errorf("%w: %s has requirements but twokey has no GitHub checker for them", runner.ErrSource, env.Name)
 	}
-	return s.o.Requirements.Requirements(ctx, rev, env.Requirements)
+	reqs := make([]runner.Requirement, len(env.Requirements))
+	for i, r := range env.Requirements {
+		reqs[i] = runner.Requirement(r)
+	}
+	return s.o.Requirements.Requirements(ctx, rev, reqs)
 }
 
 // planRevision is the revision a plan planned, as its seal records it.
@@ -66,7 +70,7 @@ func planRevision(proj *config.Project, p approvals.Plan) (runner.Revision, erro
 
 // noteUnmet records what the plan's requirements lack now, for its
 // message, when that changed.
-func (s *Service) noteUnmet(ctx context.Context, p approvals.Plan, unmet []config.Unmet) approvals.Plan {
+func (s *Service) noteUnmet(ctx context.Context, p approvals.Plan, unmet []runner.Unmet) approvals.Plan {
 	words := unmetWords(unmet)
 	if slices.Equal(words, p.Unmet) {
 		return p
@@ -83,7 +87,7 @@ func (s *Service) noteUnmet(ctx context.Context, p approvals.Plan, unmet []confi
 	return next
 }
 
-func unmetWords(unmet []config.Unmet) []string {
+func unmetWords(unmet []runner.Unmet) []string {
 	var out []string
 	for _, u := range unmet {
 		out = append(out, u.String())

@@ -83,15 +83,15 @@ type History interface {
 	Since(ctx context.Context, since time.Time) ([]audit.Event, error)
 }
 
-// Directory answers who is who: membership, read fresh enough to decide
-// on, and display names for the record.
+// Directory answers who is who: group membership, read fresh enough to
+// decide on, and display names for the record. People listed by ID in the
+// config are the service's to recognise; the directory knows the groups.
 type Directory interface {
-	// Includes reports whether user is listed in who. An error means
-	// membership could not be read: the answer is then "no".
-	Includes(ctx context.Context, user string, who config.Who) (bool, error)
-	// IncludesNow is Includes read from the source now, never from a
-	// cache: approvers are checked with it right before an apply.
-	IncludesNow(ctx context.Context, user string, who config.Who) (bool, error)
+	// InAnyGroup reports whether user is a member of any of groups. fresh
+	// reads membership from the source now, never from a cache: approvers
+	// are checked so right before an apply. An error means membership
+	// could not be read: the answer is then "no".
+	InAnyGroup(ctx context.Context, user string, groups []string, fresh bool) (bool, error)
 	Name(ctx context.Context, user string) string
 }
 

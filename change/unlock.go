@@ -18,7 +18,7 @@ func (s *Service) Unlock(ctx context.Context, channel, user string, cmd commands
 	if err != nil {
 		return err
 	}
-	ok, derr := s.dir.Includes(ctx, user, s.cfg.Admins)
+	ok, derr := s.includes(ctx, user, s.cfg.Admins)
 	if !ok && derr != nil {
 		return fmt.Errorf("%w: %w", ErrMembership, derr)
 	}

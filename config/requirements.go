@@ -57,14 +57,3 @@ func validateRequirements(reqs []Requirement) []error {
 	}
 	return errs
 }
-
-// Unmet is a requirement a revision does not meet, with the reason a
-// person reads ("GitHub says the pull request is not mergeable (state:
-// dirty)"). It lives here, beside Requirement, so the change service can
-// name it without depending on the GitHub adapter.
-type Unmet struct {
-	Requirement Requirement `json:"requirement"`
-	Reason      string      `json:"reason"`
-}
-
-func (u Unmet) String() string { return string(u.Requirement) + ": " + u.Reason }

@@ -1,59 +1,32 @@
 package config
 
 import (
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/twokey/twokey/config/secret"
 )
 
-// Secret is a credential read from the environment. It prints as
-// "[redacted]" wherever it is formatted or logged; Reveal gives the value.
-type Secret string
-
-const redacted = "[redacted]"
-
-// Reveal returns the secret's value. Call it only where the value is sent to
-// the service it is for.
-func (s Secret) Reveal() string { return string(s) }
-
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// GoString keeps %#v from printing the value.
-func (s Secret) GoString() string { return s.String() }
-
-// LogValue keeps slog from printing the value.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// MarshalText keeps encoders from writing the value.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// Key is binary key material; like Secret it never prints.
-type Key []byte
-
-func (k Key) String() string   { return Secret(k).String() }
-func (k Key) GoString() string { return k.String() }
-
-// LogValue keeps slog from printing the key.
-func (k Key) LogValue() slog.Value { return slog.StringValue(k.String()) }
-
-// MarshalText keeps encoders from writing the key.
-func (k Key) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+// Secret and Key are the secret package's: credentials that never print.
+type (
+	Secret = secret.Secret
+	Key    = secret.Key
+)
 
 // Secrets are the credentials twokey itself uses, read from the environment
 // variables the config names.
 type Secrets struct {
 	SlackBotToken Secret
 	SlackAppToken Secret
-	GitHubToken   Secret // optional: public repositories need none
+	GitHubToken   Secret // optional: public repositories need none; not read with a GitHub App
+	GitHubAppKey  Secret // the GitHub App's private key (PEM), with github.app_id
 	RedisPassword Secret // optional
 	VaultToken    Secret // auth method "token"
 	VaultRoleID   Secret // auth method "approle"
@@ -84,6 +57,7 @@ func (c *Config) ForRunner(pool string) Needs { return Needs{Vault: true, Pool: 
 // at once.
 func (c *Config) LoadSecrets(getenv func(string) string, n Needs) (Secrets, error) {
 	var errs []error
+	raw := getenv
 	getenv = fromFiles(getenv, func(err error) { errs = append(errs, err) })
 	need := func(name string) Secret {
 		v := getenv(name)
@@ -92,7 +66,15 @@ func (c *Config) LoadSecrets(getenv func(string) string, n Needs) (Secrets, erro
 		}
 		return Secret(v)
 	}
-	s := Secrets{GitHubToken: Secret(getenv(c.GitHub.TokenEnv))}
+	var s Secrets
+	if c.GitHub.App() {
+		s.GitHubAppKey = c.loadAppKey(getenv, func(err error) { errs = append(errs, err) })
+	} else {
+		s.GitHubToken = Secret(getenv(c.GitHub.TokenEnv))
+		if name := c.GitHub.AppKeyEnv(); raw(name) != "" || raw(name+"_FILE") != "" {
+			errs = append(errs, fmt.Errorf("%s is set but github.app_id is not: a GitHub App needs app_id, installation_id and its private key", name))
+		}
+	}
 	if n.Slack {
 		s.SlackBotToken = need(c.Slack.BotTokenEnv)
 		s.SlackAppToken = need(c.Slack.AppTokenEnv)
@@ -148,6 +130,63 @@ func (c *Config) LoadSecrets(getenv func(string) string, n Needs) (Secrets, erro
 		}
 	}
 	return s, errors.Join(errs...)
+}
+
+// loadAppKey reads the GitHub App's private key from
+// github.app_private_key_file or the variable that may hold it, and checks
+// that it is an RSA private key in PEM, as GitHub issues them. No error
+// quotes the key.
+func (c *Config) loadAppKey(getenv func(string) string, fail func(error)) Secret {
+	name := c.GitHub.AppKeyEnv()
+	v := getenv(name)
+	if file := c.GitHub.AppPrivateKeyFile; file != "" {
+		if v != "" {
+			fail(fmt.Errorf("both github.app_private_key_file and %s are set; set one", name))
+			return ""
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			fail(fmt.Errorf("github.app_private_key_file: %w", err))
+			return ""
+		}
+		v = string(b)
+	}
+	if v == "" {
+		fail(fmt.Errorf("the GitHub App's private key is not set: set github.app_private_key_file, or %s (or %s_FILE)", name, name))
+		return ""
+	}
+	if err := checkRSAKey([]byte(v)); err != nil {
+		fail(fmt.Errorf("the GitHub App's private key (%s): %w", appKeySource(c.GitHub.AppPrivateKeyFile, name), err))
+		return ""
+	}
+	return Secret(v)
+}
+
+func appKeySource(file, env string) string {
+	if file != "" {
+		return file
+	}
+	return env
+}
+
+// checkRSAKey checks that b is an RSA private key in PEM (PKCS#1, as
+// GitHub issues them, or PKCS#8).
+func checkRSAKey(b []byte) error {
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return errors.New("not a PEM private key (GitHub's download is one)")
+	}
+	if _, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		return nil
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return errors.New("not an RSA private key")
+	}
+	if _, ok := k.(*rsa.PrivateKey); !ok {
+		return errors.New("not an RSA private key: GitHub Apps sign with RS256")
+	}
+	return nil
 }
 
 // fromFiles lets every secret come from a file instead of the environment,

@@ -21,30 +21,43 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bradleyfalzon/ghinstallation/v2"
 	"github.com/google/go-github/v89/github"
 
 	"github.com/twokey/twokey/approvals"
-	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/config/secret"
 	"github.com/twokey/twokey/runner"
 )
 
 // Options configure a Source.
 type Options struct {
 	APIURL     string        // e.g. https://api.github.com/ or https://ghe.example/api/v3/
-	Token      config.Secret // optional; sent to the API and, as a header, to git
+	Token      secret.Secret // optional; sent to the API and, as a header, to git
 	MirrorDir  string        // where bare mirrors live
 	Git        string        // git binary; default "git"
 	HTTPClient *http.Client
+	// App, if set, authenticates as a GitHub App's installation instead of
+	// with Token: the installation's tokens, renewed before they expire
+	// (they live an hour), go to the API and to git, and Checks reports
+	// true.
+	App *App
 	// MergeableBackoff is the first wait before asking GitHub again about a
 	// pull request whose mergeability it is still computing; each further
 	// wait doubles. Default 500ms.
 	MergeableBackoff time.Duration
 }
 
+// App is a GitHub App installation.
+type App struct {
+	ID, InstallationID int64
+	PrivateKey         secret.Secret // PEM, as GitHub issues it
+}
+
 // Source is a runner.Source.
 type Source struct {
-	o  Options
-	gh *github.Client
+	o   Options
+	gh  *github.Client
+	app *ghinstallation.Transport // nil without an App
 
 	mu      sync.Mutex
 	mirrors map[string]*sync.Mutex // one fetch at a time per mirror
@@ -64,17 +77,48 @@ func New(o Options) (*Source, error) {
 		o.MergeableBackoff = 500 * time.Millisecond
 	}
 	opts := []github.ClientOptionsFunc{github.WithURLs(&o.APIURL, &o.APIURL)}
-	if o.HTTPClient != nil {
+	var app *ghinstallation.Transport
+	switch {
+	case o.App != nil:
+		base := http.DefaultTransport
+		client := &http.Client{}
+		if o.HTTPClient != nil {
+			*client = *o.HTTPClient
+			if o.HTTPClient.Transport != nil {
+				base = o.HTTPClient.Transport
+			}
+		}
+		var err error
+		if app, err = ghinstallation.New(base, o.App.ID, o.App.InstallationID, []byte(o.App.PrivateKey.Reveal())); err != nil {
+			return nil, fmt.Errorf("github app %d: private key: %w", o.App.ID, err)
+		}
+		app.BaseURL = strings.TrimSuffix(o.APIURL, "/")
+		client.Transport = app
+		opts = append(opts, github.WithHTTPClient(client))
+	case o.HTTPClient != nil:
 		opts = append(opts, github.WithHTTPClient(o.HTTPClient))
 	}
-	if o.Token != "" {
+	if o.Token != "" && o.App == nil {
 		opts = append(opts, github.WithAuthToken(o.Token.Reveal()))
 	}
 	gh, err := github.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("github client: %w", err)
 	}
-	return &Source{o: o, gh: gh, mirrors: map[string]*sync.Mutex{}}, nil
+	return &Source{o: o, gh: gh, app: app, mirrors: map[string]*sync.Mutex{}}, nil
+}
+
+// token is what authenticates git: the installation's current token with
+// an App (renewed when it is near its end), else the configured token.
+func (s *Source) token(ctx context.Context) (string, error) {
+	if s.app == nil {
+		return s.o.Token.Reveal(), nil
+	}
+	t, err := s.app.Token(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%w: github app installation token: %w", runner.ErrSource, err)
+	}
+	return t, nil
 }
 
 // Resolve reads a ref of repo: an open pull request's head, or a commit or
@@ -290,8 +334,16 @@ func (s *Source) git(ctx context.Context, cloneURL string, args ...string) ([]by
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}
 	}
-	if u, err := url.Parse(cloneURL); err == nil && s.o.Token != "" && (u.Scheme == "https" || u.Scheme == "http") {
-		basic := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + s.o.Token.Reveal()))
+	u, err := url.Parse(cloneURL)
+	remote := err == nil && (u.Scheme == "https" || u.Scheme == "http")
+	var token string
+	if remote {
+		if token, err = s.token(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if remote && token != "" {
+		basic := base64.StdEncoding.EncodeToString([]byte("x-access-token:" + token))
 		cmd.Env = append(cmd.Env, "GIT_CONFIG_COUNT=1",
 			"GIT_CONFIG_KEY_0=http."+u.Scheme+"://"+u.Host+"/.extraheader",
 			"GIT_CONFIG_VALUE_0=Authorization: Basic "+basic)
@@ -299,7 +351,7 @@ func (s *Source) git(ctx context.Context, cloneURL string, args ...string) ([]by
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
-		msg := runner.Redact(strings.TrimSpace(stderr.String()), s.o.Token.Reveal())
+		msg := runner.Redact(strings.TrimSpace(stderr.String()), s.o.Token.Reveal(), token)
 		return nil, fmt.Errorf("git %s: %w: %s", args[len(args)-min(len(args), 2)], err, msg)
 	}
 	return out.Bytes(), nil

@@ -11,7 +11,6 @@ import (
 	"github.com/google/go-github/v89/github"
 
 	"github.com/twokey/twokey/approvals"
-	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -46,7 +45,7 @@ var codeownersPaths = []string{".github/CODEOWNERS", "CODEOWNERS", "docs/CODEOWN
 // A pull request that was closed, or whose head moved since rev was
 // resolved, meets none of them: the reviews and checks of another commit
 // say nothing about the one planned.
-func (s *Source) Requirements(ctx context.Context, rev runner.Revision, reqs []config.Requirement) ([]config.Unmet, error) {
+func (s *Source) Requirements(ctx context.Context, rev runner.Revision, reqs []runner.Requirement) ([]runner.Unmet, error) {
 	for _, r := range reqs {
 		if !r.Valid() {
 			return nil, fmt.Errorf("%w: unknown requirement %q", runner.ErrSource, string(r))
@@ -64,31 +63,31 @@ func (s *Source) Requirements(ctx context.Context, rev runner.Revision, reqs []c
 		return nil, err
 	}
 	if why := c.unusable(); why != "" {
-		var out []config.Unmet
+		var out []runner.Unmet
 		for _, r := range reqs {
-			out = append(out, config.Unmet{Requirement: r, Reason: why})
+			out = append(out, runner.Unmet{Requirement: r, Reason: why})
 		}
 		return out, nil
 	}
-	var out []config.Unmet
+	var out []runner.Unmet
 	for _, r := range reqs {
 		var reasons []string
 		var err error
 		switch r {
-		case config.RequireApproved:
+		case runner.RequireApproved:
 			reasons, err = c.approved(ctx)
-		case config.RequireMergeable:
+		case runner.RequireMergeable:
 			reasons, err = c.mergeable(ctx)
-		case config.RequireUndiverged:
+		case runner.RequireUndiverged:
 			reasons, err = c.undiverged(ctx)
-		case config.RequireCodeOwners:
+		case runner.RequireCodeOwners:
 			reasons, err = c.codeowners(ctx)
 		}
 		if err != nil {
 			return nil, err
 		}
 		for _, why := range reasons {
-			out = append(out, config.Unmet{Requirement: r, Reason: why})
+			out = append(out, runner.Unmet{Requirement: r, Reason: why})
 		}
 	}
 	return out, nil

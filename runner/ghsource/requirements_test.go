@@ -88,10 +88,10 @@ func (f reqFixture) resolve(t *testing.T, pr int) runner.Revision {
 	return rev
 }
 
-var allRequirements = []config.Requirement{config.RequireApproved, config.RequireMergeable, config.RequireUndiverged, config.RequireCodeOwners}
+var allRequirements = []runner.Requirement{runner.RequireApproved, runner.RequireMergeable, runner.RequireUndiverged, runner.RequireCodeOwners}
 
 // unmetOf returns the reasons given for r.
-func unmetOf(unmet []config.Unmet, r config.Requirement) []string {
+func unmetOf(unmet []runner.Unmet, r runner.Requirement) []string {
 	var out []string
 	for _, u := range unmet {
 		if u.Requirement == r {
@@ -112,10 +112,10 @@ func TestRequirementsAttackSelfApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := unmetOf(unmet, config.RequireApproved); len(got) != 1 || !strings.Contains(got[0], "no approving review on the head commit "+f.head[:7]+" from someone other than its authors") {
+	if got := unmetOf(unmet, runner.RequireApproved); len(got) != 1 || !strings.Contains(got[0], "no approving review on the head commit "+f.head[:7]+" from someone other than its authors") {
 		t.Errorf("approved: unmet = %q", got)
 	}
-	if got := unmetOf(unmet, config.RequireCodeOwners); len(got) == 0 || !strings.Contains(strings.Join(got, "\n"), "infra/prod/main.tf") {
+	if got := unmetOf(unmet, runner.RequireCodeOwners); len(got) == 0 || !strings.Contains(strings.Join(got, "\n"), "infra/prod/main.tf") {
 		t.Errorf("codeowners: unmet = %q", got)
 	}
 }
@@ -137,11 +137,11 @@ func TestRequirementsAttackCodeownersInHead(t *testing.T) {
 	}
 	f.gh.PushHead("acme/infra", 50, head)
 	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "dave-gh", State: "APPROVED"})
-	unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners})
+	unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []runner.Requirement{runner.RequireCodeOwners})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := strings.Join(unmetOf(unmet, config.RequireCodeOwners), "\n")
+	got := strings.Join(unmetOf(unmet, runner.RequireCodeOwners), "\n")
 	for _, want := range []string{"infra/prod/main.tf", "@acme/net", ".github/CODEOWNERS", "@alice-gh"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("codeowners unmet lacks %q: %q", want, got)
@@ -154,10 +154,10 @@ func TestRequirementsAttackCodeownersInHead(t *testing.T) {
 
 func TestRequirements(t *testing.T) {
 	const (
-		approved   = config.RequireApproved
-		mergeable  = config.RequireMergeable
-		undiverged = config.RequireUndiverged
-		codeowners = config.RequireCodeOwners
+		approved   = runner.RequireApproved
+		mergeable  = runner.RequireMergeable
+		undiverged = runner.RequireUndiverged
+		codeowners = runner.RequireCodeOwners
 	)
 	review := func(user, state string) func(t *testing.T, f reqFixture) {
 		return func(t *testing.T, f reqFixture) {
@@ -179,10 +179,10 @@ func TestRequirements(t *testing.T) {
 		setup func(t *testing.T, f reqFixture)
 		// want maps each requirement to substrings of its reasons; a
 		// requirement not listed must be met.
-		want map[config.Requirement][]string
+		want map[runner.Requirement][]string
 	}{
 		{name: "all met", setup: owners},
-		{name: "no reviews", setup: func(*testing.T, reqFixture) {}, want: map[config.Requirement][]string{
+		{name: "no reviews", setup: func(*testing.T, reqFixture) {}, want: map[runner.Requirement][]string{
 			approved:   {"no approving review on the head commit"},
 			codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net", "README.md has no approving review from its code owners @acme/platform"},
 		}},
@@ -191,32 +191,32 @@ func TestRequirements(t *testing.T) {
 			for _, id := range []int64{5000, 5001} {
 				f.gh.DismissReview("acme/infra", 50, id)
 			}
-		}, want: map[config.Requirement][]string{
+		}, want: map[runner.Requirement][]string{
 			approved:   {"carol-gh's review was dismissed", "dave-gh's review was dismissed"},
 			codeowners: {"infra/prod/main.tf", "README.md"},
 		}},
 		{name: "later changes requested cancel an approval", setup: steps(owners, review("carol-gh", "CHANGES_REQUESTED")),
-			want: map[config.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
+			want: map[runner.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
 		{name: "later dismissed review cancels an approval", setup: steps(owners, review("carol-gh", "DISMISSED"), review("dave-gh", "DISMISSED")),
-			want: map[config.Requirement][]string{approved: {"carol-gh's review was dismissed"}, codeowners: {"infra/prod/main.tf", "README.md"}}},
+			want: map[runner.Requirement][]string{approved: {"carol-gh's review was dismissed"}, codeowners: {"infra/prod/main.tf", "README.md"}}},
 		{name: "approval after changes requested counts", setup: steps(review("carol-gh", "CHANGES_REQUESTED"), owners)},
 		{name: "a later comment changes nothing", setup: steps(owners, review("carol-gh", "COMMENTED"))},
 		{name: "stale approval on an older commit", setup: func(t *testing.T, f reqFixture) {
 			f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "carol-gh", State: "APPROVED", CommitID: f.base})
 			f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "dave-gh", State: "APPROVED", CommitID: f.base})
-		}, want: map[config.Requirement][]string{
+		}, want: map[runner.Requirement][]string{
 			approved:   {"carol-gh approved an older commit"},
 			codeowners: {"infra/prod/main.tf", "README.md"},
 		}},
 		{name: "author renamed since, known by ID", setup: func(t *testing.T, f reqFixture) {
 			f.gh.AddUser(ghsim.User{Login: "bob-renamed", ID: 1002})
 			review("bob-renamed", "APPROVED")(t, f)
-		}, want: map[config.Requirement][]string{
+		}, want: map[runner.Requirement][]string{
 			approved:   {"bob-renamed approved but is the PR author"},
 			codeowners: {"infra/prod/main.tf", "README.md"},
 		}},
 		{name: "an author in the owning team does not count", setup: steps(review("bob-gh", "APPROVED"), review("dave-gh", "APPROVED")),
-			want: map[config.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
+			want: map[runner.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
 		{name: "a team GitHub does not show has no members", setup: func(t *testing.T, f reqFixture) {
 			f.gh.SetFiles("acme/infra", 50, []ghsim.File{{Name: "a/x.tf"}, {Name: "a/y.tf"}, {Name: "infra/prod/1.tf"}, {Name: "infra/prod/2.tf"}, {Name: "infra/prod/3.tf"}, {Name: "infra/prod/4.tf"}})
 			f.gh.AddTeam("acme", "net") // emptied
@@ -224,17 +224,17 @@ func TestRequirements(t *testing.T) {
 				t.Fatal(err)
 			}
 			review("carol-gh", "APPROVED")(t, f)
-		}, want: map[config.Requirement][]string{
+		}, want: map[runner.Requirement][]string{
 			undiverged: {"rebase or merge main"},
 			codeowners: {"a/x.tf and a/y.tf have no approving review from their code owners @acme/ghosts (GitHub shows no team @acme/ghosts: it does not exist, or twokey's token may not read its members)",
 				"infra/prod/1.tf, infra/prod/2.tf, infra/prod/3.tf and 1 more files have no approving review from their code owners @acme/net"},
 		}},
 		{name: "owner approval missing for one team", setup: review("alice-gh", "APPROVED"),
-			want: map[config.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
+			want: map[runner.Requirement][]string{codeowners: {"infra/prod/main.tf has no approving review from its code owners @acme/net"}}},
 		{name: "a rename out of an owned directory needs its owners", setup: func(t *testing.T, f reqFixture) {
 			f.gh.SetFiles("acme/infra", 50, []ghsim.File{{Name: "misc/old.tf", Previous: "infra/prod/old.tf", Status: "renamed"}})
 			review("dave-gh", "APPROVED")(t, f)
-		}, want: map[config.Requirement][]string{codeowners: {"infra/prod/old.tf has no approving review from its code owners @acme/net"}}},
+		}, want: map[runner.Requirement][]string{codeowners: {"infra/prod/old.tf has no approving review from its code owners @acme/net"}}},
 		{name: "un-owned files need nobody", setup: func(t *testing.T, f reqFixture) {
 			f.gh.SetFiles("acme/infra", 50, []ghsim.File{{Name: "docs/b.md", Status: "added"}})
 			review("alice-gh", "APPROVED")(t, f)
@@ -242,7 +242,7 @@ func TestRequirements(t *testing.T) {
 		{name: "not mergeable", setup: func(t *testing.T, f reqFixture) {
 			owners(t, f)
 			f.gh.SetMergeable("acme/infra", 50, "dirty", 0)
-		}, want: map[config.Requirement][]string{mergeable: {"GitHub says the pull request is not mergeable (state: dirty)"}}},
+		}, want: map[runner.Requirement][]string{mergeable: {"GitHub says the pull request is not mergeable (state: dirty)"}}},
 		{name: "blocked is still mergeable", setup: func(t *testing.T, f reqFixture) {
 			owners(t, f)
 			f.gh.SetMergeable("acme/infra", 50, "blocked", 0)
@@ -254,13 +254,13 @@ func TestRequirements(t *testing.T) {
 		{name: "mergeability never computed", setup: func(t *testing.T, f reqFixture) {
 			owners(t, f)
 			f.gh.SetMergeable("acme/infra", 50, "unknown", 0)
-		}, want: map[config.Requirement][]string{mergeable: {"GitHub has not computed mergeability"}}},
+		}, want: map[runner.Requirement][]string{mergeable: {"GitHub has not computed mergeability"}}},
 		{name: "base moved on", setup: func(t *testing.T, f reqFixture) {
 			owners(t, f)
 			if _, err := f.repo.Commit(context.Background(), "main", f.base, "elsewhere", map[string]*string{"other.tf": devstack.Str("#\n")}); err != nil {
 				t.Fatal(err)
 			}
-		}, want: map[config.Requirement][]string{undiverged: {"the head does not contain main's tip ", "; rebase or merge main"}}},
+		}, want: map[runner.Requirement][]string{undiverged: {"the head does not contain main's tip ", "; rebase or merge main"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -306,7 +306,7 @@ func TestRequirementsUndivergedNamesTip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unmet, err := f.src.Requirements(context.Background(), f.resolve(t, 50), []config.Requirement{config.RequireUndiverged})
+	unmet, err := f.src.Requirements(context.Background(), f.resolve(t, 50), []runner.Requirement{runner.RequireUndiverged})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,11 +334,11 @@ func TestRequirementsFilesPaged(t *testing.T) {
 	}
 	f.gh.PushHead("acme/infra", 50, head)
 	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "alice-gh", State: "APPROVED"})
-	unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners})
+	unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []runner.Requirement{runner.RequireCodeOwners})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(unmetOf(unmet, config.RequireCodeOwners), "\n"); got != "infra/prod/z.tf has no approving review from its code owners @acme/net" {
+	if got := strings.Join(unmetOf(unmet, runner.RequireCodeOwners), "\n"); got != "infra/prod/z.tf has no approving review from its code owners @acme/net" {
 		t.Errorf("unmet = %q", got)
 	}
 	var pages int
@@ -352,7 +352,7 @@ func TestRequirementsFilesPaged(t *testing.T) {
 	}
 	// A carol-gh approval (@acme/net) meets it.
 	f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "carol-gh", State: "APPROVED"})
-	if unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners}); err != nil || len(unmet) != 0 {
+	if unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []runner.Requirement{runner.RequireCodeOwners}); err != nil || len(unmet) != 0 {
 		t.Errorf("with an owner's approval: unmet = %+v, err = %v", unmet, err)
 	}
 }
@@ -366,12 +366,12 @@ func TestRequirementsTooManyFiles(t *testing.T) {
 		files[i] = ghsim.File{Name: fmt.Sprintf("docs/f%d.md", i)} // nobody's
 	}
 	f.gh.SetFiles("acme/infra", 50, files[:3000])
-	unmet, err := f.src.Requirements(context.Background(), f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners})
+	unmet, err := f.src.Requirements(context.Background(), f.resolve(t, 50), []runner.Requirement{runner.RequireCodeOwners})
 	if err != nil || len(unmet) != 0 {
 		t.Fatalf("3000 un-owned files: unmet = %+v, err = %v", unmet, err)
 	}
 	f.gh.SetFiles("acme/infra", 50, files)
-	unmet, err = f.src.Requirements(context.Background(), f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners})
+	unmet, err = f.src.Requirements(context.Background(), f.resolve(t, 50), []runner.Requirement{runner.RequireCodeOwners})
 	want := "GitHub lists only 3000 of the pull request's 3001 changed files, so the owners of the rest cannot be checked"
 	if err != nil || len(unmet) != 1 || unmet[0].Reason != want {
 		t.Fatalf("3001 files: unmet = %+v, err = %v", unmet, err)
@@ -403,7 +403,7 @@ func TestRequirementsCodeownersLocation(t *testing.T) {
 		}
 		f.gh.PushHead("acme/infra", 50, head)
 		f.gh.AddReview("acme/infra", 50, ghsim.Review{User: "alice-gh", State: "APPROVED"})
-		unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{config.RequireCodeOwners})
+		unmet, err := f.src.Requirements(ctx, f.resolve(t, 50), []runner.Requirement{runner.RequireCodeOwners})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -443,7 +443,7 @@ func TestRequirementsNewCommitAfterApproval(t *testing.T) {
 			t.Errorf("dismiss %v: planned revision after a push: unmet = %+v", dismiss, unmet)
 		}
 		// Planned again: the approvals are for the old commit.
-		unmet, err = f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{config.RequireApproved})
+		unmet, err = f.src.Requirements(ctx, f.resolve(t, 50), []runner.Requirement{runner.RequireApproved})
 		want := "approved an older commit"
 		if dismiss {
 			want = "review was dismissed"
@@ -510,7 +510,7 @@ func TestRequirementsGitHubDown(t *testing.T) {
 	f.gh.SetMergeable("acme/infra", 50, "unknown", 0)
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := f.src.Requirements(cctx, rev, []config.Requirement{config.RequireMergeable}); err == nil {
+	if _, err := f.src.Requirements(cctx, rev, []runner.Requirement{runner.RequireMergeable}); err == nil {
 		t.Error("cancelled while GitHub computes mergeability: no error")
 	}
 }
@@ -529,7 +529,7 @@ func TestRequirementsNotAPullRequest(t *testing.T) {
 	if n := len(f.gh.Requests()) - before; n != 0 {
 		t.Errorf("%d requests for a rollback's requirements", n)
 	}
-	if _, err := f.src.Requirements(ctx, f.resolve(t, 50), []config.Requirement{"reviewed"}); err == nil {
+	if _, err := f.src.Requirements(ctx, f.resolve(t, 50), []runner.Requirement{"reviewed"}); err == nil {
 		t.Error("unknown requirement: no error")
 	}
 }
@@ -546,18 +546,18 @@ func TestRequirementsAttackOutsiderApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := strings.Join(unmetOf(unmet, config.RequireApproved), "\n")
+	got := strings.Join(unmetOf(unmet, runner.RequireApproved), "\n")
 	for _, want := range []string{"carol-gh approved but cannot write to acme/infra", "mallory approved but cannot write to acme/infra"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("approved: reasons lack %q: %q", want, got)
 		}
 	}
-	if got := strings.Join(unmetOf(unmet, config.RequireCodeOwners), "\n"); !strings.Contains(got, "infra/prod/main.tf has no approving review from its code owners @acme/net") {
+	if got := strings.Join(unmetOf(unmet, runner.RequireCodeOwners), "\n"); !strings.Contains(got, "infra/prod/main.tf has no approving review from its code owners @acme/net") {
 		t.Errorf("codeowners: unmet = %q", got)
 	}
 	// Given write, carol-gh counts.
 	f.gh.SetPermission("acme/infra", "carol-gh", "admin")
-	unmet, err = f.src.Requirements(context.Background(), f.resolve(t, 50), []config.Requirement{config.RequireApproved})
+	unmet, err = f.src.Requirements(context.Background(), f.resolve(t, 50), []runner.Requirement{runner.RequireApproved})
 	if err != nil || len(unmet) != 0 {
 		t.Errorf("with admin: unmet = %+v, err = %v", unmet, err)
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/hashicorp/vault/api/auth/approle"
 	"github.com/hashicorp/vault/api/auth/kubernetes"
 
-	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/config/secret"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -34,9 +34,9 @@ type Login = vault.AuthMethod
 // TokenLogin uses a fixed token. It is never renewed, and a refused token
 // is not replaced: give the bot a periodic token and renew it elsewhere, or
 // use AppRole or Kubernetes auth.
-func TokenLogin(token config.Secret) Login { return tokenLogin{token} }
+func TokenLogin(token secret.Secret) Login { return tokenLogin{token} }
 
-type tokenLogin struct{ token config.Secret }
+type tokenLogin struct{ token secret.Secret }
 
 func (l tokenLogin) Login(context.Context, *vault.Client) (*vault.Secret, error) {
 	if l.token == "" {
@@ -61,7 +61,7 @@ func WrappedSecretID() AppRoleOption { return func(o *appRoleOptions) { o.wrappe
 
 // AppRoleLogin logs in with an AppRole role ID and secret ID
 // (vault/api/auth/approle).
-func AppRoleLogin(mount string, roleID, secretID config.Secret, opts ...AppRoleOption) Login {
+func AppRoleLogin(mount string, roleID, secretID secret.Secret, opts ...AppRoleOption) Login {
 	var o appRoleOptions
 	for _, opt := range opts {
 		opt(&o)
