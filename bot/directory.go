@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/slack-go/slack"
-
 )
 
 // directory answers "is this user one of these people?" from Slack user IDs
