@@ -91,6 +91,23 @@ func (s *stack) startProcess(args []string, env map[string]string) *botProcess {
 	return p
 }
 
+// stop ends the process as SIGTERM does and waits for it to exit, which
+// serve does once the work it started has finished.
+func (p *botProcess) stop(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(waitFor):
+		t.Fatalf("process %d did not stop within %v of SIGTERM", p.cmd.Process.Pid, waitFor)
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("process %d exited %d after SIGTERM", p.cmd.Process.Pid, code)
+	}
+}
+
 // kill ends the process at once (SIGKILL): no cleanup runs.
 func (p *botProcess) kill() {
 	_ = p.cmd.Process.Kill()

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twokey/twokey/bot/slacksim"
 	"github.com/twokey/twokey/devstack/stacktest"
 )
 
@@ -39,8 +42,10 @@ func TestDuplicateDeliveryAcrossTwoBots(t *testing.T) {
 	}
 	s := newStack(t)
 	tf, applyLog := countingTerraform(t, s.out)
-	s.startBotProcess(s.writeConfig("a.yaml", filepath.Join(s.dir, "data-a"), tf))
-	s.startBotProcess(s.writeConfig("b.yaml", filepath.Join(s.dir, "data-b"), tf))
+	bots := []*botProcess{
+		s.startBotProcess(s.writeConfig("a.yaml", filepath.Join(s.dir, "data-a"), tf)),
+		s.startBotProcess(s.writeConfig("b.yaml", filepath.Join(s.dir, "data-b"), tf)),
+	}
 	if err := s.slack.WaitConnected(2, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +102,7 @@ func TestDuplicateDeliveryAcrossTwoBots(t *testing.T) {
 				presses = append(presses, u)
 			}
 		}
+		before := len(s.slack.Messages())
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		for _, u := range presses {
@@ -110,13 +116,23 @@ func TestDuplicateDeliveryAcrossTwoBots(t *testing.T) {
 		if want[planID] {
 			s.waitTS(msg.TS, "Applied")
 		} else {
-			time.Sleep(150 * time.Millisecond)
+			// Every click is decided before the plan is rejected: only
+			// duplicates are still in flight.
+			s.waitDecided(msg, before, clickers, approvers)
 			s.click(alice, msg, reject) // free the environment for the next scenario
 			s.waitTS(msg.TS, "Rejected")
 		}
 	}
 
-	b, _ := os.ReadFile(applyLog)
+	// Both bots stop as SIGTERM makes them, joining all the work they
+	// started: every apply they would run has been logged.
+	for _, b := range bots {
+		b.stop(t)
+	}
+	b, err := os.ReadFile(applyLog)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
 	applied := map[string]int{}
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		if f := strings.Fields(line); len(f) > 0 {
@@ -135,4 +151,31 @@ func TestDuplicateDeliveryAcrossTwoBots(t *testing.T) {
 	}
 	t.Logf("%d scenarios (%d reached quorum), %d deliveries to two bot processes, in %v: every plan applied exactly as often as it should",
 		scenarios, quorums, deliveries, time.Since(start).Round(time.Millisecond))
+}
+
+// waitDecided waits until each of clickers has had a click on msg decided
+// since message number before: an approver's approval shows on it, anyone
+// else has been told why not.
+func (s *stack) waitDecided(msg slacksim.Message, before int, clickers, approvers []string) {
+	s.t.Helper()
+	_, err := s.slack.Wait(waitFor, func(msgs []slacksim.Message) bool {
+		for _, u := range clickers {
+			decided := false
+			for i, m := range msgs {
+				switch {
+				case slices.Contains(approvers, u):
+					decided = decided || m.TS == msg.TS && strings.Contains(m.Content(), "Approved by <@"+u+">")
+				default:
+					decided = decided || i >= before && m.Ephemeral && m.For == u
+				}
+			}
+			if !decided {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		s.t.Fatalf("the clicks of %v on %s were not all decided\nmessages:\n%s\nlogs:\n%s", clickers, msg.TS, s.dump(), s.logs.String())
+	}
 }
