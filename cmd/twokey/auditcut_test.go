@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/audit"
 )
@@ -38,8 +41,15 @@ func TestCutAuditHistoryIsCaught(t *testing.T) {
 
 	ctx := context.Background()
 	stream, last, anchor := keyPrefix+"{audit}:stream", keyPrefix+"{audit}:last", keyPrefix+"{audit}:anchor"
-	srv := s.redisAs("twokey-serve")
-	msgs := srv.XRange(ctx, stream, "-", "+").Val()
+	srv, admin := s.redisAs("twokey-serve"), s.redisAs("")
+	msgs, err := srv.XRange(ctx, stream, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchored, err := admin.Get(ctx, anchor).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		t.Fatal(err)
+	}
 	k, cut := -1, audit.Event{}
 	for i, m := range msgs {
 		var e audit.Event
@@ -51,17 +61,58 @@ func TestCutAuditHistoryIsCaught(t *testing.T) {
 		t.Fatalf("no event after the applied plan's (%d of %d)", k, len(msgs))
 	}
 	for _, m := range msgs[:k+1] {
-		srv.XDel(ctx, stream, m.ID)
+		if err := srv.XDel(ctx, stream, m.ID).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	srv.Set(ctx, anchor, cut.Hash, 0)
+	if err := srv.Set(ctx, anchor, cut.Hash, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if code, out := s.auditMain("verify"); code == 0 || !strings.Contains(out, "anchor") {
 		t.Fatalf("verify after serve's password cut the applied plan's history: %d %s", code, out)
 	}
 
+	// History as it was, so that the runner's attack is caught on its own.
+	pipe := admin.TxPipeline()
+	pipe.Del(ctx, stream)
+	for _, m := range msgs {
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: m.ID, Values: m.Values})
+	}
+	if anchored == "" {
+		pipe.Del(ctx, anchor)
+	} else {
+		pipe.Set(ctx, anchor, anchored, 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := s.auditMain("verify"); code != 0 {
+		t.Fatalf("verify of the restored history: %d %s", code, out)
+	}
+
 	np := s.redisAs("twokey-runner-nonprod")
-	np.Set(ctx, stream, "x", time.Millisecond)
-	time.Sleep(20 * time.Millisecond)
-	np.Set(ctx, anchor, np.Get(ctx, last).Val(), 0)
+	if err := np.Set(ctx, stream, "x", time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		n, err := admin.Exists(ctx, stream).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stream the runner overwrote with a 1ms expiry still exists after 5s")
+		}
+	}
+	head, err := np.Get(ctx, last).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := np.Set(ctx, anchor, head, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if code, out := s.auditMain("verify"); code == 0 {
 		t.Fatalf("verify after a runner's password wiped the stream: %d %s", code, out)
 	}
