@@ -20,14 +20,35 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"github.com/twokey/twokey/change"
-	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/config/secret"
 )
+
+// BreakGlassTarget is an environment the break-glass form offers, with the
+// longest access it grants.
+type BreakGlassTarget struct {
+	Project, Env string
+	MaxTTL       time.Duration
+}
 
 // Options configure a Bot.
 type Options struct {
-	Config   *config.Config
-	BotToken config.Secret
-	AppToken config.Secret
+	// APIURL is Slack's Web API base; "" is slack-go's default.
+	APIURL string
+	// TeamID is the workspace the bot serves ("": its token's own) and
+	// EnterpriseID, on Enterprise Grid, the organization; commands and
+	// clicks from anywhere else are refused.
+	TeamID, EnterpriseID string
+	BotToken, AppToken   secret.Secret
+	// Scope names an environment for people: "prod", or "network/prod"
+	// where there are several projects. Default project/env.
+	Scope func(project, env string) string
+	// Unsandboxed marks every plan message: the pull request's code ran as
+	// twokey's own user.
+	Unsandboxed bool
+	// VaultAddress goes into the break-glass unwrap command.
+	VaultAddress string
+	// BreakGlass are the environments the break-glass form offers.
+	BreakGlass []BreakGlassTarget
 	// ConfigDigest is recorded when the bot connects (config_loaded).
 	ConfigDigest string
 	Logger       *slog.Logger
@@ -47,7 +68,6 @@ type Options struct {
 // service reports.
 type Bot struct {
 	o   Options
-	cfg *config.Config
 	log *slog.Logger
 	api *slack.Client
 	sm  *socketmode.Client
@@ -62,9 +82,6 @@ type Bot struct {
 
 // New returns a Bot; Run connects it and hands what it hears to a service.
 func New(o Options) (*Bot, error) {
-	if o.Config == nil {
-		return nil, errors.New("bot: Config is required")
-	}
 	if o.BotToken == "" || o.AppToken == "" {
 		return nil, errors.New("bot: Slack bot and app tokens are required")
 	}
@@ -74,10 +91,16 @@ func New(o Options) (*Bot, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Scope == nil {
+		o.Scope = func(project, env string) string { return project + "/" + env }
+	}
 	if o.GroupTTL <= 0 || o.GroupTTL > time.Minute {
 		o.GroupTTL = time.Minute
 	}
-	opts := []slack.Option{slack.OptionAPIURL(o.Config.Slack.APIURL), slack.OptionAppLevelToken(o.AppToken.Reveal())}
+	opts := []slack.Option{slack.OptionAppLevelToken(o.AppToken.Reveal())}
+	if o.APIURL != "" {
+		opts = append(opts, slack.OptionAPIURL(o.APIURL))
+	}
 	hc := &http.Client{}
 	if o.HTTPClient != nil {
 		c := *o.HTTPClient
@@ -90,7 +113,7 @@ func New(o Options) (*Bot, error) {
 	opts = append(opts, slack.OptionHTTPClient(hc))
 	api := slack.New(o.BotToken.Reveal(), opts...)
 	sm := socketmode.New(api, socketmode.OptionLog(slogOutput{o.Logger}))
-	return &Bot{o: o, cfg: o.Config, log: o.Logger, api: api, sm: sm, dir: newDirectory(api, o.GroupTTL, o.Now)}, nil
+	return &Bot{o: o, log: o.Logger, api: api, sm: sm, dir: newDirectory(api, o.GroupTTL, o.Now)}, nil
 }
 
 // Connected reports whether the Socket Mode connection is up.
@@ -109,7 +132,7 @@ func (b *Bot) Run(ctx context.Context, svc *change.Service) error {
 		return fmt.Errorf("slack auth.test: %w", err)
 	}
 	b.teamID, b.botUserID = auth.TeamID, auth.UserID
-	if want := b.cfg.Slack.TeamID; want != "" && want != auth.TeamID {
+	if want := b.o.TeamID; want != "" && want != auth.TeamID {
 		return fmt.Errorf("slack: the bot token belongs to team %s, config expects %s", auth.TeamID, want)
 	}
 	b.log.Info("connected to slack", "team", auth.TeamID, "bot_user", auth.UserID)

@@ -36,10 +36,7 @@ const (
 // grantMessage renders a grant's announcement in the security channel.
 func (b *Bot) grantMessage(g approvals.BreakGlass) (string, []slack.Block) {
 	now := b.o.Now()
-	target := g.Env
-	if len(b.cfg.Projects) > 1 {
-		target = g.Project + "/" + g.Env
-	}
+	target := b.o.Scope(g.Project, g.Env)
 	fallback := fmt.Sprintf("Break-glass %s in %s by %s: %s", g.ID, target, g.Requester, grantWords(g))
 	intro := fmt.Sprintf("<@%s> asked for emergency access to *%s* for *%s*:\n>%s", g.Requester, target, human(g.Duration),
 		strings.ReplaceAll(escape(g.Reason), "\n", "\n>"))
@@ -115,7 +112,7 @@ func (b *Bot) grantMessage(g approvals.BreakGlass) (string, []slack.Block) {
 // tokenMessage is the DM that carries the wrapping token: the one message
 // twokey ever sends with a credential in it, to the one person it is for.
 func (b *Bot) tokenMessage(g approvals.BreakGlass, w runner.Wrapped) (string, []slack.Block) {
-	cmd := fmt.Sprintf("VAULT_ADDR=%s vault unwrap %s", b.cfg.Vault.Address, w.WrapToken)
+	cmd := fmt.Sprintf("VAULT_ADDR=%s vault unwrap %s", b.o.VaultAddress, w.WrapToken)
 	text := fmt.Sprintf("Break-glass token %s for %s: unwrap it before %s", g.ID, g.Env, w.WrapExpires.UTC().Format("15:04 MST"))
 	return text, []slack.Block{
 		slack.NewHeaderBlock(plain(clip("🔑 Break-glass · "+g.Env, 140))),
@@ -137,18 +134,9 @@ func (b *Bot) tokenMessage(g approvals.BreakGlass, w runner.Wrapped) (string, []
 // incident link. metadata carries the channel it was opened from.
 func (b *Bot) requestModal(channel string) slack.ModalViewRequest {
 	var options []*slack.OptionBlockObject
-	for _, p := range b.cfg.Projects {
-		for _, e := range p.Environments {
-			if e.BreakGlass == nil {
-				continue
-			}
-			name := e.Name
-			if len(b.cfg.Projects) > 1 {
-				name = p.Name + "/" + e.Name
-			}
-			options = append(options, slack.NewOptionBlockObject(p.Name+"/"+e.Name,
-				plain(fmt.Sprintf("%s (at most %s)", name, human(e.BreakGlass.MaxTTL.D()))), nil))
-		}
+	for _, t := range b.o.BreakGlass {
+		options = append(options, slack.NewOptionBlockObject(t.Project+"/"+t.Env,
+			plain(fmt.Sprintf("%s (at most %s)", b.o.Scope(t.Project, t.Env), human(t.MaxTTL))), nil))
 	}
 	env := slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, plain("Environment"), fieldEnv, options...)
 	duration := slack.NewPlainTextInputBlockElement(plain("30m"), fieldDuration)

@@ -25,9 +25,10 @@ func withBreakGlass(t *testing.T) *policyHarness {
 	h.slack.SetGroup(pOnCall, pErin, pAlice)
 	h.slack.SetGroup(pGroup, pBob, pCarol)
 	one := 1
-	h.b.cfg.Admins = config.Who{Users: []string{pDave}}
-	h.b.cfg.Vault.Address = "http://vault.invalid:8200"
-	h.b.cfg.Projects[0].Environments[0].BreakGlass = &config.BreakGlass{
+	h.cfg.Admins = config.Who{Users: []string{pDave}}
+	h.b.o.VaultAddress = "http://vault.invalid:8200"
+	h.b.o.BreakGlass = []BreakGlassTarget{{Project: "infra", Env: "staging", MaxTTL: time.Hour}}
+	h.cfg.Projects[0].Environments[0].BreakGlass = &config.BreakGlass{
 		OnCall: config.Who{Groups: []string{pOnCall}}, MaxTTL: config.Duration(time.Hour), Approvals: &one,
 		Role: "twokey-staging-breakglass", Policies: []string{"staging-breakglass"}, WrapTTL: config.Duration(5 * time.Minute),
 		Channel: pSecurity, RemindEvery: config.Duration(24 * time.Hour),

@@ -159,14 +159,14 @@ func (b *Bot) handleInteraction(ctx context.Context, envelope string, cb slack.I
 // ours reports whether a command or click comes from the configured
 // workspace (and Enterprise Grid organization, if one is configured).
 func (b *Bot) ours(team, enterprise string) bool {
-	want := b.cfg.Slack.TeamID
+	want := b.o.TeamID
 	if want == "" {
 		want = b.teamID
 	}
 	if team != want {
 		return false
 	}
-	return b.cfg.Slack.EnterpriseID == "" || enterprise == b.cfg.Slack.EnterpriseID
+	return b.o.EnterpriseID == "" || enterprise == b.o.EnterpriseID
 }
 
 // openReview answers a Reviewed click with the review form, if the service

@@ -11,7 +11,6 @@ import (
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/commands"
-	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -38,7 +37,7 @@ const maxErrorText = 2500
 func (b *Bot) describe(err error, attrs ...any) string {
 	var (
 		pe     *commands.Error
-		le     *config.LookupError
+		le     *change.LookupError
 		unmet  *change.RequirementsError
 		locked *runner.LockedError
 		te     *runner.TerraformError

@@ -119,6 +119,7 @@ func (f *fakeWrapping) LookupWrapping(_ context.Context, token string) (runner.W
 // runner, with a clock the test moves.
 type policyHarness struct {
 	b      *Bot
+	cfg    *config.Config // the service's
 	svc    *change.Service
 	audit  *redisaudit.Log
 	slack  *slacksim.Server
@@ -170,7 +171,8 @@ func newPolicyHarness(t testing.TB) *policyHarness {
 		}}}},
 	}
 	h.audit = auditLog
-	h.b, err = New(Options{Config: cfg, BotToken: "xoxb-sim", AppToken: "xapp-sim", Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond})
+	h.cfg = cfg
+	h.b, err = New(Options{APIURL: cfg.Slack.APIURL, TeamID: cfg.Slack.TeamID, Scope: func(_, env string) string { return env }, BotToken: "xoxb-sim", AppToken: "xapp-sim", Now: func() time.Time { return h.now }, GroupTTL: time.Nanosecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/change"
-	"github.com/twokey/twokey/config"
 )
 
 // Action IDs of the plan message's buttons; their value is the plan ID.
@@ -22,10 +21,7 @@ const (
 // planMessage renders a plan's channel message for its current state. The
 // buttons appear only while the plan waits for approvals.
 func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
-	target := p.Env
-	if len(b.cfg.Projects) > 1 {
-		target = p.Project + "/" + p.Env
-	}
+	target := b.o.Scope(p.Project, p.Env)
 	what := label(p)
 	pr := what
 	if p.URL != "" {
@@ -38,7 +34,7 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 	fallback := fmt.Sprintf("%s %s for %s (%s): %s", change.StatusIcon(p.Status), target, what, short(p.SHA), statusWords(p.Status))
 
 	blocks := []slack.Block{
-		slack.NewHeaderBlock(plain(clip(fmt.Sprintf("%s %s · %s", change.StatusIcon(p.Status), target, what), 140))),
+		slack.NewHeaderBlock(plain(clip(fmt.Sprintf("%s %s · %s", change.PlanIcon(p), target, what), 140))),
 		slack.NewSectionBlock(mrkdwn(clip(fmt.Sprintf("*%s*: %s%s at `%s`, requested by <@%s>",
 			change.StatusHeadline(p), pr, title, short(p.SHA), p.Requester), maxSection)), nil, nil),
 	}
@@ -84,7 +80,7 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 	if p.Status == approvals.StatusPending {
 		ctx += " · expires " + p.ExpiresAt.UTC().Format("Jan 2 15:04 MST")
 	}
-	if b.cfg.Runner.Sandbox.Mode == config.SandboxNone {
+	if b.o.Unsandboxed {
 		ctx += " · :warning: *unsandboxed*: the pull request's code ran as twokey's own user"
 	}
 	blocks = append(blocks, slack.NewContextBlock("", mrkdwn(ctx)))

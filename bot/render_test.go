@@ -9,7 +9,6 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/bot/slacksim"
-	"github.com/twokey/twokey/config"
 )
 
 func testPlan(t *testing.T, resources int) approvals.Plan {
@@ -41,7 +40,7 @@ func testPlan(t *testing.T, resources int) approvals.Plan {
 
 func render(t *testing.T, p approvals.Plan) (string, string) {
 	t.Helper()
-	b := &Bot{cfg: &config.Config{Projects: []config.Project{{Name: "infra"}}}}
+	b := &Bot{o: Options{Scope: func(_, env string) string { return env }}}
 	text, blocks := b.planMessage(p)
 	var js strings.Builder
 	enc := json.NewEncoder(&js)

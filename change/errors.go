@@ -57,6 +57,10 @@ func (e *CapError) Error() string {
 	return fmt.Sprintf("%s is longer than break-glass in %s allows: at most %s", Human(e.Asked), e.Env, Human(e.Cap))
 }
 
+// LookupError says which project or environment a command named that the
+// config does not have, or names ambiguously.
+type LookupError = config.LookupError
+
 // ErrPolicyGroup: a policy requires an approval from a group the config
 // does not define, so no approval could ever satisfy it; the plan fails.
 var ErrPolicyGroup = errors.New("policy requires an approval from a group twokey's config does not define")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"os/exec"
 	"strings"
 	"testing"
@@ -61,6 +62,8 @@ func TestImportGraph(t *testing.T) {
 		"github.com/robfig/cron/v3": {"config"},
 		// GitHub's OAuth device flow, for linking accounts; only ghlink.
 		"golang.org/x/oauth2": {"ghlink"},
+		// GitHub App installation tokens; only the GitHub adapter.
+		"github.com/bradleyfalzon/ghinstallation": {"runner/ghsource"},
 		// prctl: twokey's processes make themselves non-dumpable.
 		"golang.org/x/sys/unix": {"cmd/twokey"},
 		// The hostile pull request's provider, test equipment only.
@@ -106,6 +109,18 @@ func TestImportGraph(t *testing.T) {
 			if !under(pkg, allowed) {
 				t.Errorf("%s imports %s; only %v may", pkg, imp, allowed)
 			}
+		}
+	}
+	// cmd/twokey reads the config and hands adapters narrow options, and
+	// credentials are config/secret's type; the change service decides on
+	// the environments the config describes, so it alone of the rest may
+	// import config's types (and the demo, which writes a config).
+	for pkg, imps := range imports {
+		if strings.HasSuffix(pkg, "_test") || slices.Contains([]string{"change", "cmd", "config", "devstack"}, top(pkg)) {
+			continue
+		}
+		if slices.Contains(imps, module+"/config") {
+			t.Errorf("%s imports config: only cmd/twokey reads the config; give %s narrow options (secrets: config/secret)", pkg, pkg)
 		}
 	}
 	// Banned dependencies, direct or not, each with its reason (Tailscale's

@@ -107,7 +107,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return err
 	}
 	b, err := bot.New(bot.Options{
-		Config: cfg, BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken, ConfigDigest: digest, Logger: log,
+		APIURL: cfg.Slack.APIURL, TeamID: cfg.Slack.TeamID, EnterpriseID: cfg.Slack.EnterpriseID,
+		BotToken: secrets.SlackBotToken, AppToken: secrets.SlackAppToken, Scope: scopeOf(cfg),
+		Unsandboxed: cfg.Runner.Sandbox.Mode == config.SandboxNone, VaultAddress: cfg.Vault.Address,
+		BreakGlass: breakGlassTargets(cfg), ConfigDigest: digest, Logger: log,
 		HTTPClient: &http.Client{Transport: stats.Transport("slack", nil)},
 	})
 	if err != nil {
@@ -124,12 +127,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 			}
 			return "", false
 		},
-		Scope: func(project, env string) string {
-			if len(cfg.Projects) > 1 {
-				return project + "/" + env
-			}
-			return env
-		},
+		Scope: scopeOf(cfg),
 	})
 	if err != nil {
 		return err
@@ -209,8 +207,12 @@ func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, lo
 	if d.audit, err = openAudit(rdb, cfg, log, d.keys); err != nil {
 		return fail(err)
 	}
+	var app *ghsource.App // a GitHub App instead of the token; reports through check runs
+	if cfg.GitHub.App() {
+		app = &ghsource.App{ID: cfg.GitHub.AppID, InstallationID: cfg.GitHub.InstallationID, PrivateKey: secrets.GitHubAppKey}
+	}
 	if d.src, err = ghsource.New(ghsource.Options{
-		APIURL: cfg.GitHub.APIURL, Token: secrets.GitHubToken, MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
+		APIURL: cfg.GitHub.APIURL, Token: secrets.GitHubToken, App: app, MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
 		HTTPClient: &http.Client{Transport: stats.Transport("github", nil)},
 	}); err != nil {
 		return fail(err)
@@ -350,4 +352,17 @@ func fileDigest(path string) (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// breakGlassTargets are the environments the break-glass form offers.
+func breakGlassTargets(cfg *config.Config) []bot.BreakGlassTarget {
+	var out []bot.BreakGlassTarget
+	for _, p := range cfg.Projects {
+		for _, e := range p.Environments {
+			if e.BreakGlass != nil {
+				out = append(out, bot.BreakGlassTarget{Project: p.Name, Env: e.Name, MaxTTL: e.BreakGlass.MaxTTL.D()})
+			}
+		}
+	}
+	return out
 }

@@ -50,3 +50,14 @@ func credentialRequest(c config.Credential) runner.CredentialRequest {
 	}
 	return req
 }
+
+// scopeOf names an environment for people: "prod" with one project,
+// "network/prod" with several.
+func scopeOf(cfg *config.Config) func(project, env string) string {
+	return func(project, env string) string {
+		if len(cfg.Projects) > 1 {
+			return project + "/" + env
+		}
+		return env
+	}
+}
