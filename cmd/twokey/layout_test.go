@@ -2,8 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"slices"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
