@@ -138,6 +138,52 @@ type GitHub struct {
 	// default https://github.com/.
 	OAuthClientID string `yaml:"oauth_client_id"`
 	WebURL        string `yaml:"web_url"`
+	// A GitHub App, instead of the token: AppID and InstallationID, and
+	// the App's private key (PEM) from AppPrivateKeyFile or from the
+	// variable AppPrivateKeyEnv (default GITHUB_APP_PRIVATE_KEY, or its
+	// _FILE); all or none. With an App, twokey works with the
+	// installation's short-lived tokens and reports through check runs,
+	// which only the App can set.
+	AppID             int64  `yaml:"app_id"`
+	InstallationID    int64  `yaml:"installation_id"`
+	AppPrivateKeyFile string `yaml:"app_private_key_file"`
+	AppPrivateKeyEnv  string `yaml:"app_private_key_env"`
+}
+
+// DefaultGitHubAppKeyEnv holds a GitHub App's private key when the config
+// names no file.
+const DefaultGitHubAppKeyEnv = "GITHUB_APP_PRIVATE_KEY"
+
+// App reports whether twokey authenticates to GitHub as an App.
+func (g GitHub) App() bool { return g.AppID != 0 }
+
+// AppKeyEnv is the variable that may hold the App's private key.
+func (g GitHub) AppKeyEnv() string {
+	if g.AppPrivateKeyEnv != "" {
+		return g.AppPrivateKeyEnv
+	}
+	return DefaultGitHubAppKeyEnv
+}
+
+// validate checks that an App is configured whole or not at all.
+func (g GitHub) validate() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if g.AppID < 0 || g.InstallationID < 0 {
+		bad("github.app_id and github.installation_id are positive numbers")
+	}
+	switch {
+	case g.AppID != 0 && g.InstallationID == 0:
+		bad("github.app_id is set but github.installation_id is not: a GitHub App needs both, and its private key")
+	case g.AppID == 0 && g.InstallationID != 0:
+		bad("github.installation_id is set but github.app_id is not: a GitHub App needs both, and its private key")
+	case g.AppID == 0 && (g.AppPrivateKeyFile != "" || g.AppPrivateKeyEnv != ""):
+		bad("github.app_private_key_file or app_private_key_env is set but github.app_id is not: a GitHub App needs app_id, installation_id and its private key")
+	}
+	if g.AppPrivateKeyFile != "" && g.AppPrivateKeyEnv != "" {
+		bad("github: set app_private_key_file or app_private_key_env, not both")
+	}
+	return errs
 }
 
 // Redis holds locks and plan state.
@@ -542,6 +588,7 @@ func (c *Config) Validate() error {
 	if !slices.Contains([]string{"strict", "asserted", "relaxed"}, c.Redis.Durability) {
 		bad("redis.durability: %q is not strict, asserted or relaxed", c.Redis.Durability)
 	}
+	errs = append(errs, c.GitHub.validate()...)
 	errs = append(errs, c.Admins.validate("admins")...)
 	if c.Vault.Address == "" {
 		bad("vault.address is required")

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,9 +54,10 @@ type Options struct {
 
 // Syncer writes plans to GitHub.
 type Syncer struct {
-	o    Options
-	log  *slog.Logger
-	wake chan struct{}
+	o      Options
+	log    *slog.Logger
+	wake   chan struct{}
+	checks CheckRuns // nil: commit statuses
 }
 
 // New returns a Syncer; Run writes.
@@ -66,7 +68,11 @@ func New(o Options) (*Syncer, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Syncer{o: o, log: o.Logger, wake: make(chan struct{}, 1)}, nil
+	b := &Syncer{o: o, log: o.Logger, wake: make(chan struct{}, 1)}
+	if c, ok := o.GitHub.(CheckRuns); ok && c.Checks() {
+		b.checks = c
+	}
+	return b, nil
 }
 
 // Changed marks a plan for syncing; the change service calls it each time
@@ -84,6 +90,18 @@ type PullRequests interface {
 	// UpsertComment creates a comment (id 0) or edits comment id in place.
 	UpsertComment(ctx context.Context, repo string, pr int, id int64, body string) (int64, error)
 	SetStatus(ctx context.Context, repo, sha, context, state, description, targetURL string) error
+}
+
+// CheckRuns is a PullRequests that can report through the Checks API;
+// *ghsource.Source is one. When Checks is true (twokey is a GitHub App),
+// the syncer writes check runs instead of commit statuses: branch
+// protection can then require a check that only the App can set, where
+// any token holder could set a commit status.
+type CheckRuns interface {
+	Checks() bool
+	// UpsertCheckRun updates check run id, or when id is 0 the App's run
+	// of that name on sha, or creates one; it returns the run's ID.
+	UpsertCheckRun(ctx context.Context, repo, sha string, id int64, name, status, conclusion, title, summary, detailsURL string) (int64, error)
 }
 
 // GitHubState remembers which plans changed since they were shown on
@@ -203,7 +221,19 @@ func (b *Syncer) syncPlan(ctx context.Context, id string) error {
 		if posted[st.context] == value {
 			continue
 		}
-		if err := b.o.GitHub.SetStatus(ctx, repo, p.SHA, st.context, st.state, st.description, p.Permalink); err != nil {
+		if b.checks != nil {
+			// The run's ID is remembered with the plan, so that each change
+			// updates the one run; without it, the run is found by name.
+			key := checkRunKey + st.context
+			id, _ := strconv.ParseInt(posted[key], 10, 64)
+			status, conclusion := checkRunState(p, st)
+			id, err := b.checks.UpsertCheckRun(ctx, repo, p.SHA, id, st.context, status, conclusion, st.description,
+				checkRunSummary(p, st), p.Permalink)
+			if err != nil {
+				return fail(err)
+			}
+			posted[key] = strconv.FormatInt(id, 10)
+		} else if err := b.o.GitHub.SetStatus(ctx, repo, p.SHA, st.context, st.state, st.description, p.Permalink); err != nil {
 			return fail(err)
 		}
 		posted[st.context] = value
@@ -251,6 +281,49 @@ func (b *Syncer) githubStatuses(p approvals.Plan) []commitStatus {
 		return []commitStatus{{applyCtx, "error", "interrupted: check the environment"}}
 	}
 	return []commitStatus{{applyCtx, "error", "void: " + plainText(p.Reason)}}
+}
+
+// checkRunKey prefixes a check run's ID in what a plan's GitHub state
+// remembers.
+const checkRunKey = "check_run:"
+
+// checkRunState maps a commit status onto a check run's status and
+// conclusion: pending is in progress while terraform runs and queued while
+// the plan waits for approvals; the rest complete the run.
+func checkRunState(p approvals.Plan, st commitStatus) (status, conclusion string) {
+	switch st.state {
+	case "pending":
+		if p.Status == approvals.StatusPlanning || p.Status == approvals.StatusApplying {
+			return "in_progress", ""
+		}
+		return "queued", ""
+	case "success":
+		return "completed", "success"
+	case "failure":
+		return "completed", "failure"
+	}
+	// error: an interrupted apply needs someone to look (GitHub wants a
+	// link for that); a voided plan was cancelled.
+	if p.Status == approvals.StatusInterrupted {
+		if p.Permalink != "" {
+			return "completed", "action_required"
+		}
+		return "completed", "failure"
+	}
+	return "completed", "cancelled"
+}
+
+// checkRunSummary is the markdown under a check run's title.
+func checkRunSummary(p approvals.Plan, st commitStatus) string {
+	var c strings.Builder
+	fmt.Fprintf(&c, "%s\n\n`%s/%s` · plan `%s`", st.description, p.Project, p.Env, p.ID)
+	if p.Digest != "" {
+		fmt.Fprintf(&c, " · sha256 `%s` · fence %d", p.Digest, p.Fence)
+	}
+	if p.Permalink != "" {
+		fmt.Fprintf(&c, "\n\n[The plan in Slack](%s)", p.Permalink)
+	}
+	return c.String()
 }
 
 // githubComment is the PR comment of a plan, in GitHub markdown.

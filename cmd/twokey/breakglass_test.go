@@ -211,8 +211,11 @@ func TestBreakGlassApprovedDeliveredRevokedReviewed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	policies, _ := look.TokenPolicies()
-	ttl, _ := look.TokenTTL()
+	policies := mustPolicies(t, look)
+	ttl, err := look.TokenTTL()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !slices.Equal(policies, []string{"staging-breakglass"}) || ttl <= 0 || ttl > 10*time.Minute {
 		t.Fatalf("the unwrapped token: policies %v, ttl %v", policies, ttl)
 	}
@@ -334,7 +337,7 @@ func TestBreakGlassSelfServiceExpires(t *testing.T) {
 	}
 	ann := s.announcement("", "self-service")
 	id := grantID(t, ann)
-	if policies, _ := mustLookup(t, s, token).TokenPolicies(); !slices.Equal(policies, []string{"prod-breakglass"}) {
+	if policies := mustPolicies(t, mustLookup(t, s, token)); !slices.Equal(policies, []string{"prod-breakglass"}) {
 		t.Fatalf("policies %v", policies)
 	}
 
@@ -357,10 +360,15 @@ func TestBreakGlassSelfServiceExpires(t *testing.T) {
 	for _, e := range s.events() {
 		switch {
 		case e.PlanID == id && e.Detail["stage"] == "minted":
-			expires, _ = time.Parse(time.RFC3339, e.Detail["expires"])
+			if expires, err = time.Parse(time.RFC3339, e.Detail["expires"]); err != nil {
+				t.Fatalf("the minted event's expiry: %v", err)
+			}
 		case e.PlanID == id && e.Detail["stage"] == "expired":
 			noticed = e.Time
 		}
+	}
+	if expires.IsZero() || noticed.IsZero() {
+		t.Fatalf("no minted or no expired event (expires %v, noticed %v)", expires, noticed)
 	}
 	t.Logf("token TTL end → expiry confirmed with Vault and recorded: %v (sweep every 200ms)", noticed.Sub(expires).Round(time.Millisecond))
 }
@@ -381,6 +389,16 @@ func (s *stack) events() []audit.Event {
 		events = append(events, e)
 	}
 	return events
+}
+
+// mustPolicies returns a token lookup's policies.
+func mustPolicies(t *testing.T, look *vault.Secret) []string {
+	t.Helper()
+	policies, err := look.TokenPolicies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return policies
 }
 
 func mustLookup(t *testing.T, s *stack, token string) *vault.Secret {
@@ -443,7 +461,7 @@ func TestBreakGlassOnRunnerPools(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if policies, _ := mustLookup(t, w.stack, token).TokenPolicies(); !slices.Equal(policies, []string{"prod-breakglass"}) {
+	if policies := mustPolicies(t, mustLookup(t, w.stack, token)); !slices.Equal(policies, []string{"prod-breakglass"}) {
 		t.Fatalf("policies %v", policies)
 	}
 	w.slash(erin, "breakglass revoke "+id)

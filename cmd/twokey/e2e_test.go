@@ -65,7 +65,10 @@ func TestPlanApproveApply(t *testing.T) {
 			t.Errorf("terraform's environment contains a bot credential")
 		}
 	}
-	root, _ := s.vault.Client()
+	root, err := s.vault.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := root.Auth().Token().Lookup(childToken); err == nil {
 		t.Error("the child token still exists after the apply")
 	}

@@ -119,7 +119,10 @@ func TestForgedApplyJobRefused(t *testing.T) {
 				t.Fatal("no plan job to copy")
 			}
 			job.ID, job.Kind, job.At = planID+":apply:"+strings.ReplaceAll(attack.name, " ", "-"), redisjobs.KindApply, time.Now()
-			raw, _ := json.Marshal(job)
+			raw, err := json.Marshal(job)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := w.rdb.XAdd(ctx, &redis.XAddArgs{Stream: keyPrefix + "jobs:{prod}", Values: map[string]any{"job": raw}}).Err(); err != nil {
 				t.Fatal(err)
 			}
@@ -152,7 +155,10 @@ func TestForgedBreakGlassJobRefused(t *testing.T) {
 	ctx := context.Background()
 	job := redisjobs.Job{ID: "bg-forged:breakglass:1", Kind: redisjobs.KindBreakGlass, PlanID: "bg-forged", Project: "infra",
 		Env: "prod", Pool: "prod", TTL: 30 * time.Minute, At: time.Now()}
-	raw, _ := json.Marshal(job)
+	raw, err := json.Marshal(job)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := w.rdb.XAdd(ctx, &redis.XAddArgs{Stream: keyPrefix + "jobs:{prod}", Values: map[string]any{"job": raw}}).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -204,19 +210,24 @@ func TestRewrittenAuditChainIsCaught(t *testing.T) {
 	defer rdb.Close()
 	ctx := context.Background()
 	stream, last := keyPrefix+"{audit}:stream", keyPrefix+"{audit}:last"
-	original := rdb.XRange(ctx, stream, "-", "+").Val()
+	original, err := rdb.XRange(ctx, stream, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(original) < 4 {
+		t.Fatalf("%d events in the record", len(original))
+	}
 	restore := func() {
-		rdb.Del(ctx, stream)
+		t.Helper()
+		redisOK(t, rdb.Del(ctx, stream))
 		for _, m := range original {
-			rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: m.ID, Values: m.Values})
+			redisOK(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: m.ID, Values: m.Values}))
 		}
-		var e audit.Event
-		_ = json.Unmarshal([]byte(original[len(original)-1].Values["event"].(string)), &e)
-		rdb.Set(ctx, last, e.Hash, 0)
+		redisOK(t, rdb.Set(ctx, last, eventAt(t, original, len(original)-1).Hash, 0))
 	}
 
 	// Drop every event of the applied plan; seal what follows again.
-	rdb.Del(ctx, stream)
+	redisOK(t, rdb.Del(ctx, stream))
 	prev, first, kept := "", -1, 0
 	for _, m := range original {
 		var e audit.Event
@@ -232,11 +243,14 @@ func TestRewrittenAuditChainIsCaught(t *testing.T) {
 		e.ID = ""
 		e.Seal(prev)
 		prev = e.Hash
-		raw, _ := json.Marshal(e)
-		rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: m.ID, Values: map[string]any{"event": raw}})
+		raw, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		redisOK(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: m.ID, Values: map[string]any{"event": raw}}))
 		kept++
 	}
-	rdb.Set(ctx, last, prev, 0)
+	redisOK(t, rdb.Set(ctx, last, prev, 0))
 	if first < 0 || first >= kept {
 		t.Fatalf("nothing follows the dropped events (first %d of %d)", first, kept)
 	}
@@ -251,16 +265,33 @@ func TestRewrittenAuditChainIsCaught(t *testing.T) {
 	restore()
 	cut := original[len(original)-3]
 	for _, m := range original[len(original)-3:] {
-		rdb.XDel(ctx, stream, m.ID)
+		redisOK(t, rdb.XDel(ctx, stream, m.ID))
 	}
-	var e audit.Event
-	_ = json.Unmarshal([]byte(original[len(original)-4].Values["event"].(string)), &e)
-	rdb.Set(ctx, last, e.Hash, 0)
+	redisOK(t, rdb.Set(ctx, last, eventAt(t, original, len(original)-4).Hash, 0))
 	code, out = s.auditMain("verify")
 	if code == 0 || !strings.Contains(out, "not in the chain") {
 		t.Fatalf("verify of a truncated chain (from %s): %d %s", cut.ID, code, out)
 	}
 	t.Logf("truncated chain: %s", strings.TrimSpace(out))
+}
+
+// redisOK fails the test if a Redis command failed.
+func redisOK(t *testing.T, cmd redis.Cmder) {
+	t.Helper()
+	if err := cmd.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventAt decodes the audit event stored as the i-th entry of the stream.
+func eventAt(t *testing.T, stream []redis.XMessage, i int) audit.Event {
+	t.Helper()
+	raw, _ := stream[i].Values["event"].(string)
+	var e audit.Event
+	if err := json.Unmarshal([]byte(raw), &e); err != nil {
+		t.Fatalf("event %d (%s): %v", i, stream[i].ID, err)
+	}
+	return e
 }
 
 // waitAny waits for the message at ts to contain one of wants.

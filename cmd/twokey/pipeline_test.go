@@ -106,7 +106,10 @@ path "auth/token/lookup-self" { capabilities = ["read"] }`},
 		t.Fatal(err)
 	}
 	netDump := filepath.Join(s.out, "network-env.txt")
-	base, _ := netRepo.Commit(ctx, "main", "", "init", map[string]*string{"main.tf": devstack.Str("terraform {\n  backend \"local\" {}\n}\n")})
+	base, err := netRepo.Commit(ctx, "main", "", "init", map[string]*string{"main.tf": devstack.Str("terraform {\n  backend \"local\" {}\n}\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
 	netSHA, err := netRepo.Commit(ctx, "vpc", base, "vpc", map[string]*string{"main.tf": devstack.Str(fmt.Sprintf(
 		"terraform {\n  backend \"local\" {}\n}\nresource \"terraform_data\" \"vpc\" {\n  provisioner \"local-exec\" {\n    command = \"env > %s\"\n  }\n}\n", netDump))})
 	if err != nil {
@@ -135,8 +138,14 @@ path "auth/token/lookup-self" { capabilities = ["read"] }`},
 	s.slash(alice, "plan network staging pr-1")
 	s.applyWithTwoApprovals("network/staging · PR #1")
 
-	infraEnv, _ := os.ReadFile(s.envDump())
-	netEnv, _ := os.ReadFile(netDump)
+	infraEnv, err := os.ReadFile(s.envDump())
+	if err != nil {
+		t.Fatal(err)
+	}
+	netEnv, err := os.ReadFile(netDump)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if envValue(string(infraEnv), "DB_PASSWORD") != kvPassword || envValue(string(netEnv), "NET_PASSWORD") != netSecret {
 		t.Fatal("an apply did not get its own project's secret")
 	}

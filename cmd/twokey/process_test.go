@@ -75,7 +75,10 @@ func (s *stack) startBotProcess(config string, flags ...string) *botProcess {
 // credentials it holds.
 func (s *stack) startProcess(args []string, env map[string]string) *botProcess {
 	s.t.Helper()
-	full, _ := json.Marshal(append(args, "--log-format", "text", "--log-level", "debug"))
+	full, err := json.Marshal(append(args, "--log-format", "text", "--log-level", "debug"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = []string{mainArgsEnv + "=" + string(full), "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for k, v := range env {

@@ -78,7 +78,11 @@ func TestAuditTrail(t *testing.T) {
 		if e.Type == audit.CredentialMinted && (e.Detail["accessor"] == "" || e.Detail["ttl"] == "") {
 			t.Errorf("credential_minted lacks accessor or TTL: %+v", e.Detail)
 		}
-		if raw, _ := json.Marshal(e); strings.Contains(string(raw), "hvs.") || strings.Contains(string(raw), kvPassword) {
+		raw, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(raw), "hvs.") || strings.Contains(string(raw), kvPassword) {
 			t.Errorf("a secret reached the audit record: %s", raw)
 		}
 	}

@@ -103,15 +103,28 @@ type Server struct {
 	DeviceExpires time.Duration // how long a device code lives; default 15m
 	devices       map[string]*device
 	userTokens    map[string]string // OAuth token → login
+
+	// GitHub Apps (apps.go).
+	apps               []App
+	installationTokens map[string]installationToken
+	nextCheckRun       int64
+	// InstallationTokenTTL is how long an installation token lives;
+	// default an hour, as on GitHub.
+	InstallationTokenTTL time.Duration
+	// GitOverHTTP serves each repository's git over HTTP at
+	// /<owner>/<name>.git, to token holders only, and gives that as its
+	// clone URL.
+	GitOverHTTP bool
 }
 
 type repo struct {
-	cloneURL string
-	pulls    map[int]*Pull
-	reviews  map[int][]Review
-	perms    map[string]string // lower-case login → admin, write, read, none
-	comments []Comment
-	statuses []Status
+	cloneURL  string
+	pulls     map[int]*Pull
+	reviews   map[int][]Review
+	perms     map[string]string // lower-case login → admin, write, read, none
+	comments  []Comment
+	statuses  []Status
+	checkRuns []*CheckRun
 }
 
 // Comment is a comment on a pull request, with every body it has had.
@@ -147,7 +160,8 @@ func (s *Server) Statuses(fullName string) []Status {
 
 // New returns an empty server.
 func New() *Server {
-	return &Server{repos: map[string]*repo{}, devices: map[string]*device{}, userTokens: map[string]string{}, teams: map[string][]string{}}
+	return &Server{repos: map[string]*repo{}, devices: map[string]*device{}, userTokens: map[string]string{}, teams: map[string][]string{},
+		installationTokens: map[string]installationToken{}}
 }
 
 // AddRepo registers owner/name with the URL git clones it from.
@@ -204,6 +218,17 @@ func (s *Server) Requests() []Request {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.Contains(r.URL.Path, ".git/") && !strings.HasPrefix(r.URL.Path, "/api/") {
+		// git over HTTP: the body is git's, left for git to read.
+		s.mu.Lock()
+		s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization")})
+		s.mu.Unlock()
+		if s.serveGit(w, r) {
+			return
+		}
+		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
+		return
+	}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	s.mu.Lock()
 	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Auth: r.Header.Get("Authorization"), Body: string(body)})
@@ -220,7 +245,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.serveDeviceFlow(w, r, body) {
 		return
 	}
-	if s.Token != "" && r.Header.Get("Authorization") != "Bearer "+s.Token {
+	if s.serveApp(w, r) {
+		return
+	}
+	if !s.authorized(r.Header.Get("Authorization")) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "Bad credentials"})
 		return
 	}
@@ -243,13 +271,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
 		return
 	}
+	if s.checkRuns(w, r, rp, rest, body) {
+		return
+	}
 	if r.Method != http.MethodGet {
 		s.write(w, r.Method, fullName, rest, body)
 		return
 	}
 	switch {
 	case rest == "":
-		writeJSON(w, http.StatusOK, map[string]any{"full_name": fullName, "default_branch": "main", "clone_url": rp.cloneURL})
+		writeJSON(w, http.StatusOK, map[string]any{"full_name": fullName, "default_branch": "main", "clone_url": s.cloneURL(r, rp, fullName)})
 	case strings.HasPrefix(rest, "pulls/") && strings.HasSuffix(rest, "/reviews"):
 		s.pullReviews(w, r, fullName, strings.TrimSuffix(strings.TrimPrefix(rest, "pulls/"), "/reviews"))
 	case strings.HasPrefix(rest, "pulls/") && strings.HasSuffix(rest, "/files"):
@@ -261,7 +292,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(rest, "pulls/") && strings.HasSuffix(rest, "/commits"):
 		s.pullCommits(w, r, rp, fullName, strings.TrimSuffix(strings.TrimPrefix(rest, "pulls/"), "/commits"))
 	case strings.HasPrefix(rest, "pulls/"):
-		s.getPull(w, fullName, strings.TrimPrefix(rest, "pulls/"))
+		s.getPull(w, r, fullName, strings.TrimPrefix(rest, "pulls/"))
 	case strings.HasPrefix(rest, "compare/"):
 		base, head, _ := strings.Cut(strings.TrimPrefix(rest, "compare/"), "...")
 		s.compare(w, rp, base, head)
@@ -349,7 +380,7 @@ func (s *Server) tagObject(w http.ResponseWriter, rp *repo, sha string) {
 	writeJSON(w, http.StatusOK, map[string]any{"sha": sha, "object": obj})
 }
 
-func (s *Server) getPull(w http.ResponseWriter, fullName, number string) {
+func (s *Server) getPull(w http.ResponseWriter, r *http.Request, fullName, number string) {
 	number = strings.Trim(number, "/")
 	n, err := strconv.Atoi(number)
 	s.mu.Lock()
@@ -381,7 +412,7 @@ func (s *Server) getPull(w http.ResponseWriter, fullName, number string) {
 	}
 	files, _ := s.files(rp, pc)
 	owner := strings.SplitN(fullName, "/", 2)[0]
-	repoJSON := map[string]any{"full_name": fullName, "clone_url": rp.cloneURL, "owner": map[string]any{"login": owner}}
+	repoJSON := map[string]any{"full_name": fullName, "clone_url": s.cloneURL(r, rp, fullName), "owner": map[string]any{"login": owner}}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"number":          pc.Number,
 		"state":           pc.State,
