@@ -5,7 +5,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -327,6 +326,32 @@ type Environment struct {
 	// Drift, if set, checks on a schedule whether live infrastructure still
 	// matches the default branch.
 	Drift *Drift `yaml:"drift"`
+	// Verify, if set, checks every successful apply here right after it,
+	// sandboxed, with the plan credentials.
+	Verify *Verify `yaml:"verify"`
+}
+
+// Verify is what checks an environment after each successful apply.
+type Verify struct {
+	// Converged: plan the applied commit again; it must show no changes.
+	Converged bool `yaml:"converged"`
+	// Smoke is a program of the repository (a path from its root, such as
+	// ./scripts/smoke.sh) run in the applied commit's checkout after init;
+	// it must exit 0.
+	Smoke string `yaml:"smoke"`
+	// Timeout bounds the smoke program; default DefaultVerifyTimeout.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// DefaultVerifyTimeout bounds a smoke program without a timeout of its own.
+const DefaultVerifyTimeout = 5 * time.Minute
+
+// SmokeTimeout is how long the smoke program may run.
+func (v *Verify) SmokeTimeout() time.Duration {
+	if v.Timeout > 0 {
+		return v.Timeout.D()
+	}
+	return DefaultVerifyTimeout
 }
 
 // driftParser reads drift schedules: standard five-field cron, an
@@ -456,26 +481,14 @@ func Load(path string) (*Config, error) {
 	return Parse(f)
 }
 
-// Parse reads a config, fills in defaults and validates it.
+// Parse reads a config, fills in defaults and validates it: Check,
+// accepting nothing it found a problem in.
 func Parse(r io.Reader) (*Config, error) {
-	data, err := io.ReadAll(r)
+	c, err := Check(r)
 	if err != nil {
 		return nil, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var c Config
-	if err := dec.Decode(&c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("config is empty")
-		}
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	c.setDefaults()
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return c, nil
 }
 
 func (c *Config) setDefaults() {
@@ -748,6 +761,19 @@ func (e *Environment) validate(where string) []error {
 		}
 		if e.Drift.Channel == "" && len(e.Channels) == 0 {
 			bad("drift.channel is needed where the environment has no channels")
+		}
+	}
+	if v := e.Verify; v != nil {
+		if !v.Converged && v.Smoke == "" {
+			bad("verify: set converged, smoke or both")
+		}
+		if v.Smoke != "" {
+			if p := strings.TrimPrefix(v.Smoke, "./"); checkRelDir(p) != nil || p == "" || strings.ContainsAny(p, " \t\n\\") || filepath.Clean(p) != p {
+				bad("verify.smoke %q must be a relative path to a program inside the repository (./scripts/smoke.sh), without .. or arguments", v.Smoke)
+			}
+		}
+		if v.Timeout < 0 || v.Timeout > 0 && v.Timeout < Duration(time.Second) {
+			bad("verify.timeout must be at least 1s")
 		}
 	}
 	if e.Vault.Apply.TTL < e.ApplyTimeout {
