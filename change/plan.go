@@ -286,7 +286,7 @@ func newPlanID() string {
 
 // applyProgress shows apply progress in the plan's thread: one message,
 // edited as lines arrive (at most every ProgressEvery), where the front end
-// can edit (Progresser); otherwise a post per batch.
+// can edit (Options.Progress); otherwise a post per batch.
 type applyProgress struct {
 	mu    sync.Mutex
 	lines []string
@@ -295,7 +295,7 @@ type applyProgress struct {
 	done  chan struct{}
 }
 
-// Progresser is a Notifier that keeps one message up to date: Progress
+// Progresser keeps one message up to date: Progress
 // posts text in t when ts is empty and replaces the message at ts
 // otherwise, and returns the message's ts.
 type Progresser interface {
@@ -317,7 +317,7 @@ func progressText(lines []string) string {
 
 func (s *Service) progress(ctx context.Context, p approvals.Plan) *applyProgress {
 	ap := &applyProgress{stop: make(chan struct{}), done: make(chan struct{})}
-	edit, editable := s.n.(Progresser)
+	edit, editable := s.o.Progress, s.o.Progress != nil
 	var ts string // the progress message, once posted
 	flush := func() {
 		ap.mu.Lock()

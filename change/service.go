@@ -125,6 +125,9 @@ type Options struct {
 	Links  Links
 	Linker Linker
 	Notify Notifier
+	// Progress, if set, shows apply progress as one message it edits;
+	// without it, progress is a thread note per batch.
+	Progress Progresser
 	// Trim, if set, applies the audit record's retention; the sweeper calls
 	// it every ten minutes.
 	Trim func(ctx context.Context) (int, error)

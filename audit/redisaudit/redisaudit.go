@@ -114,7 +114,11 @@ func (l *Log) Record(ctx context.Context, e audit.Event) error {
 		if errors.Is(err, redis.Nil) {
 			// Another writer appended first: seal again after it, after a
 			// moment, so that contending writers spread out.
-			time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("audit: %w", ctx.Err())
+			case <-time.After(time.Duration(rand.IntN(2000)) * time.Microsecond):
+			}
 			continue
 		}
 		if err != nil {

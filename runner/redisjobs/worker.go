@@ -100,7 +100,10 @@ func (w *Worker) Run(ctx context.Context) error {
 				break
 			}
 			w.o.Logger.Warn("read jobs", "err", err)
-			time.Sleep(time.Second)
+			select { // Redis is down: try again in a second, or stop
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
 			continue
 		}
 		if ok {
@@ -196,6 +199,8 @@ func (w *Worker) handle(ctx context.Context, msg redis.XMessage) {
 		if err == nil {
 			ev.Drift = &res
 		}
+	case KindVerify:
+		ev = w.verify(work, j, target)
 	case KindBreakGlass:
 		// Nothing is minted for a job whose token could not be sealed.
 		if _, err := sealWrapped(j.Recipient, runner.Wrapped{}); err != nil {
@@ -228,6 +233,23 @@ func (w *Worker) handle(ctx context.Context, msg redis.XMessage) {
 	}
 	w.finish(j, ev)
 	w.ack(msg.ID)
+}
+
+// Verifier verifies applies; *runner.Runner is one.
+type Verifier interface {
+	Verify(ctx context.Context, job runner.VerifyJob) (runner.VerifyResult, error)
+}
+
+func (w *Worker) verify(ctx context.Context, j Job, target runner.Target) event {
+	v, ok := w.o.Exec.(Verifier)
+	if !ok || j.Verify == nil {
+		return event{Type: "result", Err: encodeError(errors.New("this runner cannot verify, or the job has no steps"))}
+	}
+	res, err := v.Verify(ctx, runner.VerifyJob{ID: j.PlanID, Rev: j.Rev, Target: target, Steps: *j.Verify})
+	if err != nil {
+		return event{Type: "result", Err: encodeError(err)}
+	}
+	return event{Type: "result", Verify: &res}
 }
 
 func (w *Worker) plan(ctx context.Context, j Job, target runner.Target) event {
