@@ -93,8 +93,11 @@ func TestOnRedisCluster(t *testing.T) {
 	store := redisstore.New(rdb, keyPrefix, 0)
 	for i := range 8 {
 		id := fmt.Sprintf("p-cluster%d", i)
-		p, _ := approvals.New(approvals.Request{ID: id, Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
+		p, err := approvals.New(approvals.Request{ID: id, Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
 			Requester: "U", Fence: 1, LockOwner: "o", TTL: time.Hour}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
 		if _, err := store.Create(ctx, p); err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +120,10 @@ func TestOnRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	plans, _ := redisplans.ForPool(rdb, keyPrefix, "prod", bytes.Repeat([]byte{1}, redisplans.KeySize))
+	plans, err := redisplans.ForPool(rdb, keyPrefix, "prod", bytes.Repeat([]byte{1}, redisplans.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := plans.Save(ctx, "p-cluster0", []byte("plan"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -139,12 +145,21 @@ func TestOnRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() { _ = w.Run(wctx) }()
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(wctx) }()
+	defer func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
 	client := redisjobs.NewClient(redisjobs.ClientOptions{Redis: rdb, Prefix: keyPrefix, Signer: signer,
 		Pool: func(string, string) (string, error) { return "default", nil }})
-	p, _ := approvals.New(approvals.Request{ID: "p-clusterjob", Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
+	p, err := approvals.New(approvals.Request{ID: "p-clusterjob", Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
 		Requester: "U", Fence: 1, LockOwner: "o", TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := store.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
@@ -155,12 +170,22 @@ func TestOnRedisCluster(t *testing.T) {
 
 	// An apply: a signed grant, verified and claimed by the worker.
 	now := time.Now()
-	p, _ = approvals.New(approvals.Request{ID: "p-clusterapply", Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
+	p, err = approvals.New(approvals.Request{ID: "p-clusterapply", Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
 		Requester: "U", Fence: 1, LockOwner: "o", Required: 2, TTL: time.Hour}, now)
-	p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, approvals.Assessment{}, time.Hour, now)
-	p, _ = serve.Seal(p)
-	p, _, _ = serve.Approve(p, "UA", true, now)
-	p, _, _ = serve.Approve(p, "UB", true, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err = approvals.Planned(p, "d", approvals.Summary{Add: 1}, approvals.Assessment{}, time.Hour, now); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = serve.Seal(p); err != nil {
+		t.Fatal(err)
+	}
+	for _, approver := range []string{"UA", "UB"} {
+		if p, _, err = serve.Approve(p, approver, true, now); err != nil {
+			t.Fatalf("approval by %s: %v", approver, err)
+		}
+	}
 	p, g, err := serve.BeginApply(p, now)
 	if err != nil {
 		t.Fatal(err)
