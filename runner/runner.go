@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-version"
@@ -207,8 +208,8 @@ type Runner struct {
 
 	mu sync.Mutex
 	// checked remembers each binary's version check, so the version is
-	// learned once rather than before every command.
-	checked map[string]error
+	// learned once per file rather than before every command.
+	checked map[string]binaryCheck
 	// tfs keeps a Terraform per run directory and binary: terraform-exec
 	// asks terraform its version once per Terraform.
 	tfs   map[string]Terraform
@@ -240,63 +241,110 @@ func New(ctx context.Context, o Options) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{o: o, runs: runs, runsLock: lock, checked: map[string]error{}, tfs: map[string]Terraform{}, slots: map[string]*sync.Mutex{}}
-	if err := r.checkBinary(ctx, o.Binary, o.Version); err != nil {
+	r := &Runner{o: o, runs: runs, runsLock: lock, checked: map[string]binaryCheck{}, tfs: map[string]Terraform{}, slots: map[string]*sync.Mutex{}}
+	if _, err := r.checkBinary(ctx, o.Binary, o.Version); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// binary returns the binary and version a target runs with, checked.
-func (r *Runner) binary(ctx context.Context, t Target) (string, error) {
+// binary returns the binary a target runs with, checked, and its answer
+// to `version -json`.
+func (r *Runner) binary(ctx context.Context, t Target) (string, []byte, error) {
 	bin, version := r.o.Binary, r.o.Version
 	if t.Binary != "" {
 		bin, version = t.Binary, t.Version
 	}
-	return bin, r.checkBinary(ctx, bin, version)
+	answer, err := r.checkBinary(ctx, bin, version)
+	return bin, answer, err
 }
 
-// checkBinary runs `version` once per binary and version, and refuses a
-// binary that does not report the pinned version.
-func (r *Runner) checkBinary(ctx context.Context, bin, want string) error {
+// binaryCheck is the outcome of one binary's version check, and which file
+// it was.
+type binaryCheck struct {
+	file   fileID
+	answer []byte // its `version -json`, as terraform-exec reads it
+	err    error
+}
+
+// fileID tells one file from another put at the same path.
+type fileID struct {
+	dev, ino uint64
+	size     int64
+	mtime    time.Time
+}
+
+func identify(path string) (fileID, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileID{}, err
+	}
+	id := fileID{size: st.Size(), mtime: st.ModTime()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		id.dev, id.ino = uint64(sys.Dev), sys.Ino
+	}
+	return id, nil
+}
+
+// checkBinary runs `version` once per binary file and pinned version, and
+// refuses a binary that does not report the pinned version. A binary
+// replaced at the same path (another inode, size or modification time) is
+// checked again, and what terraform-exec learned of the old one forgotten.
+// It returns the version as `version -json` says it, which runs give
+// terraform-exec (see Run.Version) so that it need not ask again.
+func (r *Runner) checkBinary(ctx context.Context, bin, want string) ([]byte, error) {
+	file, err := identify(bin)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBinary, bin, err)
+	}
 	key := bin + "@" + want
 	r.mu.Lock()
-	err, done := r.checked[key]
+	c, done := r.checked[key]
 	r.mu.Unlock()
-	if done {
-		return err
+	if done && c.file == file {
+		return c.answer, c.err
 	}
-	err = r.version(ctx, bin, want)
+	answer, err := r.version(ctx, bin, want)
 	r.mu.Lock()
-	r.checked[key] = err
-	r.mu.Unlock()
-	return err
+	defer r.mu.Unlock()
+	if done {
+		for k := range r.tfs {
+			if strings.Contains(k, "\x00"+bin+"\x00") {
+				delete(r.tfs, k)
+			}
+		}
+	}
+	r.checked[key] = binaryCheck{file: file, answer: answer, err: err}
+	return answer, err
 }
 
-func (r *Runner) version(ctx context.Context, bin, want string) error {
+// version asks bin its version, in a sandbox, and returns it as `version
+// -json` would, without provider selections (which no run of twokey reads).
+func (r *Runner) version(ctx context.Context, bin, want string) ([]byte, error) {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	dir := filepath.Join(r.runs, "version-"+hex.EncodeToString(rnd[:]))
 	box, err := r.o.Sandbox.Open(Run{Dir: dir, Binary: bin})
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrSandbox, err)
+		return nil, fmt.Errorf("%w: %w", ErrSandbox, err)
 	}
 	defer box.Close()
 	tf, err := r.o.NewTerraform(dir, box.Exec())
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBinary, err)
+		return nil, fmt.Errorf("%w: %v", ErrBinary, err)
 	}
 	if err := tf.SetEnv(r.baseEnv(filepath.Join(dir, "home"), box.TempDir())); err != nil {
-		return err
+		return nil, err
 	}
 	got, _, err := tf.Version(ctx, true)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrBinary, bin, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrBinary, bin, err)
 	}
 	if want != "" && got.String() != strings.TrimPrefix(want, "v") {
-		return fmt.Errorf("%w: %s reports %s, config pins %s", ErrBinary, bin, got, want)
+		return nil, fmt.Errorf("%w: %s reports %s, config pins %s", ErrBinary, bin, got, want)
 	}
-	return nil
+	return json.Marshal(map[string]any{"terraform_version": got.String(), "provider_selections": map[string]string{},
+		"terraform_outdated": false})
 }
 
 // Resolve reads a revision through the Source.
@@ -370,23 +418,32 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 // people approve, the digest they approve and the file applied are one.
 func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Target, about subject,
 	lock bool) (PlanResult, []byte, error) {
-	var cred *Credential
+	// The credential is minted while the commit is checked out; it is
+	// revoked once the run, and every process of it, is gone.
+	minted := func() (*Credential, error) { return nil, nil }
 	if t.PlanCreds != nil {
 		req := *t.PlanCreds
 		req.Purpose = kind + " " + id
-		c, err := r.mint(ctx, req, about, 0)
-		if err != nil {
-			return PlanResult{}, nil, err
-		}
-		defer r.revokeRecorded(c, about)
-		cred = c
+		minted = r.minting(ctx, req, about, 0)
+		defer func() {
+			if c, err := minted(); err == nil {
+				r.revokeRecorded(c, about)
+			}
+		}()
 	}
 	ru, err := r.open(ctx, kind, t)
 	if err != nil {
 		return PlanResult{}, nil, err
 	}
 	defer ru.close(r)
-	if err := r.materialize(ctx, ru, rev, cred); err != nil {
+	if err := r.checkout(ctx, ru, rev); err != nil {
+		return PlanResult{}, nil, r.cause(ctx, err)
+	}
+	cred, err := minted()
+	if err != nil {
+		return PlanResult{}, nil, err
+	}
+	if err := r.materialize(ctx, ru, cred); err != nil {
 		return PlanResult{}, nil, r.cause(ctx, err)
 	}
 	// Before terraform plan, no code of the pull request has run: what is
@@ -551,13 +608,15 @@ func (r *Runner) Apply(ctx context.Context, job ApplyJob) (ApplyResult, error) {
 	req := job.Target.ApplyCreds
 	req.Purpose = "apply " + g.PlanID()
 	// The token must outlive the apply: one that dies halfway leaves
-	// the environment half changed.
-	cred, err := r.mint(ctx, req, about, job.Target.ApplyTimeout)
-	if err != nil {
-		return ApplyResult{}, err
+	// the environment half changed. It is minted while the run is made
+	// ready, and revoked once the run is gone.
+	minted := r.minting(ctx, req, about, job.Target.ApplyTimeout)
+	res, err := r.applyWith(ctx, job, minted)
+	cred, mintErr := minted()
+	if mintErr != nil {
+		return ApplyResult{}, mintErr
 	}
-	res := ApplyResult{Accessor: cred.Accessor, Expires: cred.Expires}
-	res, err = r.applyWith(ctx, job, cred, res)
+	res.Accessor, res.Expires = cred.Accessor, cred.Expires
 	res.RevokeErr = r.revokeRecorded(cred, about)
 	res.Duration = time.Since(start)
 	result := "applied"
@@ -641,6 +700,24 @@ func (r *Runner) mint(ctx context.Context, req CredentialRequest, s subject, nee
 	return c, nil
 }
 
+// minting mints a credential, as mint does, while the caller goes on; the
+// returned function waits for it, and returns the same each time.
+func (r *Runner) minting(ctx context.Context, req CredentialRequest, s subject, need time.Duration) func() (*Credential, error) {
+	var (
+		c    *Credential
+		err  error
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		c, err = r.mint(ctx, req, s, need)
+	}()
+	return func() (*Credential, error) {
+		<-done
+		return c, err
+	}
+}
+
 // revokeRecorded revokes a credential and records that it did (or could not).
 func (r *Runner) revokeRecorded(c *Credential, s subject) error {
 	err := r.revoke(c)
@@ -684,10 +761,12 @@ func (r *Runner) record(ctx context.Context, l Lease, rec LedgerRecord) error {
 	return r.o.Locks.Fenced(ctx, l, b)
 }
 
-// applyWith runs the apply of job with cred, in a run of its own: the
-// approved revision checked out afresh and initialised, and the saved plan,
-// checked against the approved digest, given to terraform read-only.
-func (r *Runner) applyWith(ctx context.Context, job ApplyJob, cred *Credential, res ApplyResult) (ApplyResult, error) {
+// applyWith runs the apply of job with the credential minted gives, in a
+// run of its own: the approved revision checked out afresh and
+// initialised, and the saved plan, checked against the approved digest,
+// given to terraform read-only. The run is gone when it returns.
+func (r *Runner) applyWith(ctx context.Context, job ApplyJob, minted func() (*Credential, error)) (ApplyResult, error) {
+	var res ApplyResult
 	g := job.Grant
 	data, err := r.savedPlan(ctx, g)
 	if err != nil {
@@ -698,7 +777,14 @@ func (r *Runner) applyWith(ctx context.Context, job ApplyJob, cred *Credential, 
 		return res, err
 	}
 	defer ru.close(r)
-	if err := r.materialize(ctx, ru, job.Rev, cred); err != nil {
+	if err := r.checkout(ctx, ru, job.Rev); err != nil {
+		return res, r.cause(ctx, err)
+	}
+	cred, err := minted()
+	if err != nil {
+		return res, err
+	}
+	if err := r.materialize(ctx, ru, cred); err != nil {
 		return res, r.cause(ctx, err)
 	}
 	planFile, err := ru.box.Input(g.PlanID()+".tfplan", data)

@@ -25,6 +25,11 @@ type Run struct {
 	// Writable are more host paths this run, and only this run, sees
 	// read-write: its environment's local backend state directory.
 	Writable []string
+	// Version is what this very binary file answered to `version -json`
+	// when this process checked it. A box may answer terraform-exec's
+	// `version -json` with it rather than start the binary to ask again.
+	// nil: the binary is asked.
+	Version []byte
 }
 
 // Box is one run's sandbox. Its directory holds home/ and tmp/, and the

@@ -44,7 +44,7 @@ type run struct {
 
 // open makes a run's directory and sandbox.
 func (r *Runner) open(ctx context.Context, kind string, t Target) (*run, error) {
-	bin, err := r.binary(ctx, t)
+	bin, answer, err := r.binary(ctx, t)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +61,7 @@ func (r *Runner) open(ctx context.Context, kind string, t Target) (*run, error) 
 	}
 	r.mu.Unlock()
 	slot.Lock()
-	box, err := r.o.Sandbox.Open(Run{Dir: dir, Binary: bin, Writable: t.localState()})
+	box, err := r.o.Sandbox.Open(Run{Dir: dir, Binary: bin, Writable: t.localState(), Version: answer})
 	if err != nil {
 		slot.Unlock()
 		return nil, fmt.Errorf("%w: %w", ErrSandbox, err)
@@ -92,11 +92,9 @@ func safeName(s string) string {
 	}, s)
 }
 
-// materialize checks rev out into the run, refuses provider binaries the
-// pull request brings (unless the project allows them), and runs terraform
-// init and workspace selection in the sandbox, then checks which providers
-// init selected.
-func (r *Runner) materialize(ctx context.Context, ru *run, rev Revision, cred *Credential) error {
+// checkout checks rev out into the run and refuses provider binaries the
+// pull request brings (unless the project allows them).
+func (r *Runner) checkout(ctx context.Context, ru *run, rev Revision) error {
 	t := ru.target
 	if err := r.o.Source.Checkout(ctx, rev, ru.src); err != nil {
 		return err
@@ -109,6 +107,13 @@ func (r *Runner) materialize(ctx context.Context, ru *run, rev Revision, cred *C
 			return err
 		}
 	}
+	return nil
+}
+
+// materialize runs terraform init and workspace selection in the sandbox
+// of a run that checkout filled, then checks which providers init selected.
+func (r *Runner) materialize(ctx context.Context, ru *run, cred *Credential) error {
+	t := ru.target
 	if err := ru.box.Prepared(); err != nil {
 		return fmt.Errorf("%w: %w", ErrSandbox, err)
 	}

@@ -229,7 +229,18 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 	// terraform runs where terraform-exec started the script.
 	fmt.Fprintf(&script, " %s --args 3 --info-fd 4 --chdir \"$PWD\" -- %s \"$@\" 3<%s 4>%s\n",
 		quote(s.bwrap), quote(bin), quote(argsFile), quote(b.info))
-	if err := os.WriteFile(b.exe, []byte(script.String()), 0o700); err != nil {
+	exe := script.String()
+	if run.Version != nil {
+		// terraform-exec asks `version -json` of each working directory's
+		// terraform once; the runner asked this very file already.
+		answer := filepath.Join(b.root, "version")
+		if err := os.WriteFile(answer, run.Version, 0o600); err != nil {
+			return fail(err)
+		}
+		exe = strings.Replace(exe, "\nexec", fmt.Sprintf("\nif [ $# -eq 2 ] && [ \"$1\" = version ] && [ \"$2\" = -json ]; then exec cat %s; fi\nexec",
+			quote(answer)), 1)
+	}
+	if err := os.WriteFile(b.exe, []byte(exe), 0o700); err != nil {
 		return fail(err)
 	}
 	return b, nil
@@ -251,26 +262,31 @@ func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + 
 
 // stage returns the path of bin that a run can start. A run that drops from
 // root may not reach the binary where it is (under a 0700 home), so it then
-// gets a hard link or, across file systems, a copy, made once, in dir.
+// gets a hard link or, across file systems, a copy, made once per file
+// (a binary replaced at the same path is staged afresh), in dir.
 func (s *Sandbox) stage(bin, dir string) (string, error) {
 	bin, err := filepath.EvalSymlinks(bin)
 	if err != nil || s.setpriv == "" || reachable(bin) {
 		return bin, err
 	}
+	st, err := os.Stat(bin)
+	if err != nil {
+		return "", err
+	}
+	var ino uint64
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		ino = sys.Ino
+	}
+	p := filepath.Join(dir, fmt.Sprintf("%s-%d-%d-%d", filepath.Base(bin), st.Size(), st.ModTime().UnixNano(), ino))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := bin + "\x00" + dir
-	if p, ok := s.staged[key]; ok {
+	key := bin + "\x00" + p
+	if _, ok := s.staged[key]; ok {
 		return p, nil
 	}
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return "", err
 	}
-	st, err := os.Stat(bin)
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(dir, fmt.Sprintf("%s-%d-%d", filepath.Base(bin), st.Size(), st.ModTime().UnixNano()))
 	if _, err := os.Stat(p); err != nil {
 		tmp := fmt.Sprintf("%s.tmp%d", p, os.Getpid())
 		if os.Link(bin, tmp) != nil {
@@ -418,12 +434,16 @@ func (b *box) Close() error {
 	return errors.Join(removeAll(b.dir), removeAll(b.root))
 }
 
-// removeAll removes a tree a run made, which its code may have made
-// unwritable or deeper than this process has file descriptors for (Go's
-// RemoveAll holds one per level): rm, which walks without that limit, and
-// a chmod pass when rm alone cannot.
+// removeAll removes a tree a run made. Go's RemoveAll, which follows no
+// link, removes an ordinary one without starting a process; a tree the
+// run's code made unwritable, or deeper than this process has file
+// descriptors for (Go's RemoveAll holds one per level), is left to rm,
+// which walks without that limit, and a chmod pass when rm alone cannot.
 func removeAll(dir string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if os.RemoveAll(dir) == nil {
 		return nil
 	}
 	rm := func() error {
