@@ -205,7 +205,10 @@ func (s *stack) checkLoot(secrets map[string]string, dataDirs ...string) {
 	var planted []string
 	for _, data := range dataDirs {
 		for _, pattern := range []string{"hostile-was-here", "*/hostile-was-here", "*/*/hostile-was-here"} {
-			m, _ := filepath.Glob(filepath.Join(data, pattern))
+			m, err := filepath.Glob(filepath.Join(data, pattern))
+			if err != nil {
+				t.Fatal(err)
+			}
 			planted = append(planted, m...)
 		}
 	}
@@ -299,7 +302,10 @@ func TestPRProvidersRefusedByDefault(t *testing.T) {
 // holdersOf lists the processes, on the whole host, holding path open.
 func holdersOf(t testing.TB, path string) []string {
 	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	procs, err := filepath.Glob("/proc/[0-9]*/fd/*")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []string
 	for _, fd := range procs {
 		if target, err := os.Readlink(fd); err == nil && target == path {
