@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/commands"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
@@ -89,7 +90,7 @@ func (s *Service) RequestGrant(ctx context.Context, channel, user string, r Gran
 	}
 	log := s.log.With("grant", g.ID, "env", g.Project+"/"+g.Env, "user", user)
 	log.Warn("break-glass requested", "duration", g.Duration, "approvals", g.Required)
-	if err := s.recordGrant(ctx, "requested", user, g, map[string]string{"reason": Clip(g.Reason, 500),
+	if err := s.recordGrant(ctx, audit.StageRequested, user, g, map[string]string{"reason": Clip(g.Reason, 500),
 		"incident": g.Incident, "duration": g.Duration.String(), "approvals": fmt.Sprint(g.Required),
 		"policies": strings.Join(g.Policies, ",")}); err != nil {
 		// Nothing may happen unrecorded: the request ends here.
@@ -150,7 +151,7 @@ func (s *Service) ApproveGrant(ctx context.Context, channel, user, id string) (e
 		return err
 	}
 	s.log.Warn("break-glass approved", "grant", g.ID, "approver", user)
-	_ = s.recordGrant(ctx, "approved", user, g, nil)
+	_ = s.recordGrant(ctx, audit.StageApproved, user, g, nil)
 	s.refreshGrant(ctx, g)
 	s.mint(ctx, g)
 	return nil
@@ -177,7 +178,7 @@ func (s *Service) DenyGrant(ctx context.Context, channel, user, id string) error
 	if err != nil {
 		return err
 	}
-	_ = s.recordGrant(ctx, "denied", user, g, map[string]string{"note": g.Note})
+	_ = s.recordGrant(ctx, audit.StageDenied, user, g, map[string]string{"note": g.Note})
 	s.refreshGrant(ctx, g)
 	if user != g.Requester {
 		s.dmText(ctx, g.Requester, fmt.Sprintf("Your break-glass request `%s` for *%s* was denied by <@%s>.", g.ID, g.Env, user))
@@ -242,7 +243,7 @@ func (s *Service) mint(ctx context.Context, g approvals.BreakGlass) {
 		return
 	}
 	log.Warn("break-glass token created", "accessor", w.Accessor, "expires", w.Expires)
-	_ = s.recordGrant(ctx, "minted", "", g, map[string]string{"accessor": w.Accessor, "expires": w.Expires.UTC().Format(time.RFC3339),
+	_ = s.recordGrant(ctx, audit.StageMinted, "", g, map[string]string{"accessor": w.Accessor, "expires": w.Expires.UTC().Format(time.RFC3339),
 		"wrap_expires": w.WrapExpires.UTC().Format(time.RFC3339)})
 	s.deliver(ctx, g, w, env.BreakGlass.Role)
 }
@@ -291,7 +292,7 @@ func (s *Service) deliver(ctx context.Context, g approvals.BreakGlass, w runner.
 		if err != nil {
 			log.Error("record break-glass delivery", "err", err)
 		}
-		_ = s.recordGrant(ctx, "delivered", "", g, map[string]string{"wrap_accessor": w.WrapAccessor})
+		_ = s.recordGrant(ctx, audit.StageDelivered, "", g, map[string]string{"wrap_accessor": w.WrapAccessor})
 		s.refreshGrant(ctx, g)
 		return
 	}
@@ -313,7 +314,7 @@ func (s *Service) failGrant(ctx context.Context, g approvals.BreakGlass, note st
 		s.log.Error("end failed break-glass grant", "grant", g.ID, "err", err)
 		return
 	}
-	_ = s.recordGrant(ctx, "failed", "", g, map[string]string{"note": note})
+	_ = s.recordGrant(ctx, audit.StageFailed, "", g, map[string]string{"note": note})
 	s.refreshGrant(ctx, g)
 	s.dmText(ctx, g.Requester, fmt.Sprintf(":x: Break-glass `%s` for *%s* failed: %s. No token is usable; ask again.", g.ID, g.Env, note))
 }
@@ -330,7 +331,7 @@ func (s *Service) compromised(ctx context.Context, g approvals.BreakGlass, user,
 		return
 	}
 	s.log.Error("break-glass token compromised", "grant", g.ID, "why", why, "revoked", err == nil)
-	_ = s.recordGrant(ctx, "compromised", user, g, map[string]string{"note": why, "revoked": fmt.Sprint(err == nil)})
+	_ = s.recordGrant(ctx, audit.StageCompromised, user, g, map[string]string{"note": why, "revoked": fmt.Sprint(err == nil)})
 	s.refreshGrant(ctx, g)
 	revoked := "It was revoked."
 	if err != nil {
@@ -406,7 +407,7 @@ func (s *Service) RevokeGrant(ctx context.Context, channel, user string, cmd com
 	}
 	gone := s.confirmGone(ctx, g)
 	s.log.Warn("break-glass revoked", "grant", g.ID, "by", user, "confirmed", gone)
-	_ = s.recordGrant(ctx, "revoked", user, g, map[string]string{"confirmed_gone": fmt.Sprint(gone)})
+	_ = s.recordGrant(ctx, audit.StageRevoked, user, g, map[string]string{"confirmed_gone": fmt.Sprint(gone)})
 	s.refreshGrant(ctx, g)
 	s.postGrant(ctx, g, fmt.Sprintf(":lock: Revoked by <@%s>. %s", user, goneWords(gone)))
 	if user != g.Requester {
@@ -482,7 +483,7 @@ func (s *Service) lapse(ctx context.Context, g approvals.BreakGlass) {
 	if err != nil || g.Status != approvals.GrantEnded {
 		return
 	}
-	_ = s.recordGrant(ctx, "lapsed", "", g, nil)
+	_ = s.recordGrant(ctx, audit.StageLapsed, "", g, nil)
 	s.refreshGrant(ctx, g)
 	s.dmText(ctx, g.Requester, fmt.Sprintf("Your break-glass request `%s` for *%s* lapsed: nobody approved it within %s.",
 		g.ID, g.Env, Human(approvals.RequestTTL)))

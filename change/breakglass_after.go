@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )
@@ -85,7 +86,7 @@ func (s *Service) expireGrant(ctx context.Context, g approvals.BreakGlass) {
 	}
 	gone := s.confirmGone(ctx, g)
 	s.log.Warn("break-glass expired", "grant", g.ID, "confirmed", gone)
-	_ = s.recordGrant(ctx, "expired", "", g, map[string]string{"confirmed_gone": fmt.Sprint(gone)})
+	_ = s.recordGrant(ctx, audit.StageExpired, "", g, map[string]string{"confirmed_gone": fmt.Sprint(gone)})
 	s.refreshGrant(ctx, g)
 	s.postGrant(ctx, g, ":hourglass: The token expired. "+goneWords(gone)+" Checking for drift next.")
 	s.Go(func(ctx context.Context) { s.driftCheck(ctx, g) })
@@ -109,7 +110,7 @@ func (s *Service) watchUnwrap(ctx context.Context, g approvals.BreakGlass) {
 	if err != nil || !g.UnwrappedAt.Equal(now) {
 		return
 	}
-	_ = s.recordGrant(ctx, "unwrapped", "", g, nil)
+	_ = s.recordGrant(ctx, audit.StageUnwrapped, "", g, nil)
 	at := now.UTC().Format("15:04:05 MST")
 	s.postGrant(ctx, g, fmt.Sprintf(":key: The token was unwrapped at %s.", at))
 	s.dmText(ctx, g.Requester, fmt.Sprintf(":key: Your break-glass token `%s` was unwrapped at %s. If that was not you, "+
@@ -174,7 +175,7 @@ func (s *Service) driftCheck(ctx context.Context, g approvals.BreakGlass) {
 	if g.Drift.State == approvals.DriftClean || g.Drift.State == approvals.DriftFound {
 		s.stats.Drift(g.Project, g.Env, g.Drift.State == approvals.DriftFound)
 	}
-	_ = s.recordGrant(ctx, "drift", "", g, detail)
+	_ = s.recordGrant(ctx, audit.StageDrift, "", g, detail)
 	s.refreshGrant(ctx, g)
 	s.postGrant(ctx, g, DriftWords(g)+"\n"+ReviewAsk(g))
 	if res.Text != "" && g.MessageTS != "" {
@@ -224,7 +225,7 @@ func (s *Service) remind(ctx context.Context, g approvals.BreakGlass, every time
 		s.log.Error("remind about an unreviewed grant", "grant", g.ID, "err", err)
 		return
 	}
-	_ = s.recordGrant(ctx, "reminded", "", g, nil)
+	_ = s.recordGrant(ctx, audit.StageReminded, "", g, nil)
 }
 
 // mayReview: an approver of the environment or a twokey admin.
@@ -270,7 +271,7 @@ func (s *Service) Review(ctx context.Context, user, id, note string) error {
 	if err != nil {
 		return err
 	}
-	_ = s.recordGrant(ctx, "reviewed", user, g, map[string]string{"note": Clip(note, 500),
+	_ = s.recordGrant(ctx, audit.StageReviewed, user, g, map[string]string{"note": Clip(note, 500),
 		"reviews": fmt.Sprintf("%d of %d", len(g.Reviews), approvals.ReviewsNeeded)})
 	s.refreshGrant(ctx, g)
 	line := fmt.Sprintf(":eyes: Reviewed by <@%s>", user)

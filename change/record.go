@@ -26,11 +26,11 @@ func (s *Service) record(ctx context.Context, typ, user string, p *approvals.Pla
 
 // recordGrant appends a break-glass event: stage says which step of the
 // grant's life it is.
-func (s *Service) recordGrant(ctx context.Context, stage, user string, g approvals.BreakGlass, detail map[string]string) error {
+func (s *Service) recordGrant(ctx context.Context, stage audit.Stage, user string, g approvals.BreakGlass, detail map[string]string) error {
 	if detail == nil {
 		detail = map[string]string{}
 	}
-	detail["stage"] = stage
+	detail["stage"] = string(stage)
 	return s.write(ctx, audit.Event{Type: audit.BreakGlass, Project: g.Project, Env: g.Env, PlanID: g.ID,
 		Permalink: g.Permalink, Detail: detail}, user)
 }
