@@ -179,3 +179,30 @@ func TestGitHubAppReportsChecks(t *testing.T) {
 func basicToken(token string) string {
 	return ghsim.BasicAuth("x-access-token", token)
 }
+
+// check-config reports a GitHub App configured in part, and an App whose
+// key is missing or not a key, without printing the key.
+func TestCheckConfigGitHubApp(t *testing.T) {
+	dir := t.TempDir()
+	_, keyFile := writeAppKey(t, dir, "app.pem")
+	notKey := filepath.Join(dir, "notkey.pem")
+	if err := os.WriteFile(notKey, []byte("-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END RSA PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := envWith("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "VAULT_TOKEN", "TWOKEY_PLAN_KEY")
+	withGitHub := func(github string) string { return embeddedConfig + "github: " + github + "\n" }
+
+	r := checkConfigOf(t, withGitHub(fmt.Sprintf("{app_id: %d, installation_id: %d, app_private_key_file: %s}", testAppID, testInstallationID, keyFile)), env)
+	if r.code != 0 {
+		t.Fatalf("a whole App: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	checkConfigOf(t, withGitHub(fmt.Sprintf("{app_id: %d, app_private_key_file: %s}", testAppID, keyFile)), env).
+		failed(t, "github.installation_id is not")
+	checkConfigOf(t, withGitHub(fmt.Sprintf("{app_id: %d, installation_id: %d}", testAppID, testInstallationID)), env).
+		failed(t, "private key is not set")
+	r = checkConfigOf(t, withGitHub(fmt.Sprintf("{app_id: %d, installation_id: %d, app_private_key_file: %s}", testAppID, testInstallationID, notKey)), env)
+	r.failed(t, "not an RSA private key")
+	if strings.Contains(r.stdout+r.stderr, "c2VjcmV0") {
+		t.Errorf("check-config printed the key:\n%s%s", r.stdout, r.stderr)
+	}
+}
