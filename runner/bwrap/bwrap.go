@@ -243,6 +243,18 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 	if err := os.WriteFile(b.exe, []byte(exe), 0o700); err != nil {
 		return fail(err)
 	}
+	// The same box for another program of the run (a verification's smoke
+	// program), which is the script's first argument.
+	var prog strings.Builder
+	prog.WriteString("#!/bin/sh\n# twokey: run a program in this run's sandbox\nexec")
+	if b.dropping {
+		fmt.Fprintf(&prog, " %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --",
+			quote(s.setpriv), s.o.UID, s.o.GID)
+	}
+	fmt.Fprintf(&prog, " %s --args 3 --info-fd 4 --chdir \"$PWD\" -- \"$@\" 3<%s 4>%s\n", quote(s.bwrap), quote(argsFile), quote(b.info))
+	if err := os.WriteFile(filepath.Join(b.root, "run"), []byte(prog.String()), 0o700); err != nil {
+		return fail(err)
+	}
 	return b, nil
 }
 
@@ -346,6 +358,10 @@ func (b *box) own(path string) error {
 }
 
 func (b *box) Exec() string { return b.exe }
+
+// Command runs its arguments, a program and its own, in the box
+// (runner.Commander).
+func (b *box) Command() string { return filepath.Join(b.root, "run") }
 
 // TempDir is the run's private /tmp (a tmpfs of its own): short enough for
 // the unix sockets providers listen on, whatever the run's directory.

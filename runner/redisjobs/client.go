@@ -157,6 +157,20 @@ func (c *Client) Drift(ctx context.Context, job runner.DriftJob) (runner.DriftRe
 	return *ev.Drift, nil
 }
 
+// Verify runs a verification on the environment's pool.
+func (c *Client) Verify(ctx context.Context, job runner.VerifyJob) (runner.VerifyResult, error) {
+	steps := job.Steps
+	ev, err := c.run(ctx, Job{Kind: KindVerify, PlanID: job.ID, Project: job.Target.Project, Env: job.Target.Env, Rev: job.Rev,
+		Verify: &steps}, nil)
+	if err != nil {
+		return runner.VerifyResult{}, err
+	}
+	if ev.Verify == nil {
+		return runner.VerifyResult{}, errors.New("verify job ended without a result")
+	}
+	return *ev.Verify, nil
+}
+
 // run dispatches j and follows its events until its result.
 func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, error) {
 	pool, err := c.o.Pool(j.Project, j.Env)

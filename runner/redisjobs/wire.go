@@ -18,6 +18,7 @@ const (
 	KindTokenAlive Kind = "breakglass_alive"  // does a token still exist?
 	KindRevoke     Kind = "breakglass_revoke" // revoke a grant's tokens
 	KindDrift      Kind = "drift"             // plan the default branch, read-only
+	KindVerify     Kind = "verify"            // check an applied revision, read-only
 )
 
 // Job is one piece of work for a pool's workers. It carries only names, the
@@ -36,8 +37,10 @@ type Job struct {
 	Accessors []string        `json:"accessors,omitempty"` // tokens to look up or revoke
 	// Recipient is the one-time X25519 public key a break-glass job's
 	// wrapping token is sealed to (see seal.go).
-	Recipient []byte    `json:"recipient,omitempty"`
-	At        time.Time `json:"at"` // when it was dispatched
+	Recipient []byte `json:"recipient,omitempty"`
+	// Verify are a verification job's steps, from serve's configuration.
+	Verify *runner.VerifySteps `json:"verify,omitempty"`
+	At     time.Time           `json:"at"` // when it was dispatched
 }
 
 // event is what a worker reports on a job's event stream.
@@ -51,10 +54,11 @@ type event struct {
 	// SealedWrapped carries a break-glass wrapping token to the serve
 	// replica that delivers it, sealed to the job's Recipient; the job's
 	// events are deleted once it is read.
-	SealedWrapped []byte              `json:"sealed_wrapped,omitempty"`
-	Alive         *bool               `json:"alive,omitempty"`
-	Drift         *runner.DriftResult `json:"drift,omitempty"`
-	Err           *wireError          `json:"err,omitempty"`
+	SealedWrapped []byte               `json:"sealed_wrapped,omitempty"`
+	Alive         *bool                `json:"alive,omitempty"`
+	Drift         *runner.DriftResult  `json:"drift,omitempty"`
+	Verify        *runner.VerifyResult `json:"verify,omitempty"`
+	Err           *wireError           `json:"err,omitempty"`
 }
 
 type applyResult struct {
