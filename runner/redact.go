@@ -16,8 +16,9 @@ var tokenRE = regexp.MustCompile(`\b(hv[sbr]\.[A-Za-z0-9_-]{20,}|s\.[A-Za-z0-9]{
 // Redacted replaces a secret in text.
 const Redacted = "[redacted]"
 
-// minSecretLen keeps Redact from replacing short values such as "1" that
-// would garble the text without protecting anything.
+// minSecretLen keeps Redact from replacing short values such as "1" or
+// "on" that would garble the text without protecting anything: a secret
+// of fewer than 4 bytes is never redacted (nor any form under 4 bytes).
 const minSecretLen = 4
 
 // minLineLen is the shortest line of a multi-line secret redacted alone.
@@ -69,8 +70,10 @@ func (rd *Redactor) Redact(s string) string {
 // Forms lists the ways text can carry v: as is; escaped as in JSON, Go's
 // %q, and HCL or terraform's diagnostics; escaped twice (JSON holding an
 // escaped string); with its newlines as \n, \r\n or as separate lines, as
-// a heredoc shows them; and base64 in its four alphabets. Forms shorter
-// than minSecretLen are left out.
+// a heredoc shows them, each such line escaped too; and base64 in its
+// four alphabets, also as it shows inside longer base64 (see base64Within).
+// Values shorter than minSecretLen are not redacted, nor are forms shorter
+// than it.
 func Forms(v string) []string {
 	if len(v) < minSecretLen {
 		return nil
@@ -90,18 +93,49 @@ func Forms(v string) []string {
 	add(strings.ReplaceAll(v, "\n", `\n`))
 	add(strings.ReplaceAll(v, "\n", `\r\n`))
 	if strings.Contains(v, "\n") {
-		// Each line alone, as a heredoc shows it; short lines ("}", "")
-		// would garble the text without hiding anything.
+		// Each line alone, as a heredoc shows it, and escaped: terraform
+		// wraps a long diagnostic at spaces, which breaks the escaped
+		// whole into pieces. Short lines ("}", "") would garble the text
+		// without hiding anything.
 		for _, line := range strings.Split(v, "\n") {
 			if line = strings.TrimSpace(line); len(line) >= minLineLen {
 				add(line)
+				add(jsonEscape(line, false))
+				add(goQuote(line))
+				add(hclEscape(line))
 			}
 		}
 	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
 		add(enc.EncodeToString([]byte(v)))
 	}
+	if len(v) >= minBase64Len {
+		for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+			for shift := range 3 {
+				add(base64Within(enc, v, shift))
+			}
+		}
+	}
 	return forms
+}
+
+// minBase64Len is the shortest secret whose base64 is also looked for
+// inside longer base64 ("user:password" in a Basic auth header, a key in
+// an encoded config): its fragment is then at least 8 characters, so
+// random base64 text rarely matches it by chance.
+const minBase64Len = 8
+
+// base64Within is the part of enc's encoding of any byte stream holding v
+// at an offset ≡ shift (mod 3) that v alone decides: the characters whose
+// six bits all come from v. Bytes before and after v change the others.
+func base64Within(enc *base64.Encoding, v string, shift int) string {
+	s := enc.EncodeToString(append(make([]byte, shift), v...))
+	first := (8*shift + 5) / 6       // the first character that starts within v
+	last := (8*shift + 8*len(v)) / 6 // the characters before it end within v
+	if last > len(s) {
+		last = len(s)
+	}
+	return s[first:last]
 }
 
 func jsonEscape(v string, html bool) string {

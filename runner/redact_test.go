@@ -166,3 +166,88 @@ resource "terraform_data" "a" {
 		t.Errorf("terraform's escaped value is not where the test expects it:\n%s", te.Output)
 	}
 }
+
+// A secret inside longer base64 — "user:password" in a Basic auth header,
+// a key followed by a newline — is found at any of the three byte offsets,
+// and short values are not looked for that way.
+func TestRedactBase64Inside(t *testing.T) {
+	const secret = "inside-base64-Tq7w"
+	for _, prefix := range []string{"", "u:", "user:", "admin:", "ab"} {
+		for _, suffix := range []string{"", "\n", "@host:5432"} {
+			for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+				text := "Authorization: Basic " + enc.EncodeToString([]byte(prefix+secret+suffix))
+				got := runner.Redact(text, secret)
+				if !strings.Contains(got, runner.Redacted) {
+					t.Errorf("%q+secret+%q: not redacted: %q", prefix, suffix, got)
+				}
+			}
+		}
+	}
+	if got := runner.Redact(base64.StdEncoding.EncodeToString([]byte("x:short!")), "short!"); strings.Contains(got, runner.Redacted) {
+		t.Errorf("a short value was looked for inside base64: %q", got)
+	}
+}
+
+// A plan that fails leaves no plan JSON to read the sensitive values from,
+// and an apply says more than its plan: a precondition's message or a
+// failing provisioner carries a sensitive variable through nonsensitive().
+// Neither error shows it.
+func TestFailedRunsHideSensitiveValues(t *testing.T) {
+	const password = "failed-run-password-Hx3v"
+	f := setup(t, 30*time.Second)
+	f.target.VarFiles = []string{"staging.tfvars"}
+	head := backendTF + `
+variable "pw" {
+  type      = string
+  sensitive = true
+}
+`
+	f.src.trees[sha1] = map[string]string{
+		"infra/staging.tfvars": fmt.Sprintf("pw = %q\n", password),
+		"infra/main.tf": head + `
+resource "terraform_data" "a" {
+  input = "a"
+  lifecycle {
+    precondition {
+      condition     = length(var.pw) > 64
+      error_message = "the password ${nonsensitive(var.pw)} (${base64encode("u:${nonsensitive(var.pw)}")}) is too short"
+    }
+  }
+}
+`}
+	lease, err := f.locks.Acquire(context.Background(), runner.LockKey("acme", "staging"), runner.Holder{}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.r.Plan(context.Background(), runner.PlanJob{PlanID: "p1", Rev: f.rev(sha1), Lease: lease, Target: f.target})
+	var te *runner.TerraformError
+	if !errors.As(err, &te) || !strings.Contains(te.Output, "is too short") {
+		t.Fatalf("err = %v", err)
+	}
+	if l := leaks(te.Output, password); len(l) > 0 || !strings.Contains(te.Output, runner.Redacted) {
+		t.Errorf("failed plan leaks %v:\n%s", l, te.Output)
+	}
+	if err := f.locks.Release(context.Background(), lease); err != nil {
+		t.Fatal(err)
+	}
+
+	const sha2 = "2222222222222222222222222222222222222222"
+	f.src.trees[sha2] = map[string]string{
+		"infra/staging.tfvars": fmt.Sprintf("pw = %q\n", password),
+		"infra/main.tf": head + `
+resource "terraform_data" "a" {
+  input = "a"
+  provisioner "local-exec" {
+    command = "echo ${nonsensitive(var.pw)}; printf 'u:%s' ${nonsensitive(var.pw)} | base64; exit 1"
+  }
+}
+`}
+	lease, res := f.plan(t, "p2", sha2)
+	_, err = f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p2", lease, sha2, res), Rev: f.rev(sha2), Target: f.target})
+	if !errors.As(err, &te) || te.Step != "apply" || !strings.Contains(te.Output, "local-exec") {
+		t.Fatalf("err = %v", err)
+	}
+	if l := leaks(te.Output, password); len(l) > 0 || !strings.Contains(te.Output, runner.Redacted) {
+		t.Errorf("failed apply leaks %v:\n%s", l, te.Output)
+	}
+}

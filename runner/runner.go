@@ -459,7 +459,7 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	}
 	var changes bool
 	if err := step(ctx, func() (err error) { changes, err = ru.tf.Plan(ru.ctx, opts...); return err }); err != nil {
-		return PlanResult{}, nil, r.cause(ctx, tfError("plan", err, cred))
+		return PlanResult{}, nil, r.cause(ctx, r.planError(ctx, ru, err, cred))
 	}
 	// Code that ran beside terraform may have left another plan here. What
 	// people are shown, the digest they approve and what is applied all
@@ -795,7 +795,7 @@ func (r *Runner) applyWith(ctx context.Context, job ApplyJob, minted func() (*Cr
 	err = step(ctx, func() error { return ru.tf.ApplyJSON(ru.ctx, prog, tfexec.DirOrPlan(planFile)) })
 	res.Summary = prog.summary()
 	if err != nil {
-		terr := tfError("apply", errors.Join(err, prog.diagnostics()), cred)
+		terr := r.applyError(ru, planFile, errors.Join(err, prog.diagnostics()), cred)
 		if strings.Contains(terr.Error(), "Saved plan is stale") {
 			// Terraform refused before changing anything: the state moved on.
 			return res, fmt.Errorf("%w: %w", ErrStalePlan, terr)
