@@ -44,6 +44,7 @@ const (
 	IdentityLinked      = "identity_linked"      // a Slack user linked a GitHub account (login, ID; never the token)
 	IdentityUnlinked    = "identity_unlinked"    // an admin dropped a user's link
 	PolicyOverride      = "policy_override"      // a policy owner overrode a policy denial (the rules it denied by)
+	Verification        = "verification"         // an apply was verified after it (result passed or failed, each step's result)
 )
 
 // Actor is who caused an event: a Slack user (ID, and display name at the

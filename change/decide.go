@@ -294,12 +294,16 @@ func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals
 	switch {
 	case err == nil:
 		log.Info("applied", "summary", res.Summary, "accessor", res.Accessor, "duration", res.Duration)
-		p = s.finishApply(ctx, p, grant, nil, fmt.Sprintf("%s in %s", res.Summary, res.Duration.Round(100*time.Millisecond)))
+		var won bool
+		if p, won = s.finishApply(ctx, p, grant, nil, fmt.Sprintf("%s in %s", res.Summary, res.Duration.Round(100*time.Millisecond))); !won {
+			return nil
+		}
 		done := fmt.Sprintf(":white_check_mark: Apply complete: %s.", res.Summary)
 		if res.RevokeErr == nil {
 			done += " The apply credential is revoked."
 		}
 		s.post(ctx, p, done)
+		s.verifyAfter(ctx, p)
 	case errors.Is(err, runner.ErrCredentials):
 		log.Warn("apply not started: credentials unavailable", "err", err)
 		s.abort(ctx, p, grant, "")
@@ -322,22 +326,28 @@ func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals
 		return err
 	default:
 		log.Error("apply failed", "err", err)
-		p = s.finishApply(ctx, p, grant, err, "terraform apply failed")
-		s.post(ctx, p, s.n.Describe(err))
+		var won bool
+		if p, won = s.finishApply(ctx, p, grant, err, "terraform apply failed"); won {
+			s.post(ctx, p, s.n.Describe(err))
+		}
 	}
 	return nil
 }
 
 // finishApply records the end of an apply, frees the environment and
-// updates the message.
-func (s *Service) finishApply(ctx context.Context, p approvals.Plan, g approvals.Grant, applyErr error, reason string) approvals.Plan {
+// updates the message. It reports whether this call recorded it: of the
+// replica that waited and sweepers that found the result, one does.
+func (s *Service) finishApply(ctx context.Context, p approvals.Plan, g approvals.Grant, applyErr error, reason string) (approvals.Plan, bool) {
 	p, err := s.mutate(ctx, p.ID, func(cur approvals.Plan) (approvals.Plan, error) {
 		return approvals.Finish(cur, g, applyErr, reason, s.o.Now())
 	})
+	var se *approvals.StateError
+	if errors.As(err, &se) {
+		return p, false // recorded by another, or ended meanwhile (an admin's unlock): that path spoke
+	}
 	if err != nil {
-		// Ended meanwhile (an admin's unlock): that path updated the message.
 		s.log.Error("record apply result", "plan_id", p.ID, "err", err)
-		return p
+		return p, false
 	}
 	if p.Status == approvals.StatusApplied {
 		if err := s.o.Promos.RecordApplied(context.WithoutCancel(ctx), p.Project, p.Env, p.SHA, p.UpdatedAt); err != nil {
@@ -345,7 +355,7 @@ func (s *Service) finishApply(ctx context.Context, p approvals.Plan, g approvals
 		}
 	}
 	s.ended(ctx, p, "")
-	return p
+	return p, true
 }
 
 // promoted checks an environment's promotion rule for sha.

@@ -105,6 +105,9 @@ func StatusHeadline(p approvals.Plan) string {
 	case approvals.StatusApplying:
 		return "Applying"
 	case approvals.StatusApplied:
+		if VerificationFailed(p) {
+			return "Applied, verification failed"
+		}
 		return "Applied"
 	case approvals.StatusFailed:
 		return "Apply failed"
@@ -134,6 +137,28 @@ func StatusIcon(s approvals.Status) string {
 		return "❌"
 	}
 	return "🚫"
+}
+
+// How a verification after an apply went, in an applied plan's outcome
+// (its Reason): a failure leads it, a pass follows the apply's summary.
+const (
+	VerifyFailedWords = "applied, verification failed"
+	VerifiedWords     = "verified"
+)
+
+// VerificationFailed reports whether p was applied and then failed its
+// verification.
+func VerificationFailed(p approvals.Plan) bool {
+	return p.Status == approvals.StatusApplied && strings.HasPrefix(p.Reason, VerifyFailedWords)
+}
+
+// PlanIcon is StatusIcon, with a warning for an apply whose verification
+// failed.
+func PlanIcon(p approvals.Plan) string {
+	if VerificationFailed(p) {
+		return "⚠️"
+	}
+	return StatusIcon(p.Status)
 }
 
 // outcome says how a finished plan ended, or "" while it is open. Reasons

@@ -272,6 +272,9 @@ func (b *Syncer) githubStatuses(p approvals.Plan) []commitStatus {
 	case approvals.StatusApplying:
 		return []commitStatus{{planCtx, "success", planned}, {applyCtx, "pending", "applying " + p.ID}}
 	case approvals.StatusApplied:
+		if change.VerificationFailed(p) { // failure, so that branch protection notices
+			return []commitStatus{{planCtx, "success", planned}, {applyCtx, "failure", "applied; verification failed" + strings.TrimPrefix(plainText(p.Reason), change.VerifyFailedWords)}}
+		}
 		return []commitStatus{{planCtx, "success", planned}, {applyCtx, "success", "applied: " + plainText(p.Reason)}}
 	case approvals.StatusFailed:
 		return []commitStatus{{planCtx, "success", planned}, {applyCtx, "failure", "terraform apply failed"}}
