@@ -286,10 +286,13 @@ func (s *Service) apply(ctx context.Context, planID, channel, actor string) erro
 // or by a sweeper that found its result — and says how it went.
 func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals.Grant, res runner.ApplyResult, err error) error {
 	log := s.log.With("env", p.Project+"/"+p.Env, "plan_id", p.ID, "fence", p.Fence)
-	s.stats.Applied(p.Project, p.Env, applyResult(err), res.Duration)
-	if res.RevokeErr != nil {
-		s.post(ctx, p, fmt.Sprintf(":warning: Vault did not revoke the apply credential (accessor `%s`); it dies by its TTL at %s.",
-			res.Accessor, res.Expires.UTC().Format("15:04:05 MST")))
+	// ran says what only the one who records the apply's end says.
+	ran := func() {
+		s.stats.Applied(p.Project, p.Env, applyResult(err), res.Duration)
+		if res.RevokeErr != nil {
+			s.post(ctx, p, fmt.Sprintf(":warning: Vault did not revoke the apply credential (accessor `%s`); it dies by its TTL at %s.",
+				res.Accessor, res.Expires.UTC().Format("15:04:05 MST")))
+		}
 	}
 	switch {
 	case err == nil:
@@ -298,6 +301,7 @@ func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals
 		if p, won = s.finishApply(ctx, p, grant, nil, fmt.Sprintf("%s in %s", res.Summary, res.Duration.Round(100*time.Millisecond))); !won {
 			return nil
 		}
+		ran()
 		done := fmt.Sprintf(":white_check_mark: Apply complete: %s.", res.Summary)
 		if res.RevokeErr == nil {
 			done += " The apply credential is revoked."
@@ -328,6 +332,7 @@ func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals
 		log.Error("apply failed", "err", err)
 		var won bool
 		if p, won = s.finishApply(ctx, p, grant, err, "terraform apply failed"); won {
+			ran()
 			s.post(ctx, p, s.n.Describe(err))
 		}
 	}

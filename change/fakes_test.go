@@ -233,6 +233,8 @@ type fakeRunner struct {
 	applies map[string][]string
 	authors []approvals.Author   // who wrote every revision
 	policy  approvals.Assessment // what policy finds in every plan
+	// detached: the caller of Plan stops waiting (runner.ErrDetached).
+	detached bool
 }
 
 func (r *fakeRunner) Resolve(_ context.Context, repo string, ref runner.Ref) (runner.Revision, error) {
@@ -245,8 +247,12 @@ func (r *fakeRunner) Plan(_ context.Context, job runner.PlanJob) (runner.PlanRes
 	d := sha256.Sum256([]byte(job.PlanID + job.Rev.SHA))
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var err error
+	if r.detached {
+		err = runner.ErrDetached
+	}
 	return runner.PlanResult{Digest: hex.EncodeToString(d[:]), Summary: approvals.Summary{Add: 1,
-		Resources: []approvals.Resource{{Address: "terraform_data.a", Action: approvals.ActionCreate}}}, Policy: r.policy}, nil
+		Resources: []approvals.Resource{{Address: "terraform_data.a", Action: approvals.ActionCreate}}}, Policy: r.policy}, err
 }
 
 func (r *fakeRunner) Apply(_ context.Context, job runner.ApplyJob) (runner.ApplyResult, error) {

@@ -171,8 +171,8 @@ func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.Plan
 	}
 	if planErr != nil {
 		log.Warn("plan failed", "err", planErr)
-		s.stats.Planned(p.Project, p.Env, string(approvals.StatusPlanFailed), took)
 		if s.finish(ctx, p, approvals.StatusPlanFailed, planFailure(planErr)) {
+			s.stats.Planned(p.Project, p.Env, string(approvals.StatusPlanFailed), took)
 			s.fail(ctx, p.Channel, p.Requester, planErr, "plan_id", p.ID)
 		}
 		return nil
@@ -185,6 +185,13 @@ func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.Plan
 		return s.o.Notary.Seal(p)
 	})
 	if err != nil {
+		var se *approvals.StateError
+		if errors.As(err, &se) && !se.Status.Terminal() {
+			// Recorded already — by the replica that waited, or by a
+			// sweeper that found the result first — and its saved plan is
+			// the one that will be applied: keep it.
+			return nil
+		}
 		// Rejected while planning: the reject already released the lock.
 		_ = s.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
 		return err

@@ -56,6 +56,14 @@ func (s *Service) sweep(ctx context.Context) {
 			s.expire(ctx, p)
 			continue
 		}
+		// Work whose waiting replica stopped is completed from the result
+		// the runner kept, while its lock still holds: a finished plan goes
+		// on to wait for approvals rather than being voided when its lease
+		// runs out. Racing the replica that does wait is harmless: one
+		// compare-and-swap wins, and the other says nothing.
+		if (p.Status == approvals.StatusPlanning || p.Status == approvals.StatusApplying) && s.completeDetached(ctx, p) {
+			continue
+		}
 		h, held, err := s.o.Locks.Holder(ctx, runner.LockKey(p.Project, p.Env))
 		if err != nil {
 			s.log.Warn("sweep: read lock", "plan_id", p.ID, "err", err)
@@ -67,9 +75,6 @@ func (s *Service) sweep(ctx context.Context) {
 		// Re-read: the plan may have ended and released its lock just now.
 		cur, err := s.o.Store.Get(ctx, p.ID)
 		if err != nil || cur.Version != p.Version {
-			continue
-		}
-		if s.completeDetached(ctx, p) {
 			continue
 		}
 		switch p.Status {
