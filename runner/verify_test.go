@@ -3,6 +3,8 @@ package runner_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +31,7 @@ echo "token=$VAULT_TOKEN"
 test -d "$TWOKEY_TF_DIR/.terraform" && echo "init done"
 exit ${SMOKE_EXIT:-1}
 `
-	slow := "#!/bin/sh\necho started\nsleep 600\necho NEVER\n"
+	slow := "#!/bin/sh\necho started\nsleep 617\necho NEVER\n"
 	f.src.trees[empty] = map[string]string{"infra/main.tf": "terraform {\n  backend \"local\" {}\n}\n",
 		"scripts/smoke.sh": smoke, "scripts/slow.sh": slow}
 	f.src.trees[pending] = map[string]string{"infra/main.tf": mainTF(f.dir, "")}
@@ -76,6 +78,13 @@ exit ${SMOKE_EXIT:-1}
 	}
 	if time.Since(start) > time.Minute {
 		t.Errorf("slow smoke was not killed at its timeout")
+	}
+	// Nothing of it lives on.
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && string(b) == "sleep\x00617\x00" {
+			t.Errorf("the slow smoke's sleep is still running: %s", p)
+		}
 	}
 
 	res = verify(empty, runner.VerifySteps{Smoke: "scripts/missing.sh"})
