@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/twokey/twokey/attest"
+	"github.com/twokey/twokey/ref"
 )
 
 // Status is where a plan is in its life.
@@ -45,15 +46,15 @@ func (s Status) Terminal() bool {
 
 // Plan is one proposed change and everything decided about it.
 type Plan struct {
-	ID        string `json:"id"`
-	Project   string `json:"project"`
-	Env       string `json:"env"`
-	PR        int    `json:"pr,omitempty"`    // the pull request, if the ref is one
-	Ref       string `json:"ref"`             // what was asked for, as typed: pr-42, sha-…, ref-v1.2
-	SHA       string `json:"sha"`             // the commit that was planned
-	Title     string `json:"title,omitempty"` // PR title, for people reading the message
-	URL       string `json:"url,omitempty"`   // PR web page
-	Requester string `json:"requester"`       // Slack user ID
+	ID        string  `json:"id"`
+	Project   string  `json:"project"`
+	Env       string  `json:"env"`
+	PR        int     `json:"pr,omitempty"`    // the pull request, if the ref is one
+	Ref       ref.Ref `json:"ref"`             // what was asked for; stored as typed: pr-42, sha-…, ref-v1.2
+	SHA       string  `json:"sha"`             // the commit that was planned
+	Title     string  `json:"title,omitempty"` // PR title, for people reading the message
+	URL       string  `json:"url,omitempty"`   // PR web page
+	Requester string  `json:"requester"`       // Slack user ID
 	// Authors are the GitHub identities that wrote or committed the
 	// change (authors.go); the seal covers them.
 	Authors   []Author `json:"authors,omitempty"`
@@ -237,18 +238,19 @@ func (e *StateError) Unwrap() error { return e.Want }
 
 // Request describes a plan that is about to run.
 type Request struct {
-	ID, Project, Env     string
-	PR                   int
-	Ref, SHA, Title, URL string
-	Requester            string
-	Authors              []Author
-	Channel              string
-	Fence                int64
-	LockOwner            string
-	Required             int  // approvals needed
-	Protected            bool // protected environments never need fewer than two
-	OverridesRequired    int  // policy owners whose overrides lift a denial; 0: none can
-	TTL                  time.Duration
+	ID, Project, Env  string
+	PR                int
+	Ref               ref.Ref
+	SHA, Title, URL   string
+	Requester         string
+	Authors           []Author
+	Channel           string
+	Fence             int64
+	LockOwner         string
+	Required          int  // approvals needed
+	Protected         bool // protected environments never need fewer than two
+	OverridesRequired int  // policy owners whose overrides lift a denial; 0: none can
+	TTL               time.Duration
 }
 
 // MinProtectedApprovals is the floor for protected environments.

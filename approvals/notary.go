@@ -89,7 +89,7 @@ type terms struct {
 }
 
 func termsOf(p Plan) terms {
-	return terms{ID: p.ID, Project: p.Project, Env: p.Env, PR: p.PR, Ref: p.Ref, SHA: p.SHA, Requester: p.Requester,
+	return terms{ID: p.ID, Project: p.Project, Env: p.Env, PR: p.PR, Ref: p.Ref.String(), SHA: p.SHA, Requester: p.Requester,
 		Authors: p.Authors, Fence: p.Fence, LockOwner: p.LockOwner, Digest: p.Digest, Required: p.Required, ExpiresAt: p.ExpiresAt.UTC(),
 		Title: p.Title, URL: p.URL, Summary: p.Summary, Protected: p.Protected, Policy: p.Policy, OverridesRequired: p.OverridesRequired}
 }

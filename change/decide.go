@@ -8,7 +8,6 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/audit"
-	"github.com/twokey/twokey/commands"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )
@@ -62,11 +61,7 @@ func (s *Service) decide(ctx context.Context, channel, user, planID string, d de
 	}
 	if d == decideApprove && authorized && user != p.Requester && len(env.Requirements) > 0 {
 		// GitHub's side, as it is now: approving waits until it holds.
-		rev, err := planRevision(proj, p)
-		if err != nil {
-			return err
-		}
-		unmet, err := s.unmet(ctx, env, rev)
+		unmet, err := s.unmet(ctx, env, planRevision(proj, p))
 		if err != nil {
 			return err
 		}
@@ -225,12 +220,7 @@ func (s *Service) apply(ctx context.Context, planID, channel, actor string) erro
 
 	// The ref must still name the commit that was planned and approved, and
 	// that commit must still have been through the environments before.
-	ref, err := commands.ParseRef(p.Ref)
-	if err != nil {
-		s.abort(ctx, p, grant, "unreadable ref")
-		return err
-	}
-	rev, err := s.o.Runner.Resolve(ctx, proj.Repo, runnerRef(ref))
+	rev, err := s.o.Runner.Resolve(ctx, proj.Repo, p.Ref)
 	switch {
 	case errors.Is(err, runner.ErrSource):
 		s.abort(ctx, p, grant, "GitHub unavailable: head commit not confirmed")

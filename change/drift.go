@@ -11,6 +11,7 @@ import (
 	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/commands"
 	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/ref"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -185,8 +186,8 @@ func (s *Service) lastApplied(ctx context.Context, project, env string) string {
 	}
 	e := events[0]
 	what := fmt.Sprintf("PR #%d", e.PR)
-	if ref, err := commands.ParseRef(e.Ref); err == nil {
-		what = ref.Label()
+	if r, err := ref.Parse(e.Ref); err == nil && !r.IsZero() {
+		what = r.Label()
 	}
 	who := ""
 	if p, err := s.o.Store.Get(ctx, e.PlanID); err == nil {

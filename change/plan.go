@@ -88,7 +88,7 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 			return ErrNotPlanner
 		}
 	}
-	rev, err := s.o.Runner.Resolve(ctx, proj.Repo, runnerRef(cmd.Ref))
+	rev, err := s.o.Runner.Resolve(ctx, proj.Repo, cmd.Ref)
 	if err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 	}
 	log := s.log.With("env", proj.Name+"/"+env.Name, "ref", cmd.Ref.String(), "plan_id", id, "user", user, "fence", lease.Fence)
 	p, err := approvals.New(approvals.Request{
-		ID: id, Project: proj.Name, Env: env.Name, PR: rev.PR, Ref: cmd.Ref.String(), SHA: rev.SHA, Title: rev.Title, URL: rev.URL,
+		ID: id, Project: proj.Name, Env: env.Name, PR: rev.PR, Ref: cmd.Ref, SHA: rev.SHA, Title: rev.Title, URL: rev.URL,
 		Requester: user, Authors: rev.Authors, Channel: channel, Fence: lease.Fence, LockOwner: lease.Owner,
 		Required: env.RequiredApprovals, Protected: *env.Protected, TTL: env.PlanTTL.D(),
 		OverridesRequired: proj.PolicyFor(env).OverridesNeeded(),
@@ -252,9 +252,6 @@ func (s *Service) replan(ctx context.Context, held, holder runner.Holder, user s
 	s.log.Info("replanning", "replaced", old.ID, "ref", old.Ref, "user", user)
 	return lease, err
 }
-
-// runnerRef converts a parsed ref for the runner.
-func runnerRef(r commands.Ref) runner.Ref { return runner.Ref{PR: r.PR, SHA: r.SHA, Tag: r.Tag} }
 
 // planFailure is the short reason shown on the message of a failed plan;
 // the details go to the requester.

@@ -9,6 +9,7 @@ import (
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/commands"
+	"github.com/twokey/twokey/ref"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -18,7 +19,7 @@ import (
 func (s *Service) record(ctx context.Context, typ, user string, p *approvals.Plan, detail map[string]string) error {
 	e := audit.Event{Type: typ, Detail: detail}
 	if p != nil {
-		e.Project, e.Env, e.PR, e.Ref, e.SHA = p.Project, p.Env, p.PR, p.Ref, p.SHA
+		e.Project, e.Env, e.PR, e.Ref, e.SHA = p.Project, p.Env, p.PR, p.Ref.String(), p.SHA
 		e.PlanID, e.Digest, e.Fence, e.Permalink = p.ID, p.Digest, p.Fence, p.Permalink
 	}
 	return s.write(ctx, e, user)
@@ -77,8 +78,8 @@ func (s *Service) History(ctx context.Context, channel, user string, cmd command
 	fmt.Fprintf(&out, "*Last %d changes in %s*\n", len(events), key)
 	for _, e := range events {
 		what := "PR #" + fmt.Sprint(e.PR)
-		if ref, err := commands.ParseRef(e.Ref); err == nil {
-			what = ref.Label()
+		if r, err := ref.Parse(e.Ref); err == nil && !r.IsZero() {
+			what = r.Label()
 		}
 		requester, link := "?", ""
 		if p, err := s.o.Store.Get(ctx, e.PlanID); err == nil {

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/twokey/twokey/approvals"
-	"github.com/twokey/twokey/commands"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )
@@ -60,12 +59,8 @@ func (s *Service) unmet(ctx context.Context, env *config.Environment, rev runner
 }
 
 // planRevision is the revision a plan planned, as its seal records it.
-func planRevision(proj *config.Project, p approvals.Plan) (runner.Revision, error) {
-	ref, err := commands.ParseRef(p.Ref)
-	if err != nil {
-		return runner.Revision{}, err
-	}
-	return runner.Revision{Repo: proj.Repo, Ref: runnerRef(ref), PR: p.PR, SHA: p.SHA, Authors: p.Authors}, nil
+func planRevision(proj *config.Project, p approvals.Plan) runner.Revision {
+	return runner.Revision{Repo: proj.Repo, Ref: p.Ref, PR: p.PR, SHA: p.SHA, Authors: p.Authors}
 }
 
 // noteUnmet records what the plan's requirements lack now, for its

@@ -9,7 +9,6 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/audit"
-	"github.com/twokey/twokey/commands"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/runner"
 )
@@ -129,10 +128,8 @@ func (s *Service) runVerify(ctx context.Context, proj *config.Project, p approva
 // appliedRev is the revision p applied: its ref, while that still names
 // the commit, or else the commit itself (a merged pull request's head).
 func (s *Service) appliedRev(ctx context.Context, proj *config.Project, p approvals.Plan) (runner.Revision, error) {
-	if ref, err := commands.ParseRef(p.Ref); err == nil {
-		if rev, err := s.o.Runner.Resolve(ctx, proj.Repo, runnerRef(ref)); err == nil && rev.SHA == p.SHA {
-			return rev, nil
-		}
+	if rev, err := s.o.Runner.Resolve(ctx, proj.Repo, p.Ref); err == nil && rev.SHA == p.SHA {
+		return rev, nil
 	}
 	rev, err := s.o.Runner.Resolve(ctx, proj.Repo, runner.Ref{})
 	if err != nil {

@@ -11,15 +11,14 @@ import (
 	"time"
 
 	"github.com/twokey/twokey/approvals"
-	"github.com/twokey/twokey/commands"
 )
 
 // label names what a plan planned: "PR #42", "tag v1.2", "commit 1a2b3c4".
 func Label(p approvals.Plan) string {
-	if ref, err := commands.ParseRef(p.Ref); err == nil {
-		return ref.Label()
+	if p.Ref.IsZero() {
+		return fmt.Sprintf("PR #%d", p.PR)
 	}
-	return fmt.Sprintf("PR #%d", p.PR)
+	return p.Ref.Label()
 }
 
 func Mentions(users []string) string {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/twokey/twokey/ref"
 )
 
 // Command is one parsed `/tf` command. The set of commands is closed.
@@ -89,45 +91,15 @@ func (BreakGlass) command()       {}
 func (BreakGlassForm) command()   {}
 func (BreakGlassRevoke) command() {}
 
-// Ref names the revision to plan: the head of a pull request, or — to roll
-// back — a commit or tag of the default branch. Exactly one field is set.
-type Ref struct {
-	PR  int    // pull request number, > 0
-	SHA string // full commit SHA, 40 lowercase hex digits
-	Tag string // tag name
-}
-
-// Label names the ref for people: "PR #42", "commit 1a2b3c4", "tag v1.2".
-func (r Ref) Label() string {
-	switch {
-	case r.SHA != "":
-		return "commit " + r.SHA[:min(len(r.SHA), 7)]
-	case r.Tag != "":
-		return "tag " + r.Tag
-	}
-	return "PR #" + strconv.Itoa(r.PR)
-}
-
-// ParseRef parses a ref as Parse does in a plan command: pr-<n>, sha-<sha>
-// or ref-<tag>.
-func ParseRef(s string) (Ref, error) { return parseRef(s) }
-
-// String renders the ref the way a user types it.
-func (r Ref) String() string {
-	switch {
-	case r.SHA != "":
-		return "sha-" + r.SHA
-	case r.Tag != "":
-		return "ref-" + r.Tag
-	}
-	return "pr-" + strconv.Itoa(r.PR)
-}
+// Ref names the revision to plan (package ref): the head of a pull
+// request, or — to roll back — a commit or tag of the default branch.
+type Ref = ref.Ref
 
 // Errors returned by Parse, wrapped in a *Error that carries the usage line.
 var (
 	ErrUnknownCommand = errors.New("unknown command")
 	ErrUsage          = errors.New("wrong arguments")
-	ErrMalformedRef   = errors.New("malformed revision")
+	ErrMalformedRef   = ref.ErrMalformed
 	ErrMalformedName  = errors.New("malformed name")
 )
 
@@ -183,12 +155,9 @@ const maxTextLen = 4000
 
 var (
 	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	prRE     = regexp.MustCompile(`^(?:(?i:pr)-?|#)([0-9]{1,9})$`)
-	shaRE    = regexp.MustCompile(`^sha-([0-9a-f]{40})$`)
 	planIDRE = regexp.MustCompile(`^p-[a-z2-9]{8}$`)
 	grantRE  = regexp.MustCompile(`^bg-[a-z2-9]{8}$`)
 	linkRE   = regexp.MustCompile(`https://[^\s<>|"]+`)
-	tagRE    = regexp.MustCompile(`^ref-([A-Za-z0-9][A-Za-z0-9._/-]{0,99})$`)
 )
 
 // Parse parses the text after `/tf`.
@@ -238,14 +207,14 @@ func parsePlan(args []string) (Command, error) {
 		return nil, &Error{Err: ErrUsage, Detail: "plan needs an environment and a pull request", Usage: usagePlan}
 	}
 	names, refText := args[:len(args)-1], args[len(args)-1]
-	ref, err := parseRef(refText)
+	rev, err := parseRef(refText)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkNames(names, usagePlan); err != nil {
 		return nil, err
 	}
-	p := Plan{Env: names[len(names)-1], Ref: ref}
+	p := Plan{Env: names[len(names)-1], Ref: rev}
 	if len(names) == 2 {
 		p.Project = names[0]
 	}
@@ -421,26 +390,15 @@ func fields(text string) ([]string, error) {
 }
 
 func parseRef(s string) (Ref, error) {
-	if m := shaRE.FindStringSubmatch(strings.ToLower(s)); m != nil {
-		return Ref{SHA: m[1]}, nil
+	r, err := ref.Parse(s)
+	if err == nil && r.IsZero() {
+		err = &ref.MalformedError{Detail: "a plan needs a revision: pr-<number>, sha-<40 hex digits> or ref-<tag>"}
 	}
-	if m := tagRE.FindStringSubmatch(s); m != nil && !strings.Contains(m[1], "..") && !strings.HasSuffix(m[1], "/") &&
-		!strings.HasSuffix(m[1], ".lock") {
-		return Ref{Tag: m[1]}, nil
+	var me *ref.MalformedError
+	if errors.As(err, &me) {
+		return Ref{}, &Error{Err: ErrMalformedRef, Detail: me.Detail, Usage: usagePlan}
 	}
-	m := prRE.FindStringSubmatch(s)
-	if m == nil {
-		return Ref{}, &Error{
-			Err:    ErrMalformedRef,
-			Detail: fmt.Sprintf("%q is not a revision; write pr-<number> (e.g. pr-42), sha-<40 hex digits> or ref-<tag>", truncate(s, 40)),
-			Usage:  usagePlan,
-		}
-	}
-	n, _ := strconv.Atoi(m[1]) // at most nine digits: always fits
-	if n == 0 {
-		return Ref{}, &Error{Err: ErrMalformedRef, Detail: "pull request numbers start at 1", Usage: usagePlan}
-	}
-	return Ref{PR: n}, nil
+	return r, err
 }
 
 func checkNames(names []string, usage string) error {

@@ -395,7 +395,7 @@ func (b *Syncer) sleep(ctx context.Context, d time.Duration) {
 // record appends an event about p.
 func (b *Syncer) record(ctx context.Context, typ string, _ string, p *approvals.Plan, detail map[string]string) error {
 	e := audit.Event{Type: typ, Actor: audit.Actor{ID: "twokey", Name: "twokey"}, Detail: detail,
-		Project: p.Project, Env: p.Env, PR: p.PR, Ref: p.Ref, SHA: p.SHA,
+		Project: p.Project, Env: p.Env, PR: p.PR, Ref: p.Ref.String(), SHA: p.SHA,
 		PlanID: p.ID, Digest: p.Digest, Fence: p.Fence, Permalink: p.Permalink}
 	for k, v := range e.Detail {
 		if v == "" {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/audit"
+	"github.com/twokey/twokey/ref"
 )
 
 // Terraform is the part of terraform-exec the runner uses;
@@ -69,14 +70,10 @@ type Source interface {
 	Checkout(ctx context.Context, rev Revision, dst string) error
 }
 
-// Ref names what to plan: a pull request's head, or a commit or tag of the
-// default branch (a rollback). At most one field is set; the zero Ref is the
-// default branch's head (what a drift check plans).
-type Ref struct {
-	PR  int    `json:"pr,omitempty"`
-	SHA string `json:"sha,omitempty"`
-	Tag string `json:"tag,omitempty"`
-}
+// Ref names what to plan (package ref): a pull request's head, or a commit
+// or tag of the default branch (a rollback); the zero Ref is the default
+// branch's head (what a drift check plans).
+type Ref = ref.Ref
 
 // Revision is one resolved commit.
 type Revision struct {

@@ -12,6 +12,7 @@ import (
 	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/ref"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/redisjobs"
 	"github.com/twokey/twokey/runner/redislock"
@@ -93,7 +94,7 @@ func TestOnRedisCluster(t *testing.T) {
 	store := redisstore.New(rdb, keyPrefix, 0)
 	for i := range 8 {
 		id := fmt.Sprintf("p-cluster%d", i)
-		p, err := approvals.New(approvals.Request{ID: id, Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
+		p, err := approvals.New(approvals.Request{ID: id, Project: "infra", Env: "staging", Ref: ref.Ref{PR: 1}, SHA: "abc",
 			Requester: "U", Fence: 1, LockOwner: "o", TTL: time.Hour}, time.Now())
 		if err != nil {
 			t.Fatal(err)
@@ -155,7 +156,7 @@ func TestOnRedisCluster(t *testing.T) {
 	}()
 	client := redisjobs.NewClient(redisjobs.ClientOptions{Redis: rdb, Prefix: keyPrefix, Signer: signer,
 		Pool: func(string, string) (string, error) { return "default", nil }})
-	p, err := approvals.New(approvals.Request{ID: "p-clusterjob", Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
+	p, err := approvals.New(approvals.Request{ID: "p-clusterjob", Project: "infra", Env: "staging", Ref: ref.Ref{PR: 1}, SHA: "abc",
 		Requester: "U", Fence: 1, LockOwner: "o", TTL: time.Hour}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +171,7 @@ func TestOnRedisCluster(t *testing.T) {
 
 	// An apply: a signed grant, verified and claimed by the worker.
 	now := time.Now()
-	p, err = approvals.New(approvals.Request{ID: "p-clusterapply", Project: "infra", Env: "staging", Ref: "pr-1", SHA: "abc",
+	p, err = approvals.New(approvals.Request{ID: "p-clusterapply", Project: "infra", Env: "staging", Ref: ref.Ref{PR: 1}, SHA: "abc",
 		Requester: "U", Fence: 1, LockOwner: "o", Required: 2, TTL: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/devstack/stacktest"
+	"github.com/twokey/twokey/ref"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -115,7 +116,7 @@ func (f *fixture) worker(t *testing.T, pool, name string, exec Executor, visibil
 func (f *fixture) plan(t *testing.T, id, env string, status approvals.Status) approvals.Plan {
 	t.Helper()
 	now := time.Now()
-	p, err := approvals.New(approvals.Request{ID: id, Project: "infra", Env: env, Ref: "pr-1", PR: 1, SHA: "abc",
+	p, err := approvals.New(approvals.Request{ID: id, Project: "infra", Env: env, Ref: ref.Ref{PR: 1}, PR: 1, SHA: "abc",
 		Requester: "UREQ", Fence: 1, LockOwner: "o", Required: 2, Protected: true, TTL: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)
@@ -399,7 +400,7 @@ func BenchmarkDispatch(b *testing.B) {
 	go func() { _ = w.Run(ctx) }()
 	for i := 0; b.Loop(); i++ {
 		id := fmt.Sprintf("p-%d", i)
-		p, _ := approvals.New(approvals.Request{ID: id, Project: "infra", Env: "dev", Ref: "pr-1", SHA: "abc", Requester: "U",
+		p, _ := approvals.New(approvals.Request{ID: id, Project: "infra", Env: "dev", Ref: ref.Ref{PR: 1}, SHA: "abc", Requester: "U",
 			Fence: 1, LockOwner: "o", TTL: time.Hour}, time.Now())
 		if _, err := store.Create(ctx, p); err != nil {
 			b.Fatal(err)
@@ -565,7 +566,7 @@ func BenchmarkApplyDispatch(b *testing.B) {
 	go func() { _ = w.Run(ctx) }()
 	for i := 0; b.Loop(); i++ {
 		now := time.Now()
-		p, _ := approvals.New(approvals.Request{ID: fmt.Sprintf("p-%d", i), Project: "infra", Env: "prod", Ref: "pr-1", SHA: "abc",
+		p, _ := approvals.New(approvals.Request{ID: fmt.Sprintf("p-%d", i), Project: "infra", Env: "prod", Ref: ref.Ref{PR: 1}, SHA: "abc",
 			Requester: "U", Fence: 1, LockOwner: "o", Required: 2, Protected: true, TTL: time.Hour}, now)
 		p, _ = approvals.Planned(p, "d", approvals.Summary{Add: 1}, approvals.Assessment{}, time.Hour, now)
 		p, _ = serve.Seal(p)
