@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/slack-go/slack"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/twokey/twokey/bot/slacksim"
 	"github.com/twokey/twokey/change"
 	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/redislock"
 )
@@ -115,7 +115,7 @@ func (f *fakeWrapping) LookupWrapping(_ context.Context, token string) (runner.W
 	return runner.WrapInfo{CreationPath: path}, nil
 }
 
-// policyHarness is a bot wired to miniredis, a local Slack and a fake
+// policyHarness is a bot wired to a real redis-server, a local Slack and a fake
 // runner, with a clock the test moves.
 type policyHarness struct {
 	b      *Bot
@@ -123,7 +123,7 @@ type policyHarness struct {
 	svc    *change.Service
 	audit  *redisaudit.Log
 	slack  *slacksim.Server
-	mr     *miniredis.Miniredis
+	rdb    *redis.Client // a real redis-server's
 	run    *fakeRunner
 	wrap   *fakeWrapping
 	store  *redisstore.Store
@@ -150,8 +150,8 @@ func newPolicyHarness(t testing.TB) *policyHarness {
 	srv := httptest.NewServer(h.slack.Handler())
 	t.Cleanup(srv.Close)
 
-	h.mr = miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: h.mr.Addr()})
+	rdb := redis.NewClient(&redis.Options{Addr: stacktest.Redis(t).Addr})
+	h.rdb = rdb
 	t.Cleanup(func() { rdb.Close() })
 	h.store = redisstore.New(rdb, "t:", 0)
 	auditLog, err := redisaudit.New(rdb, redisaudit.Options{Prefix: "t:"})
@@ -257,7 +257,9 @@ func TestApprovalPolicy(t *testing.T) {
 	start := time.Now()
 	events := 0
 	for seq := range sequences {
-		h.mr.FlushAll()
+		if err := h.rdb.FlushAll(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
 		h.run.mu.Lock()
 		h.run.head = fmt.Sprintf("%040x", seq)
 		h.run.applies = map[string][]string{}
