@@ -1,8 +1,11 @@
 package change
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,40 +99,139 @@ func (s *Service) History(ctx context.Context, channel, user string, cmd command
 	return nil
 }
 
+// The story of a plan or grant the store no longer holds is rebuilt from
+// the audit record: its events are found by reading back through at most
+// the newest storyScan events, and at most storyEvents of them are kept.
+const (
+	storyScan   = 100_000
+	storyEvents = 1_000
+)
+
 // show answers `/tf show <plan-id>|<grant-id>`: the plan or grant and every
-// event about it.
+// event about it. One the store no longer holds (past its retention, or
+// deleted) is told from the audit record alone.
 func (s *Service) Show(ctx context.Context, channel, user string, cmd commands.Show) error {
 	var out strings.Builder
 	var since time.Time
 	if GrantIDRE.MatchString(cmd.PlanID) {
 		g, err := s.getGrant(ctx, cmd.PlanID)
+		if errors.Is(err, ErrUnknownGrant) {
+			return s.showFromRecord(ctx, channel, user, cmd.PlanID, err)
+		}
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(&out, "*Break-glass `%s`*: %s/%s for %s, asked by <@%s> — %s\n>%s\n", g.ID, g.Project, g.Env, Human(g.Duration),
-			g.Requester, GrantWords(g), Escape(Clip(g.Reason, 500)))
-		if g.Permalink != "" {
-			fmt.Fprintf(&out, "<%s|The announcement>\n", g.Permalink)
-		}
+		grantHeader(&out, g, "")
 		since = g.CreatedAt
 	} else {
 		p, err := s.o.Store.Get(ctx, cmd.PlanID)
+		if errors.Is(err, approvals.ErrNotFound) {
+			return s.showFromRecord(ctx, channel, user, cmd.PlanID, err)
+		}
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(&out, "*Plan `%s`*: %s/%s, %s at `%s`, asked by <@%s> — %s\n", p.ID, p.Project, p.Env, Label(p), Short(p.SHA),
-			p.Requester, StatusWords(p.Status))
-		if p.Permalink != "" {
-			fmt.Fprintf(&out, "<%s|The plan's message>\n", p.Permalink)
-		}
+		planHeader(&out, p, "")
 		since = p.CreatedAt
 	}
 	events, err := s.o.History.Since(ctx, since.Add(-time.Minute))
 	if err != nil {
 		return err
 	}
+	events = slices.DeleteFunc(events, func(e audit.Event) bool { return e.PlanID != cmd.PlanID })
+	writeStory(&out, events)
+	s.tell(ctx, channel, user, Clip(out.String(), MaxSection))
+	return nil
+}
+
+// showFromRecord tells the story of a plan or grant from its audit events
+// alone; unknown is the answer when the record has none either.
+func (s *Service) showFromRecord(ctx context.Context, channel, user, id string, unknown error) error {
+	events, err := s.o.History.Newest(ctx, storyEvents, storyScan, func(e audit.Event) bool { return e.PlanID == id })
+	if err != nil {
+		return err
+	}
+	if len(events) == 0 {
+		return unknown
+	}
+	slices.Reverse(events)
+	var out strings.Builder
+	what, whole := "plan", false
+	if GrantIDRE.MatchString(id) {
+		var g approvals.BreakGlass
+		g, whole = grantFromRecord(id, events)
+		grantHeader(&out, g, lastRecorded(g.Status != approvals.GrantEnded))
+		what = "grant"
+	} else {
+		var p approvals.Plan
+		p, whole = planFromRecord(id, events)
+		planHeader(&out, p, lastRecorded(slices.Contains([]approvals.Status{approvals.StatusPlanning, approvals.StatusPending, approvals.StatusApplying}, p.Status)))
+	}
+	fmt.Fprintf(&out, "_Rebuilt from the audit record: the store no longer holds this %s._", what)
+	if !whole || len(events) == storyEvents {
+		fmt.Fprintf(&out, " _Its oldest events are not among the newest %d of the record, or were trimmed from it: `twokey audit export` has what the record kept._", storyScan)
+	}
+	out.WriteString("\n")
+	writeStory(&out, events)
+	s.tell(ctx, channel, user, Clip(out.String(), MaxSection))
+	return nil
+}
+
+// lastRecorded qualifies a state the record left open: the store no
+// longer holds it, so nothing more can happen to it.
+func lastRecorded(open bool) string {
+	if open {
+		return " (as last recorded)"
+	}
+	return ""
+}
+
+// planHeader is a plan's first lines in /tf show; qualify follows its state.
+func planHeader(out *strings.Builder, p approvals.Plan, qualify string) {
+	asked := "?"
+	if p.Requester != "" {
+		asked = "<@" + p.Requester + ">"
+	}
+	state := StatusWords(p.Status)
+	if p.Status == "" {
+		state = "state unknown"
+	}
+	fmt.Fprintf(out, "*Plan `%s`*: %s/%s, %s at `%s`, asked by %s — %s%s\n", p.ID, p.Project, p.Env, Label(p), Short(p.SHA),
+		asked, state, qualify)
+	if p.Digest != "" {
+		fmt.Fprintf(out, "digest `%s`\n", p.Digest)
+	}
+	if p.Permalink != "" {
+		fmt.Fprintf(out, "<%s|The plan's message>\n", p.Permalink)
+	}
+}
+
+// grantHeader is a break-glass grant's first lines in /tf show; qualify
+// follows its state.
+func grantHeader(out *strings.Builder, g approvals.BreakGlass, qualify string) {
+	asked := "?"
+	if g.Requester != "" {
+		asked = "<@" + g.Requester + ">"
+	}
+	state := GrantWords(g)
+	if g.Status == "" {
+		state = "state unknown"
+	}
+	fmt.Fprintf(out, "*Break-glass `%s`*: %s/%s for %s, asked by %s — %s%s\n>%s\n", g.ID, g.Project, g.Env, Human(g.Duration),
+		asked, state, qualify, Escape(Clip(g.Reason, 500)))
+	if g.Permalink != "" {
+		fmt.Fprintf(out, "<%s|The announcement>\n", g.Permalink)
+	}
+}
+
+// writeStory writes one line per event, oldest first: when (with the date
+// at the first event and whenever it changes), what, who, and the details
+// a person reads. GitHub being brought up to date is left out: it is
+// frequent, says nothing new, and would push the story past one message.
+func writeStory(out *strings.Builder, events []audit.Event) {
+	day := ""
 	for _, e := range events {
-		if e.PlanID != cmd.PlanID {
+		if e.Type == audit.GitHubUpdated {
 			continue
 		}
 		who := e.Actor.Name
@@ -140,16 +242,88 @@ func (s *Service) Show(ctx context.Context, channel, user string, cmd commands.S
 		if e.Type == audit.BreakGlass {
 			what = "break-glass " + e.Detail["stage"]
 		}
-		fmt.Fprintf(&out, "• %s · %s · %s", e.Time.UTC().Format("15:04:05"), what, who)
-		for _, k := range []string{"result", "summary", "reason", "note", "accessor", "ttl", "add", "change", "destroy", "duration"} {
+		at := e.Time.UTC()
+		when := at.Format("15:04:05")
+		if d := at.Format("Jan 2 2006"); d != day {
+			day, when = d, at.Format("Jan 2 2006 15:04:05")
+		}
+		fmt.Fprintf(out, "• %s · %s · %s", when, what, who)
+		for _, k := range []string{"result", "summary", "reason", "note", "approvals", "overrides", "denied", "role", "accessor", "ttl",
+			"add", "change", "destroy", "duration"} {
 			if v := e.Detail[k]; v != "" {
-				fmt.Fprintf(&out, " · %s %s", k, Escape(v))
+				fmt.Fprintf(out, " · %s %s", k, Escape(v))
 			}
 		}
 		out.WriteString("\n")
 	}
-	s.tell(ctx, channel, user, Clip(out.String(), MaxSection))
-	return nil
+}
+
+// planFromRecord is what the record says of plan id, from its events
+// oldest first: what, who asked, and the state its last event left it in.
+// whole reports whether the record still holds the plan's start.
+func planFromRecord(id string, events []audit.Event) (p approvals.Plan, whole bool) {
+	p.ID = id
+	for _, e := range events {
+		p.Project, p.Env = cmp.Or(e.Project, p.Project), cmp.Or(e.Env, p.Env)
+		p.PR, p.SHA = cmp.Or(e.PR, p.PR), cmp.Or(e.SHA, p.SHA)
+		if r, err := ref.Parse(e.Ref); err == nil && !r.IsZero() {
+			p.Ref = r
+		}
+		p.Digest, p.Permalink = cmp.Or(e.Digest, p.Digest), cmp.Or(e.Permalink, p.Permalink)
+		switch e.Type {
+		case audit.PlanStarted:
+			p.Requester, p.Status, whole = e.Actor.ID, approvals.StatusPlanning, true
+		case audit.PlanFinished:
+			p.Status = approvals.Status(cmp.Or(e.Detail["result"], string(approvals.StatusPending)))
+		case audit.PlanFailed:
+			p.Status = approvals.StatusPlanFailed
+		case audit.Invalidation:
+			p.Status = approvals.Status(cmp.Or(e.Detail["status"], string(approvals.StatusInvalidated)))
+		case audit.Rejection:
+			p.Status = approvals.StatusRejected
+		case audit.ApplyStarted:
+			p.Status = approvals.StatusApplying
+		case audit.ApplyFinished:
+			switch e.Detail["result"] {
+			case "applied":
+				p.Status = approvals.StatusApplied
+			case "interrupted":
+				p.Status = approvals.StatusInterrupted
+			default:
+				p.Status = approvals.StatusFailed
+			}
+		}
+	}
+	return p, whole
+}
+
+// grantFromRecord is what the record says of break-glass grant id, from
+// its events oldest first. whole reports whether the record still holds
+// the request.
+func grantFromRecord(id string, events []audit.Event) (g approvals.BreakGlass, whole bool) {
+	g.ID = id
+	for _, e := range events {
+		g.Project, g.Env, g.Permalink = cmp.Or(e.Project, g.Project), cmp.Or(e.Env, g.Env), cmp.Or(e.Permalink, g.Permalink)
+		if e.Type != audit.BreakGlass {
+			continue
+		}
+		switch stage := audit.Stage(e.Detail["stage"]); stage {
+		case audit.StageRequested:
+			g.Requester, g.Reason, g.Status, whole = e.Actor.ID, e.Detail["reason"], approvals.GrantRequested, true
+			g.Duration, _ = time.ParseDuration(e.Detail["duration"])
+		case audit.StageApproved:
+			g.Status = approvals.GrantMinting
+		case audit.StageMinted:
+			g.Status, g.MintedAt = approvals.GrantActive, e.Time
+		case audit.StageDelivered:
+			g.Delivered = true
+		case audit.StageReviewed:
+			g.Reviews = append(g.Reviews, approvals.Review{User: e.Actor.ID, At: e.Time})
+		case audit.StageDenied, audit.StageLapsed, audit.StageFailed, audit.StageExpired, audit.StageRevoked, audit.StageCompromised:
+			g.Status, g.Outcome = approvals.GrantEnded, approvals.Outcome(stage)
+		}
+	}
+	return g, whole
 }
 
 // forgery records that state in Redis about p was not signed by a trusted

@@ -19,6 +19,7 @@ import (
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/approvals/redisstore"
 	"github.com/twokey/twokey/attest"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner/redisjobs"
@@ -224,6 +225,17 @@ func TestRunnerPools(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the forged prod job was not refused")
 		}
+	}
+
+	// Each worker recorded, as serve does, the config it runs with.
+	loaded := map[string]string{}
+	for _, e := range w.events() {
+		if e.Type == audit.ConfigLoaded && e.Detail["config_sha256"] != "" {
+			loaded[e.Actor.Name] = e.Detail["pool"]
+		}
+	}
+	if loaded["np-1"] != "nonprod" || loaded["prod-1"] != "prod" {
+		t.Fatalf("config_loaded by worker (name → pool): %v", loaded)
 	}
 }
 

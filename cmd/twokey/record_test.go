@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -330,4 +332,91 @@ func TestAuditFailureBlocksApply(t *testing.T) {
 	if _, err := os.Stat(s.envDump()); err == nil {
 		t.Fatal("terraform applied without an audit record")
 	}
+}
+
+// After the plan store has let a plan go (its 30-day retention, or its
+// key deleted), /tf show still tells the whole story, rebuilt from the
+// audit record alone; an ID neither knows is "unknown".
+func TestShowFromTheRecordAfterRetention(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web")
+	s.startBot()
+	s.slash(alice, "plan staging pr-1")
+	first := s.planMessage(1, "Plan ready for review")
+	voided := first.Buttons()[0].Value
+	// An admin's unlock voids the first plan; a second one is applied.
+	s.slash(erin, `unlock staging "try again"`)
+	s.waitTS(first.TS, "unlocked by <@"+erin+">")
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	planID := msg.Buttons()[0].Value
+	if planID == voided {
+		t.Fatal("no second plan")
+	}
+	s.click(bob, msg, approve)
+	s.waitTS(msg.TS, "more needed")
+	s.click(carol, msg, approve)
+	s.waitTS(msg.TS, "Applied")
+
+	// What the store's retention does, done now: the plans' keys are gone.
+	rdb := redis.NewClient(&redis.Options{Addr: s.redis.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	for _, id := range []string{voided, planID} {
+		if n, err := rdb.Del(ctx, keyPrefix+"plan:{"+id+"}").Result(); err != nil || n != 1 {
+			t.Fatalf("delete plan %s from the store: %d %v", id, n, err)
+		}
+	}
+	// The runner's last events come just after the message says Applied.
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(50 * time.Millisecond) {
+		msgs, err := rdb.XRange(ctx, keyPrefix+"{audit}:stream", "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(msgs, func(m redis.XMessage) bool {
+			raw, _ := m.Values["event"].(string)
+			return strings.Contains(raw, `"apply_finished"`) && strings.Contains(raw, planID)
+		}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no apply_finished event in the record")
+		}
+	}
+
+	s.slash(dave, "show "+planID)
+	show := s.ephemeral(dave, "Plan `"+planID+"`").Content()
+	for _, want := range []string{"Rebuilt from the audit record", "infra/staging", "PR #1", "`" + s.prs[1][:7] + "`",
+		"asked by <@" + alice + ">", "already applied", "<https://",
+		"plan started · <@" + alice + ">", "plan finished", "add 1",
+		"approval · <@" + bob + ">", "approval · <@" + carol + ">", "credential minted", "accessor", "credential revoked",
+		"apply started", "apply finished", "result applied", "duration"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("show from the record lacks %q:\n%s", want, show)
+		}
+	}
+	if !regexp.MustCompile("\ndigest `[0-9a-f]{64}`\n").MatchString(show) {
+		t.Errorf("show from the record lacks the plan's digest:\n%s", show)
+	}
+	last := -1
+	for _, step := range []string{"plan started", "plan finished", "approval · <@" + bob + ">", "approval · <@" + carol + ">",
+		"apply started", "apply finished"} {
+		i := strings.Index(show, step)
+		if i < last {
+			t.Errorf("%q is out of time order:\n%s", step, show)
+		}
+		last = i
+	}
+
+	s.slash(dave, "show "+voided)
+	void := s.ephemeral(dave, "Plan `"+voided+"`").Content()
+	for _, want := range []string{"Rebuilt from the audit record", "asked by <@" + alice + ">", "— void\n",
+		"invalidation · twokey · reason unlocked by", "try again"} {
+		if !strings.Contains(void, want) {
+			t.Errorf("show of the voided plan lacks %q:\n%s", want, void)
+		}
+	}
+
+	s.slash(dave, "show p-zzzzzzzz")
+	s.ephemeral(dave, "unknown to twokey")
 }

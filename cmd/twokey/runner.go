@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/promstats"
 	"github.com/twokey/twokey/runner"
@@ -62,6 +63,15 @@ func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func
 	run, err := runner.New(ctx, ro)
 	if err != nil {
 		return err
+	}
+	// The record says which config this worker runs with, as serve's does.
+	digest, err := fileDigest(common.config)
+	if err != nil {
+		return err
+	}
+	if err := deps.audit.Record(ctx, audit.Event{Type: audit.ConfigLoaded, Actor: audit.Actor{ID: "twokey", Name: *name},
+		Detail: map[string]string{"config_sha256": digest, "pool": *pool}}); err != nil {
+		return fmt.Errorf("audit record config_loaded: %w", err)
 	}
 	w, err := redisjobs.NewWorker(redisjobs.WorkerOptions{
 		Redis: deps.rdb, Prefix: keyPrefix, Pool: *pool, Name: *name, Exec: run,
