@@ -108,7 +108,12 @@ type CheckRuns interface {
 // GitHub, and what was shown.
 type GitHubState interface {
 	MarkDirty(ctx context.Context, id string) error
+	// TakeDirty takes up to n marked plans to sync; each stays taken until
+	// DoneDirty, so a syncer that dies mid-sync loses none: RequeueDirty
+	// marks them again.
 	TakeDirty(ctx context.Context, n int) ([]string, error)
+	DoneDirty(ctx context.Context, id string) error
+	RequeueDirty(ctx context.Context) error
 	GitHubState(ctx context.Context, id string) (comment int64, posted map[string]string, err error)
 	SetGitHubState(ctx context.Context, id string, comment int64, posted map[string]string) error
 }
@@ -117,6 +122,14 @@ type GitHubState interface {
 func (b *Syncer) dirty(ctx context.Context, id string) {
 	if err := b.o.State.MarkDirty(context.WithoutCancel(ctx), id); err != nil {
 		b.log.Warn("mark plan for GitHub", "plan_id", id, "err", err)
+	}
+}
+
+// done ends a taken plan's sync; if that cannot be written, the next
+// syncer to start marks it dirty again, which costs one more sync.
+func (b *Syncer) done(ctx context.Context, id string) {
+	if err := b.o.State.DoneDirty(context.WithoutCancel(ctx), id); err != nil {
+		b.log.Warn("end a plan's GitHub sync", "plan_id", id, "err", err)
 	}
 }
 
@@ -134,6 +147,9 @@ func (b *Syncer) Run(ctx context.Context) error {
 		if err != nil {
 			b.sleep(ctx, 5*time.Second) // another replica syncs, or Redis is away
 			continue
+		}
+		if err := b.o.State.RequeueDirty(ctx); err != nil {
+			b.log.Warn("requeue plans a stopped syncer had taken", "err", err)
 		}
 		pause := 200 * time.Millisecond
 		for ctx.Err() == nil {
@@ -162,17 +178,18 @@ func (b *Syncer) syncDirty(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	ok := true
 	for i, id := range ids {
 		if err := b.syncPlan(ctx, id); err != nil {
 			// Keep this one and the rest for the next round, in order.
 			for _, rest := range ids[i:] {
 				b.dirty(ctx, rest)
+				b.done(ctx, rest)
 			}
 			return false
 		}
+		b.done(ctx, id)
 	}
-	return ok
+	return true
 }
 
 // syncPlan writes a plan's comment (for pull requests) and statuses.

@@ -248,7 +248,8 @@ func (s *Store) RecentApplied(ctx context.Context, project, env string, n int) (
 	return out, nil
 }
 
-func (s *Store) dirtyKey() string           { return s.prefix + "github:dirty" }
+func (s *Store) dirtyKey() string           { return s.prefix + "github:{dirty}" }
+func (s *Store) takenKey() string           { return s.prefix + "github:{dirty}:taken" }
 func (s *Store) githubKey(id string) string { return s.prefix + "github:{" + id + "}" }
 
 // MarkDirty notes that a plan changed and its pull request should show it.
@@ -256,15 +257,41 @@ func (s *Store) MarkDirty(ctx context.Context, id string) error {
 	return s.rdb.SAdd(ctx, s.dirtyKey(), id).Err()
 }
 
-// TakeDirty returns the plans marked dirty and unmarks them; a plan whose
-// sync fails is marked again.
+// TakeDirty moves up to n plans marked dirty to the taken set and returns
+// them, in one step: a plan marked again while it syncs is dirty again, and
+// one whose syncer dies stays taken until RequeueDirty. DoneDirty ends a
+// sync.
 func (s *Store) TakeDirty(ctx context.Context, n int) ([]string, error) {
-	ids, err := s.rdb.SPopN(ctx, s.dirtyKey(), int64(n)).Result()
+	ids, err := takeDirty.Run(ctx, s.rdb, []string{s.dirtyKey(), s.takenKey()}, n).StringSlice()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read plans to sync: %w", err)
 	}
 	return ids, nil
 }
+
+var takeDirty = redis.NewScript(`
+local ids = redis.call('SPOP', KEYS[1], ARGV[1])
+if #ids > 0 then redis.call('SADD', KEYS[2], unpack(ids)) end
+return ids`)
+
+// DoneDirty ends the sync of a taken plan, whether it went well or the
+// plan was marked dirty again to retry.
+func (s *Store) DoneDirty(ctx context.Context, id string) error {
+	return s.rdb.SRem(ctx, s.takenKey(), id).Err()
+}
+
+// RequeueDirty marks every taken plan dirty again: what a syncer that died
+// mid-sync left behind. The one syncer that holds the GitHub lease calls it
+// when it starts.
+func (s *Store) RequeueDirty(ctx context.Context) error {
+	return requeueDirty.Run(ctx, s.rdb, []string{s.dirtyKey(), s.takenKey()}).Err()
+}
+
+var requeueDirty = redis.NewScript(`
+local ids = redis.call('SMEMBERS', KEYS[2])
+if #ids > 0 then redis.call('SADD', KEYS[1], unpack(ids)) end
+redis.call('DEL', KEYS[2])
+return #ids`)
 
 // GitHubState returns what was last written to GitHub for a plan: its
 // comment's ID and the posted values (the comment body's digest, each
