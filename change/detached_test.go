@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/twokey/twokey/approvals"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/commands"
 	"github.com/twokey/twokey/runner"
 )
@@ -132,4 +133,32 @@ func TestDetachedWorkCompletes(t *testing.T) {
 	if c := n.count("Apply complete"); c != 1 {
 		t.Fatalf("%d \"Apply complete\" notes, want 1: %q", c, n.all)
 	}
+}
+
+// A re-plan voids the pull request's pending plan, and the record says so.
+func TestReplanIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t)
+	rec := &memAudit{}
+	h.svc.o.Audit = rec
+	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	cmd, err := commands.Parse("plan staging pr-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plans := h.store.order
+	if len(plans) != 2 {
+		t.Fatalf("%d plans, want 2", len(plans))
+	}
+	for _, e := range rec.events {
+		if e.Type == audit.Invalidation && e.PlanID == plans[0] && strings.Contains(e.Detail["reason"], "replaced by a new plan") {
+			return
+		}
+	}
+	t.Fatalf("no invalidation of the replaced plan %s in the record: %+v", plans[0], rec.events)
 }

@@ -241,6 +241,7 @@ func (s *Service) replan(ctx context.Context, held, holder runner.Holder, user s
 	if err != nil {
 		return runner.Lease{}, err
 	}
+	_ = s.record(ctx, audit.Invalidation, user, &old, map[string]string{"status": string(old.Status), "reason": reason})
 	_ = s.o.Runner.Discard(context.WithoutCancel(ctx), old.ID)
 	s.refresh(ctx, old)
 	s.post(ctx, old, ":recycle: "+reason+".")
