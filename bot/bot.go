@@ -76,6 +76,10 @@ type Bot struct {
 
 	teamID    string
 	botUserID string
+	botName   string // how people invite it: /invite @botName
+	// replies holds each channel and user's latest response_url, to
+	// answer where the bot is not a member (respond.go).
+	replies *replies
 	// connected is whether the Socket Mode connection is up (readiness).
 	connected atomic.Bool
 }
@@ -113,7 +117,8 @@ func New(o Options) (*Bot, error) {
 	opts = append(opts, slack.OptionHTTPClient(hc))
 	api := slack.New(o.BotToken.Reveal(), opts...)
 	sm := socketmode.New(api, socketmode.OptionLog(slogOutput{o.Logger}))
-	return &Bot{o: o, log: o.Logger, api: api, sm: sm, dir: newDirectory(api, o.GroupTTL, o.Now)}, nil
+	return &Bot{o: o, log: o.Logger, api: api, sm: sm, dir: newDirectory(api, o.GroupTTL, o.Now), botName: "twokey",
+		replies: newReplies(o.Now)}, nil
 }
 
 // Connected reports whether the Socket Mode connection is up.
@@ -132,6 +137,9 @@ func (b *Bot) Run(ctx context.Context, svc *change.Service) error {
 		return fmt.Errorf("slack auth.test: %w", err)
 	}
 	b.teamID, b.botUserID = auth.TeamID, auth.UserID
+	if auth.User != "" {
+		b.botName = auth.User
+	}
 	if want := b.o.TeamID; want != "" && want != auth.TeamID {
 		return fmt.Errorf("slack: the bot token belongs to team %s, config expects %s", auth.TeamID, want)
 	}

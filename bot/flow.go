@@ -13,6 +13,7 @@ import (
 
 func (b *Bot) handleCommand(ctx context.Context, envelope string, c slack.SlashCommand) {
 	log := b.log.With("user", c.UserID, "channel", c.ChannelID)
+	b.replies.remember(c.ChannelID, c.UserID, c.ResponseURL)
 	if !b.svc.First(ctx, "envelope:"+envelope, c.ChannelID, c.UserID) {
 		return
 	}
@@ -125,6 +126,7 @@ func (b *Bot) handleInteraction(ctx context.Context, envelope string, cb slack.I
 		}
 		return
 	}
+	b.replies.remember(c.channel, c.user, cb.ResponseURL)
 	if !b.svc.First(ctx, "envelope:"+envelope, c.channel, c.user) {
 		return
 	}

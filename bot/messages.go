@@ -56,6 +56,10 @@ func (b *Bot) describe(err error, attrs ...any) string {
 			return capitalize(e.Error()) + "."
 		}
 	}
+	var notIn *NotInChannelError
+	if errors.As(err, &notIn) {
+		return fmt.Sprintf(":wave: %s is not in <#%s>; invite it with `/invite @%s` and run the command again.", b.botName, notIn.Channel, b.botName)
+	}
 	var capErr *change.CapError
 	if errors.As(err, &capErr) {
 		return capErr.Error() + "."

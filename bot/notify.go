@@ -42,6 +42,9 @@ func (b *Bot) ShowGrant(ctx context.Context, g approvals.BreakGlass) (change.Pos
 // post posts a new message and finds its permalink.
 func (b *Bot) post(ctx context.Context, channel, text string, blocks []slack.Block, attrs ...any) (change.Posted, error) {
 	_, ts, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
+	if notInChannel(err) {
+		return change.Posted{}, &NotInChannelError{Channel: channel, Err: err}
+	}
 	if err != nil {
 		return change.Posted{}, err
 	}
@@ -86,11 +89,28 @@ func (b *Bot) Attach(ctx context.Context, t change.Thread, name, title, text str
 	}
 }
 
-// Tell posts an ephemeral message to one user.
+// Tell posts an ephemeral message to one user. Where the bot is not a
+// member of the channel, it answers through the response_url of the user's
+// latest command or click there, if it has one.
 func (b *Bot) Tell(ctx context.Context, channel, user, text string) {
-	if _, err := b.api.PostEphemeralContext(ctx, channel, user, slack.MsgOptionText(text, false)); err != nil {
-		b.log.Error("post ephemeral", "user", user, "err", err)
+	_, err := b.api.PostEphemeralContext(ctx, channel, user, slack.MsgOptionText(text, false))
+	if err == nil {
+		return
 	}
+	if notInChannel(err) {
+		url, ok := b.replies.take(channel, user)
+		if !ok {
+			b.log.Error("post ephemeral: twokey is not in the channel and has no response_url there", "user", user, "channel", channel, "err", err)
+			return
+		}
+		_, err = b.api.PostEphemeralContext(ctx, channel, user, slack.MsgOptionText(text, false),
+			slack.MsgOptionResponseURL(url, slack.ResponseTypeEphemeral))
+		if err == nil {
+			return
+		}
+		err = withoutURL(err)
+	}
+	b.log.Error("post ephemeral", "user", user, "channel", channel, "err", err)
 }
 
 // DM writes to user's direct messages with twokey.

@@ -27,6 +27,7 @@ const (
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	method := r.PathValue("method")
+	s.noteBase(r)
 	if s.limited(w, method) {
 		return
 	}
@@ -162,6 +163,10 @@ func (s *Server) post(p map[string]string, ephemeral bool) map[string]any {
 		s.mu.Unlock()
 		return fail("channel_not_found")
 	}
+	if !s.member(channel) {
+		s.mu.Unlock()
+		return fail("not_in_channel")
+	}
 	m := &Message{Channel: channel, TS: s.nextTS(), ThreadTS: p["thread_ts"], User: s.o.BotUserID,
 		Text: p["text"], Blocks: rawBlocks(p["blocks"]), Ephemeral: ephemeral}
 	if ephemeral {
@@ -188,6 +193,10 @@ func (s *Server) update(p map[string]string) map[string]any {
 		return fail(e)
 	}
 	s.mu.Lock()
+	if !s.member(p["channel"]) {
+		s.mu.Unlock()
+		return fail("not_in_channel")
+	}
 	m := s.find(p["channel"], p["ts"])
 	if m == nil || m.Ephemeral {
 		s.mu.Unlock()
@@ -414,6 +423,10 @@ func (s *Server) completeUpload(p map[string]string) map[string]any {
 	}
 	channel := p["channel_id"]
 	s.mu.Lock()
+	if channel != "" && !s.member(channel) {
+		s.mu.Unlock()
+		return fail("not_in_channel")
+	}
 	m := &Message{Channel: channel, TS: s.nextTS(), ThreadTS: p["thread_ts"], User: s.o.BotUserID, Text: p["initial_comment"]}
 	var summaries []map[string]any
 	for _, f := range files {

@@ -6,7 +6,10 @@
 //
 // It enforces the Block Kit limits Slack enforces (50 blocks, 3,000
 // characters per section), records every API call and every envelope's
-// acknowledgement, and can disconnect or drop sockets mid-flow.
+// acknowledgement, and can disconnect or drop sockets mid-flow, or refuse
+// them for a while. Channels may lack the bot, which Slack then refuses to
+// let post there (not_in_channel); slash commands and clicks carry a
+// response_url served here, which answers for 30 minutes and 5 times.
 package slacksim
 
 import (
@@ -90,6 +93,10 @@ type Server struct {
 	users     map[string]User
 	groups    map[string][]string
 	channels  map[string]string // id → name
+	outside   map[string]bool   // channels the bot is not a member of
+	responses map[string]*responseURL
+	base      string // where the bot reaches the server: response_urls point here
+	refusing  bool   // sockets are refused (RefuseSockets)
 	messages  []*Message
 	calls     []Call
 	conns     []*conn
@@ -143,6 +150,7 @@ func New(o Options) *Server {
 		o: o, users: map[string]User{}, groups: map[string][]string{}, channels: map[string]string{},
 		envelopes: map[string]*envelope{}, tsBase: time.Now().Unix(), listeners: map[int]func(Event){},
 		files: map[string]*upload{}, views: map[string]*View{}, triggers: map[string]trigger{},
+		outside: map[string]bool{}, responses: map[string]*responseURL{},
 	}
 	s.changed = sync.NewCond(&s.mu)
 	return s
@@ -186,7 +194,7 @@ func (s *Server) SetGroup(id string, members ...string) {
 	s.groups[id] = slices.Clone(members)
 }
 
-// AddChannel adds a channel.
+// AddChannel adds a channel the bot is a member of.
 func (s *Server) AddChannel(id, name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -296,6 +304,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/{method}", s.serveAPI)
 	mux.HandleFunc("/socket", s.serveSocket)
 	mux.HandleFunc("POST /upload/{id}", s.serveUpload)
+	mux.HandleFunc("POST /response/{id}", s.serveResponse)
 	s.uiRoutes(mux)
 	return mux
 }

@@ -2,6 +2,8 @@ package slacksim
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -124,4 +126,125 @@ func (s *Server) nextConnID() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.nextConn
+}
+
+// TestNotInChannel: Slack refuses the bot's posts in a channel it is not a
+// member of, and the slash command's response_url answers there instead:
+// ephemeral to its user by default, for 30 minutes and 5 times.
+func TestNotInChannel(t *testing.T) {
+	s := New(Options{PingInterval: 200 * time.Millisecond})
+	s.AddUser(User{ID: "UA", Name: "a"})
+	s.AddChannel("C1", "general")
+	s.AddChannelWithoutBot("C2", "elsewhere")
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	defer s.Close()
+	api := slack.New("xoxb-sim", slack.OptionAPIURL(srv.URL+"/api/"), slack.OptionAppLevelToken("xapp-sim"))
+
+	_, ts, err := api.PostMessage("C1", slack.MsgOptionText("hi", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notIn := func(what string, err error) {
+		t.Helper()
+		var se slack.SlackErrorResponse
+		if !errors.As(err, &se) || se.Err != "not_in_channel" {
+			t.Errorf("%s in a channel without the bot: %v, want not_in_channel", what, err)
+		}
+	}
+	_, _, err = api.PostMessage("C2", slack.MsgOptionText("hi", false))
+	notIn("chat.postMessage", err)
+	_, err = api.PostEphemeral("C2", "UA", slack.MsgOptionText("psst", false))
+	notIn("chat.postEphemeral", err)
+	s.RemoveBot("C1") // removed after posting: no more edits either
+	_, _, _, err = api.UpdateMessage("C1", ts, slack.MsgOptionText("edited", false))
+	notIn("chat.update", err)
+	s.InviteBot("C1")
+	if _, _, _, err := api.UpdateMessage("C1", ts, slack.MsgOptionText("edited", false)); err != nil {
+		t.Fatalf("update after /invite: %v", err)
+	}
+
+	sm := socketmode.New(api)
+	go func() { _ = sm.Run() }()
+	if err := s.WaitConnected(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SlashCommand("UA", "C2", "help"); err != nil {
+		t.Fatal(err)
+	}
+	var cmd slack.SlashCommand
+	for evt := range sm.Events {
+		if evt.Type == socketmode.EventTypeSlashCommand {
+			cmd = evt.Data.(slack.SlashCommand)
+			sm.Ack(*evt.Request)
+			break
+		}
+	}
+	if !strings.HasPrefix(cmd.ResponseURL, srv.URL+"/response/") {
+		t.Fatalf("response_url = %q, want one of the server's", cmd.ResponseURL)
+	}
+	for i := 1; i <= ResponseURLUses; i++ {
+		_, err := api.PostEphemeral("C2", "UA", slack.MsgOptionText(fmt.Sprintf("answer %d", i), false),
+			slack.MsgOptionResponseURL(cmd.ResponseURL, slack.ResponseTypeEphemeral))
+		if err != nil {
+			t.Fatalf("answer %d through the response_url: %v", i, err)
+		}
+	}
+	if _, err := api.PostEphemeral("C2", "UA", slack.MsgOptionText("one too many", false),
+		slack.MsgOptionResponseURL(cmd.ResponseURL, slack.ResponseTypeEphemeral)); err == nil {
+		t.Error("a sixth answer through one response_url was taken")
+	}
+	var answers []Message
+	for _, m := range s.Messages() {
+		if m.Channel == "C2" {
+			answers = append(answers, m)
+		}
+	}
+	if len(answers) != ResponseURLUses || !answers[0].Ephemeral || answers[0].For != "UA" || answers[0].Text != "answer 1" {
+		t.Fatalf("answers in C2 = %+v", answers)
+	}
+
+	// Another command, its URL aged past 30 minutes: refused.
+	if _, err := s.SlashCommand("UA", "C2", "help"); err != nil {
+		t.Fatal(err)
+	}
+	for evt := range sm.Events {
+		if evt.Type == socketmode.EventTypeSlashCommand {
+			cmd = evt.Data.(slack.SlashCommand)
+			sm.Ack(*evt.Request)
+			break
+		}
+	}
+	s.ExpireResponseURLs()
+	if err := slack.PostWebhook(cmd.ResponseURL, &slack.WebhookMessage{Text: "late", ResponseType: slack.ResponseTypeEphemeral}); err == nil {
+		t.Error("an expired response_url answered")
+	}
+}
+
+// TestRefuseSockets: while Slack refuses sockets, a dropped bot stays
+// disconnected; once it takes them again, slack-go reconnects.
+func TestRefuseSockets(t *testing.T) {
+	s := New(Options{PingInterval: 200 * time.Millisecond})
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	defer s.Close()
+	api := slack.New("xoxb-sim", slack.OptionAPIURL(srv.URL+"/api/"), slack.OptionAppLevelToken("xapp-sim"))
+	sm := socketmode.New(api)
+	go func() {
+		for range sm.Events {
+		}
+	}()
+	go func() { _ = sm.Run() }()
+	if err := s.WaitConnected(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s.RefuseSockets(true)
+	s.Drop()
+	if err := s.WaitConnected(1, time.Second); err == nil {
+		t.Fatal("reconnected while sockets are refused")
+	}
+	s.RefuseSockets(false)
+	if err := s.WaitConnected(1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -56,6 +56,13 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no ticket", http.StatusUnauthorized)
 		return
 	}
+	s.mu.Lock()
+	refusing := s.refusing
+	s.mu.Unlock()
+	if refusing {
+		http.Error(w, "socket mode is unavailable", http.StatusServiceUnavailable)
+		return
+	}
 	ws, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
@@ -281,6 +288,14 @@ func (s *Server) Drop() {
 	for _, c := range conns {
 		c.close()
 	}
+}
+
+// RefuseSockets makes Socket Mode refuse new connections (true), as in an
+// outage, or take them again (false). Open sockets stay: Drop them.
+func (s *Server) RefuseSockets(refuse bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refusing = refuse
 }
 
 func randomID() string {

@@ -22,7 +22,7 @@ func (s *Server) SlashCommand(user, channel, text string) (string, error) {
 		"token": "verification-token-unused", "team_id": team, "enterprise_id": enterprise, "team_domain": "twokey",
 		"channel_id": channel, "channel_name": chName, "user_id": u.ID, "user_name": u.Name,
 		"command": "/tf", "text": text, "api_app_id": "A0TWOKEY", "is_enterprise_install": false,
-		"response_url": "https://hooks.slack.invalid/commands/" + randomID(),
+		"response_url": s.newResponseURL(u.ID, channel, ""),
 		"trigger_id":   s.newTrigger(u.ID),
 	})
 }
@@ -91,7 +91,7 @@ func (s *Server) deliverClick(u User, msg Message, button Button) (string, error
 		"team":         map[string]any{"id": team, "domain": "twokey"},
 		"channel":      map[string]any{"id": channel, "name": s.channelName(channel)},
 		"message":      map[string]any{"type": "message", "ts": ts, "text": msg.Text, "user": msg.User, "blocks": blocks},
-		"response_url": "https://hooks.slack.invalid/actions/" + randomID(),
+		"response_url": s.newResponseURL(u.ID, channel, ts),
 		"actions": []map[string]any{{
 			"action_id": button.ActionID, "block_id": button.BlockID, "value": button.Value, "type": "button",
 			"text":      map[string]any{"type": "plain_text", "text": button.Text},
