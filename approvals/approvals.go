@@ -4,9 +4,9 @@
 // Every function here is pure: it takes a Plan and the time and returns the
 // next Plan and a decision. Storage is behind Store, a versioned
 // compare-and-swap, so a duplicate delivery or a second bot process can never
-// count a click twice or start a second apply. The only ways to get a Grant —
+// count a click twice or start a second apply. The only ways to get a Permit —
 // the value runner.Apply requires — are a Notary's BeginApply, on a plan with
-// enough signed approvals, and its GrantOf, which verifies a signed grant.
+// enough signed approvals, and its PermitOf, which verifies a signed permit.
 package approvals
 
 import (
@@ -102,9 +102,9 @@ type Plan struct {
 	// Seal is the signature, by the serve process that made the plan, of
 	// the terms approvals are given for (see Notary).
 	Seal attest.Signature `json:"seal,omitzero"`
-	// Grant is the signed permission to apply, set by Notary.BeginApply;
-	// whoever mints apply credentials verifies it (Notary.GrantOf).
-	Grant *SignedGrant `json:"grant,omitempty"`
+	// Permit is the signed permission to apply, set by Notary.BeginApply;
+	// whoever mints apply credentials verifies it (Notary.PermitOf).
+	Permit *SignedPermit `json:"permit,omitempty"`
 
 	// Version is the store's compare-and-swap counter; Store.Put rejects a
 	// plan whose Version is not the stored one.
@@ -212,12 +212,12 @@ func (s Summary) Counts() string {
 // Errors. Callers use errors.Is; all of them are expected outcomes that a
 // person is told about, not faults.
 var (
-	ErrSelfApproval  = errors.New("the requester cannot approve their own plan")
-	ErrNotAuthorized = errors.New("not authorized for this environment")
-	ErrNotPending    = errors.New("plan is not waiting for approval")
-	ErrExpired       = errors.New("plan has expired")
-	ErrNoQuorum      = errors.New("plan does not have enough approvals")
-	ErrGrantMismatch = errors.New("grant does not belong to this plan")
+	ErrSelfApproval   = errors.New("the requester cannot approve their own plan")
+	ErrNotAuthorized  = errors.New("not authorized for this environment")
+	ErrNotPending     = errors.New("plan is not waiting for approval")
+	ErrExpired        = errors.New("plan has expired")
+	ErrNoQuorum       = errors.New("plan does not have enough approvals")
+	ErrPermitMismatch = errors.New("permit does not belong to this plan")
 	// ErrPolicyDenied: policy denied the plan and no policy owner has
 	// overridden the denial yet.
 	ErrPolicyDenied = errors.New("policy denied this plan")
@@ -394,7 +394,7 @@ func Overridden(p Plan) bool { return tallyOf(p).overridden(termsOf(p)) }
 func tallyOf(p Plan) tally { return count(termsOf(p), p.Approvals, p.Overrides) }
 
 // tally is what a plan's approvals and overrides amount to, counted against
-// its terms. HasQuorum and GrantOf — the serve process that counts clicks
+// its terms. HasQuorum and PermitOf — the serve process that counts clicks
 // and the process that mints apply credentials — both decide with it.
 type tally struct {
 	approvers, overriders []string
@@ -472,11 +472,11 @@ func End(p Plan, to Status, reason string, now time.Time) (Plan, error) {
 	return p, nil
 }
 
-// Grant is permission to apply one exact plan once. Its fields cannot be
+// Permit is permission to apply one exact plan once. Its fields cannot be
 // set from outside this package, and only a Notary makes one: BeginApply,
-// which counted signed approvals and signs the grant, and GrantOf, which
-// verifies a signed grant and its approvals again.
-type Grant struct {
+// which counted signed approvals and signs the permit, and PermitOf, which
+// verifies a signed permit and its approvals again.
+type Permit struct {
 	planID, project, env string
 	pr                   int
 	sha, digest          string
@@ -484,53 +484,53 @@ type Grant struct {
 	lockOwner            string
 	approvers            []string
 	notAfter             time.Time
-	signed               *SignedGrant
+	signed               *SignedPermit
 }
 
-func (g Grant) PlanID() string      { return g.planID }
-func (g Grant) Project() string     { return g.project }
-func (g Grant) Env() string         { return g.env }
-func (g Grant) PR() int             { return g.pr }
-func (g Grant) SHA() string         { return g.sha }
-func (g Grant) Digest() string      { return g.digest }
-func (g Grant) Fence() int64        { return g.fence }
-func (g Grant) LockOwner() string   { return g.lockOwner }
-func (g Grant) Approvers() []string { return slices.Clone(g.approvers) }
+func (g Permit) PlanID() string      { return g.planID }
+func (g Permit) Project() string     { return g.project }
+func (g Permit) Env() string         { return g.env }
+func (g Permit) PR() int             { return g.pr }
+func (g Permit) SHA() string         { return g.sha }
+func (g Permit) Digest() string      { return g.digest }
+func (g Permit) Fence() int64        { return g.fence }
+func (g Permit) LockOwner() string   { return g.lockOwner }
+func (g Permit) Approvers() []string { return slices.Clone(g.approvers) }
 
-// NotAfter is when the grant stops letting an apply start.
-func (g Grant) NotAfter() time.Time { return g.notAfter }
+// NotAfter is when the permit stops letting an apply start.
+func (g Permit) NotAfter() time.Time { return g.notAfter }
 
-// Valid reports whether g came from a Notary (the zero Grant does not).
-func (g Grant) Valid() bool {
+// Valid reports whether g came from a Notary (the zero Permit does not).
+func (g Permit) Valid() bool {
 	return g.planID != "" && g.digest != "" && len(g.approvers) > 0 && g.signed != nil
 }
 
-// Check is what runs right before apply credentials are minted: the grant
+// Check is what runs right before apply credentials are minted: the permit
 // came from a Notary and has not run out.
-func (g Grant) Check(now time.Time) error {
+func (g Permit) Check(now time.Time) error {
 	if !g.Valid() {
-		return fmt.Errorf("%w: apply without a signed grant", ErrForged)
+		return fmt.Errorf("%w: apply without a signed permit", ErrForged)
 	}
 	if !now.Before(g.notAfter) {
-		return fmt.Errorf("%w: the grant ran out at %s", ErrGrantExpired, g.notAfter.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w: the permit ran out at %s", ErrPermitExpired, g.notAfter.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
 
 // beginApply moves a pending plan with quorum to StatusApplying and returns
-// the Grant for it; Notary.BeginApply signs it.
-func beginApply(p Plan, now time.Time) (Plan, Grant, error) {
+// the Permit for it; Notary.BeginApply signs it.
+func beginApply(p Plan, now time.Time) (Plan, Permit, error) {
 	if err := open(p, now); err != nil {
-		return p, Grant{}, err
+		return p, Permit{}, err
 	}
 	if p.Status != StatusPending {
-		return p, Grant{}, &StateError{Status: p.Status, Want: ErrNotPending}
+		return p, Permit{}, &StateError{Status: p.Status, Want: ErrNotPending}
 	}
 	if !HasQuorum(p) {
-		return p, Grant{}, ErrNoQuorum
+		return p, Permit{}, ErrNoQuorum
 	}
 	p.Status, p.UpdatedAt = StatusApplying, now
-	return p, Grant{
+	return p, Permit{
 		planID: p.ID, project: p.Project, env: p.Env, pr: p.PR, sha: p.SHA, digest: p.Digest,
 		fence: p.Fence, lockOwner: p.LockOwner, approvers: Approvers(p),
 	}, nil
@@ -554,12 +554,12 @@ func Claim(p Plan, executor string, now time.Time) (Plan, error) {
 }
 
 // Finish records the end of an apply started with g.
-func Finish(p Plan, g Grant, applyErr error, reason string, now time.Time) (Plan, error) {
+func Finish(p Plan, g Permit, applyErr error, reason string, now time.Time) (Plan, error) {
 	if p.Status != StatusApplying {
 		return p, &StateError{Status: p.Status, Want: ErrNotPending}
 	}
 	if g.planID != p.ID || g.digest != p.Digest || g.fence != p.Fence {
-		return p, ErrGrantMismatch
+		return p, ErrPermitMismatch
 	}
 	p.Status, p.Reason, p.UpdatedAt = StatusApplied, reason, now
 	if applyErr != nil {
@@ -571,17 +571,17 @@ func Finish(p Plan, g Grant, applyErr error, reason string, now time.Time) (Plan
 // Abort returns a plan from StatusApplying to StatusPending when the apply
 // could not start — credentials unavailable, say — and nothing was changed.
 // Its approvals stay; the next Approve click retries.
-func Abort(p Plan, g Grant, reason string, now time.Time) (Plan, error) {
+func Abort(p Plan, g Permit, reason string, now time.Time) (Plan, error) {
 	if p.Status != StatusApplying {
 		return p, &StateError{Status: p.Status, Want: ErrNotPending}
 	}
 	if g.planID != p.ID || g.digest != p.Digest || g.fence != p.Fence {
-		return p, ErrGrantMismatch
+		return p, ErrPermitMismatch
 	}
 	p.Status, p.Reason, p.UpdatedAt = StatusPending, reason, now
 	p.Attempts++
 	p.Executor = ""
-	p.Grant = nil // the next BeginApply signs a new one
+	p.Permit = nil // the next BeginApply signs a new one
 	return p, nil
 }
 

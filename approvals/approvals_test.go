@@ -195,15 +195,15 @@ func TestBeginApplyOnce(t *testing.T) {
 	if _, _, err := n.Approve(applying, "UC", true, t0.Add(5*time.Minute)); !errors.Is(err, ErrNotPending) {
 		t.Fatalf("approve while applying: err = %v", err)
 	}
-	if (Grant{}).Valid() {
+	if (Permit{}).Valid() {
 		t.Fatal("zero Grant is valid")
 	}
 
 	other := p
 	other.ID = "p2"
 	_, otherGrant, _ := n.BeginApply(other, t0.Add(4*time.Minute))
-	if _, err := Finish(applying, otherGrant, nil, "", t0.Add(6*time.Minute)); !errors.Is(err, ErrGrantMismatch) {
-		t.Fatalf("Finish with another plan's grant: err = %v", err)
+	if _, err := Finish(applying, otherGrant, nil, "", t0.Add(6*time.Minute)); !errors.Is(err, ErrPermitMismatch) {
+		t.Fatalf("Finish with another plan's permit: err = %v", err)
 	}
 	done, err := Finish(applying, g, nil, "", t0.Add(6*time.Minute))
 	if err != nil || done.Status != StatusApplied {
@@ -317,8 +317,8 @@ func TestPromoted(t *testing.T) {
 func TestGrantOfAndClaim(t *testing.T) {
 	n := testNotary()
 	p := pendingPlan(t, 2, true)
-	if _, err := n.GrantOf(p); !errors.Is(err, ErrNotPending) {
-		t.Fatalf("grant for a pending plan: %v", err)
+	if _, err := n.PermitOf(p); !errors.Is(err, ErrNotPending) {
+		t.Fatalf("permit for a pending plan: %v", err)
 	}
 	p, _, _ = n.Approve(p, "UA", true, t0.Add(time.Minute))
 	p, _, _ = n.Approve(p, "UB", true, t0.Add(time.Minute))
@@ -326,16 +326,16 @@ func TestGrantOfAndClaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := n.GrantOf(applying)
+	again, err := n.PermitOf(applying)
 	if err != nil || again.PlanID() != g.PlanID() || again.Digest() != g.Digest() || again.Fence() != g.Fence() ||
 		fmt.Sprint(again.Approvers()) != fmt.Sprint(g.Approvers()) {
 		t.Fatalf("GrantFor = %+v, %v; BeginApply gave %+v", again, err, g)
 	}
 	forged := applying
-	forged.Grant = &SignedGrant{Body: append([]byte(nil), applying.Grant.Body...), Sig: applying.Grant.Sig}
-	forged.Grant.Body[len(forged.Grant.Body)-2] ^= 1 // the grant edited in storage
-	if _, err := n.GrantOf(forged); !errors.Is(err, ErrForged) {
-		t.Fatalf("edited grant: %v", err)
+	forged.Permit = &SignedPermit{Body: append([]byte(nil), applying.Permit.Body...), Sig: applying.Permit.Sig}
+	forged.Permit.Body[len(forged.Permit.Body)-2] ^= 1 // the grant edited in storage
+	if _, err := n.PermitOf(forged); !errors.Is(err, ErrForged) {
+		t.Fatalf("edited permit: %v", err)
 	}
 	claimed, err := Claim(applying, "runner-1", t0)
 	if err != nil || claimed.Executor != "runner-1" {

@@ -12,23 +12,23 @@ import (
 
 // Errors of signed state.
 var (
-	// ErrForged: a plan, approval or grant is not signed by a trusted key,
+	// ErrForged: a plan, approval or permit is not signed by a trusted key,
 	// or its signature does not cover what it claims. It is never acted on.
 	ErrForged = errors.New("not signed by a trusted twokey key")
-	// ErrGrantExpired: the grant is older than GrantTTL; plan again.
-	ErrGrantExpired = errors.New("the grant to apply has run out")
+	// ErrPermitExpired: the permit is older than PermitTTL; plan again.
+	ErrPermitExpired = errors.New("the permit to apply has run out")
 )
 
-// GrantTTL is how long a signed grant lets an apply start. A grant found in
+// PermitTTL is how long a signed permit lets an apply start. A permit found in
 // Redis later than this — replayed, say — starts nothing.
-const GrantTTL = 10 * time.Minute
+const PermitTTL = 10 * time.Minute
 
 // Signature purposes: a signature made for one kind of statement never
 // verifies as another.
 const (
 	purposePlan     = "plan"
 	purposeApproval = "approval"
-	purposeGrant    = "grant"
+	purposePermit   = "permit"
 	purposeOverride = "override"
 )
 
@@ -36,9 +36,9 @@ const (
 //
 // The serve process that verifies Slack clicks holds a signing key: it seals
 // each plan's terms (who asked, what exactly, how many approvals it needs),
-// signs each approval it counted, and signs the grant to apply, which
+// signs each approval it counted, and signs the permit to apply, which
 // carries the signed approvals. Whoever mints apply credentials holds only
-// the public keys: GrantOf verifies the grant and counts the quorum again
+// the public keys: PermitOf verifies the permit and counts the quorum again
 // from the approvals' own signatures. Approvals written into Redis by anyone
 // else count for nothing.
 type Notary struct {
@@ -115,15 +115,15 @@ func approvalMessage(planID string, a Approval) []byte {
 	}{planID, a.User, a.At.UTC(), a.Digest, a.SHA, a.Fence, a.Groups})
 }
 
-// SignedGrant is a grant as it travels through Redis: its body and the
+// SignedPermit is a permit as it travels through Redis: its body and the
 // signature of the serve process that counted the approvals.
-type SignedGrant struct {
+type SignedPermit struct {
 	Body []byte           `json:"body"`
 	Sig  attest.Signature `json:"sig"`
 }
 
-// grantBody is what a grant says.
-type grantBody struct {
+// permitBody is what a permit says.
+type permitBody struct {
 	Plan      terms      `json:"plan"`
 	Approvals []Approval `json:"approvals"` // each signed on its own
 	Overrides []Approval `json:"overrides,omitempty"`
@@ -226,64 +226,64 @@ func (n *Notary) decide(p Plan, purpose string, now time.Time, do func(Plan) (Pl
 }
 
 // BeginApply moves a sealed, pending plan with enough signed approvals to
-// StatusApplying, signs the grant (stored in the plan as Grant) and returns
+// StatusApplying, signs the permit (stored in the plan as Permit) and returns
 // it. The caller must store the returned plan with a compare-and-swap
-// before using the Grant: only the process whose write wins may apply.
-func (n *Notary) BeginApply(p Plan, now time.Time) (Plan, Grant, error) {
+// before using the Permit: only the process whose write wins may apply.
+func (n *Notary) BeginApply(p Plan, now time.Time) (Plan, Permit, error) {
 	if err := n.CheckSeal(p); err != nil {
-		return p, Grant{}, err
+		return p, Permit{}, err
 	}
 	q, forged := n.split(p)
 	next, g, err := beginApply(q, now)
 	if errors.Is(err, ErrNoQuorum) && forged > 0 {
-		return p, Grant{}, fmt.Errorf("%w (%d approval(s) without a trusted signature ignored: %w)", err, forged, ErrForged)
+		return p, Permit{}, fmt.Errorf("%w (%d approval(s) without a trusted signature ignored: %w)", err, forged, ErrForged)
 	}
 	if err != nil {
-		return p, Grant{}, err
+		return p, Permit{}, err
 	}
-	body := grantBody{Plan: termsOf(q), Approvals: q.Approvals, Overrides: q.Overrides, IssuedAt: now.UTC(), NotAfter: now.Add(GrantTTL).UTC()}
+	body := permitBody{Plan: termsOf(q), Approvals: q.Approvals, Overrides: q.Overrides, IssuedAt: now.UTC(), NotAfter: now.Add(PermitTTL).UTC()}
 	raw := mustJSON(body)
-	sig, err := n.sign(purposeGrant, raw)
+	sig, err := n.sign(purposePermit, raw)
 	if err != nil {
-		return p, Grant{}, err
+		return p, Permit{}, err
 	}
-	next.Grant = &SignedGrant{Body: raw, Sig: sig}
-	g.signed, g.notAfter = next.Grant, body.NotAfter
+	next.Permit = &SignedPermit{Body: raw, Sig: sig}
+	g.signed, g.notAfter = next.Permit, body.NotAfter
 	return next, g, nil
 }
 
-// GrantOf returns the Grant of a plan that BeginApply moved to
+// PermitOf returns the Permit of a plan that BeginApply moved to
 // StatusApplying — for the process that mints apply credentials, which
-// reads the plan from the store. It verifies the grant's signature and
+// reads the plan from the store. It verifies the permit's signature and
 // counts the quorum again from the approvals' own signatures, and builds
-// the Grant only from what was signed, never from the plan's other fields.
-func (n *Notary) GrantOf(p Plan) (Grant, error) {
+// the Permit only from what was signed, never from the plan's other fields.
+func (n *Notary) PermitOf(p Plan) (Permit, error) {
 	if p.Status != StatusApplying {
-		return Grant{}, &StateError{Status: p.Status, Want: ErrNotPending}
+		return Permit{}, &StateError{Status: p.Status, Want: ErrNotPending}
 	}
-	if p.Grant == nil {
-		return Grant{}, fmt.Errorf("%w: plan %s is applying without a signed grant", ErrForged, p.ID)
+	if p.Permit == nil {
+		return Permit{}, fmt.Errorf("%w: plan %s is applying without a signed permit", ErrForged, p.ID)
 	}
-	if err := n.trust.Verify(purposeGrant, p.Grant.Body, p.Grant.Sig); err != nil {
-		return Grant{}, fmt.Errorf("%w: plan %s: the grant is %w", ErrForged, p.ID, err)
+	if err := n.trust.Verify(purposePermit, p.Permit.Body, p.Permit.Sig); err != nil {
+		return Permit{}, fmt.Errorf("%w: plan %s: the permit is %w", ErrForged, p.ID, err)
 	}
-	var body grantBody
-	if err := json.Unmarshal(p.Grant.Body, &body); err != nil {
-		return Grant{}, fmt.Errorf("%w: plan %s: unreadable grant: %w", ErrForged, p.ID, err)
+	var body permitBody
+	if err := json.Unmarshal(p.Permit.Body, &body); err != nil {
+		return Permit{}, fmt.Errorf("%w: plan %s: unreadable permit: %w", ErrForged, p.ID, err)
 	}
 	t := body.Plan
 	if t.ID != p.ID {
-		return Grant{}, fmt.Errorf("%w: plan %s carries the grant of plan %s", ErrForged, p.ID, t.ID)
+		return Permit{}, fmt.Errorf("%w: plan %s carries the permit of plan %s", ErrForged, p.ID, t.ID)
 	}
 	as, _ := n.signed(purposeApproval, t.ID, body.Approvals)
 	os, _ := n.signed(purposeOverride, t.ID, body.Overrides)
 	c := count(t, as, os)
 	if !c.quorum(t) {
-		return Grant{}, fmt.Errorf("%w: plan %s: %d signed approval(s) of %d required, groups %v missing, denial overridden: %t: %w",
+		return Permit{}, fmt.Errorf("%w: plan %s: %d signed approval(s) of %d required, groups %v missing, denial overridden: %t: %w",
 			ErrForged, p.ID, len(c.approvers), t.Required, c.missingGroups, c.overridden(t), ErrNoQuorum)
 	}
-	return Grant{planID: t.ID, project: t.Project, env: t.Env, pr: t.PR, sha: t.SHA, digest: t.Digest,
-		fence: t.Fence, lockOwner: t.LockOwner, approvers: c.approvers, notAfter: body.NotAfter, signed: p.Grant}, nil
+	return Permit{planID: t.ID, project: t.Project, env: t.Env, pr: t.PR, sha: t.SHA, digest: t.Digest,
+		fence: t.Fence, lockOwner: t.LockOwner, approvers: c.approvers, notAfter: body.NotAfter, signed: p.Permit}, nil
 }
 
 // Signed is p with only the approvals a trusted key signed for it: what a

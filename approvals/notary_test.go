@@ -124,22 +124,22 @@ func TestForgedGrantRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := worker.GrantOf(applying); err != nil || got.PlanID() != g.PlanID() || len(got.Approvers()) != 2 {
+	if got, err := worker.PermitOf(applying); err != nil || got.PlanID() != g.PlanID() || len(got.Approvers()) != 2 {
 		t.Fatalf("the worker refuses a real grant: %+v %v", got, err)
 	}
 
-	resign := func(p Plan, n *Notary, edit func(*grantBody)) Plan {
-		var body grantBody
-		if err := json.Unmarshal(p.Grant.Body, &body); err != nil {
+	resign := func(p Plan, n *Notary, edit func(*permitBody)) Plan {
+		var body permitBody
+		if err := json.Unmarshal(p.Permit.Body, &body); err != nil {
 			t.Fatal(err)
 		}
 		edit(&body)
 		raw, _ := json.Marshal(body)
-		sig := attest.Signature{KeyID: p.Grant.Sig.KeyID, Sig: p.Grant.Sig.Sig}
+		sig := attest.Signature{KeyID: p.Permit.Sig.KeyID, Sig: p.Permit.Sig.Sig}
 		if n != nil {
-			sig, _ = n.sign(purposeGrant, raw)
+			sig, _ = n.sign(purposePermit, raw)
 		}
-		p.Grant = &SignedGrant{Body: raw, Sig: sig}
+		p.Permit = &SignedPermit{Body: raw, Sig: sig}
 		return p
 	}
 	pending := approvedPlan(t, serve)
@@ -162,23 +162,23 @@ func TestForgedGrantRefused(t *testing.T) {
 			p.Approvals = append(p.Approvals, Approval{User: "UX", Digest: p.Digest, SHA: p.SHA, Fence: p.Fence})
 			return p
 		}(),
-		"grant edited (approver dropped)": resign(applying, nil, func(b *grantBody) { b.Approvals = b.Approvals[:1] }),
-		"grant edited (longer life)":      resign(applying, nil, func(b *grantBody) { b.NotAfter = b.NotAfter.Add(time.Hour) }),
-		"grant signed by an untrusted key": resign(applying, rogue, func(b *grantBody) {
+		"grant edited (approver dropped)": resign(applying, nil, func(b *permitBody) { b.Approvals = b.Approvals[:1] }),
+		"grant edited (longer life)":      resign(applying, nil, func(b *permitBody) { b.NotAfter = b.NotAfter.Add(time.Hour) }),
+		"grant signed by an untrusted key": resign(applying, rogue, func(b *permitBody) {
 			b.Approvals = []Approval{{User: "UX"}, {User: "UY"}}
 		}),
-		"another plan's grant": func() Plan { p := applying; p.Grant = otherApplying.Grant; return p }(),
+		"another plan's grant": func() Plan { p := applying; p.Permit = otherApplying.Permit; return p }(),
 		// A trusted signer that signed unsigned approvals (a bug, say):
 		// the quorum is counted again from the approvals' own signatures.
-		"trusted grant, unsigned approvals": resign(applying, serve, func(b *grantBody) {
+		"trusted grant, unsigned approvals": resign(applying, serve, func(b *permitBody) {
 			for i := range b.Approvals {
 				b.Approvals[i].Sig = attest.Signature{}
 			}
 		}),
-		"trusted grant, more approvals required than signed": resign(applying, serve, func(b *grantBody) { b.Plan.Required = 3 }),
-		"trusted grant, an approver is the requester":        resign(applying, serve, func(b *grantBody) { b.Plan.Requester = "UA" }),
+		"trusted grant, more approvals required than signed": resign(applying, serve, func(b *permitBody) { b.Plan.Required = 3 }),
+		"trusted grant, an approver is the requester":        resign(applying, serve, func(b *permitBody) { b.Plan.Requester = "UA" }),
 	} {
-		if _, err := worker.GrantOf(p); !errors.Is(err, ErrForged) {
+		if _, err := worker.PermitOf(p); !errors.Is(err, ErrForged) {
 			t.Errorf("%s: GrantOf err = %v, want ErrForged", name, err)
 		}
 	}
@@ -194,10 +194,10 @@ func TestGrantRunsOut(t *testing.T) {
 	if err := g.Check(t0.Add(4 * time.Minute)); err != nil {
 		t.Fatalf("fresh grant: %v", err)
 	}
-	if err := g.Check(t0.Add(3*time.Minute + GrantTTL)); !errors.Is(err, ErrGrantExpired) {
+	if err := g.Check(t0.Add(3*time.Minute + PermitTTL)); !errors.Is(err, ErrPermitExpired) {
 		t.Fatalf("old grant: %v", err)
 	}
-	if err := (Grant{}).Check(t0); !errors.Is(err, ErrForged) {
+	if err := (Permit{}).Check(t0); !errors.Is(err, ErrForged) {
 		t.Fatalf("zero grant: %v", err)
 	}
 }
@@ -212,7 +212,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	both := NewNotary(nil, attest.NewKeyring(old.Public(), next.Public()))
-	if _, err := both.GrantOf(applying); err != nil {
+	if _, err := both.PermitOf(applying); err != nil {
 		t.Fatalf("old grant after adding the new key: %v", err)
 	}
 	// The new key signs from now on; plans sealed with the old key still
@@ -224,7 +224,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("approval across the rotation: %+v %v", r, err)
 	}
 	onlyNew := NewNotary(nil, attest.NewKeyring(next.Public()))
-	if _, err := onlyNew.GrantOf(applying); !errors.Is(err, ErrForged) || !errors.Is(err, attest.ErrUnknownKey) {
+	if _, err := onlyNew.PermitOf(applying); !errors.Is(err, ErrForged) || !errors.Is(err, attest.ErrUnknownKey) {
 		t.Fatalf("old grant after removing the old key: %v", err)
 	}
 }
@@ -258,7 +258,7 @@ func BenchmarkNotary(b *testing.B) {
 	applying, _, _ := n.BeginApply(q, t0)
 	b.Run("grant_of", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := worker.GrantOf(applying); err != nil {
+			if _, err := worker.PermitOf(applying); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -158,7 +158,7 @@ func TestPolicyTermsCannotBeForged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := n.GrantOf(applying); !errors.Is(err, ErrNoQuorum) {
+		if _, err := n.PermitOf(applying); !errors.Is(err, ErrNoQuorum) {
 			t.Fatalf("GrantOf without the required group: grant %v, err = %v, want ErrNoQuorum", g.Approvers(), err)
 		}
 	})
@@ -166,16 +166,16 @@ func TestPolicyTermsCannotBeForged(t *testing.T) {
 
 // beginApplyUnchecked signs a grant for p as BeginApply would, skipping its
 // quorum check: what a serve process with a counting bug would write.
-func beginApplyUnchecked(n *Notary, p Plan, now time.Time) (Plan, Grant, error) {
+func beginApplyUnchecked(n *Notary, p Plan, now time.Time) (Plan, Permit, error) {
 	p.Status, p.UpdatedAt = StatusApplying, now
-	body := grantBody{Plan: termsOf(p), Approvals: p.Approvals, Overrides: p.Overrides, IssuedAt: now.UTC(), NotAfter: now.Add(GrantTTL).UTC()}
+	body := permitBody{Plan: termsOf(p), Approvals: p.Approvals, Overrides: p.Overrides, IssuedAt: now.UTC(), NotAfter: now.Add(PermitTTL).UTC()}
 	raw := mustJSON(body)
-	sig, err := n.sign(purposeGrant, raw)
+	sig, err := n.sign(purposePermit, raw)
 	if err != nil {
-		return p, Grant{}, err
+		return p, Permit{}, err
 	}
-	p.Grant = &SignedGrant{Body: raw, Sig: sig}
-	return p, Grant{approvers: Approvers(p)}, nil
+	p.Permit = &SignedPermit{Body: raw, Sig: sig}
+	return p, Permit{approvers: Approvers(p)}, nil
 }
 
 // Policy raises the quorum, never lowers it.

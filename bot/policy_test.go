@@ -58,7 +58,7 @@ func (r *fakeRunner) Plan(_ context.Context, job runner.PlanJob) (runner.PlanRes
 func (r *fakeRunner) Apply(_ context.Context, job runner.ApplyJob) (runner.ApplyResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.applies[job.Grant.PlanID()] = append(r.applies[job.Grant.PlanID()], fmt.Sprint(job.Grant.Approvers()))
+	r.applies[job.Permit.PlanID()] = append(r.applies[job.Permit.PlanID()], fmt.Sprint(job.Permit.Approvers()))
 	return runner.ApplyResult{Summary: "1 added, 0 changed, 0 destroyed"}, nil
 }
 

@@ -190,10 +190,10 @@ func (s *Service) Reject(ctx context.Context, channel, user, planID string) (err
 // apply moves a plan with quorum to applying — a compare-and-swap that only
 // one process wins — and runs it.
 func (s *Service) apply(ctx context.Context, planID, channel, actor string) error {
-	var grant approvals.Grant
+	var permit approvals.Permit
 	p, err := s.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
 		next, g, err := s.o.Notary.BeginApply(cur, s.o.Now())
-		grant = g
+		permit = g
 		return next, err
 	})
 	if errors.Is(err, approvals.ErrForged) {
@@ -213,7 +213,7 @@ func (s *Service) apply(ctx context.Context, planID, channel, actor string) erro
 	log := s.log.With("env", p.Project+"/"+p.Env, "pr", p.PR, "plan_id", p.ID, "fence", p.Fence)
 	proj, env, err := s.cfg.Resolve(p.Project, p.Env)
 	if err != nil {
-		s.abort(ctx, p, grant, "configuration changed")
+		s.abort(ctx, p, permit, "configuration changed")
 		return err
 	}
 	s.refresh(ctx, p)
@@ -223,7 +223,7 @@ func (s *Service) apply(ctx context.Context, planID, channel, actor string) erro
 	rev, err := s.o.Runner.Resolve(ctx, proj.Repo, p.Ref)
 	switch {
 	case errors.Is(err, runner.ErrSource):
-		s.abort(ctx, p, grant, "GitHub unavailable: head commit not confirmed")
+		s.abort(ctx, p, permit, "GitHub unavailable: head commit not confirmed")
 		return err
 	case err != nil:
 		s.finish(ctx, p, approvals.StatusInvalidated, Label(p)+" can no longer be applied: "+Escape(err.Error()))
@@ -236,7 +236,7 @@ func (s *Service) apply(ctx context.Context, planID, channel, actor string) erro
 		if errors.Is(err, approvals.ErrNotPromoted) {
 			s.finish(ctx, p, approvals.StatusInvalidated, "promotion check failed at apply time: "+Escape(err.Error()))
 		} else {
-			s.abort(ctx, p, grant, "promotion record unavailable")
+			s.abort(ctx, p, permit, "promotion record unavailable")
 		}
 		return err
 	}
@@ -245,10 +245,10 @@ func (s *Service) apply(ctx context.Context, planID, channel, actor string) erro
 	// moved since the approvals stops the apply.
 	switch unmet, err := s.unmet(ctx, env, rev); {
 	case err != nil:
-		s.abort(ctx, p, grant, "GitHub unavailable: requirements not confirmed")
+		s.abort(ctx, p, permit, "GitHub unavailable: requirements not confirmed")
 		return err
 	case len(unmet) > 0:
-		s.abort(ctx, p, grant, "GitHub requirements no longer met")
+		s.abort(ctx, p, permit, "GitHub requirements no longer met")
 		p = s.noteUnmet(ctx, p, unmet)
 		s.post(ctx, p, ":no_entry: Nothing was applied: "+Escape((&RequirementsError{Unmet: unmet}).Error())+
 			". The plan stays pending with its approvals; once GitHub's side holds again, click *Approve* to retry.")
@@ -257,38 +257,42 @@ func (s *Service) apply(ctx context.Context, planID, channel, actor string) erro
 
 	target, err := s.o.Target(proj.Name, env.Name)
 	if err != nil {
-		s.abort(ctx, p, grant, "configuration changed")
+		s.abort(ctx, p, permit, "configuration changed")
 		return err
 	}
-	s.post(ctx, p, fmt.Sprintf(":rocket: Applying plan `%s` (approved by %s) …", p.ID, Mentions(grant.Approvers())))
-	log.Info("applying", "approvers", grant.Approvers())
+	s.post(ctx, p, fmt.Sprintf(":rocket: Applying plan `%s` (approved by %s) …", p.ID, Mentions(permit.Approvers())))
+	log.Info("applying", "approvers", permit.Approvers())
 	prog := s.progress(ctx, p)
-	res, err := s.o.Runner.Apply(ctx, runner.ApplyJob{Grant: grant, Rev: rev, Target: target, Progress: prog.add})
+	res, err := s.o.Runner.Apply(ctx, runner.ApplyJob{Permit: permit, Rev: rev, Target: target, Progress: prog.add})
 	prog.close()
 	if errors.Is(err, runner.ErrDetached) {
 		log.Warn("stopped waiting for the apply; another replica completes it", "err", err)
 		return nil
 	}
-	return s.applied(ctx, p, grant, res, err)
+	return s.applied(ctx, p, permit, res, err)
 }
 
 // applied records the end of an apply — by the replica that waited for it,
 // or by a sweeper that found its result — and says how it went.
-func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals.Grant, res runner.ApplyResult, err error) error {
+func (s *Service) applied(ctx context.Context, p approvals.Plan, permit approvals.Permit, res runner.ApplyResult, err error) error {
 	log := s.log.With("env", p.Project+"/"+p.Env, "plan_id", p.ID, "fence", p.Fence)
 	// ran says what only the one who records the apply's end says.
 	ran := func() {
-		s.stats.Applied(p.Project, p.Env, applyResult(err), res.Duration)
 		if res.RevokeErr != nil {
 			s.post(ctx, p, fmt.Sprintf(":warning: Vault did not revoke the apply credential (accessor `%s`); it dies by its TTL at %s.",
 				res.Accessor, res.Expires.UTC().Format("15:04:05 MST")))
 		}
 	}
+	if err != nil && applyResult(err) != "failed" {
+		// An apply that did not run to a result: counted here; one that did
+		// is counted by whoever records its end (finishApply).
+		s.stats.Applied(p.Project, p.Env, applyResult(err), res.Duration)
+	}
 	switch {
 	case err == nil:
 		log.Info("applied", "summary", res.Summary, "accessor", res.Accessor, "duration", res.Duration)
 		var won bool
-		if p, won = s.finishApply(ctx, p, grant, nil, fmt.Sprintf("%s in %s", res.Summary, res.Duration.Round(100*time.Millisecond))); !won {
+		if p, won = s.finishApply(ctx, p, permit, nil, fmt.Sprintf("%s in %s", res.Summary, res.Duration.Round(100*time.Millisecond)), res.Duration); !won {
 			return nil
 		}
 		ran()
@@ -300,12 +304,12 @@ func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals
 		s.verifyAfter(ctx, p)
 	case errors.Is(err, runner.ErrCredentials):
 		log.Warn("apply not started: credentials unavailable", "err", err)
-		s.abort(ctx, p, grant, "")
+		s.abort(ctx, p, permit, "")
 		s.post(ctx, p, ":warning: Vault is unavailable: nothing was applied. The plan stays pending with its approvals.")
 		return err
 	case errors.Is(err, runner.ErrAudit):
 		log.Error("apply not started: its audit record could not be written", "err", err)
-		s.abort(ctx, p, grant, "")
+		s.abort(ctx, p, permit, "")
 		s.post(ctx, p, ":warning: The audit record could not be written, so nothing was applied. The plan stays pending with its approvals.")
 		return err
 	case errors.Is(err, runner.ErrStalePlan):
@@ -321,7 +325,7 @@ func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals
 	default:
 		log.Error("apply failed", "err", err)
 		var won bool
-		if p, won = s.finishApply(ctx, p, grant, err, "terraform apply failed"); won {
+		if p, won = s.finishApply(ctx, p, permit, err, "terraform apply failed", res.Duration); won {
 			ran()
 			s.post(ctx, p, s.n.Describe(err))
 		}
@@ -332,7 +336,7 @@ func (s *Service) applied(ctx context.Context, p approvals.Plan, grant approvals
 // finishApply records the end of an apply, frees the environment and
 // updates the message. It reports whether this call recorded it: of the
 // replica that waited and sweepers that found the result, one does.
-func (s *Service) finishApply(ctx context.Context, p approvals.Plan, g approvals.Grant, applyErr error, reason string) (approvals.Plan, bool) {
+func (s *Service) finishApply(ctx context.Context, p approvals.Plan, g approvals.Permit, applyErr error, reason string, took time.Duration) (approvals.Plan, bool) {
 	p, err := s.mutate(ctx, p.ID, func(cur approvals.Plan) (approvals.Plan, error) {
 		return approvals.Finish(cur, g, applyErr, reason, s.o.Now())
 	})
@@ -344,6 +348,7 @@ func (s *Service) finishApply(ctx context.Context, p approvals.Plan, g approvals
 		s.log.Error("record apply result", "plan_id", p.ID, "err", err)
 		return p, false
 	}
+	s.stats.Applied(p.Project, p.Env, applyResult(applyErr), took) // before the message says so
 	if p.Status == approvals.StatusApplied {
 		if err := s.o.Promos.RecordApplied(context.WithoutCancel(ctx), p.Project, p.Env, p.SHA, p.UpdatedAt); err != nil {
 			s.log.Error("record applied commit; environments that require this one will refuse it", "plan_id", p.ID, "err", err)

@@ -34,7 +34,7 @@ func (d *detaching) Apply(ctx context.Context, job runner.ApplyJob) (runner.Appl
 	res, _ := d.fakeRunner.Apply(ctx, job)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.applies[job.Grant.PlanID()] = res
+	d.applies[job.Permit.PlanID()] = res
 	return runner.ApplyResult{}, runner.ErrDetached
 }
 

@@ -50,7 +50,7 @@ func (s *Service) ended(ctx context.Context, p approvals.Plan, note string) {
 }
 
 // abort returns an applying plan to pending: nothing was changed.
-func (s *Service) abort(ctx context.Context, p approvals.Plan, g approvals.Grant, reason string) {
+func (s *Service) abort(ctx context.Context, p approvals.Plan, g approvals.Permit, reason string) {
 	p, err := s.mutate(ctx, p.ID, func(cur approvals.Plan) (approvals.Plan, error) {
 		return approvals.Abort(cur, g, reason, s.o.Now())
 	})

@@ -110,7 +110,7 @@ func (s *Service) completeDetached(ctx context.Context, p approvals.Plan) bool {
 		if !found {
 			return false
 		}
-		g, err := s.o.Notary.GrantOf(p)
+		g, err := s.o.Notary.PermitOf(p)
 		if err != nil {
 			return false
 		}

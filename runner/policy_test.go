@@ -57,7 +57,7 @@ resource "terraform_data" "a" {
 
 	// The flow does not act on the assessment yet: apply it, then destroy
 	// it with no policy at all. The built-in risk flags are still there.
-	if _, err := f.r.Apply(t.Context(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
+	if _, err := f.r.Apply(t.Context(), runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.locks.Release(t.Context(), lease); err != nil {

@@ -243,7 +243,7 @@ resource "terraform_data" "a" {
 }
 `}
 	lease, res := f.plan(t, "p2", sha2)
-	_, err = f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p2", lease, sha2, res), Rev: f.rev(sha2), Target: f.target})
+	_, err = f.r.Apply(context.Background(), runner.ApplyJob{Permit: grant(t, "p2", lease, sha2, res), Rev: f.rev(sha2), Target: f.target})
 	if !errors.As(err, &te) || te.Step != "apply" || !strings.Contains(te.Output, "local-exec") {
 		t.Fatalf("err = %v", err)
 	}

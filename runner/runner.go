@@ -4,7 +4,7 @@
 // environment built from an allowlist, and injects Vault credentials that
 // exist only for that one run.
 //
-// Apply takes an approvals.Grant, which only a plan with quorum can produce,
+// Apply takes an approvals.Permit, which only a plan with quorum can produce,
 // so there is no way to call it for an unapproved plan.
 package runner
 
@@ -550,7 +550,7 @@ func redactAssessment(a approvals.Assessment, red *Redactor) approvals.Assessmen
 
 // ApplyJob is one approved apply.
 type ApplyJob struct {
-	Grant  approvals.Grant
+	Permit approvals.Permit
 	Rev    Revision // the planned revision, to rebuild the workspace if needed
 	Target Target
 	// Progress, if set, receives short lines as resources complete.
@@ -568,20 +568,20 @@ type ApplyResult struct {
 	RevokeErr error
 }
 
-// Apply applies exactly the saved plan the grant approves. It re-takes the
+// Apply applies exactly the saved plan the permit approves. It re-takes the
 // lease, verifies the plan file's digest, mints the apply credentials, runs
 // terraform apply on the saved plan and revokes the credentials, whatever
 // the outcome. Before terraform starts, any failure leaves the environment
 // untouched (errors.Is(err, ErrCredentials) and ErrStalePlan say so).
 func (r *Runner) Apply(ctx context.Context, job ApplyJob) (ApplyResult, error) {
-	g := job.Grant
-	// Only a Notary makes a Grant: in this process after counting signed
-	// approvals, or from a signed grant it verified. It must not have run out.
+	g := job.Permit
+	// Only a Notary makes a Permit: in this process after counting signed
+	// approvals, or from a signed permit it verified. It must not have run out.
 	if err := g.Check(time.Now()); err != nil {
 		return ApplyResult{}, err
 	}
 	if g.Project() != job.Target.Project || g.Env() != job.Target.Env || g.SHA() != job.Rev.SHA {
-		return ApplyResult{}, fmt.Errorf("%w: grant is for %s/%s at %s", ErrStalePlan, g.Project(), g.Env(), g.SHA())
+		return ApplyResult{}, fmt.Errorf("%w: permit is for %s/%s at %s", ErrStalePlan, g.Project(), g.Env(), g.SHA())
 	}
 	lease := Lease{Key: LockKey(g.Project(), g.Env()), Owner: g.LockOwner(), Fence: g.Fence()}
 	if err := r.o.Locks.Refresh(ctx, lease, job.Target.LockTTL); err != nil {
@@ -764,7 +764,7 @@ func (r *Runner) record(ctx context.Context, l Lease, rec LedgerRecord) error {
 // given to terraform read-only. The run is gone when it returns.
 func (r *Runner) applyWith(ctx context.Context, job ApplyJob, minted func() (*Credential, error)) (ApplyResult, error) {
 	var res ApplyResult
-	g := job.Grant
+	g := job.Permit
 	data, err := r.savedPlan(ctx, g)
 	if err != nil {
 		return res, err
@@ -802,10 +802,10 @@ func (r *Runner) applyWith(ctx context.Context, job ApplyJob, minted func() (*Cr
 	return res, nil
 }
 
-// savedPlan loads the saved plan the grant approves from the plan store and
+// savedPlan loads the saved plan the permit approves from the plan store and
 // checks its sha256 against the approved digest: the last check before
 // terraform, on the exact bytes terraform is given.
-func (r *Runner) savedPlan(ctx context.Context, g approvals.Grant) ([]byte, error) {
+func (r *Runner) savedPlan(ctx context.Context, g approvals.Permit) ([]byte, error) {
 	data, err := r.o.Plans.Load(ctx, g.PlanID())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStalePlan, err)

@@ -195,7 +195,7 @@ func (f fixture) rev(sha string) runner.Revision {
 }
 
 // grant walks a plan through two approvals, as the bot does.
-func grant(t *testing.T, id string, lease runner.Lease, sha string, res runner.PlanResult) approvals.Grant {
+func grant(t *testing.T, id string, lease runner.Lease, sha string, res runner.PlanResult) approvals.Permit {
 	t.Helper()
 	now := time.Now()
 	p, err := approvals.New(approvals.Request{ID: id, Project: "acme", Env: "staging", PR: 42, SHA: sha,
@@ -238,7 +238,7 @@ func TestPlanThenApply(t *testing.T) {
 
 	var lines []string
 	out, err := f.r.Apply(context.Background(), runner.ApplyJob{
-		Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target,
+		Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target,
 		Progress: func(l string) { lines = append(lines, l) },
 	})
 	if err != nil {
@@ -278,7 +278,7 @@ func TestApplyRefusesAChangedPlanFile(t *testing.T) {
 	if err := f.plans.Save(context.Background(), "p1", []byte("tampered"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: g, Rev: f.rev(sha1), Target: f.target})
+	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Permit: g, Rev: f.rev(sha1), Target: f.target})
 	if !errors.Is(err, runner.ErrStalePlan) {
 		t.Fatalf("err = %v, want ErrStalePlan", err)
 	}
@@ -294,7 +294,7 @@ func TestApplyWithoutCredentialsDoesNothing(t *testing.T) {
 	f := setup(t, 30*time.Second)
 	lease, res := f.plan(t, "p1", sha1)
 	f.creds.fail = errors.New("connection refused")
-	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
+	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
 	if !errors.Is(err, runner.ErrCredentials) {
 		t.Fatalf("err = %v, want ErrCredentials", err)
 	}
@@ -330,7 +330,7 @@ func TestRunsLeaveNothingBehind(t *testing.T) {
 	if l := leftovers(); len(l) != 0 {
 		t.Fatalf("the plan left %v", l)
 	}
-	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
+	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	if l := leftovers(); len(l) != 0 {
@@ -373,7 +373,7 @@ func TestLostLeaseInterruptsApply(t *testing.T) {
 		f.rdb.Set(context.Background(), "t:lock:{acme/staging}", "thief", time.Minute)
 	}()
 	start := time.Now()
-	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: g, Rev: f.rev(sha1), Target: f.target})
+	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Permit: g, Rev: f.rev(sha1), Target: f.target})
 	if !errors.Is(err, runner.ErrInterrupted) || !errors.Is(err, runner.ErrLockLost) {
 		t.Fatalf("err = %v, want ErrInterrupted and ErrLockLost", err)
 	}
@@ -433,7 +433,7 @@ func TestOpenTofu(t *testing.T) {
 	}
 	f.r = r
 	lease, res := f.plan(t, "p1", sha1)
-	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
+	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
 		t.Fatalf("apply with tofu: %v", err)
 	}
 	if env, err := os.ReadFile(filepath.Join(f.dir, "env.txt")); err != nil || !strings.Contains(string(env), "DB_PASSWORD=value-of-password") {
@@ -445,7 +445,7 @@ func TestRevokeFailureIsReported(t *testing.T) {
 	f := setup(t, 30*time.Second)
 	lease, res := f.plan(t, "p1", sha1)
 	f.creds.revokeFail = errors.New("vault sealed")
-	out, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
+	out, err := f.r.Apply(context.Background(), runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -510,10 +510,10 @@ func TestSavedPlanIsStale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res1), Rev: f.rev(sha1), Target: f.target}); err != nil {
+	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res1), Rev: f.rev(sha1), Target: f.target}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p2", lease, sha1, res2), Rev: f.rev(sha1), Target: f.target})
+	_, err = f.r.Apply(context.Background(), runner.ApplyJob{Permit: grant(t, "p2", lease, sha1, res2), Rev: f.rev(sha1), Target: f.target})
 	var te *runner.TerraformError
 	if !errors.Is(err, runner.ErrStalePlan) || !errors.As(err, &te) || !strings.Contains(te.Output, "Saved plan is stale") {
 		t.Fatalf("err = %v, want ErrStalePlan with terraform's words", err)
@@ -550,7 +550,7 @@ func TestApplyAfterLostLeaseNeverStarts(t *testing.T) {
 	if _, err := f.locks.Acquire(context.Background(), "acme/staging", runner.Holder{User: "UOTHER"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: g, Rev: f.rev(sha1), Target: f.target})
+	_, err := f.r.Apply(context.Background(), runner.ApplyJob{Permit: g, Rev: f.rev(sha1), Target: f.target})
 	if !errors.Is(err, runner.ErrLockLost) {
 		t.Fatalf("err = %v, want ErrLockLost", err)
 	}
@@ -602,7 +602,7 @@ func TestApplyNeedsItsAuditRecords(t *testing.T) {
 			if !strings.Contains(res.Text, "terraform_data.a will be created") {
 				t.Fatalf("plan text:\n%s", res.Text)
 			}
-			_, err = f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
+			_, err = f.r.Apply(context.Background(), runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
 			_, statErr := os.Stat(filepath.Join(f.dir, "env.txt"))
 			if failOn == "" {
 				if err != nil || statErr != nil {

@@ -135,7 +135,7 @@ func applyThrough(t *testing.T, f fixture, id, sha string) approvals.Summary {
 	if p, _ = approvals.Planned(p, res.Digest, res.Summary, approvals.Assessment{}, time.Hour, time.Now()); p.Status != approvals.StatusPending {
 		t.Fatalf("%s: plan is %s, not pending: %+v", id, p.Status, res.Summary)
 	}
-	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Grant: grant(t, id, lease, sha, res), Rev: f.rev(sha), Target: f.target}); err != nil {
+	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Permit: grant(t, id, lease, sha, res), Rev: f.rev(sha), Target: f.target}); err != nil {
 		t.Fatalf("apply %s: %v", id, err)
 	}
 	if err := f.locks.Release(context.Background(), lease); err != nil {

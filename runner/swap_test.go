@@ -88,7 +88,7 @@ resource "terraform_data" "a" {
 		t.Fatalf("a swapped plan was accepted (err %v)", err)
 	case err == nil:
 		// The swap lost the race: the plan is the commit's; apply it.
-		if _, err := f.r.Apply(ctx, runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
+		if _, err := f.r.Apply(ctx, runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
 			t.Fatalf("apply: %v", err)
 		}
 	case !errors.Is(err, runner.ErrPlanConfig):

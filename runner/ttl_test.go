@@ -52,7 +52,7 @@ func TestCappedTokenRoleStopsTheApply(t *testing.T) {
 
 	f.target.ApplyCreds.Role, f.target.ApplyCreds.TTL = "twokey-staging-capped", 2*time.Minute
 	f.target.ApplyTimeout = time.Minute
-	_, err = f.r.Apply(ctx, runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
+	_, err = f.r.Apply(ctx, runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target})
 	var te *runner.TTLError
 	if !errors.As(err, &te) || !errors.Is(err, runner.ErrCredentials) || !errors.Is(err, runner.ErrTTLCapped) {
 		t.Fatalf("err = %v", err)
@@ -89,7 +89,7 @@ func TestCappedTokenRoleStopsTheApply(t *testing.T) {
 	// With a role that grants what is asked, the same apply runs, and the
 	// audit records the granted TTL.
 	f.target.ApplyCreds.Role, f.target.ApplyCreds.TTL = "twokey-staging-apply", 2*time.Minute
-	if _, err := f.r.Apply(ctx, runner.ApplyJob{Grant: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
+	if _, err := f.r.Apply(ctx, runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	var last audit.Event

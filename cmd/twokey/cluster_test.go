@@ -194,7 +194,7 @@ func TestOnRedisCluster(t *testing.T) {
 	if _, err := store.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.Apply(ctx, runner.ApplyJob{Grant: g, Rev: runner.Revision{SHA: "abc"}}); err != nil {
+	if _, err := client.Apply(ctx, runner.ApplyJob{Permit: g, Rev: runner.Revision{SHA: "abc"}}); err != nil {
 		t.Fatalf("apply job on the cluster: %v", err)
 	}
 }

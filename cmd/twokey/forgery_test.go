@@ -89,9 +89,9 @@ func TestForgedApplyJobRefused(t *testing.T) {
 		name  string
 		forge func(p approvals.Plan) approvals.Plan
 	}{
-		{"no grant", func(p approvals.Plan) approvals.Plan { return p }},
-		{"another plan's signed grant", func(p approvals.Plan) approvals.Plan {
-			p.Grant = w.plan(staging.Buttons()[0].Value).Grant
+		{"no permit", func(p approvals.Plan) approvals.Plan { return p }},
+		{"another plan's signed permit", func(p approvals.Plan) approvals.Plan {
+			p.Permit = w.plan(staging.Buttons()[0].Value).Permit
 			return p
 		}},
 	} {

@@ -102,7 +102,7 @@ func (c *Client) Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResul
 // Apply runs an apply on its environment's pool. The worker builds the
 // Grant again from the plan in the store.
 func (c *Client) Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error) {
-	g := job.Grant
+	g := job.Permit
 	ev, err := c.run(ctx, Job{Kind: KindApply, PlanID: g.PlanID(), Project: g.Project(), Env: g.Env(), Rev: job.Rev}, job.Progress)
 	if err != nil {
 		return ev.Apply.result(), err

@@ -47,7 +47,7 @@ func (f *fakeExec) Apply(_ context.Context, job runner.ApplyJob) (runner.ApplyRe
 	for _, l := range f.progress {
 		job.Progress(l)
 	}
-	if job.Grant.Env() == "failing" {
+	if job.Permit.Env() == "failing" {
 		return runner.ApplyResult{}, &runner.TerraformError{Step: "apply", Output: "boom"}
 	}
 	return runner.ApplyResult{Summary: "1 added, 0 changed, 0 destroyed", Accessor: "acc"}, nil
@@ -185,13 +185,13 @@ func (f *fixture) executorIs(t *testing.T, p approvals.Plan, name string) bool {
 	return ok && got == name
 }
 
-func (f *fixture) grant(t *testing.T, id string) approvals.Grant {
+func (f *fixture) grant(t *testing.T, id string) approvals.Permit {
 	t.Helper()
 	p, err := f.store.Get(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := f.notary.GrantOf(p)
+	g, err := f.notary.PermitOf(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestPlanAndApplyRoundTrip(t *testing.T) {
 
 	f.plan(t, "p-apply", "dev", approvals.StatusApplying)
 	var lines []string
-	out, err := f.client.Apply(ctx, runner.ApplyJob{Grant: f.grant(t, "p-apply"), Rev: runner.Revision{SHA: "abc"},
+	out, err := f.client.Apply(ctx, runner.ApplyJob{Permit: f.grant(t, "p-apply"), Rev: runner.Revision{SHA: "abc"},
 		Progress: func(l string) { lines = append(lines, l) }})
 	if err != nil || out.Summary != "1 added, 0 changed, 0 destroyed" || len(lines) != 2 {
 		t.Fatalf("apply: %+v %v, progress %q", out, err, lines)
@@ -227,7 +227,7 @@ func TestPlanAndApplyRoundTrip(t *testing.T) {
 
 	// A terraform error comes back as one: errors.As still finds it.
 	f.plan(t, "p-fail", "failing", approvals.StatusApplying)
-	_, err = f.client.Apply(ctx, runner.ApplyJob{Grant: f.grant(t, "p-fail"), Rev: runner.Revision{SHA: "abc"}})
+	_, err = f.client.Apply(ctx, runner.ApplyJob{Permit: f.grant(t, "p-fail"), Rev: runner.Revision{SHA: "abc"}})
 	var te *runner.TerraformError
 	if !errors.As(err, &te) || te.Step != "apply" || te.Output != "boom" {
 		t.Fatalf("terraform error lost on the wire: %#v", err)
@@ -241,7 +241,7 @@ func TestWorkerRefusesOtherPools(t *testing.T) {
 	f.worker(t, "nonprod", "w1", exec, time.Second)
 	f.pools["prod"] = "nonprod" // misroute prod's job onto the nonprod stream
 	f.plan(t, "p-prod", "prod", approvals.StatusApplying)
-	_, err := f.client.Apply(context.Background(), runner.ApplyJob{Grant: f.grant(t, "p-prod"), Rev: runner.Revision{SHA: "abc"}})
+	_, err := f.client.Apply(context.Background(), runner.ApplyJob{Permit: f.grant(t, "p-prod"), Rev: runner.Revision{SHA: "abc"}})
 	if !errors.Is(err, ErrWrongPool) {
 		t.Fatalf("err = %v, want ErrWrongPool", err)
 	}
@@ -324,7 +324,7 @@ func TestClaimedApplyIsNeverRerun(t *testing.T) {
 	f.rdb.Set(ctx, claimKey("t:", "nonprod", "p-claimed"), "dead-worker", time.Hour)
 	exec := &fakeExec{}
 	f.worker(t, "nonprod", "w2", exec, time.Second)
-	_, err := f.client.Apply(ctx, runner.ApplyJob{Grant: f.grant(t, "p-claimed"), Rev: runner.Revision{SHA: "abc"}})
+	_, err := f.client.Apply(ctx, runner.ApplyJob{Permit: f.grant(t, "p-claimed"), Rev: runner.Revision{SHA: "abc"}})
 	if !errors.Is(err, runner.ErrInterrupted) {
 		t.Fatalf("err = %v, want ErrInterrupted", err)
 	}
@@ -491,7 +491,7 @@ func TestForgedApplyJobIsRefused(t *testing.T) {
 			p.Status = approvals.StatusApplying
 			return p
 		},
-		"grant signed by another key": func(p approvals.Plan) approvals.Plan {
+		"permit signed by another key": func(p approvals.Plan) approvals.Plan {
 			p, _ = rogue.Seal(p)
 			p, _, _ = rogue.Approve(p, "UA", true, time.Now())
 			p, _, _ = rogue.Approve(p, "UB", true, time.Now())
@@ -579,7 +579,7 @@ func BenchmarkApplyDispatch(b *testing.B) {
 		if _, err := store.Create(ctx, p); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := client.Apply(ctx, runner.ApplyJob{Grant: g, Rev: runner.Revision{SHA: "abc"}}); err != nil {
+		if _, err := client.Apply(ctx, runner.ApplyJob{Permit: g, Rev: runner.Revision{SHA: "abc"}}); err != nil {
 			b.Fatal(err)
 		}
 	}

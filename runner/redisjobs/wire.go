@@ -22,8 +22,8 @@ const (
 )
 
 // Job is one piece of work for a pool's workers. It carries only names, the
-// revision and a grant's accessors: each worker builds the target from its
-// own configuration, and an apply's Grant from the plan in the store.
+// revision and a permit's accessors: each worker builds the target from its
+// own configuration, and an apply's Permit from the plan in the store.
 type Job struct {
 	ID        string          `json:"id"`
 	Kind      Kind            `json:"kind"`
@@ -119,7 +119,7 @@ var sentinels = map[string]error{
 	"approvals_state":  approvals.ErrNotPending,
 	"approvals_quorum": approvals.ErrNoQuorum,
 	"forged":           approvals.ErrForged,
-	"grant_expired":    approvals.ErrGrantExpired,
+	"permit_expired":   approvals.ErrPermitExpired,
 }
 
 type wireError struct {

@@ -37,7 +37,7 @@ type WorkerOptions struct {
 	Name   string // unique among the pool's workers
 	Exec   Executor
 	Store  approvals.Store
-	// Notary verifies each apply's signed grant, and counts its signed
+	// Notary verifies each apply's signed permit, and counts its signed
 	// approvals again, before anything is minted. It needs only the public
 	// keys of the serve processes.
 	Notary *approvals.Notary
@@ -267,25 +267,25 @@ func (w *Worker) plan(ctx context.Context, j Job, target runner.Target) event {
 	return event{Type: "result", Plan: &res}
 }
 
-// apply verifies the plan's signed grant and its approvals, claims the
+// apply verifies the plan's signed permit and its approvals, claims the
 // apply — so that a job taken over after this worker died is never applied
-// twice — and applies it with the Grant built from what was signed. A plan
-// whose grant does not verify is refused, loudly. The worker only reads the
+// twice — and applies it with the Permit built from what was signed. A plan
+// whose permit does not verify is refused, loudly. The worker only reads the
 // plan; its claim is a key of its own pool.
 func (w *Worker) apply(ctx context.Context, j Job, target runner.Target, log *slog.Logger) event {
-	var g approvals.Grant
+	var g approvals.Permit
 	p, err := w.o.Store.Get(ctx, j.PlanID)
 	if err == nil {
-		g, err = w.o.Notary.GrantOf(p)
+		g, err = w.o.Notary.PermitOf(p)
 	}
 	if err == nil {
 		err = g.Check(time.Now())
 	}
 	if err == nil && (g.Project() != j.Project || g.Env() != j.Env || g.SHA() != j.Rev.SHA) {
-		err = fmt.Errorf("%w: the job names %s/%s at %s, the grant %s/%s at %s", approvals.ErrForged,
+		err = fmt.Errorf("%w: the job names %s/%s at %s, the permit %s/%s at %s", approvals.ErrForged,
 			j.Project, j.Env, j.Rev.SHA, g.Project(), g.Env(), g.SHA())
 	}
-	if errors.Is(err, approvals.ErrForged) || errors.Is(err, approvals.ErrGrantExpired) {
+	if errors.Is(err, approvals.ErrForged) || errors.Is(err, approvals.ErrPermitExpired) {
 		w.refuse(ctx, j, p.PR, "apply job refused", err, log)
 		return event{Type: "result", Err: encodeError(err)}
 	}
@@ -302,7 +302,7 @@ func (w *Worker) apply(ctx context.Context, j Job, target runner.Target, log *sl
 		log.Error("apply job taken over after its runner stopped: not re-run", "executor", executor)
 		return event{Type: "result", Err: encodeError(fmt.Errorf("%w: %w: %s", runner.ErrInterrupted, approvals.ErrClaimed, reason))}
 	}
-	res, err := w.o.Exec.Apply(ctx, runner.ApplyJob{Grant: g, Rev: j.Rev, Target: target,
+	res, err := w.o.Exec.Apply(ctx, runner.ApplyJob{Permit: g, Rev: j.Rev, Target: target,
 		Progress: func(line string) { w.emit(j.ID, event{Type: "progress", Line: line}) }})
 	return event{Type: "result", Apply: toWire(res), Err: encodeError(err)}
 }
