@@ -187,9 +187,20 @@ func (s *Service) DenyGrant(ctx context.Context, channel, user, id string) error
 }
 
 // mayApproveGrant: another on-call engineer of the environment, or one of
-// its approvers. An error means membership could not be read.
+// its approvers, read from the source now — the token is minted on this
+// very click, so a membership cached from before a removal must not count.
+// An error means membership could not be read.
 func (s *Service) mayApproveGrant(ctx context.Context, user string, env *config.Environment) (bool, error) {
-	return s.anyOf(ctx, user, env.BreakGlass.OnCall, env.Approvers)
+	for _, who := range []config.Who{env.BreakGlass.OnCall, env.Approvers} {
+		ok, err := s.includesNow(ctx, user, who)
+		if err != nil {
+			return false, fmt.Errorf("%w: %w", ErrMembership, err)
+		}
+		if ok {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // anyOf reports whether user is in any of the lists, reading them in

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/commands"
@@ -201,5 +203,51 @@ func TestRequirementNamesAgree(t *testing.T) {
 	}
 	if len(config.Requirements()) != 4 {
 		t.Errorf("config knows %d requirements, runner 4", len(config.Requirements()))
+	}
+}
+
+// staleGroups answers from a cache that still has people a group lost,
+// unless asked for a fresh read.
+type staleGroups struct{ cached, now map[string][]string }
+
+func (g staleGroups) InAnyGroup(_ context.Context, user string, groups []string, fresh bool) (bool, error) {
+	members := g.cached
+	if fresh {
+		members = g.now
+	}
+	for _, grp := range groups {
+		if slices.Contains(members[grp], user) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (staleGroups) Name(_ context.Context, user string) string { return user }
+
+// A break-glass token is minted on the approving click itself, so that
+// click is decided on membership read now: someone just removed from the
+// approvers (still in a cache) cannot let a token out.
+func TestBreakGlassApprovalReadsMembershipNow(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t)
+	one := 1
+	env := &h.svc.cfg.Projects[0].Environments[0]
+	env.BreakGlass = &config.BreakGlass{OnCall: config.Who{Users: []string{pAlice}}, MaxTTL: config.Duration(time.Hour),
+		Approvals: &one, Role: "twokey-staging-breakglass", Policies: []string{"staging-breakglass"}, Channel: "CSECURITY"}
+	h.svc.dir = staleGroups{cached: map[string][]string{pGroup: {pBob}}, now: map[string][]string{pGroup: {}}}
+	if err := h.svc.RequestGrant(ctx, pChannel, pAlice, GrantRequest{Project: "infra", Env: "staging", Duration: 30 * time.Minute,
+		Reason: "db failover stuck"}); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	for gid := range h.store.grants {
+		id = gid
+	}
+	if err := h.svc.ApproveGrant(ctx, "CSECURITY", pBob, id); !errors.Is(err, ErrNotGrantPeer) {
+		t.Fatalf("approval by someone removed from the approvers: err = %v, want ErrNotGrantPeer", err)
+	}
+	if g, _ := h.store.GetGrant(ctx, id); g.Status != approvals.GrantRequested {
+		t.Fatalf("grant is %s after a refused approval", g.Status)
 	}
 }
