@@ -33,8 +33,8 @@ type DriftReport struct {
 	Text string
 }
 
-// DriftNotifier is a Notifier that can show a drift report with a way to
-// plan a fix; a Notifier without it gets the report as a note.
+// DriftNotifier shows a drift report with a way to plan a fix
+// (Options.Drift); without one the report is a note.
 type DriftNotifier interface {
 	ShowDrift(ctx context.Context, channel string, r DriftReport) (Posted, error)
 }
@@ -146,8 +146,8 @@ func (s *Service) checkDrift(ctx context.Context, proj *config.Project, env *con
 	for _, rc := range res.Summary.Resources {
 		r.Resources = append(r.Resources, rc.Address)
 	}
-	if dn, ok := s.n.(DriftNotifier); ok {
-		posted, err := dn.ShowDrift(ctx, channel, r)
+	if s.o.Drift != nil {
+		posted, err := s.o.Drift.ShowDrift(ctx, channel, r)
 		if err != nil {
 			return err
 		}

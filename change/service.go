@@ -125,6 +125,9 @@ type Options struct {
 	Links  Links
 	Linker Linker
 	Notify Notifier
+	// Drift, if set, shows drift reports with a Plan a fix button; without
+	// it a report is a note.
+	Drift DriftNotifier
 	// Progress, if set, shows apply progress as one message it edits;
 	// without it, progress is a thread note per batch.
 	Progress Progresser
