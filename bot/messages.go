@@ -122,6 +122,8 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		errors.Is(err, runner.ErrRefNotFound), errors.Is(err, runner.ErrNotDefaultBranch), errors.Is(err, runner.ErrNoWorkDir),
 		errors.Is(err, runner.ErrForkPR), errors.Is(err, runner.ErrProvider):
 		return err.Error() + "."
+	case errors.Is(err, runner.ErrBinary):
+		return ":no_entry: " + err.Error() + ". Nothing ran; fix `terraform.path` or `terraform.version` in the config."
 	case errors.Is(err, runner.ErrSandbox):
 		return ":no_entry: " + err.Error() + ". Nothing ran: twokey does not run a pull request's code outside its sandbox."
 	case errors.As(err, &promo):
