@@ -201,14 +201,11 @@ func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.Plan
 	_ = s.record(ctx, audit.PlanFinished, "", &p, map[string]string{"add": fmt.Sprint(res.Summary.Add),
 		"change": fmt.Sprint(res.Summary.Change), "destroy": fmt.Sprint(res.Summary.Destroy), "result": string(p.Status),
 		"counts": res.Summary.Counts(), "policy": string(p.Policy.Status()), "required": fmt.Sprint(p.Required)})
-	s.uploadPlan(ctx, p, res.Text)
-	if report := PolicyReport(p); report != "" && p.Status == approvals.StatusPending {
-		s.post(ctx, p, report)
-	}
 	if p.Status == approvals.StatusNoChanges {
 		s.release(ctx, lease)
 		_ = s.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
 		s.refresh(ctx, p)
+		s.uploadPlan(ctx, p, res.Text)
 		return nil
 	}
 	// The pending plan holds the environment until it is applied, rejected
@@ -218,7 +215,13 @@ func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.Plan
 		return err
 	}
 	log.Info("plan ready", "digest", p.Digest, "add", res.Summary.Add, "change", res.Summary.Change, "destroy", res.Summary.Destroy)
+	// The message with its buttons first; the whole plan and the policy
+	// report follow in its thread.
 	s.refresh(ctx, p)
+	s.uploadPlan(ctx, p, res.Text)
+	if report := PolicyReport(p); report != "" {
+		s.post(ctx, p, report)
+	}
 	return nil
 }
 
