@@ -281,8 +281,14 @@ func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) 
 			return err
 		}
 	}
+	// The commit's tree, from the mirror if it has it (a re-plan, an
+	// apply): one git process. Otherwise fetch, then archive: three.
 	commit := rev.SHA + "^{commit}"
-	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "cat-file", "-e", commit); err != nil {
+	archive := func() ([]byte, error) {
+		return s.git(ctx, rev.CloneURL, "-C", mirror, "archive", "--format=tar", commit)
+	}
+	tree, err := archive()
+	if err != nil {
 		// GitHub publishes every pull request's head as refs/pull/<n>/head;
 		// a rollback's commit is on the default branch.
 		refspec := fmt.Sprintf("+refs/pull/%d/head:refs/pull/%d/head", rev.PR, rev.PR)
@@ -292,16 +298,15 @@ func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) 
 		if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, refspec); err != nil {
 			return fmt.Errorf("%w: %w", runner.ErrSource, err)
 		}
-		if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "cat-file", "-e", commit); err != nil {
+		if tree, err = archive(); err != nil {
 			// The pull request moved on since it was resolved; ask for the commit itself.
 			if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, rev.SHA); err != nil {
 				return fmt.Errorf("%w: commit %s is not in %s", runner.ErrSource, rev.SHA, rev.Repo)
 			}
+			if tree, err = archive(); err != nil {
+				return err
+			}
 		}
-	}
-	tree, err := s.git(ctx, rev.CloneURL, "-C", mirror, "archive", "--format=tar", rev.SHA)
-	if err != nil {
-		return err
 	}
 	return untar(bytes.NewReader(tree), dst)
 }
