@@ -156,14 +156,35 @@ func (c *RedisCluster) Stop() {
 // StartRedisCluster starts n masters with cluster mode on, joins them with
 // `redis-cli --cluster create` and waits until the cluster is ok.
 func StartRedisCluster(ctx context.Context, dir string, n int) (*RedisCluster, error) {
+	return StartRedisClusterWith(ctx, RedisClusterOptions{Dir: dir, Masters: n})
+}
+
+// RedisClusterOptions configure a Redis Cluster.
+type RedisClusterOptions struct {
+	Dir      string // each node gets a folder in it; required
+	Masters  int
+	Replicas int // per master
+	// NodeArgs gives node i extra redis-server arguments, e.g.
+	// "--appendonly", "yes". Nodes 0…Masters-1 become the masters, and
+	// redis-cli makes the rest their replicas.
+	NodeArgs func(i int) []string
+}
+
+// StartRedisClusterWith starts o.Masters×(1+o.Replicas) nodes with cluster
+// mode on, joins them with `redis-cli --cluster create` and waits until the
+// cluster is ok.
+func StartRedisClusterWith(ctx context.Context, o RedisClusterOptions) (*RedisCluster, error) {
 	c := &RedisCluster{}
-	for i := range n {
-		nodeDir := filepath.Join(dir, fmt.Sprintf("node%d", i))
+	for i := range o.Masters * (1 + o.Replicas) {
+		nodeDir := filepath.Join(o.Dir, fmt.Sprintf("node%d", i))
 		if err := os.MkdirAll(nodeDir, 0o700); err != nil {
 			return nil, err
 		}
-		r, err := StartRedis(ctx, RedisOptions{Dir: nodeDir, Args: []string{"--cluster-enabled", "yes",
-			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}})
+		args := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}
+		if o.NodeArgs != nil {
+			args = append(args, o.NodeArgs(i)...)
+		}
+		r, err := StartRedis(ctx, RedisOptions{Dir: nodeDir, Args: args})
 		if err != nil {
 			c.Stop()
 			return nil, err
@@ -176,14 +197,15 @@ func StartRedisCluster(ctx context.Context, dir string, n int) (*RedisCluster, e
 		return nil, fmt.Errorf("redis-cli (Debian's redis-tools) is needed to form a cluster: %w", err)
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", itoa(o.Replicas), "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
 		c.Stop()
 		return nil, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		out, _ := exec.CommandContext(ctx, cli, "-h", "127.0.0.1", "-p", itoa(c.Nodes[0].opts.Port), "cluster", "info").Output()
-		if strings.Contains(string(out), "cluster_state:ok") {
+		nodes, _ := exec.CommandContext(ctx, cli, "-h", "127.0.0.1", "-p", itoa(c.Nodes[0].opts.Port), "cluster", "nodes").Output()
+		if strings.Contains(string(out), "cluster_state:ok") && strings.Count(string(nodes), "slave") == o.Masters*o.Replicas {
 			return c, nil
 		}
 		if time.Now().After(deadline) {

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/approvals/redisstore"
@@ -196,5 +199,64 @@ func TestOnRedisCluster(t *testing.T) {
 	}
 	if _, err := client.Apply(ctx, runner.ApplyJob{Permit: g, Rev: runner.Revision{SHA: "abc"}}); err != nil {
 		t.Fatalf("apply job on the cluster: %v", err)
+	}
+}
+
+// TestClusterDurabilityChecksEveryNode plays the operator who left one
+// node of a Redis Cluster without persistence: a failover or restart of that
+// node forgets the locks and fences of its slots. serve in strict mode
+// refuses to start and names the node, whichever master it is, and also a
+// replica, which a failover promotes; with every node persisting it starts.
+func TestClusterDurabilityChecksEveryNode(t *testing.T) {
+	ctx := context.Background()
+	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: t.TempDir(), Masters: 3, Replicas: 1,
+		NodeArgs: func(int) []string { return durable }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	open := func() error {
+		rdb, err := openRedis(ctx, config.Redis{URL: "redis://127.0.0.1:6379/0", Cluster: config.RedisCluster{Addrs: cluster.Addrs()[:1]}}, "")
+		if err == nil {
+			rdb.Close()
+		}
+		return err
+	}
+	if err := open(); err != nil {
+		t.Fatalf("every node persists every write, but serve refused: %v", err)
+	}
+	for _, n := range cluster.Nodes {
+		node := redis.NewClient(&redis.Options{Addr: n.Addr})
+		role, err := node.Do(ctx, "ROLE").Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct{ key, value, want string }{
+			{"appendonly", "no", `appendonly="no"`},
+			{"appendfsync", "everysec", `appendfsync="everysec"`},
+		} {
+			if err := node.ConfigSet(ctx, tt.key, tt.value).Err(); err != nil {
+				t.Fatal(err)
+			}
+			// The check may ask any node; ask it often enough that one
+			// node's answer for all would be caught.
+			for range 5 {
+				err := open()
+				if err == nil || !strings.Contains(err.Error(), n.Addr) || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("%s %s set %s %s: serve started with %v, want a refusal naming it", role[0], n.Addr, tt.key, tt.value, err)
+				}
+			}
+			if err := node.ConfigSet(ctx, "appendonly", "yes").Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := node.ConfigSet(ctx, "appendfsync", "always").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		node.Close()
+	}
+	if err := open(); err != nil {
+		t.Fatalf("every node persists again, but serve refused: %v", err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/twokey/twokey/config"
+	"github.com/twokey/twokey/devstack"
 	"github.com/twokey/twokey/devstack/stacktest"
 )
 
@@ -36,7 +38,11 @@ func TestCheckDurable(t *testing.T) {
 	} {
 		srv := stacktest.Redis(t, tt.args...)
 		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-		err := checkDurable(ctx, rdb, tt.asserted)
+		c := config.Redis{URL: srv.URL()}
+		if tt.asserted {
+			c.Durability = "asserted"
+		}
+		err := checkDurable(ctx, rdb, c, "")
 		rdb.Close()
 		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("%s: checkDurable = %v, want %q", tt.name, err, tt.want)
@@ -48,7 +54,94 @@ func TestCheckDurable(t *testing.T) {
 func TestCheckDurableAssertedUnreachable(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer rdb.Close()
-	if err := checkDurable(context.Background(), rdb, true); err == nil {
+	if err := checkDurable(context.Background(), rdb, config.Redis{URL: "redis://127.0.0.1:1/0", Durability: "asserted"}, ""); err == nil {
 		t.Fatal("checkDurable passed with Redis unreachable")
+	}
+}
+
+// TestSentinelDurabilityChecksReplicas plays the operator whose Sentinel
+// master persists every write but whose replica does not: the replica is
+// what Sentinel promotes when the master fails, and after a restart of
+// the promoted replica the locks are gone. serve in strict mode asks the
+// Sentinels for the master's replicas, refuses to start and names the
+// replica; with the replica persisting too it starts. A replica with
+// replica-priority 0 is never promoted, and is not asked.
+func TestSentinelDurabilityChecksReplicas(t *testing.T) {
+	ctx := context.Background()
+	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	s, err := devstack.StartRedisSentinel(ctx, devstack.SentinelOptions{Dir: t.TempDir(), MasterArgs: durable,
+		ReplicaArgs: [][]string{{"--appendonly", "no"}, {"--appendonly", "no", "--replica-priority", "0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	open := func() error {
+		rdb, err := openRedis(ctx, config.Redis{URL: "redis://127.0.0.1:6379/0",
+			Sentinel: config.RedisSentinel{Master: s.Name, Addrs: s.Addrs()}}, "")
+		if err == nil {
+			rdb.Close()
+		}
+		return err
+	}
+	replica, never := s.Replicas[0], s.Replicas[1]
+	err = open()
+	if err == nil || !strings.Contains(err.Error(), "replica "+replica.Addr) || !strings.Contains(err.Error(), `appendonly="no"`) {
+		t.Fatalf("the replica %s does not persist, but serve started with %v; want a refusal naming it", replica.Addr, err)
+	}
+	if strings.Contains(err.Error(), never.Addr) {
+		t.Errorf("a replica with replica-priority 0, which Sentinel never promotes, was refused: %v", err)
+	}
+	t.Logf("refused: %v", err)
+	rc := redis.NewClient(&redis.Options{Addr: replica.Addr})
+	defer rc.Close()
+	if err := rc.ConfigSet(ctx, "appendonly", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.ConfigSet(ctx, "appendfsync", "always").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(); err != nil {
+		t.Fatalf("master and replica persist every write, but serve refused: %v", err)
+	}
+	// The master is still checked.
+	mc := redis.NewClient(&redis.Options{Addr: s.Master.Addr})
+	defer mc.Close()
+	if err := mc.ConfigSet(ctx, "appendfsync", "everysec").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(); err == nil || !strings.Contains(err.Error(), `appendfsync="everysec"`) {
+		t.Fatalf("the master fsyncs every second, but serve started with %v", err)
+	}
+	if err := mc.ConfigSet(ctx, "appendfsync", "always").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// A replica that is down cannot be checked, and could be promoted
+	// once it is back: refused too.
+	if err := replica.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(); err == nil || !strings.Contains(err.Error(), "replica "+replica.Addr) {
+		t.Fatalf("a replica is down, but serve started with %v", err)
+	}
+}
+
+// A Sentinel master without a replica Sentinel could promote is refused at
+// start: lock and fence writes wait for a replica (WAIT), so every one of
+// them would fail.
+func TestSentinelDurabilityNeedsAReplica(t *testing.T) {
+	ctx := context.Background()
+	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	s, err := devstack.StartRedisSentinel(ctx, devstack.SentinelOptions{Dir: t.TempDir(), MasterArgs: durable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	rdb, err := openRedis(ctx, config.Redis{URL: "redis://127.0.0.1:6379/0",
+		Sentinel: config.RedisSentinel{Master: s.Name, Addrs: s.Addrs()}}, "")
+	if err == nil {
+		rdb.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "no replica") {
+		t.Fatalf("serve started on a Sentinel master without a replica: %v", err)
 	}
 }

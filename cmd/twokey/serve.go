@@ -192,7 +192,7 @@ func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, lo
 	if err != nil {
 		return nil, err
 	}
-	d := &deps{rdb: rdb, locks: redislock.New(rdb, keyPrefix, redislock.WithPools(lockPools(cfg))), stats: stats}
+	d := &deps{rdb: rdb, locks: redislock.New(rdb, keyPrefix, redislock.WithPools(lockPools(cfg)), lockReplicaWait(cfg.Redis)), stats: stats}
 	fail := func(err error) (*deps, error) {
 		rdb.Close()
 		return nil, err
@@ -300,41 +300,12 @@ func openRedis(ctx context.Context, c config.Redis, password config.Secret) (red
 		return nil, fmt.Errorf("redis %v: %w", u.Addrs, err)
 	}
 	if c.Durability != "relaxed" {
-		if err := checkDurable(pctx, rdb, c.Durability == "asserted"); err != nil {
+		if err := checkDurable(pctx, rdb, c, password); err != nil {
 			rdb.Close()
 			return nil, err
 		}
 	}
 	return rdb, nil
-}
-
-// checkDurable refuses a Redis that could lose acknowledged writes. A held
-// lock or a fencing counter forgotten by a restart would let a second holder
-// in while the first still works; with appendonly and appendfsync always,
-// every write twokey made is on disk before Redis answers it.
-//
-// asserted is the operator's word that a managed service persists every
-// write (such services refuse CONFIG): a refused CONFIG GET is then taken
-// as that service, but a CONFIG GET that answers must still show it.
-func checkDurable(ctx context.Context, rdb redis.UniversalClient, asserted bool) error {
-	got := map[string]string{}
-	for _, key := range []string{"appendonly", "appendfsync"} {
-		v, err := rdb.ConfigGet(ctx, key).Result()
-		var rerr redis.Error
-		if asserted && (errors.As(err, &rerr) || err == nil && v[key] == "") {
-			return nil // the service refuses (or hides) CONFIG; durability is asserted
-		}
-		if err != nil {
-			return fmt.Errorf("redis: cannot read %s to check durability (%w); if the service refuses CONFIG and persists every write, set redis.durability: asserted", key, err)
-		}
-		got[key] = v[key]
-	}
-	if got["appendonly"] != "yes" || got["appendfsync"] != "always" {
-		return fmt.Errorf("redis: appendonly=%q appendfsync=%q, but twokey needs appendonly yes and appendfsync always "+
-			"so that a Redis restart cannot forget a held lock or reset fencing numbers (or set redis.durability: relaxed)",
-			got["appendonly"], got["appendfsync"])
-	}
-	return nil
 }
 
 // openAudit opens the audit chain with the config's retention and file sink.

@@ -18,12 +18,18 @@ import (
 	"github.com/twokey/twokey/runner"
 )
 
+// ErrNotReplicated: no replica acknowledged a lock or fence write in time
+// (see WithReplicaWait). The write may be on the master alone, where a
+// failover can lose it, so it does not count as done.
+var ErrNotReplicated = errors.New("no replica acknowledged the write in time")
+
 // Locks is a runner.Locker.
 type Locks struct {
 	rdb       redis.UniversalClient
 	prefix    string
 	ledgerLen int
 	pool      func(key string) string
+	wait      time.Duration // > 0: lock and fence writes WAIT for a replica
 }
 
 // Option configures Locks.
@@ -37,6 +43,17 @@ func WithLedgerLength(n int) Option { return func(l *Locks) { l.ledgerLen = n } 
 // limited to its own environments' locks and ledgers. pool maps a lock key
 // to its pool; every process must use the same mapping.
 func WithPools(pool func(key string) string) Option { return func(l *Locks) { l.pool = pool } }
+
+// WithReplicaWait makes every write that takes, extends or hands over a
+// lock, and every fenced ledger write, wait for one replica to acknowledge
+// it (WAIT 1, on the connection that wrote) for at most timeout. A write no
+// replica acknowledged in time fails with ErrNotReplicated, so a Sentinel
+// failover does not forget a lock or a fenced record that twokey was told
+// was written, unless Sentinel promotes a replica other than one that
+// acknowledged it. For Sentinel setups (a single-master client); on a Redis
+// without replicas every such write fails. Releases do not wait: a lost
+// release only keeps a lock until its lease runs out.
+func WithReplicaWait(timeout time.Duration) Option { return func(l *Locks) { l.wait = timeout } }
 
 // New returns locks stored under prefix (e.g. "twokey:").
 func New(rdb redis.UniversalClient, prefix string, opts ...Option) *Locks {
@@ -129,8 +146,17 @@ func (l *Locks) Acquire(ctx context.Context, key string, h runner.Holder, ttl ti
 	if err != nil {
 		return runner.Lease{}, err
 	}
-	res, err := acquireScript.Run(ctx, l.rdb, l.keys(key), owner, ttl.Milliseconds(), meta).Slice()
+	var res []any
+	err = l.write(ctx, func(s redis.Scripter) (bool, error) {
+		var err error
+		res, err = acquireScript.Run(ctx, s, l.keys(key), owner, ttl.Milliseconds(), meta).Slice()
+		return err == nil && len(res) >= 2 && res[0] == int64(1), err
+	})
 	if err != nil {
+		if errors.Is(err, ErrNotReplicated) {
+			// Nobody is told they hold it: free it rather than wait for the lease.
+			_ = l.Release(ctx, runner.Lease{Key: key, Owner: owner})
+		}
 		return runner.Lease{}, fmt.Errorf("acquire lock %s: %w", key, err)
 	}
 	if len(res) >= 2 && res[0] == int64(1) {
@@ -153,7 +179,12 @@ func (l *Locks) Acquire(ctx context.Context, key string, h runner.Holder, ttl ti
 
 // Refresh extends the lease if its owner still holds it.
 func (l *Locks) Refresh(ctx context.Context, lease runner.Lease, ttl time.Duration) error {
-	n, err := refreshScript.Run(ctx, l.rdb, l.keys(lease.Key), lease.Owner, ttl.Milliseconds()).Int()
+	var n int
+	err := l.write(ctx, func(s redis.Scripter) (bool, error) {
+		var err error
+		n, err = refreshScript.Run(ctx, s, l.keys(lease.Key), lease.Owner, ttl.Milliseconds()).Int()
+		return n == 1, err
+	})
 	if err != nil {
 		return fmt.Errorf("refresh lock %s: %w", lease.Key, err)
 	}
@@ -201,8 +232,16 @@ func (l *Locks) Takeover(ctx context.Context, old runner.Lease, h runner.Holder,
 	if err != nil {
 		return runner.Lease{}, err
 	}
-	fence, err := takeoverScript.Run(ctx, l.rdb, l.keys(old.Key), old.Owner, owner, ttl.Milliseconds(), meta).Int64()
+	var fence int64
+	err = l.write(ctx, func(s redis.Scripter) (bool, error) {
+		var err error
+		fence, err = takeoverScript.Run(ctx, s, l.keys(old.Key), old.Owner, owner, ttl.Milliseconds(), meta).Int64()
+		return fence != 0, err
+	})
 	if err != nil {
+		if errors.Is(err, ErrNotReplicated) {
+			_ = l.Release(ctx, runner.Lease{Key: old.Key, Owner: owner})
+		}
 		return runner.Lease{}, fmt.Errorf("take over lock %s: %w", old.Key, err)
 	}
 	if fence == 0 {
@@ -230,7 +269,12 @@ func (l *Locks) ForceRelease(ctx context.Context, key string) (runner.Holder, bo
 // Fenced appends record to the ledger if lease is still the holder and no
 // newer fence has written.
 func (l *Locks) Fenced(ctx context.Context, lease runner.Lease, record []byte) error {
-	n, err := fencedScript.Run(ctx, l.rdb, l.keys(lease.Key), lease.Owner, lease.Fence, record, l.ledgerLen).Int()
+	var n int
+	err := l.write(ctx, func(s redis.Scripter) (bool, error) {
+		var err error
+		n, err = fencedScript.Run(ctx, s, l.keys(lease.Key), lease.Owner, lease.Fence, record, l.ledgerLen).Int()
+		return n == 1, err
+	})
 	if err != nil {
 		return fmt.Errorf("fenced write %s: %w", lease.Key, err)
 	}
@@ -254,6 +298,35 @@ func (l *Locks) Ledger(ctx context.Context, key string, n int) ([][]byte, error)
 		out[i] = []byte(v)
 	}
 	return out, nil
+}
+
+// write runs f, which reports whether it wrote. Without WithReplicaWait
+// it runs on the client; with it, on one connection to the master,
+// followed there by WAIT 1 when f wrote: WAIT counts the replicas that
+// have every write made on its own connection.
+func (l *Locks) write(ctx context.Context, f func(redis.Scripter) (bool, error)) error {
+	if l.wait <= 0 {
+		_, err := f(l.rdb)
+		return err
+	}
+	node, ok := l.rdb.(*redis.Client)
+	if !ok {
+		return fmt.Errorf("waiting for a replica needs a single-master (Sentinel) client, not %T", l.rdb)
+	}
+	conn := node.Conn()
+	defer conn.Close()
+	wrote, err := f(conn)
+	if err != nil || !wrote {
+		return err
+	}
+	acked, err := conn.Do(ctx, "WAIT", 1, l.wait.Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("%w: WAIT: %w", ErrNotReplicated, err)
+	}
+	if acked < 1 {
+		return fmt.Errorf("%w (%v)", ErrNotReplicated, l.wait)
+	}
+	return nil
 }
 
 func newOwner() (string, error) {
