@@ -256,7 +256,7 @@ func BenchmarkNotary(b *testing.B) {
 		}
 	})
 	applying, _, _ := n.BeginApply(q, t0)
-	b.Run("grant_of", func(b *testing.B) {
+	b.Run("permit_of", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := worker.PermitOf(applying); err != nil {
 				b.Fatal(err)
