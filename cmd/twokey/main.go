@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -128,3 +129,12 @@ func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
 // same uid without CAP_SYS_PTRACE. The kernel resets it on execve, so every
 // twokey process sets it for itself.
 func nondumpable() error { return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0) }
+
+// positive refuses a duration flag that is not above zero (where zero
+// would quietly mean a default, not "at once").
+func positive(flag string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("--%s must be above zero (got %s); a small value like 1s interrupts running work almost at once", flag, d)
+	}
+	return nil
+}

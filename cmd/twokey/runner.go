@@ -32,6 +32,9 @@ func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := positive("shutdown-grace", *grace); err != nil {
+		return err
+	}
 	log, err := common.logger(stderr)
 	if err != nil {
 		return err

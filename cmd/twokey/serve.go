@@ -46,6 +46,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := positive("shutdown-grace", *grace); err != nil {
+		return err
+	}
 	log, err := common.logger(stderr)
 	if err != nil {
 		return err
