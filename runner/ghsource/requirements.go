@@ -103,6 +103,26 @@ type reqCheck struct {
 	counted     *approvalsRead            // nil until read
 	teams       map[string][]*github.User // "org/slug" → members
 	hidden      map[string]bool           // "org/slug" of teams GitHub answered 404 for
+	branch      string                    // the repository's default branch, once read
+}
+
+// defaultBranch is the repository's default branch: what undiverged and
+// codeowners compare against. Never the pull request's base, which its
+// author chooses — retargeting a pull request at an old branch, whose
+// CODEOWNERS owns nothing and whose tip is long behind, keeps its head
+// and so its plan and approvals.
+func (c *reqCheck) defaultBranch(ctx context.Context) (string, error) {
+	if c.branch != "" {
+		return c.branch, nil
+	}
+	r, resp, err := c.s.gh.Repositories.Get(ctx, c.owner, c.name)
+	if err != nil {
+		return "", c.s.apiError(resp, err, c.where("repository"), runner.ErrRefNotFound)
+	}
+	if c.branch = r.GetDefaultBranch(); c.branch == "" {
+		return "", fmt.Errorf("%w: github: %s has no default branch", runner.ErrSource, c.rev.Repo)
+	}
+	return c.branch, nil
 }
 
 func (c *reqCheck) where(what string) string {
@@ -300,10 +320,13 @@ func (c *reqCheck) mergeable(ctx context.Context) ([]string, error) {
 	return nil, nil
 }
 
-// undiverged compares the base branch with the head: the head must have
-// every commit of the branch's current tip.
+// undiverged compares the default branch with the head: the head must
+// have every commit of the branch's current tip.
 func (c *reqCheck) undiverged(ctx context.Context) ([]string, error) {
-	base := c.pr.GetBase().GetRef()
+	base, err := c.defaultBranch(ctx)
+	if err != nil {
+		return nil, err
+	}
 	cmp, resp, err := c.s.gh.Repositories.CompareCommits(ctx, c.owner, c.name, base, c.rev.SHA, &github.ListOptions{PerPage: 1})
 	if err != nil {
 		return nil, c.s.apiError(resp, err, c.where("compare "+base+"..."+shortSHA(c.rev.SHA)), runner.ErrRefNotFound)
@@ -321,15 +344,19 @@ func (c *reqCheck) undiverged(ctx context.Context) ([]string, error) {
 // approval that counts (see approvals) from one of them: a user named, or
 // a member of a team named.
 //
-// CODEOWNERS is read from the base branch, never from the pull request's
-// head: the pull request's author can rewrite the head's copy to name
-// themselves or a friend, while the base branch's copy only changes
-// through a reviewed merge. A change to CODEOWNERS itself thus needs the
-// approval of whoever the base's copy says owns it.
+// CODEOWNERS is read from the default branch, never from the pull
+// request's head or its base: the author can rewrite the head's copy to
+// name themselves or a friend, and can retarget the pull request at a
+// branch whose copy owns nothing, while the default branch's copy only
+// changes through a reviewed merge. A change to CODEOWNERS itself thus
+// needs the approval of whoever the default branch's copy says owns it.
 func (c *reqCheck) codeowners(ctx context.Context) ([]string, error) {
 	// By branch name: the branch's current tip, whose CODEOWNERS is the
-	// policy now (the pull request's base.sha can lag behind it).
-	base := c.pr.GetBase().GetRef()
+	// policy now.
+	base, err := c.defaultBranch(ctx)
+	if err != nil {
+		return nil, err
+	}
 	text, found, err := c.codeownersFile(ctx, base)
 	if err != nil {
 		return nil, err
