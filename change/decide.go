@@ -190,8 +190,55 @@ func (s *Service) Reject(ctx context.Context, channel, user, planID string) (err
 // apply moves a plan with quorum to applying — a compare-and-swap that only
 // one process wins — and runs it.
 func (s *Service) apply(ctx context.Context, planID, channel, actor string) error {
+	p, err := s.o.Store.Get(ctx, planID)
+	if err != nil {
+		return err
+	}
+	proj, env, err := s.cfg.Resolve(p.Project, p.Env)
+	if err != nil {
+		return err
+	}
+	// Everything that can stop the apply is checked before the permit is
+	// signed, so that no permit exists for an apply that was never meant
+	// to start (one a Redis writer could otherwise put back and replay).
+	// The ref must still name the commit that was planned and approved,
+	// and that commit must still have been through the environments
+	// before.
+	rev, err := s.o.Runner.Resolve(ctx, proj.Repo, p.Ref)
+	switch {
+	case errors.Is(err, runner.ErrSource):
+		return err // GitHub unavailable: the plan stays pending; Approve again retries
+	case err != nil:
+		s.finish(ctx, p, approvals.StatusInvalidated, Label(p)+" can no longer be applied: "+Escape(err.Error()))
+		return err
+	case rev.SHA != p.SHA:
+		s.finish(ctx, p, approvals.StatusInvalidated, fmt.Sprintf("%s moved to %s after it was planned; nothing was applied. Plan it again.", Label(p), Short(rev.SHA)))
+		return nil
+	}
+	if err := s.promoted(ctx, proj, env, p.SHA); err != nil {
+		if errors.Is(err, approvals.ErrNotPromoted) {
+			s.finish(ctx, p, approvals.StatusInvalidated, "promotion check failed at apply time: "+Escape(err.Error()))
+		}
+		return err
+	}
+	// GitHub's requirements must still hold: a review dismissed or the base
+	// moved since the approvals stops the apply.
+	switch unmet, err := s.unmet(ctx, env, rev); {
+	case err != nil:
+		return err
+	case len(unmet) > 0:
+		p = s.noteUnmet(ctx, p, unmet)
+		s.post(ctx, p, ":no_entry: Nothing was applied: "+Escape((&RequirementsError{Unmet: unmet}).Error())+
+			". The plan stays pending with its approvals; once GitHub's side holds again, click *Approve* to retry.")
+		return &RequirementsError{Unmet: unmet}
+	}
+	target, err := s.o.Target(proj.Name, env.Name)
+	if err != nil {
+		return err
+	}
+
 	var permit approvals.Permit
-	p, err := s.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
+	p, err = s.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
 		next, g, err := s.o.Notary.BeginApply(cur, s.o.Now())
 		permit = g
 		return next, err
@@ -211,55 +258,7 @@ func (s *Service) apply(ctx context.Context, planID, channel, actor string) erro
 		return err
 	}
 	log := s.log.With("env", p.Project+"/"+p.Env, "pr", p.PR, "plan_id", p.ID, "fence", p.Fence)
-	proj, env, err := s.cfg.Resolve(p.Project, p.Env)
-	if err != nil {
-		s.abort(ctx, p, permit, "configuration changed")
-		return err
-	}
 	s.refresh(ctx, p)
-
-	// The ref must still name the commit that was planned and approved, and
-	// that commit must still have been through the environments before.
-	rev, err := s.o.Runner.Resolve(ctx, proj.Repo, p.Ref)
-	switch {
-	case errors.Is(err, runner.ErrSource):
-		s.abort(ctx, p, permit, "GitHub unavailable: head commit not confirmed")
-		return err
-	case err != nil:
-		s.finish(ctx, p, approvals.StatusInvalidated, Label(p)+" can no longer be applied: "+Escape(err.Error()))
-		return err
-	case rev.SHA != p.SHA:
-		s.finish(ctx, p, approvals.StatusInvalidated, fmt.Sprintf("%s moved to %s after it was planned; nothing was applied. Plan it again.", Label(p), Short(rev.SHA)))
-		return nil
-	}
-	if err := s.promoted(ctx, proj, env, p.SHA); err != nil {
-		if errors.Is(err, approvals.ErrNotPromoted) {
-			s.finish(ctx, p, approvals.StatusInvalidated, "promotion check failed at apply time: "+Escape(err.Error()))
-		} else {
-			s.abort(ctx, p, permit, "promotion record unavailable")
-		}
-		return err
-	}
-
-	// GitHub's requirements must still hold: a review dismissed or the base
-	// moved since the approvals stops the apply.
-	switch unmet, err := s.unmet(ctx, env, rev); {
-	case err != nil:
-		s.abort(ctx, p, permit, "GitHub unavailable: requirements not confirmed")
-		return err
-	case len(unmet) > 0:
-		s.abort(ctx, p, permit, "GitHub requirements no longer met")
-		p = s.noteUnmet(ctx, p, unmet)
-		s.post(ctx, p, ":no_entry: Nothing was applied: "+Escape((&RequirementsError{Unmet: unmet}).Error())+
-			". The plan stays pending with its approvals; once GitHub's side holds again, click *Approve* to retry.")
-		return nil
-	}
-
-	target, err := s.o.Target(proj.Name, env.Name)
-	if err != nil {
-		s.abort(ctx, p, permit, "configuration changed")
-		return err
-	}
 	s.post(ctx, p, fmt.Sprintf(":rocket: Applying plan `%s` (approved by %s) …", p.ID, Mentions(permit.Approvers())))
 	log.Info("applying", "approvers", permit.Approvers())
 	prog := s.progress(ctx, p)
@@ -304,13 +303,15 @@ func (s *Service) applied(ctx context.Context, p approvals.Plan, permit approval
 		s.verifyAfter(ctx, p)
 	case errors.Is(err, runner.ErrCredentials):
 		log.Warn("apply not started: credentials unavailable", "err", err)
-		s.abort(ctx, p, permit, "")
-		s.post(ctx, p, ":warning: Vault is unavailable: nothing was applied. The plan stays pending with its approvals.")
+		if s.abort(ctx, p, permit, "") {
+			s.post(ctx, p, ":warning: Vault is unavailable: nothing was applied. The plan stays pending with its approvals.")
+		}
 		return err
 	case errors.Is(err, runner.ErrAudit):
 		log.Error("apply not started: its audit record could not be written", "err", err)
-		s.abort(ctx, p, permit, "")
-		s.post(ctx, p, ":warning: The audit record could not be written, so nothing was applied. The plan stays pending with its approvals.")
+		if s.abort(ctx, p, permit, "") {
+			s.post(ctx, p, ":warning: The audit record could not be written, so nothing was applied. The plan stays pending with its approvals.")
+		}
 		return err
 	case errors.Is(err, runner.ErrStalePlan):
 		s.finish(ctx, p, approvals.StatusInvalidated, s.n.Describe(err))

@@ -49,15 +49,23 @@ func (s *Service) ended(ctx context.Context, p approvals.Plan, note string) {
 	}
 }
 
-// abort returns an applying plan to pending: nothing was changed.
-func (s *Service) abort(ctx context.Context, p approvals.Plan, g approvals.Permit, reason string) {
+// abort returns an applying plan to pending: nothing was changed. It
+// reports whether this call did it: of the replica that waited and
+// sweepers that found the result, one does, and only it speaks.
+func (s *Service) abort(ctx context.Context, p approvals.Plan, g approvals.Permit, reason string) bool {
 	p, err := s.mutate(ctx, p.ID, func(cur approvals.Plan) (approvals.Plan, error) {
 		return approvals.Abort(cur, g, reason, s.o.Now())
 	})
+	var se *approvals.StateError
+	if errors.As(err, &se) {
+		return false // returned already, or ended meanwhile
+	}
 	if err != nil {
 		s.log.Error("return plan to pending", "plan_id", p.ID, "err", err)
+		return false
 	}
 	s.refresh(ctx, p)
+	return true
 }
 
 // expire voids a plan that outlived its TTL.

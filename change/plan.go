@@ -186,14 +186,18 @@ func (s *Service) planned(ctx context.Context, p approvals.Plan, res runner.Plan
 	})
 	if err != nil {
 		var se *approvals.StateError
-		if errors.As(err, &se) && !se.Status.Terminal() {
-			// Recorded already — by the replica that waited, or by a
-			// sweeper that found the result first — and its saved plan is
-			// the one that will be applied: keep it.
+		if errors.As(err, &se) && se.Status.Terminal() {
+			// Rejected while planning: the reject already released the lock.
+			_ = s.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
+			return err
+		}
+		// Recorded already — by the replica that waited, or by a sweeper
+		// that found the result first — or the store could not say: the
+		// saved plan may be the one that will be applied, so it stays (a
+		// plan that never gets anywhere has it dropped when it ends).
+		if se != nil {
 			return nil
 		}
-		// Rejected while planning: the reject already released the lock.
-		_ = s.o.Runner.Discard(context.WithoutCancel(ctx), p.ID)
 		return err
 	}
 	lease := leaseOf(p)
