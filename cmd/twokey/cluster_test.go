@@ -140,8 +140,12 @@ func TestOnRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	serve := approvals.NewNotary(signer, attest.Keyring{})
+	runnerKey, err := attest.GenerateSigner() // the worker signs its results
+	if err != nil {
+		t.Fatal(err)
+	}
 	w, err := redisjobs.NewWorker(redisjobs.WorkerOptions{Redis: rdb, Prefix: keyPrefix, Pool: "default", Name: "w", Exec: nopExec{}, Store: store,
-		Notary: approvals.NewNotary(nil, attest.NewKeyring(signer.Public())),
+		Notary: approvals.NewNotary(nil, attest.NewKeyring(signer.Public())), Signer: runnerKey,
 		Target: func(p, e string) (runner.Target, string, error) {
 			return runner.Target{Project: p, Env: e}, "default", nil
 		}})
@@ -157,7 +161,7 @@ func TestOnRedisCluster(t *testing.T) {
 			t.Errorf("worker: %v", err)
 		}
 	}()
-	client := redisjobs.NewClient(redisjobs.ClientOptions{Redis: rdb, Prefix: keyPrefix, Signer: signer,
+	client := redisjobs.NewClient(redisjobs.ClientOptions{Redis: rdb, Prefix: keyPrefix, Signer: signer, Runners: attest.NewKeyring(runnerKey.Public()),
 		Pool: func(string, string) (string, error) { return "default", nil }})
 	p, err := approvals.New(approvals.Request{ID: "p-clusterjob", Project: "infra", Env: "staging", Ref: ref.Ref{PR: 1}, SHA: "abc",
 		Requester: "U", Fence: 1, LockOwner: "o", TTL: time.Hour}, time.Now())

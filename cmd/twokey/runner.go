@@ -79,7 +79,7 @@ func runnerCmd(ctx context.Context, args []string, stderr io.Writer, getenv func
 	w, err := redisjobs.NewWorker(redisjobs.WorkerOptions{
 		Redis: deps.rdb, Prefix: keyPrefix, Pool: *pool, Name: *name, Exec: run,
 		Store: redisstore.New(deps.rdb, keyPrefix, 0), Visibility: cfg.Runner.VisibilityTimeout.D(), Grace: *grace,
-		Notary: deps.keys.notary(), Audit: deps.audit,
+		Notary: deps.keys.notary(), Signer: deps.keys.signer, Audit: deps.audit,
 		Logger: log,
 		Target: func(project, env string) (runner.Target, string, error) {
 			p, e, err := cfg.Resolve(project, env)

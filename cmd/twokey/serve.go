@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/twokey/twokey/approvals/redisstore"
+	"github.com/twokey/twokey/attest"
 	"github.com/twokey/twokey/audit/redisaudit"
 	"github.com/twokey/twokey/bot"
 	"github.com/twokey/twokey/change"
@@ -92,8 +93,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		}
 		run = r
 	} else {
+		// Job results count only if a runner key signed them (redisjobs/result.go).
+		runnerKeys, err := attest.LoadKeyring(cfg.Signing.RunnerKeys...)
+		if err != nil {
+			return err
+		}
+		if runnerKeys.Len() == 0 {
+			return errors.New("signing.runner_keys: serve with runner pools trusts only job results a runner key signed; list the runners' public keys")
+		}
 		client := redisjobs.NewClient(redisjobs.ClientOptions{
 			Redis: deps.rdb, Prefix: keyPrefix, Source: deps.src, Plans: poolPlans(deps.rdb, cfg), Logger: log, Signer: deps.keys.signer,
+			Runners: runnerKeys, Audit: deps.audit,
 			Pool: func(project, env string) (string, error) {
 				_, e, err := cfg.Resolve(project, env)
 				if err != nil {

@@ -9,17 +9,20 @@ package redisjobs
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/attest"
+	"github.com/twokey/twokey/audit"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -56,6 +59,13 @@ type ClientOptions struct {
 	Plans runner.PlanStore
 	// Signer signs every job; workers refuse unsigned ones.
 	Signer *attest.Signer
+	// Runners are the workers' public keys (signing.runner_keys): a job's
+	// result, on its event stream or kept for a sweeping replica, counts
+	// only if one of them signed it for that job. With none, no result
+	// counts and every job fails closed.
+	Runners attest.Keyring
+	// Audit records results that do not verify, as forgeries.
+	Audit audit.Recorder
 	// PickupTimeout: a job no worker takes within this fails. Default 1m.
 	PickupTimeout time.Duration
 	Logger        *slog.Logger
@@ -63,7 +73,10 @@ type ClientOptions struct {
 
 // Client dispatches jobs and waits for their results; it is the bot's
 // Runner when serve does not run plans itself.
-type Client struct{ o ClientOptions }
+type Client struct {
+	o        ClientOptions
+	reported sync.Map // forged kept results already recorded, so a sweep every 5 s records each once
+}
 
 // NewClient returns a Client.
 func NewClient(o ClientOptions) *Client {
@@ -72,6 +85,9 @@ func NewClient(o ClientOptions) *Client {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Runners.Len() == 0 {
+		o.Logger.Error("redisjobs: no runner keys are trusted, so no job result will be accepted: every plan and apply fails")
 	}
 	return &Client{o: o}
 }
@@ -207,8 +223,28 @@ func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, 
 			for _, m := range s.Messages {
 				last = m.ID
 				var ev event
-				if raw, ok := m.Values["event"].(string); !ok || json.Unmarshal([]byte(raw), &ev) != nil {
+				raw, ok := m.Values["event"].(string)
+				var probe struct {
+					Type      string          `json:"type"`
+					Statement json.RawMessage `json:"statement"`
+				}
+				if !ok || json.Unmarshal([]byte(raw), &probe) != nil {
 					continue
+				}
+				switch {
+				case probe.Statement != nil: // a signed result
+					ev, err = openResult(c.o.Runners, []byte(raw), expect{job: j.ID, planID: j.PlanID, kind: j.Kind, pool: pool,
+						fence: j.Lease.Fence})
+				case probe.Type == "result":
+					err = fmt.Errorf("%w is not signed", errUnsignedResult)
+				default: // picked, progress
+					err = json.Unmarshal([]byte(raw), &ev)
+				}
+				if err != nil {
+					if errors.Is(err, errUnsignedResult) {
+						c.forged(ctx, j.Project, j.Env, j.PlanID, j.Kind, j.ID, "result on the job's event stream", err)
+					}
+					continue // as if it never came: wait for a signed one
 				}
 				switch ev.Type {
 				case "picked":
@@ -263,19 +299,44 @@ func (c *Client) outcome(ctx context.Context, p approvals.Plan, k Kind) (runner.
 	if err != nil {
 		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
 	}
-	raw, err := c.o.Redis.Get(ctx, outcomeKey(c.o.Prefix, pool, p.ID, k)).Bytes()
+	key := outcomeKey(c.o.Prefix, pool, p.ID, k)
+	raw, err := c.o.Redis.Get(ctx, key).Bytes()
 	if err != nil {
 		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
 	}
-	var ev event
-	if json.Unmarshal(raw, &ev) != nil {
-		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
+	want := expect{planID: p.ID, kind: k, pool: pool}
+	if k == KindPlan {
+		want.fence = p.Fence // the plan job ran under the plan's lease
+	}
+	ev, err := openResult(c.o.Runners, raw, want)
+	if err != nil {
+		sum := sha256.Sum256(raw)
+		if _, seen := c.reported.LoadOrStore(key+"\x00"+string(sum[:]), true); !seen {
+			c.forged(ctx, p.Project, p.Env, p.ID, k, "", "kept result", err)
+		}
+		return runner.PlanResult{}, runner.ApplyResult{}, nil, false // not found: the plan fails closed
 	}
 	var plan runner.PlanResult
 	if ev.Plan != nil {
 		plan = *ev.Plan
 	}
 	return plan, ev.Apply.result(), ev.Err.err(), true
+}
+
+// forged logs, loudly, a job result that no trusted runner key signed for
+// its job, and records it as a forgery. The result is not acted on.
+func (c *Client) forged(ctx context.Context, project, env, planID string, k Kind, job, where string, err error) {
+	c.o.Logger.Error("refused a job result without a valid runner signature: not acted on", "plan_id", planID,
+		"job", job, "kind", string(k), "where", where, "err", err)
+	if c.o.Audit == nil {
+		return
+	}
+	rerr := c.o.Audit.Record(context.WithoutCancel(ctx), audit.Event{Type: audit.Forgery, Actor: audit.Actor{ID: "twokey"},
+		Project: project, Env: env, PlanID: planID, Detail: map[string]string{"what": "job result refused: " + where,
+			"kind": string(k), "job": job, "error": err.Error()}})
+	if rerr != nil {
+		c.o.Logger.Error("audit record of a refused job result not written", "err", rerr)
+	}
 }
 
 func randomID() string {

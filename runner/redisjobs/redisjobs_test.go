@@ -76,6 +76,7 @@ func (f *fakeExec) RevokeBreakGlass(_ context.Context, _, env, _ string, accesso
 
 type fixture struct {
 	signer *attest.Signer    // serve's key
+	runner *attest.Signer    // the workers' key (signing.runner_keys)
 	notary *approvals.Notary // serve's: seals, signs approvals and grants
 	rdb    *redis.Client
 	store  *redisstore.Store
@@ -89,16 +90,17 @@ func setup(t *testing.T) *fixture {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	signer := newSigner(t)
-	f := &fixture{signer: signer, notary: approvals.NewNotary(signer, attest.Keyring{}), rdb: rdb, store: redisstore.New(rdb, "t:", 0), pools: map[string]string{"dev": "nonprod", "prod": "prod", "failing": "nonprod"}}
+	f := &fixture{signer: signer, runner: newSigner(t), notary: approvals.NewNotary(signer, attest.Keyring{}), rdb: rdb, store: redisstore.New(rdb, "t:", 0), pools: map[string]string{"dev": "nonprod", "prod": "prod", "failing": "nonprod"}}
 	f.client = NewClient(ClientOptions{Redis: rdb, Prefix: "t:", PickupTimeout: 5 * time.Second, Signer: signer,
-		Pool: func(_, env string) (string, error) { return f.pools[env], nil }})
+		Runners: attest.NewKeyring(f.runner.Public()),
+		Pool:    func(_, env string) (string, error) { return f.pools[env], nil }})
 	return f
 }
 
 // worker starts a worker of pool; it stops with the test.
 func (f *fixture) worker(t *testing.T, pool, name string, exec Executor, visibility time.Duration) {
 	t.Helper()
-	w, err := NewWorker(WorkerOptions{Redis: f.rdb, Prefix: "t:", Pool: pool, Name: name, Exec: exec, Store: f.store, Notary: f.verifier(),
+	w, err := NewWorker(WorkerOptions{Redis: f.rdb, Prefix: "t:", Pool: pool, Name: name, Exec: exec, Store: f.store, Notary: f.verifier(), Signer: f.runner,
 		Visibility: visibility, Grace: time.Second,
 		Target: func(project, env string) (runner.Target, string, error) {
 			return runner.Target{Project: project, Env: env}, map[string]string{"dev": "nonprod", "prod": "prod", "failing": "nonprod"}[env], nil
@@ -270,9 +272,9 @@ func TestDeadWorkersPlanIsTakenOver(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if raw, err := f.rdb.Get(ctx, outcomeKey("t:", "nonprod", "p-orphan", KindPlan)).Bytes(); err == nil {
-			var ev event
-			_ = json.Unmarshal(raw, &ev)
-			if ev.Plan == nil || ev.Worker != "w2" {
+			ev, err := openResult(attest.NewKeyring(f.runner.Public()), raw,
+				expect{planID: "p-orphan", kind: KindPlan, pool: "nonprod", fence: 1})
+			if err != nil || ev.Plan == nil || ev.Worker != "w2" {
 				t.Fatalf("outcome = %s", raw)
 			}
 			break
@@ -369,7 +371,7 @@ func TestDetachedResultIsKept(t *testing.T) {
 	}
 	close(slow.block)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if res, perr, ok := f.client.PlanOutcome(context.Background(), approvals.Plan{ID: "p-detached", Project: "infra", Env: "dev"}); ok {
+		if res, perr, ok := f.client.PlanOutcome(context.Background(), approvals.Plan{ID: "p-detached", Project: "infra", Env: "dev", Fence: 1}); ok {
 			if perr != nil || res.Digest != "digest-p-detached" {
 				t.Fatalf("outcome = %+v %v", res, perr)
 			}
@@ -389,8 +391,10 @@ func BenchmarkDispatch(b *testing.B) {
 	defer rdb.Close()
 	store := redisstore.New(rdb, "b:", 0)
 	signer := newSigner(b)
-	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Signer: signer, Pool: func(string, string) (string, error) { return "nonprod", nil }})
-	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "nonprod", Name: "w", Exec: &fakeExec{}, Store: store,
+	runnerKey := newSigner(b)
+	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Signer: signer, Runners: attest.NewKeyring(runnerKey.Public()),
+		Pool: func(string, string) (string, error) { return "nonprod", nil }})
+	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "nonprod", Name: "w", Exec: &fakeExec{}, Store: store, Signer: runnerKey,
 		Notary: approvals.NewNotary(nil, attest.NewKeyring(signer.Public())),
 		Target: func(p, e string) (runner.Target, string, error) {
 			return runner.Target{Project: p, Env: e}, "nonprod", nil
@@ -470,7 +474,7 @@ func TestForgedApplyJobIsRefused(t *testing.T) {
 	exec := &fakeExec{}
 	rec := &recorder{}
 	w, err := NewWorker(WorkerOptions{Redis: f.rdb, Prefix: "t:", Pool: "prod", Name: "w-prod", Exec: exec, Store: f.store,
-		Notary: f.verifier(), Audit: rec, Visibility: time.Second, Grace: time.Second,
+		Notary: f.verifier(), Signer: f.runner, Audit: rec, Visibility: time.Second, Grace: time.Second,
 		Target: func(project, env string) (runner.Target, string, error) {
 			return runner.Target{Project: project, Env: env}, "prod", nil
 		}})
@@ -518,7 +522,10 @@ func TestForgedApplyJobIsRefused(t *testing.T) {
 			var ev event
 			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 				if raw, err := f.rdb.Get(context.Background(), outcomeKey("t:", "prod", id, KindApply)).Bytes(); err == nil {
-					_ = json.Unmarshal(raw, &ev)
+					if ev, err = openResult(attest.NewKeyring(f.runner.Public()), raw,
+						expect{planID: id, kind: KindApply, pool: "prod"}); err != nil {
+						t.Fatal(err)
+					}
 					break
 				}
 				if time.Now().After(deadline) {
@@ -555,8 +562,10 @@ func BenchmarkApplyDispatch(b *testing.B) {
 	store := redisstore.New(rdb, "b:", 0)
 	signer := newSigner(b)
 	serve := approvals.NewNotary(signer, attest.Keyring{})
-	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Signer: signer, Pool: func(string, string) (string, error) { return "prod", nil }})
-	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "prod", Name: "w", Exec: &fakeExec{}, Store: store,
+	runnerKey := newSigner(b)
+	client := NewClient(ClientOptions{Redis: rdb, Prefix: "b:", Signer: signer, Runners: attest.NewKeyring(runnerKey.Public()),
+		Pool: func(string, string) (string, error) { return "prod", nil }})
+	w, _ := NewWorker(WorkerOptions{Redis: rdb, Prefix: "b:", Pool: "prod", Name: "w", Exec: &fakeExec{}, Store: store, Signer: runnerKey,
 		Notary: approvals.NewNotary(nil, attest.NewKeyring(serve.PublicKeys()...)),
 		Target: func(p, e string) (runner.Target, string, error) {
 			return runner.Target{Project: p, Env: e}, "prod", nil
@@ -593,7 +602,7 @@ func TestUnsignedOrReplayedJobsAreRefused(t *testing.T) {
 	exec := &fakeExec{}
 	rec := &recorder{}
 	w, err := NewWorker(WorkerOptions{Redis: f.rdb, Prefix: "t:", Pool: "prod", Name: "w-prod", Exec: exec, Store: f.store,
-		Notary: f.verifier(), Audit: rec, Visibility: time.Second, Grace: time.Second,
+		Notary: f.verifier(), Signer: f.runner, Audit: rec, Visibility: time.Second, Grace: time.Second,
 		Target: func(project, env string) (runner.Target, string, error) {
 			return runner.Target{Project: project, Env: env}, "prod", nil
 		}})

@@ -41,6 +41,9 @@ type WorkerOptions struct {
 	// approvals again, before anything is minted. It needs only the public
 	// keys of the serve processes.
 	Notary *approvals.Notary
+	// Signer signs every job result (see result.go); serve trusts no
+	// result that a key under its signing.runner_keys did not sign.
+	Signer *attest.Signer
 	// Audit records refused forgeries (and nothing else: the runner records
 	// its own work).
 	Audit audit.Recorder
@@ -72,6 +75,9 @@ type Worker struct {
 func NewWorker(o WorkerOptions) (*Worker, error) {
 	if o.Redis == nil || o.Exec == nil || o.Store == nil || o.Notary == nil || o.Target == nil || o.Pool == "" || o.Name == "" {
 		return nil, errors.New("redisjobs: Redis, Exec, Store, Notary, Target, Pool and Name are required")
+	}
+	if o.Signer == nil {
+		return nil, errors.New("redisjobs: a worker needs a Signer: serve acts on no result a runner key did not sign")
 	}
 	if o.Visibility <= 0 {
 		o.Visibility = 30 * time.Second
@@ -155,7 +161,12 @@ func (w *Worker) handle(ctx context.Context, msg redis.XMessage) {
 		if !errors.Is(err, approvals.ErrForged) {
 			return // Redis trouble: leave the job for a retry
 		}
-		w.finish(j, event{Type: "result", Err: encodeError(err)})
+		// The refusal goes on the job's event stream unsigned, and is not
+		// kept: no replica waits for a job serve did not sign (or already
+		// had run), and a signed refusal would let a writer put a signed
+		// result under any job or plan it names. serve acts on no
+		// unsigned result.
+		w.emit(j.ID, event{Type: "result", Err: encodeError(err)})
 		w.ack(msg.ID)
 		return
 	}
@@ -356,18 +367,27 @@ func (w *Worker) emit(id string, ev event) {
 	}
 }
 
-// finish reports the result and keeps a plan's or apply's for replicas
-// that were not waiting.
+// finish signs the result and reports it, and keeps a plan's or apply's
+// for replicas that were not waiting.
 func (w *Worker) finish(j Job, ev event) {
-	w.emit(j.ID, ev)
-	if j.Kind != KindPlan && j.Kind != KindApply {
+	ev.Type, ev.Worker, ev.At = "result", w.o.Name, time.Now().UTC()
+	b, err := signResult(w.o.Signer, j, w.o.Pool, ev)
+	if err != nil {
+		w.o.Logger.Error("sign job result: not reported", "job", j.ID, "err", err)
 		return
 	}
-	ev.Worker, ev.At = w.o.Name, time.Now().UTC()
-	b, _ := json.Marshal(ev)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	w.o.Redis.Set(ctx, outcomeKey(w.o.Prefix, w.o.Pool, j.PlanID, j.Kind), b, resultTTL)
+	key := eventsKey(w.o.Prefix, w.o.Pool, j.ID)
+	pipe := w.o.Redis.Pipeline()
+	pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: map[string]any{"event": b}})
+	pipe.Expire(ctx, key, resultTTL)
+	if j.Kind == KindPlan || j.Kind == KindApply {
+		pipe.Set(ctx, outcomeKey(w.o.Prefix, w.o.Pool, j.PlanID, j.Kind), b, resultTTL)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		w.o.Logger.Error("report job result", "job", j.ID, "err", err)
+	}
 }
 
 func (w *Worker) ack(id string) {
