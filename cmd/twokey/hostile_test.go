@@ -13,6 +13,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/twokey/twokey/bot/slacksim"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack"
 	"github.com/twokey/twokey/devstack/stacktest"
@@ -190,6 +191,26 @@ func TestHostilePullRequest(t *testing.T) {
 func (s *stack) checkLoot(secrets map[string]string, dataDirs ...string) {
 	t := s.t
 	t.Helper()
+	// The plan text goes to the thread right after the message with its
+	// buttons: wait for it, so that what the attacker could send is seen.
+	if _, err := s.slack.Wait(waitFor, func(msgs []slacksim.Message) bool {
+		// Every plan ready for review has its plan file (Wait holds the
+		// server's lock: the files' content is read below).
+		ready, files := 0, 0
+		for _, m := range msgs {
+			if m.ThreadTS == "" && strings.Contains(m.Content(), "Plan ready for review") {
+				ready++
+			}
+			for _, f := range m.Files {
+				if strings.HasPrefix(f.Name, "plan-") {
+					files++
+				}
+			}
+		}
+		return ready > 0 && files >= ready
+	}); err != nil {
+		t.Errorf("the plan text did not reach Slack: %v", err)
+	}
 	loot, err := os.ReadFile(filepath.Join(s.out, "loot.txt"))
 	if err != nil {
 		t.Fatalf("the hostile program did not run at plan time: %v\nlogs:\n%s", err, s.logs.String())
