@@ -2,6 +2,8 @@ package approvals
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -330,4 +332,21 @@ func (n *Notary) CheckGrantSeal(g BreakGlass) error {
 		return fmt.Errorf("%w: break-glass %s: its terms are %w", ErrForged, g.ID, err)
 	}
 	return nil
+}
+
+// PermitTag names the permit a plan carries — each BeginApply signs a new
+// one — so that an apply's claim and result belong to one attempt: a retry
+// after an apply could not start is a new attempt, and a replayed one is
+// the same. "" when the plan carries none.
+func (p Plan) PermitTag() string { return permitTag(p.Permit) }
+
+// Tag is PermitTag of the plan this permit was signed for.
+func (g Permit) Tag() string { return permitTag(g.signed) }
+
+func permitTag(s *SignedPermit) string {
+	if s == nil {
+		return ""
+	}
+	sum := sha256.Sum256(s.Body)
+	return hex.EncodeToString(sum[:16])
 }

@@ -108,7 +108,7 @@ func poolPlanKey(pool string) string {
 
 // executor names the worker that claimed a plan's apply.
 func (w *poolWorld) executor(pool, planID string) string {
-	return w.rdb.Get(context.Background(), keyPrefix+"claim:"+pool+":{"+planID+"}").Val()
+	return w.rdb.Get(context.Background(), keyPrefix+"claim:"+pool+":{"+planID+"}:"+w.plan(planID).PermitTag()).Val()
 }
 
 // plan reads a plan from the store.

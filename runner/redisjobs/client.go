@@ -38,13 +38,18 @@ const resultTTL = time.Hour
 // stream it reads, its jobs' events and results, and its claims.
 func streamKey(prefix, pool string) string     { return prefix + "jobs:{" + pool + "}" }
 func eventsKey(prefix, pool, id string) string { return prefix + "job:" + pool + ":{" + id + "}" }
-func outcomeKey(prefix, pool, planID string, k Kind) string {
-	return prefix + "jobresult:" + pool + ":{" + planID + "}:" + string(k)
+func outcomeKey(prefix, pool, planID string, k Kind, permit string) string {
+	key := prefix + "jobresult:" + pool + ":{" + planID + "}:" + string(k)
+	if permit != "" {
+		key += ":" + permit
+	}
+	return key
 }
 
-// claimKey holds the name of the worker that started a plan's apply.
-func claimKey(prefix, pool, planID string) string {
-	return prefix + "claim:" + pool + ":{" + planID + "}"
+// claimKey holds the name of the worker that started a plan's apply with
+// one permit (approvals.Permit.Tag).
+func claimKey(prefix, pool, planID, permit string) string {
+	return prefix + "claim:" + pool + ":{" + planID + "}:" + permit
 }
 
 // ClientOptions configure a Client.
@@ -119,7 +124,8 @@ func (c *Client) Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResul
 // Grant again from the plan in the store.
 func (c *Client) Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error) {
 	g := job.Permit
-	ev, err := c.run(ctx, Job{Kind: KindApply, PlanID: g.PlanID(), Project: g.Project(), Env: g.Env(), Rev: job.Rev}, job.Progress)
+	ev, err := c.run(ctx, Job{Kind: KindApply, PlanID: g.PlanID(), Project: g.Project(), Env: g.Env(), Rev: job.Rev,
+		Permit: g.Tag()}, job.Progress)
 	if err != nil {
 		return ev.Apply.result(), err
 	}
@@ -234,7 +240,7 @@ func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, 
 				switch {
 				case probe.Statement != nil: // a signed result
 					ev, err = openResult(c.o.Runners, []byte(raw), expect{job: j.ID, planID: j.PlanID, kind: j.Kind, pool: pool,
-						fence: j.Lease.Fence})
+						fence: j.Lease.Fence, permit: j.Permit})
 				case probe.Type == "result":
 					err = fmt.Errorf("%w is not signed", errUnsignedResult)
 				default: // picked, progress
@@ -290,7 +296,7 @@ func (c *Client) Executor(ctx context.Context, p approvals.Plan) (string, bool) 
 	if err != nil {
 		return "", false
 	}
-	name, err := c.o.Redis.Get(ctx, claimKey(c.o.Prefix, pool, p.ID)).Result()
+	name, err := c.o.Redis.Get(ctx, claimKey(c.o.Prefix, pool, p.ID, p.PermitTag())).Result()
 	return name, err == nil
 }
 
@@ -299,12 +305,16 @@ func (c *Client) outcome(ctx context.Context, p approvals.Plan, k Kind) (runner.
 	if err != nil {
 		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
 	}
-	key := outcomeKey(c.o.Prefix, pool, p.ID, k)
+	permit := ""
+	if k == KindApply {
+		permit = p.PermitTag() // this attempt's, not an earlier one's
+	}
+	key := outcomeKey(c.o.Prefix, pool, p.ID, k, permit)
 	raw, err := c.o.Redis.Get(ctx, key).Bytes()
 	if err != nil {
 		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
 	}
-	want := expect{planID: p.ID, kind: k, pool: pool}
+	want := expect{planID: p.ID, kind: k, pool: pool, permit: permit}
 	if k == KindPlan {
 		want.fence = p.Fence // the plan job ran under the plan's lease
 	}

@@ -271,7 +271,7 @@ func TestDeadWorkersPlanIsTakenOver(t *testing.T) {
 	f.worker(t, "nonprod", "w2", exec, 300*time.Millisecond)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if raw, err := f.rdb.Get(ctx, outcomeKey("t:", "nonprod", "p-orphan", KindPlan)).Bytes(); err == nil {
+		if raw, err := f.rdb.Get(ctx, outcomeKey("t:", "nonprod", "p-orphan", KindPlan, "")).Bytes(); err == nil {
 			ev, err := openResult(attest.NewKeyring(f.runner.Public()), raw,
 				expect{planID: "p-orphan", kind: KindPlan, pool: "nonprod", fence: 1})
 			if err != nil || ev.Plan == nil || ev.Worker != "w2" {
@@ -323,10 +323,14 @@ func TestClaimedApplyIsNeverRerun(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
 	f.plan(t, "p-claimed", "dev", approvals.StatusApplying)
-	f.rdb.Set(ctx, claimKey("t:", "nonprod", "p-claimed"), "dead-worker", time.Hour)
+	p, err := f.store.Get(ctx, "p-claimed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.rdb.Set(ctx, claimKey("t:", "nonprod", "p-claimed", p.PermitTag()), "dead-worker", time.Hour)
 	exec := &fakeExec{}
 	f.worker(t, "nonprod", "w2", exec, time.Second)
-	_, err := f.client.Apply(ctx, runner.ApplyJob{Permit: f.grant(t, "p-claimed"), Rev: runner.Revision{SHA: "abc"}})
+	_, err = f.client.Apply(ctx, runner.ApplyJob{Permit: f.grant(t, "p-claimed"), Rev: runner.Revision{SHA: "abc"}})
 	if !errors.Is(err, runner.ErrInterrupted) {
 		t.Fatalf("err = %v, want ErrInterrupted", err)
 	}
@@ -521,7 +525,7 @@ func TestForgedApplyJobIsRefused(t *testing.T) {
 			xadd(t, f.rdb, streamKey("t:", "prod"), f.signer, job)
 			var ev event
 			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				if raw, err := f.rdb.Get(context.Background(), outcomeKey("t:", "prod", id, KindApply)).Bytes(); err == nil {
+				if raw, err := f.rdb.Get(context.Background(), outcomeKey("t:", "prod", id, KindApply, "")).Bytes(); err == nil {
 					if ev, err = openResult(attest.NewKeyring(f.runner.Public()), raw,
 						expect{planID: id, kind: KindApply, pool: "prod"}); err != nil {
 						t.Fatal(err)

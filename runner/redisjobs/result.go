@@ -32,7 +32,8 @@ type resultStatement struct {
 	PlanID string          `json:"plan_id"`
 	Kind   Kind            `json:"kind"`
 	Pool   string          `json:"pool"`
-	Fence  int64           `json:"fence"` // the plan job's lease fence; 0 for other kinds
+	Fence  int64           `json:"fence"`            // the plan job's lease fence; 0 for other kinds
+	Permit string          `json:"permit,omitempty"` // an apply job's permit (Job.Permit)
 	Event  json.RawMessage `json:"event"`
 }
 
@@ -54,7 +55,8 @@ func signResult(s *attest.Signer, j Job, pool string, ev event) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	stmt, err := json.Marshal(resultStatement{Job: j.ID, PlanID: j.PlanID, Kind: j.Kind, Pool: pool, Fence: j.Lease.Fence, Event: raw})
+	stmt, err := json.Marshal(resultStatement{Job: j.ID, PlanID: j.PlanID, Kind: j.Kind, Pool: pool, Fence: j.Lease.Fence,
+		Permit: j.Permit, Event: raw})
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +70,7 @@ type expect struct {
 	kind   Kind
 	pool   string
 	fence  int64
+	permit string // an apply's: the attempt it is read for
 }
 
 // errUnsignedResult is a result that no trusted runner key signed for the
@@ -90,9 +93,9 @@ func openResult(keys attest.Keyring, raw []byte, want expect) (event, error) {
 		return event{}, fmt.Errorf("%w: signed statement unreadable: %w", errUnsignedResult, err)
 	}
 	if (want.job != "" && st.Job != want.job) || st.PlanID != want.planID || st.Kind != want.kind || st.Pool != want.pool ||
-		st.Fence != want.fence {
-		return event{}, fmt.Errorf("%w is signed for job %s (plan %s, %s, pool %s, fence %d), not for job %s (plan %s, %s, pool %s, fence %d)",
-			errUnsignedResult, st.Job, st.PlanID, st.Kind, st.Pool, st.Fence, want.job, want.planID, want.kind, want.pool, want.fence)
+		st.Fence != want.fence || st.Permit != want.permit {
+		return event{}, fmt.Errorf("%w is signed for job %s (plan %s, %s, pool %s, fence %d, permit %q), not for job %s (plan %s, %s, pool %s, fence %d, permit %q)",
+			errUnsignedResult, st.Job, st.PlanID, st.Kind, st.Pool, st.Fence, st.Permit, want.job, want.planID, want.kind, want.pool, want.fence, want.permit)
 	}
 	var ev event
 	if err := json.Unmarshal(st.Event, &ev); err != nil || ev.Type != "result" {

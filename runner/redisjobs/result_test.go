@@ -78,7 +78,7 @@ func TestForgedPlanResultIsRefused(t *testing.T) {
 		t.Fatalf("err = %v, want ErrDetached", err)
 	}
 	close(slow.block)
-	key := outcomeKey("t:", "nonprod", "p-forge", KindPlan)
+	key := outcomeKey("t:", "nonprod", "p-forge", KindPlan, "")
 	var honest []byte
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if honest, err = f.rdb.Get(context.Background(), key).Bytes(); err == nil {

@@ -40,7 +40,11 @@ type Job struct {
 	Recipient []byte `json:"recipient,omitempty"`
 	// Verify are a verification job's steps, from serve's configuration.
 	Verify *runner.VerifySteps `json:"verify,omitempty"`
-	At     time.Time           `json:"at"` // when it was dispatched
+	// Permit names an apply job's permit (approvals.Permit.Tag): the worker
+	// applies only with that permit, and claims and keeps the result per
+	// permit, so a retry is a new attempt and a replay is not.
+	Permit string    `json:"permit,omitempty"`
+	At     time.Time `json:"at"` // when it was dispatched
 }
 
 // event is what a worker reports on a job's event stream.

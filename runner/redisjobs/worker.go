@@ -303,12 +303,18 @@ func (w *Worker) apply(ctx context.Context, j Job, target runner.Target, log *sl
 	if err != nil {
 		return event{Type: "result", Err: encodeError(err)}
 	}
-	claimed, err := w.o.Redis.SetNX(ctx, claimKey(w.o.Prefix, w.o.Pool, j.PlanID), w.o.Name, claimTTL).Result()
+	if j.Permit != g.Tag() {
+		// A job for another attempt's permit: the plan moved on (an apply
+		// that could not start was retried), or this is a replay.
+		return event{Type: "result", Err: encodeError(fmt.Errorf("%w: the job is for permit %q, the plan carries %q",
+			runner.ErrStalePlan, j.Permit, g.Tag()))}
+	}
+	claimed, err := w.o.Redis.SetNX(ctx, claimKey(w.o.Prefix, w.o.Pool, j.PlanID, j.Permit), w.o.Name, claimTTL).Result()
 	if err != nil {
 		return event{Type: "result", Err: encodeError(fmt.Errorf("claim the apply: %w", err))}
 	}
 	if !claimed {
-		executor, _ := w.o.Redis.Get(ctx, claimKey(w.o.Prefix, w.o.Pool, j.PlanID)).Result()
+		executor, _ := w.o.Redis.Get(ctx, claimKey(w.o.Prefix, w.o.Pool, j.PlanID, j.Permit)).Result()
 		reason := fmt.Sprintf("runner %s stopped during this apply; it is never run twice. Check the environment, then plan again.", executor)
 		log.Error("apply job taken over after its runner stopped: not re-run", "executor", executor)
 		return event{Type: "result", Err: encodeError(fmt.Errorf("%w: %w: %s", runner.ErrInterrupted, approvals.ErrClaimed, reason))}
@@ -383,7 +389,7 @@ func (w *Worker) finish(j Job, ev event) {
 	pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: map[string]any{"event": b}})
 	pipe.Expire(ctx, key, resultTTL)
 	if j.Kind == KindPlan || j.Kind == KindApply {
-		pipe.Set(ctx, outcomeKey(w.o.Prefix, w.o.Pool, j.PlanID, j.Kind), b, resultTTL)
+		pipe.Set(ctx, outcomeKey(w.o.Prefix, w.o.Pool, j.PlanID, j.Kind, j.Permit), b, resultTTL)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		w.o.Logger.Error("report job result", "job", j.ID, "err", err)
