@@ -19,8 +19,9 @@ type Signing struct {
 	// signatures make a plan, an approval or a grant count; runners verify
 	// every apply against them.
 	ServeKeys []string `yaml:"serve_keys"`
-	// RunnerKeys are the public keys of runner workers, trusted for audit
-	// events only.
+	// RunnerKeys are the public keys of runner workers, trusted for their
+	// audit events and their job results (never for plans, approvals or
+	// permits); serve with runner pools needs them.
 	RunnerKeys []string `yaml:"runner_keys"`
 }
 
