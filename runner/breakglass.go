@@ -200,7 +200,7 @@ func (r *Runner) Drift(ctx context.Context, job DriftJob) (DriftResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, job.Target.PlanTimeout)
 	defer cancel()
 	about := subject{project: job.Target.Project, env: job.Target.Env, sha: job.Rev.SHA, planID: job.ID}
-	res, _, err := r.planIn(ctx, "drift", job.ID, job.Rev, job.Target, about, false)
+	res, _, err := r.planIn(ctx, "drift", job.ID, job.Rev, job.Target, about, false, nil)
 	if err != nil {
 		return DriftResult{}, err
 	}

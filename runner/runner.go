@@ -42,6 +42,7 @@ import (
 type Terraform interface {
 	Init(ctx context.Context, opts ...tfexec.InitOption) error
 	Plan(ctx context.Context, opts ...tfexec.PlanOption) (bool, error)
+	PlanJSON(ctx context.Context, w io.Writer, opts ...tfexec.PlanOption) (bool, error)
 	ShowPlanFile(ctx context.Context, planPath string, opts ...tfexec.ShowOption) (*tfjson.Plan, error)
 	ShowPlanFileRaw(ctx context.Context, planPath string, opts ...tfexec.ShowOption) (string, error)
 	ApplyJSON(ctx context.Context, w io.Writer, opts ...tfexec.ApplyOption) error
@@ -355,6 +356,10 @@ type PlanJob struct {
 	Rev    Revision
 	Lease  Lease
 	Target Target
+	// Preview, if set, is told what terraform said the plan does as soon
+	// as terraform plan has ended with changes, while the saved plan is
+	// still being read back: something to show, never to approve.
+	Preview func(approvals.Summary) `json:"-"`
 }
 
 // PlanResult is a finished plan.
@@ -394,7 +399,7 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 
 	about := subject{project: job.Target.Project, env: job.Target.Env, pr: job.Rev.PR, sha: job.Rev.SHA,
 		planID: job.PlanID, fence: job.Lease.Fence}
-	res, data, err := r.planIn(ctx, "plan", job.PlanID, job.Rev, job.Target, about, true)
+	res, data, err := r.planIn(ctx, "plan", job.PlanID, job.Rev, job.Target, about, true, job.Preview)
 	if err != nil {
 		return PlanResult{}, err
 	}
@@ -409,12 +414,14 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 // terraform's state lock if lock) and show in the run's sandbox. It returns
 // what the plan would do, its text (redacted) and the saved plan's bytes;
 // the credentials are revoked and the run is gone when it returns.
+// preview, if not nil, is told what terraform's own output says the plan
+// does once the plan has ended with changes.
 //
 // The digest is taken of the plan file's bytes once every process of the
 // plan has ended, and show reads those same bytes, read-only: the summary
 // people approve, the digest they approve and the file applied are one.
 func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Target, about subject,
-	lock bool) (PlanResult, []byte, error) {
+	lock bool, preview func(approvals.Summary)) (PlanResult, []byte, error) {
 	// The credential is minted while the commit is checked out; it is
 	// revoked once the run, and every process of it, is gone.
 	minted := func() (*Credential, error) { return nil, nil }
@@ -455,8 +462,11 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 		opts = append(opts, tfexec.VarFile(vf))
 	}
 	var changes bool
-	if err := step(ctx, func() (err error) { changes, err = ru.tf.Plan(ru.ctx, opts...); return err }); err != nil {
-		return PlanResult{}, nil, r.cause(ctx, r.planError(ctx, ru, err, cred))
+	stream := newPlanStream()
+	err = step(ctx, func() (err error) { changes, err = ru.tf.PlanJSON(ru.ctx, stream, opts...); return err })
+	ru.tf.SetStdout(io.Discard) // PlanJSON left the stream there
+	if err != nil {
+		return PlanResult{}, nil, r.cause(ctx, r.planError(ctx, ru, stream.failure(err), cred))
 	}
 	// Code that ran beside terraform may have left another plan here. What
 	// people are shown, the digest they approve and what is applied all
@@ -467,6 +477,9 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	}
 	if err := checkSnapshot(data, files); err != nil {
 		return PlanResult{}, nil, err
+	}
+	if preview != nil && changes {
+		preview(stream.Summary(changes))
 	}
 	planFile, err := ru.box.Input(id+".tfplan", data)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -183,9 +184,21 @@ func (f fixture) plan(t testing.TB, id, sha string) (runner.Lease, runner.PlanRe
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := f.r.Plan(ctx, runner.PlanJob{PlanID: id, Rev: f.rev(sha), Lease: lease, Target: f.target})
+	var previews []approvals.Summary
+	res, err := f.r.Plan(ctx, runner.PlanJob{PlanID: id, Rev: f.rev(sha), Lease: lease, Target: f.target,
+		Preview: func(s approvals.Summary) { previews = append(previews, s) }})
 	if err != nil {
 		t.Fatalf("plan: %v", err)
+	}
+	// The preview shown while the saved plan is read back says what the
+	// saved plan says, and comes only for a plan with changes.
+	switch {
+	case !res.Summary.Changes && len(previews) > 0:
+		t.Errorf("a plan without changes was previewed: %+v", previews)
+	case res.Summary.Changes && len(previews) != 1:
+		t.Errorf("%d previews of a plan with changes", len(previews))
+	case res.Summary.Changes && !reflect.DeepEqual(previews[0], res.Summary):
+		t.Errorf("preview %+v\nsaved plan %+v", previews[0], res.Summary)
 	}
 	return lease, res
 }
