@@ -12,6 +12,7 @@ package approvals
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 
@@ -81,7 +82,12 @@ type Plan struct {
 	// Unmet are the environment's GitHub requirements the plan did not meet
 	// when last checked, for people to read; they are checked again at
 	// each Approve and before the apply, so this is never what decides.
-	Unmet             []string   `json:"unmet,omitempty"`
+	Unmet []string `json:"unmet,omitempty"`
+	// Preview is what terraform said a plan still planning does, shown
+	// while the saved plan is read back. Nothing is approved by it: a click
+	// on it waits for the saved plan, and counts only if the saved plan
+	// says the same and its checks found nothing more to look at.
+	Preview           *Summary   `json:"preview,omitempty"`
 	OverridesRequired int        `json:"overrides_required,omitempty"`
 	Overrides         []Approval `json:"overrides,omitempty"`
 	// Attempts counts applies that could not start (credentials or GitHub
@@ -142,6 +148,24 @@ type Summary struct {
 	// Changes is terraform's own answer (terraform-exec's Plan result):
 	// applying would change something, even if nothing above counts it.
 	Changes bool `json:"changes,omitempty"`
+}
+
+// Same reports whether two summaries say the same changes.
+func (s Summary) Same(o Summary) bool {
+	same := slices.Equal(s.Resources, o.Resources)
+	s.Resources, o.Resources = nil, nil
+	return same && reflect.DeepEqual(s, o)
+}
+
+// Destroyed lists the addresses the summary destroys or replaces.
+func (s Summary) Destroyed() []string {
+	var out []string
+	for _, r := range s.Resources {
+		if r.Action == ActionDelete || r.Action == ActionReplace {
+			out = append(out, r.Address)
+		}
+	}
+	return out
 }
 
 // Resource is one resource the plan touches.
@@ -288,6 +312,7 @@ func Planned(p Plan, digest string, s Summary, a Assessment, ttl time.Duration, 
 		return p, errors.New("planned without a plan digest")
 	}
 	p.Digest, p.Summary, p.Policy, p.PlannedAt, p.UpdatedAt = digest, s, a, now, now
+	p.Preview = nil // the saved plan's Summary says it now
 	p.Required = a.Quorum(p.Required)
 	p.ExpiresAt = now.Add(ttl)
 	p.Status = StatusPending

@@ -22,7 +22,7 @@ var (
 
 // plainErrors are told to the user in their own words.
 var plainErrors = []error{errOtherWorkspace, change.ErrNotPlanner, change.ErrMembership, change.ErrNotAdmin, change.ErrStateStore, errUnknownAction,
-	change.ErrNoLinking, change.ErrNotAdminLnk}
+	change.ErrNoLinking, change.ErrNotAdminLnk, change.ErrLookAgain}
 
 // grantErrors are told to the user in their own words.
 var grantErrors = []error{change.ErrNoBreakGlass, change.ErrNotOnCall, change.ErrNoReason, change.ErrNoRevoke, change.ErrNotRequester,
@@ -114,6 +114,8 @@ func (b *Bot) describe(err error, attrs ...any) string {
 		return "You are not an approver for this environment, so your click was not counted."
 	case errors.Is(err, approvals.ErrExpired):
 		return "This plan has expired; run `/tf plan` again."
+	case errors.As(err, &se) && se.Status == approvals.StatusPlanning:
+		return "This plan is still being planned; nothing was changed. Approve once its changes are shown."
 	case errors.As(err, &se):
 		return fmt.Sprintf("This plan is %s; nothing was changed.", statusWords(se.Status))
 	case errors.Is(err, approvals.ErrNotFound):

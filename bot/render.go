@@ -38,11 +38,15 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 		slack.NewSectionBlock(mrkdwn(clip(fmt.Sprintf("*%s*: %s%s at `%s`, requested by <@%s>",
 			change.StatusHeadline(p), pr, title, short(p.SHA), p.Requester), maxSection)), nil, nil),
 	}
-	if p.Status == approvals.StatusPlanning {
+	previewing := p.Status == approvals.StatusPlanning && p.Preview != nil
+	if p.Status == approvals.StatusPlanning && !previewing {
 		return fallback, blocks
 	}
-	if p.Digest != "" {
+	if p.Digest != "" || previewing {
 		s := p.Summary
+		if previewing {
+			s = *p.Preview
+		}
 		blocks = append(blocks, slack.NewSectionBlock(nil, []*slack.TextBlockObject{
 			mrkdwn(fmt.Sprintf("*To add*\n%d", s.Add)),
 			mrkdwn(fmt.Sprintf("*To change*\n%d", s.Change)),
@@ -55,8 +59,12 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 		if len(s.Resources) > 0 {
 			blocks = append(blocks, slack.NewSectionBlock(mrkdwn(resourceList(s.Resources)), nil, nil))
 		}
-		if line := change.PolicySummary(p); line != "" {
+		if line := change.PolicySummary(p); line != "" && !previewing {
 			blocks = append(blocks, slack.NewSectionBlock(mrkdwn(clip(line, maxSection)), nil, nil))
+		}
+		if previewing {
+			blocks = append(blocks, slack.NewContextBlock("", mrkdwn(":hourglass_flowing_sand: terraform plan is done; "+
+				"twokey is reading the saved plan back for its policy checks and risks. An Approve now waits for them, and counts if they hold nothing more.")))
 		}
 	}
 	if len(p.Unmet) > 0 && (p.Status == approvals.StatusPending || p.Status == approvals.StatusPlanning) {
@@ -84,9 +92,19 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 		ctx += " · :warning: *unsandboxed*: the pull request's code ran as twokey's own user"
 	}
 	blocks = append(blocks, slack.NewContextBlock("", mrkdwn(ctx)))
+	if previewing {
+		// Reject ends it at once; an Approve waits for the saved plan, and
+		// counts if that bears out what was shown.
+		approve := slack.NewButtonBlockElement(actionApprove, p.ID, plain("Approve")).WithStyle(slack.StylePrimary)
+		if c := approveConfirm(p.Preview.Destroyed(), p.Protected, target); c != nil {
+			approve = approve.WithConfirm(c)
+		}
+		blocks = append(blocks, slack.NewActionBlock("twokey_actions", approve,
+			slack.NewButtonBlockElement(actionReject, p.ID, plain("Reject")).WithStyle(slack.StyleDanger)))
+	}
 	if p.Status == approvals.StatusPending {
 		approve := slack.NewButtonBlockElement(actionApprove, p.ID, plain("Approve")).WithStyle(slack.StylePrimary)
-		if c := approveConfirm(p, target); c != nil {
+		if c := approveConfirm(p.Policy.Destroyed(), p.Protected, target); c != nil {
 			approve = approve.WithConfirm(c)
 		}
 		reject := slack.NewButtonBlockElement(actionReject, p.ID, plain("Reject")).WithStyle(slack.StyleDanger)
@@ -105,10 +123,9 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 }
 
 // approveConfirm is the dialog Approve opens on a plan that destroys or
-// replaces something, or in a protected environment; nil otherwise.
-func approveConfirm(p approvals.Plan, target string) *slack.ConfirmationBlockObject {
-	gone := p.Policy.Destroyed()
-	if len(gone) == 0 && !p.Protected {
+// replaces gone, or in a protected environment; nil otherwise.
+func approveConfirm(gone []string, protected bool, target string) *slack.ConfirmationBlockObject {
+	if len(gone) == 0 && !protected {
 		return nil
 	}
 	text := fmt.Sprintf("You are approving a change to *%s*, a protected environment.", escape(target))

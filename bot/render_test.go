@@ -149,3 +149,31 @@ func TestApproveConfirmAndPolicyLine(t *testing.T) {
 		t.Error("an Override button where nobody may override")
 	}
 }
+
+// A plan still planning shows no buttons; once terraform has said what it
+// does, the preview shows its counts and the buttons, without a policy
+// verdict, until the saved plan is in.
+func TestPlanMessagePreview(t *testing.T) {
+	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	p, err := approvals.New(approvals.Request{ID: "p-test", Project: "infra", Env: "staging", PR: 42, SHA: strings.Repeat("a", 40),
+		Requester: "UALICE", Channel: "C1", Fence: 3, LockOwner: "o", Required: 2, TTL: time.Hour}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := render(t, p)
+	if strings.Contains(js, actionApprove) || strings.Contains(js, actionReject) || strings.Contains(js, "To add") {
+		t.Errorf("planning message: %s", js)
+	}
+	p.Preview = &approvals.Summary{Add: 2, Destroy: 1, Resources: []approvals.Resource{
+		{Address: "terraform_data.a", Action: approvals.ActionCreate}, {Address: "terraform_data.gone", Action: approvals.ActionDelete}}}
+	_, js = render(t, p)
+	for _, want := range []string{actionApprove, actionReject, "Planned, checking", "*To add*\\n2", "*To destroy*\\n1",
+		"terraform_data.gone", "reading the saved plan back", "*destroys or replaces*"} {
+		if !strings.Contains(js, want) {
+			t.Errorf("preview lacks %q: %s", want, js)
+		}
+	}
+	if strings.Contains(js, "Policy") || strings.Contains(js, "expires") {
+		t.Errorf("preview shows what only the saved plan says: %s", js)
+	}
+}

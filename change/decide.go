@@ -32,6 +32,11 @@ func (s *Service) decide(ctx context.Context, channel, user, planID string, d de
 	if err != nil {
 		return err
 	}
+	if p.Status == approvals.StatusPlanning {
+		if p, err = s.awaitChecked(ctx, p); err != nil {
+			return err
+		}
+	}
 	key := clickKey(p.ID, d, user, p.Attempts)
 	if !s.First(ctx, key, channel, user) {
 		return nil // a double-click, or Slack delivering the same click twice
@@ -369,4 +374,51 @@ func (s *Service) promoted(ctx context.Context, proj *config.Project, env *confi
 		return err
 	}
 	return approvals.Promoted(env.Requires, sha, env.Soak.D(), at, ok, s.o.Now())
+}
+
+// previewWait bounds how long a click on a plan's preview waits for the
+// saved plan.
+const previewWait = time.Minute
+
+// awaitChecked holds a click on a plan's preview (terraform's own account
+// of the plan, shown while the saved plan is read back) until the saved
+// plan is in. The click then counts only if the saved plan says the same
+// changes and its checks found nothing the preview could not show: no
+// policy finding, no risk but the destroys the preview named. A click on a
+// plan with no preview yet is refused, as is one the saved plan never
+// follows within previewWait.
+func (s *Service) awaitChecked(ctx context.Context, p approvals.Plan) (approvals.Plan, error) {
+	seen := p.Preview
+	if seen == nil {
+		return p, &approvals.StateError{Status: p.Status, Want: approvals.ErrNotPending}
+	}
+	ctx, cancel := context.WithTimeout(ctx, previewWait)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for p.Status == approvals.StatusPlanning {
+		select {
+		case <-ctx.Done():
+			return p, &approvals.StateError{Status: p.Status, Want: approvals.ErrNotPending}
+		case <-tick.C:
+		}
+		var err error
+		if p, err = s.o.Store.Get(ctx, p.ID); err != nil {
+			return p, err
+		}
+	}
+	if p.Status != approvals.StatusPending {
+		return p, nil // what follows refuses it for what it is now
+	}
+	a := p.Policy
+	more := len(a.Denied) + len(a.Warnings)
+	for _, r := range a.Risks {
+		if r.Kind != approvals.RiskDestroy && r.Kind != approvals.RiskReplace {
+			more++
+		}
+	}
+	if !seen.Same(p.Summary) || more > 0 {
+		return p, ErrLookAgain
+	}
+	return p, nil
 }

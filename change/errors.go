@@ -17,6 +17,8 @@ var (
 	ErrMembership = errors.New("could not read Slack user group membership; refusing to decide")
 	ErrNotAdmin   = errors.New("only twokey admins may unlock an environment")
 	ErrStateStore = errors.New("twokey's state store (Redis) is unreachable, so nothing was done. Try again in a minute")
+	ErrLookAgain  = errors.New("your click came before twokey had read the saved plan back, and its checks found more than you saw then; " +
+		"your approval was not counted. Read the plan message again and approve if you still agree")
 )
 
 // Errors of break-glass requests.

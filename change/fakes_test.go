@@ -25,6 +25,8 @@ type memStore struct {
 	grants map[string]approvals.BreakGlass
 	keys   map[string]bool
 	promos map[string]time.Time
+	// got, if set, is told of every Get.
+	got func(id string)
 }
 
 func newMemStore() *memStore {
@@ -47,6 +49,9 @@ func (m *memStore) Create(_ context.Context, p approvals.Plan) (approvals.Plan, 
 func (m *memStore) Get(_ context.Context, id string) (approvals.Plan, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.got != nil {
+		m.got(id)
+	}
 	p, ok := m.plans[id]
 	if !ok {
 		return p, approvals.ErrNotFound
@@ -235,6 +240,10 @@ type fakeRunner struct {
 	policy  approvals.Assessment // what policy finds in every plan
 	// detached: the caller of Plan stops waiting (runner.ErrDetached).
 	detached bool
+	// during, if set, runs inside Plan once the preview is given.
+	during func(job runner.PlanJob)
+	// preview, if set, is what the preview says instead of the plan.
+	preview *approvals.Summary
 }
 
 func (r *fakeRunner) Resolve(_ context.Context, repo string, ref runner.Ref) (runner.Revision, error) {
@@ -245,14 +254,22 @@ func (r *fakeRunner) Resolve(_ context.Context, repo string, ref runner.Ref) (ru
 
 func (r *fakeRunner) Plan(_ context.Context, job runner.PlanJob) (runner.PlanResult, error) {
 	d := sha256.Sum256([]byte(job.PlanID + job.Rev.SHA))
+	sum := approvals.Summary{Add: 1, Resources: []approvals.Resource{{Address: "terraform_data.a", Action: approvals.ActionCreate}}}
+	if job.Preview != nil && r.preview != nil {
+		job.Preview(*r.preview)
+	} else if job.Preview != nil {
+		job.Preview(sum)
+	}
+	if r.during != nil {
+		r.during(job)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var err error
 	if r.detached {
 		err = runner.ErrDetached
 	}
-	return runner.PlanResult{Digest: hex.EncodeToString(d[:]), Summary: approvals.Summary{Add: 1,
-		Resources: []approvals.Resource{{Address: "terraform_data.a", Action: approvals.ActionCreate}}}, Policy: r.policy}, err
+	return runner.PlanResult{Digest: hex.EncodeToString(d[:]), Summary: sum, Policy: r.policy}, err
 }
 
 func (r *fakeRunner) Apply(_ context.Context, job runner.ApplyJob) (runner.ApplyResult, error) {

@@ -149,12 +149,45 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 		return err
 	}
 	started := time.Now()
-	res, err := s.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: target})
+	// The changes terraform reported are shown, with the buttons, while the
+	// saved plan is read back; the plan is shown as it ends only after that.
+	var previews sync.WaitGroup
+	preview := func(sum approvals.Summary) {
+		previews.Go(func() { s.preview(ctx, p.ID, sum) })
+	}
+	res, err := s.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: target, Preview: preview})
+	previews.Wait()
 	if errors.Is(err, runner.ErrDetached) {
 		log.Warn("stopped waiting for the plan; another replica completes it", "err", err)
 		return nil
 	}
-	return s.planned(ctx, p, res, err, time.Since(started))
+	err = s.planned(ctx, p, res, err, time.Since(started))
+	var se *approvals.StateError
+	if errors.As(err, &se) && se.Status.Terminal() {
+		// Ended while planning (rejected): the preview may have been
+		// shown after that.
+		if cur, gerr := s.o.Store.Get(ctx, p.ID); gerr == nil {
+			s.refresh(ctx, cur)
+		}
+	}
+	return err
+}
+
+// preview shows what terraform said a plan does, with its buttons, while
+// the saved plan is read back (see decide for a click on it).
+func (s *Service) preview(ctx context.Context, id string, sum approvals.Summary) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	p, err := approvals.Update(ctx, s.o.Store, id, func(p approvals.Plan) (approvals.Plan, error) {
+		if p.Status != approvals.StatusPlanning {
+			return p, approvals.ErrUnchanged
+		}
+		p.Preview = &sum
+		return p, nil
+	})
+	if err == nil && p.Status == approvals.StatusPlanning {
+		s.refresh(ctx, p)
+	}
 }
 
 // planned records a finished plan — by the replica that waited for it, or

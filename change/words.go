@@ -98,6 +98,9 @@ func StatusWords(s approvals.Status) string {
 func StatusHeadline(p approvals.Plan) string {
 	switch p.Status {
 	case approvals.StatusPlanning:
+		if p.Preview != nil {
+			return "Planned, checking"
+		}
 		return "Planning"
 	case approvals.StatusPending:
 		return "Plan ready for review"
