@@ -110,7 +110,7 @@ func (c *Client) Discard(ctx context.Context, planID string) error {
 // Plan runs a plan on its environment's pool.
 func (c *Client) Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResult, error) {
 	ev, err := c.run(ctx, Job{Kind: KindPlan, PlanID: job.PlanID, Project: job.Target.Project, Env: job.Target.Env,
-		Rev: job.Rev, Lease: job.Lease}, nil)
+		Rev: job.Rev, Lease: job.Lease}, nil, job.Preview)
 	if err != nil {
 		return runner.PlanResult{}, err
 	}
@@ -125,7 +125,7 @@ func (c *Client) Plan(ctx context.Context, job runner.PlanJob) (runner.PlanResul
 func (c *Client) Apply(ctx context.Context, job runner.ApplyJob) (runner.ApplyResult, error) {
 	g := job.Permit
 	ev, err := c.run(ctx, Job{Kind: KindApply, PlanID: g.PlanID(), Project: g.Project(), Env: g.Env(), Rev: job.Rev,
-		Permit: g.Tag()}, job.Progress)
+		Permit: g.Tag()}, job.Progress, nil)
 	if err != nil {
 		return ev.Apply.result(), err
 	}
@@ -139,7 +139,7 @@ func (c *Client) BreakGlass(ctx context.Context, job runner.BreakGlassJob) (runn
 		return runner.Wrapped{}, err
 	}
 	ev, err := c.run(ctx, Job{Kind: KindBreakGlass, PlanID: job.GrantID, Project: job.Target.Project, Env: job.Target.Env,
-		TTL: job.TTL, Recipient: recipient.PublicKey().Bytes()}, nil)
+		TTL: job.TTL, Recipient: recipient.PublicKey().Bytes()}, nil, nil)
 	if err != nil {
 		return runner.Wrapped{}, err
 	}
@@ -151,7 +151,7 @@ func (c *Client) BreakGlass(ctx context.Context, job runner.BreakGlassJob) (runn
 
 // TokenAlive asks the environment's pool whether a token still exists.
 func (c *Client) TokenAlive(ctx context.Context, project, env, accessor string) (bool, error) {
-	ev, err := c.run(ctx, Job{Kind: KindTokenAlive, Project: project, Env: env, Accessors: []string{accessor}}, nil)
+	ev, err := c.run(ctx, Job{Kind: KindTokenAlive, Project: project, Env: env, Accessors: []string{accessor}}, nil, nil)
 	if err != nil {
 		return false, err
 	}
@@ -163,13 +163,13 @@ func (c *Client) TokenAlive(ctx context.Context, project, env, accessor string) 
 
 // RevokeBreakGlass revokes a grant's tokens on its environment's pool.
 func (c *Client) RevokeBreakGlass(ctx context.Context, project, env, grantID string, accessors ...string) error {
-	_, err := c.run(ctx, Job{Kind: KindRevoke, PlanID: grantID, Project: project, Env: env, Accessors: accessors}, nil)
+	_, err := c.run(ctx, Job{Kind: KindRevoke, PlanID: grantID, Project: project, Env: env, Accessors: accessors}, nil, nil)
 	return err
 }
 
 // Drift runs a drift check on the environment's pool.
 func (c *Client) Drift(ctx context.Context, job runner.DriftJob) (runner.DriftResult, error) {
-	ev, err := c.run(ctx, Job{Kind: KindDrift, PlanID: job.ID, Project: job.Target.Project, Env: job.Target.Env, Rev: job.Rev}, nil)
+	ev, err := c.run(ctx, Job{Kind: KindDrift, PlanID: job.ID, Project: job.Target.Project, Env: job.Target.Env, Rev: job.Rev}, nil, nil)
 	if err != nil {
 		return runner.DriftResult{}, err
 	}
@@ -183,7 +183,7 @@ func (c *Client) Drift(ctx context.Context, job runner.DriftJob) (runner.DriftRe
 func (c *Client) Verify(ctx context.Context, job runner.VerifyJob) (runner.VerifyResult, error) {
 	steps := job.Steps
 	ev, err := c.run(ctx, Job{Kind: KindVerify, PlanID: job.ID, Project: job.Target.Project, Env: job.Target.Env, Rev: job.Rev,
-		Verify: &steps}, nil)
+		Verify: &steps}, nil, nil)
 	if err != nil {
 		return runner.VerifyResult{}, err
 	}
@@ -194,7 +194,7 @@ func (c *Client) Verify(ctx context.Context, job runner.VerifyJob) (runner.Verif
 }
 
 // run dispatches j and follows its events until its result.
-func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, error) {
+func (c *Client) run(ctx context.Context, j Job, progress func(string), preview func(approvals.Summary)) (event, error) {
 	pool, err := c.o.Pool(j.Project, j.Env)
 	if err != nil {
 		return event{}, err
@@ -259,6 +259,12 @@ func (c *Client) run(ctx context.Context, j Job, progress func(string)) (event, 
 				case "progress":
 					if progress != nil {
 						progress(ev.Line)
+					}
+				case "preview":
+					// Something to show, never to approve: a click on it
+					// waits for the signed result (change.Service).
+					if preview != nil && ev.Preview != nil {
+						preview(*ev.Preview)
 					}
 				case "result":
 					if ev.SealedWrapped != nil {

@@ -39,6 +39,9 @@ func (f *fakeExec) Plan(ctx context.Context, job runner.PlanJob) (runner.PlanRes
 			return runner.PlanResult{}, ctx.Err()
 		}
 	}
+	if job.Preview != nil {
+		job.Preview(approvals.Summary{Add: 1, Changes: true})
+	}
 	return runner.PlanResult{Digest: "digest-" + job.PlanID, Summary: approvals.Summary{Add: 1}}, nil
 }
 
@@ -207,10 +210,15 @@ func TestPlanAndApplyRoundTrip(t *testing.T) {
 	ctx := context.Background()
 
 	f.plan(t, "p-plan", "dev", approvals.StatusPlanning)
+	var previews []approvals.Summary
 	res, err := f.client.Plan(ctx, runner.PlanJob{PlanID: "p-plan", Rev: runner.Revision{SHA: "abc"},
-		Lease: runner.Lease{Key: "infra/dev", Owner: "o", Fence: 1}, Target: runner.Target{Project: "infra", Env: "dev"}})
+		Lease: runner.Lease{Key: "infra/dev", Owner: "o", Fence: 1}, Target: runner.Target{Project: "infra", Env: "dev"},
+		Preview: func(s approvals.Summary) { previews = append(previews, s) }})
 	if err != nil || res.Digest != "digest-p-plan" {
 		t.Fatalf("plan: %+v %v", res, err)
+	}
+	if len(previews) != 1 || previews[0].Add != 1 || !previews[0].Changes {
+		t.Fatalf("the worker's preview did not come through: %+v", previews)
 	}
 
 	f.plan(t, "p-apply", "dev", approvals.StatusApplying)

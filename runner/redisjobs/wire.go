@@ -49,12 +49,14 @@ type Job struct {
 
 // event is what a worker reports on a job's event stream.
 type event struct {
-	Type   string             `json:"type"` // picked, progress, result
-	Worker string             `json:"worker,omitempty"`
-	At     time.Time          `json:"at"`
-	Line   string             `json:"line,omitempty"`
-	Plan   *runner.PlanResult `json:"plan,omitempty"`
-	Apply  *applyResult       `json:"apply,omitempty"`
+	Type   string    `json:"type"` // picked, progress, preview, result
+	Worker string    `json:"worker,omitempty"`
+	At     time.Time `json:"at"`
+	Line   string    `json:"line,omitempty"`
+	// Preview is what terraform said a plan does, before its result.
+	Preview *approvals.Summary `json:"preview,omitempty"`
+	Plan    *runner.PlanResult `json:"plan,omitempty"`
+	Apply   *applyResult       `json:"apply,omitempty"`
 	// SealedWrapped carries a break-glass wrapping token to the serve
 	// replica that delivers it, sealed to the job's Recipient; the job's
 	// events are deleted once it is read.

@@ -271,7 +271,8 @@ func (w *Worker) plan(ctx context.Context, j Job, target runner.Target) event {
 	if err != nil {
 		return event{Type: "result", Err: encodeError(err)}
 	}
-	res, err := w.o.Exec.Plan(ctx, runner.PlanJob{PlanID: j.PlanID, Rev: j.Rev, Lease: j.Lease, Target: target})
+	res, err := w.o.Exec.Plan(ctx, runner.PlanJob{PlanID: j.PlanID, Rev: j.Rev, Lease: j.Lease, Target: target,
+		Preview: func(s approvals.Summary) { w.emit(j.ID, event{Type: "preview", Preview: &s}) }})
 	if err != nil {
 		return event{Type: "result", Err: encodeError(err)}
 	}
