@@ -43,12 +43,18 @@ type Options struct {
 
 // Log is an audit.Recorder on Redis.
 type Log struct {
-	rdb   redis.UniversalClient
-	o     Options
-	mu    sync.Mutex // serializes writes to the file sink
-	file  *os.File
-	keys  []string // stream, last hash, anchor: one hash tag, for Cluster
-	clock func() time.Time
+	rdb redis.UniversalClient
+	o   Options
+	// appending serializes this process's appends: writers in one process
+	// take turns rather than race for the chain's head, and the head this
+	// process appended last is the one it seals after next (last, when
+	// known), which is re-read only when another process appended since.
+	appending sync.Mutex
+	last      *string
+	mu        sync.Mutex // serializes writes to the file sink
+	file      *os.File
+	keys      []string // stream, last hash, anchor: one hash tag, for Cluster
+	clock     func() time.Time
 }
 
 var _ audit.Recorder = (*Log)(nil)
@@ -97,11 +103,17 @@ func (l *Log) Record(ctx context.Context, e audit.Event) error {
 		e.Time = l.clock()
 	}
 	e.Time = e.Time.UTC().Truncate(time.Microsecond)
+	l.appending.Lock()
+	defer l.appending.Unlock()
 	for range maxAttempts {
-		last, err := l.rdb.Get(ctx, l.keys[1]).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("audit: %w", err)
+		if l.last == nil {
+			last, err := l.rdb.Get(ctx, l.keys[1]).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return fmt.Errorf("audit: %w", err)
+			}
+			l.last = &last
 		}
+		last := *l.last
 		e.Seal(last)
 		if l.o.Signer != nil {
 			e.Sign(l.o.Signer)
@@ -111,6 +123,9 @@ func (l *Log) Record(ctx context.Context, e audit.Event) error {
 			return err
 		}
 		id, err := appendScript.Run(ctx, l.rdb, l.keys, last, e.Hash, body).Text()
+		if err != nil {
+			l.last = nil // read the head again
+		}
 		if errors.Is(err, redis.Nil) {
 			// Another writer appended first: seal again after it, after a
 			// moment, so that contending writers spread out.
@@ -125,6 +140,7 @@ func (l *Log) Record(ctx context.Context, e audit.Event) error {
 			return fmt.Errorf("audit: %w", err)
 		}
 		e.ID = id
+		l.last = &e.Hash
 		l.sink(e)
 		return nil
 	}

@@ -278,3 +278,47 @@ func TestSignedChain(t *testing.T) {
 		t.Fatalf("after removing the runner's key: %v", err)
 	}
 }
+
+// Writers in one process take turns at the chain's head rather than race
+// for it: a burst of them appends each event with one script call, and
+// reads the head from Redis once, not once per attempt.
+func TestWritersInOneProcessTakeTurns(t *testing.T) {
+	signer, _ := attest.GenerateSigner()
+	l, rdb := newLog(t, Options{Prefix: "t:", Signer: signer})
+	ctx := context.Background()
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if err := l.Record(ctx, audit.Event{Type: audit.Command, Detail: map[string]string{"i": fmt.Sprint(i)}}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	calls := func(cmd string) int {
+		stats := rdb.Info(ctx, "commandstats").Val()
+		for _, line := range strings.Split(stats, "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls="); ok {
+				var c int
+				fmt.Sscanf(rest, "%d", &c)
+				return c
+			}
+		}
+		return 0
+	}
+	// One call per append, plus the EVAL that loads the script the first
+	// time; commandstats also counts the GET the script does.
+	if got := calls("evalsha") + calls("eval"); got > n+1 {
+		t.Errorf("%d appends took %d script calls", n, got)
+	}
+	if got := calls("get"); got > n+1 {
+		t.Errorf("%d appends read the head %d times", n, got)
+	}
+	if got, err := l.Verify(ctx); err != nil || got != n {
+		t.Fatalf("verify: %d events, %v", got, err)
+	}
+}
