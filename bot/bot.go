@@ -162,35 +162,52 @@ func (b *Bot) Run(ctx context.Context, svc *change.Service) error {
 			}
 			return fmt.Errorf("slack socket mode: %w", err)
 		case evt := <-b.sm.Events:
-			b.dispatch(evt)
+			// Every envelope already here (up to maxAckRun) is acknowledged
+			// before the work of any starts: Slack waits for acks, people
+			// for the work.
+			work := b.dispatch(nil, evt)
+			for queued := true; queued && len(work) < maxAckRun; {
+				select {
+				case evt := <-b.sm.Events:
+					work = b.dispatch(work, evt)
+				default:
+					queued = false
+				}
+			}
+			for _, fn := range work {
+				b.background(fn)
+			}
 		}
 	}
 }
 
-// dispatch acknowledges an envelope at once and handles it in the background.
-func (b *Bot) dispatch(evt socketmode.Event) {
+// maxAckRun bounds how many envelopes' work waits for their acks.
+const maxAckRun = 64
+
+// dispatch acknowledges an envelope at once and adds the work it asks for
+// to work.
+func (b *Bot) dispatch(work []func(context.Context), evt socketmode.Event) []func(context.Context) {
 	switch evt.Type {
 	case socketmode.EventTypeSlashCommand:
 		cmd, ok := evt.Data.(slack.SlashCommand)
 		if !ok || evt.Request == nil {
-			return
+			return work
 		}
 		b.ack(evt.Request)
 		id := evt.Request.EnvelopeID
-		b.background(func(ctx context.Context) { b.handleCommand(ctx, id, cmd) })
+		return append(work, func(ctx context.Context) { b.handleCommand(ctx, id, cmd) })
 	case socketmode.EventTypeInteractive:
 		cb, ok := evt.Data.(slack.InteractionCallback)
 		if !ok || evt.Request == nil {
-			return
+			return work
 		}
 		if cb.Type == slack.InteractionTypeViewSubmission {
 			req := *evt.Request
-			b.background(func(ctx context.Context) { b.handleSubmission(ctx, req, cb) })
-			return
+			return append(work, func(ctx context.Context) { b.handleSubmission(ctx, req, cb) })
 		}
 		b.ack(evt.Request)
 		id := evt.Request.EnvelopeID
-		b.background(func(ctx context.Context) { b.handleInteraction(ctx, id, cb) })
+		return append(work, func(ctx context.Context) { b.handleInteraction(ctx, id, cb) })
 	case socketmode.EventTypeEventsAPI:
 		if evt.Request != nil {
 			b.ack(evt.Request)
@@ -206,6 +223,7 @@ func (b *Bot) dispatch(evt socketmode.Event) {
 		}
 		b.log.Warn("socket mode trouble", "type", string(evt.Type), "data", fmt.Sprint(evt.Data))
 	}
+	return work
 }
 
 // handleSubmission checks a modal's submission within Slack's three

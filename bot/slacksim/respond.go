@@ -65,9 +65,12 @@ func (s *Server) newResponseURL(user, channel, ts string) string {
 	id := randomID()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, r := range s.responses { // forget the dead ones
-		if time.Since(r.at) > ResponseURLTTL {
-			delete(s.responses, k)
+	if time.Since(s.pruned) > time.Minute { // forget the dead ones, now and then
+		s.pruned = time.Now()
+		for k, r := range s.responses {
+			if time.Since(r.at) > ResponseURLTTL {
+				delete(s.responses, k)
+			}
 		}
 	}
 	s.responses[id] = &responseURL{user: user, channel: channel, messageTS: ts, at: time.Now()}

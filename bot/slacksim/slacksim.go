@@ -95,8 +95,9 @@ type Server struct {
 	channels  map[string]string // id → name
 	outside   map[string]bool   // channels the bot is not a member of
 	responses map[string]*responseURL
-	base      string // where the bot reaches the server: response_urls point here
-	refusing  bool   // sockets are refused (RefuseSockets)
+	pruned    time.Time // when dead response URLs were last forgotten
+	base      string    // where the bot reaches the server: response_urls point here
+	refusing  bool      // sockets are refused (RefuseSockets)
 	messages  []*Message
 	calls     []Call
 	conns     []*conn

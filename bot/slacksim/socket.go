@@ -46,7 +46,9 @@ type envelope struct {
 	Acked      bool
 	AckPayload json.RawMessage
 	Deliveries int
-	Conns      []int // the connections it was sent on, in order
+	Conns      []int     // the connections it was sent on, in order
+	Sent       time.Time // when it was first sent
+	AckedAt    time.Time // when its first ack came
 }
 
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
@@ -103,6 +105,9 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 		}
 		s.mu.Lock()
 		if e, found := s.envelopes[ack.EnvelopeID]; found {
+			if !e.Acked {
+				e.AckedAt = time.Now()
+			}
 			e.Acked, e.AckPayload = true, ack.Payload
 		}
 		after := s.bump(Event{Kind: "ack"})
@@ -220,6 +225,7 @@ func (s *Server) send(e *envelope, retryReason string) error {
 	if e.Deliveries == 0 {
 		c = conns[len(s.envOrder)%len(conns)]
 		s.envOrder = append(s.envOrder, e.ID)
+		e.Sent = time.Now()
 	}
 	e.Conns = append(e.Conns, c.id)
 	msg := map[string]any{
@@ -248,6 +254,18 @@ func (s *Server) Acked(id string) bool {
 	defer s.mu.Unlock()
 	e, found := s.envelopes[id]
 	return found && e.Acked
+}
+
+// AckLatency is the time from an envelope's first sending to its first
+// ack, and whether it was acked.
+func (s *Server) AckLatency(id string) (time.Duration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, found := s.envelopes[id]
+	if !found || !e.Acked {
+		return 0, false
+	}
+	return e.AckedAt.Sub(e.Sent), true
 }
 
 // WaitAcked waits for an envelope's ack.
