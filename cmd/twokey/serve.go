@@ -227,6 +227,8 @@ func connect(ctx context.Context, cfg *config.Config, secrets config.Secrets, lo
 	if d.src, err = ghsource.New(ghsource.Options{
 		APIURL: cfg.GitHub.APIURL, Token: secrets.GitHubToken, App: app, MirrorDir: filepath.Join(cfg.DataDir, "mirrors"),
 		HTTPClient: &http.Client{Transport: stats.Transport("github", nil)},
+		// A serve whose plans run elsewhere has no use for the commits.
+		Prefetch: role == "serve" && cfg.Runner.IsEmbedded(),
 	}); err != nil {
 		return fail(err)
 	}

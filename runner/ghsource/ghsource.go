@@ -41,6 +41,11 @@ type Options struct {
 	// (they live an hour), go to the API and to git, and Checks reports
 	// true.
 	App *App
+	// Prefetch starts fetching a pull request's head into its mirror as
+	// soon as Resolve has read the pull request, while the plan is set up
+	// (its authors read, the lock taken, the message posted); Checkout then
+	// finds the commit there. For a serve that runs its plans itself.
+	Prefetch bool
 	// MergeableBackoff is the first wait before asking GitHub again about a
 	// pull request whose mergeability it is still computing; each further
 	// wait doubles. Default 500ms.
@@ -161,6 +166,19 @@ func (s *Source) Resolve(ctx context.Context, repo string, ref runner.Ref) (runn
 }
 
 func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int) (runner.Revision, error) {
+	// The commits are read beside the pull request: one round trip to
+	// GitHub rather than two.
+	type listed struct {
+		commits []*github.RepositoryCommit
+		err     error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	commits := make(chan listed, 1)
+	go func() {
+		c, err := s.commits(ctx, owner, name, pr)
+		commits <- listed{c, err}
+	}()
 	p, resp, err := s.gh.PullRequests.Get(ctx, owner, name, pr)
 	if err != nil {
 		return runner.Revision{}, s.apiError(resp, err, fmt.Sprintf("%s#%d", repo, pr), runner.ErrPRNotFound)
@@ -179,17 +197,38 @@ func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int
 	}
 	// A head in another repository (or in one since deleted) is a fork's.
 	fork := !strings.EqualFold(p.GetHead().GetRepo().GetFullName(), p.GetBase().GetRepo().GetFullName())
-	authors, err := s.authors(ctx, owner, name, p)
-	if err != nil {
-		return runner.Revision{}, err
+	if s.o.Prefetch && !fork {
+		go s.prefetch(context.WithoutCancel(ctx), runner.Revision{Repo: repo, PR: pr, SHA: sha, CloneURL: cloneURL})
 	}
+	l := <-commits
+	if l.err != nil {
+		return runner.Revision{}, l.err
+	}
+	authors := authorsOf(p, l.commits)
 	return runner.Revision{Repo: repo, Ref: runner.Ref{PR: pr}, PR: pr, SHA: sha, CloneURL: cloneURL,
 		Title: p.GetTitle(), URL: p.GetHTMLURL(), Fork: fork, Authors: authors}, nil
 }
 
-// authors lists who wrote and committed a pull request: its author, and
+// commits lists a pull request's commits, every page.
+func (s *Source) commits(ctx context.Context, owner, name string, pr int) ([]*github.RepositoryCommit, error) {
+	var out []*github.RepositoryCommit
+	opts := &github.ListOptions{PerPage: 100}
+	for {
+		commits, resp, err := s.gh.PullRequests.ListCommits(ctx, owner, name, pr, opts)
+		if err != nil {
+			return nil, s.apiError(resp, err, fmt.Sprintf("%s/%s#%d commits", owner, name, pr), runner.ErrPRNotFound)
+		}
+		out = append(out, commits...)
+		if resp.NextPage == 0 {
+			return out, nil
+		}
+		opts.Page = resp.NextPage
+	}
+}
+
+// authorsOf lists who wrote and committed a pull request: its author, and
 // each commit's author, committer and Co-authored-by trailers, once each.
-func (s *Source) authors(ctx context.Context, owner, name string, p *github.PullRequest) ([]approvals.Author, error) {
+func authorsOf(p *github.PullRequest, commits []*github.RepositoryCommit) []approvals.Author {
 	var out []approvals.Author
 	add := func(a approvals.Author) {
 		if a.Login == "" && a.ID == 0 && a.Email == "" {
@@ -210,24 +249,14 @@ func (s *Source) authors(ctx context.Context, owner, name string, p *github.Pull
 		}
 		add(a)
 	}
-	opts := &github.ListOptions{PerPage: 100}
-	for {
-		commits, resp, err := s.gh.PullRequests.ListCommits(ctx, owner, name, p.GetNumber(), opts)
-		if err != nil {
-			return nil, s.apiError(resp, err, fmt.Sprintf("%s/%s#%d commits", owner, name, p.GetNumber()), runner.ErrPRNotFound)
+	for _, c := range commits {
+		person(c.GetAuthor(), c.GetCommit().GetAuthor(), "commit author")
+		person(c.GetCommitter(), c.GetCommit().GetCommitter(), "committer")
+		for _, a := range approvals.CoAuthors(c.GetCommit().GetMessage()) {
+			add(a)
 		}
-		for _, c := range commits {
-			person(c.GetAuthor(), c.GetCommit().GetAuthor(), "commit author")
-			person(c.GetCommitter(), c.GetCommit().GetCommitter(), "committer")
-			for _, a := range approvals.CoAuthors(c.GetCommit().GetMessage()) {
-				add(a)
-			}
-		}
-		if resp.NextPage == 0 {
-			return out, nil
-		}
-		opts.Page = resp.NextPage
 	}
+	return out
 }
 
 // tagCommit resolves a tag, annotated or not, to its commit.
@@ -265,38 +294,75 @@ func shortSHA(sha string) string {
 	return sha
 }
 
+// mirror returns the repository's mirror, made if it is not there yet;
+// its lock must be held.
+func (s *Source) mirror(ctx context.Context, rev runner.Revision) (string, error) {
+	mirror := filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git")
+	if _, err := os.Stat(filepath.Join(mirror, "HEAD")); err != nil {
+		if err := os.MkdirAll(mirror, 0o700); err != nil {
+			return "", err
+		}
+		if _, err := s.git(ctx, rev.CloneURL, "init", "-q", "--bare", mirror); err != nil {
+			return "", err
+		}
+	}
+	return mirror, nil
+}
+
+// fetch fetches the ref rev is on into mirror: GitHub publishes every pull
+// request's head as refs/pull/<n>/head; a rollback's commit is on the
+// default branch.
+func (s *Source) fetch(ctx context.Context, rev runner.Revision, mirror string) error {
+	refspec := fmt.Sprintf("+refs/pull/%d/head:refs/pull/%d/head", rev.PR, rev.PR)
+	if rev.PR == 0 {
+		refspec = fmt.Sprintf("+refs/heads/%s:refs/heads/%s", rev.Branch, rev.Branch)
+	}
+	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, refspec); err != nil {
+		return fmt.Errorf("%w: %w", runner.ErrSource, err)
+	}
+	return nil
+}
+
+// prefetch fetches a pull request's head into its mirror, unless the
+// mirror has the commit already (Options.Prefetch). Whatever goes wrong,
+// Checkout fetches again.
+func (s *Source) prefetch(ctx context.Context, rev runner.Revision) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	lock := s.mirrorLock(filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git"))
+	lock.Lock()
+	defer lock.Unlock()
+	mirror, err := s.mirror(ctx, rev)
+	if err != nil {
+		return
+	}
+	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "cat-file", "-e", rev.SHA+"^{commit}"); err == nil {
+		return
+	}
+	_ = s.fetch(ctx, rev, mirror)
+}
+
 // Checkout fetches rev.SHA into the repository's mirror and writes its tree
 // into dst.
 func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) error {
-	mirror := filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git")
-	lock := s.mirrorLock(mirror)
+	lock := s.mirrorLock(filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git"))
 	lock.Lock()
 	defer lock.Unlock()
-
-	if _, err := os.Stat(filepath.Join(mirror, "HEAD")); err != nil {
-		if err := os.MkdirAll(mirror, 0o700); err != nil {
-			return err
-		}
-		if _, err := s.git(ctx, rev.CloneURL, "init", "-q", "--bare", mirror); err != nil {
-			return err
-		}
+	mirror, err := s.mirror(ctx, rev)
+	if err != nil {
+		return err
 	}
 	// The commit's tree, from the mirror if it has it (a re-plan, an
-	// apply): one git process. Otherwise fetch, then archive: three.
+	// apply, a prefetched pull request): one git process. Otherwise
+	// fetch, then archive: three.
 	commit := rev.SHA + "^{commit}"
 	archive := func() ([]byte, error) {
 		return s.git(ctx, rev.CloneURL, "-C", mirror, "archive", "--format=tar", commit)
 	}
 	tree, err := archive()
 	if err != nil {
-		// GitHub publishes every pull request's head as refs/pull/<n>/head;
-		// a rollback's commit is on the default branch.
-		refspec := fmt.Sprintf("+refs/pull/%d/head:refs/pull/%d/head", rev.PR, rev.PR)
-		if rev.PR == 0 {
-			refspec = fmt.Sprintf("+refs/heads/%s:refs/heads/%s", rev.Branch, rev.Branch)
-		}
-		if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, refspec); err != nil {
-			return fmt.Errorf("%w: %w", runner.ErrSource, err)
+		if err := s.fetch(ctx, rev, mirror); err != nil {
+			return err
 		}
 		if tree, err = archive(); err != nil {
 			// The pull request moved on since it was resolved; ask for the commit itself.

@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack"
@@ -219,4 +221,53 @@ func gitRevParse(t *testing.T, repo *devstack.GitRepo, rev string) (string, erro
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// With Prefetch, resolving a pull request fetches its head into the mirror
+// while the plan is set up, and the checkout then needs one git process.
+func TestPrefetchedCheckout(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	wrapper := filepath.Join(dir, "git")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho \"$*\" >> "+calls+"\nexec "+gitPath+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	read := func() []string {
+		b, _ := os.ReadFile(calls)
+		return strings.Fields(strings.ReplaceAll(string(b), " ", "_"))
+	}
+	for _, prefetch := range []bool{true, false} {
+		_ = os.Remove(calls)
+		src, err := New(Options{APIURL: f.src.o.APIURL, Token: f.src.o.Token, MirrorDir: t.TempDir(), Git: wrapper, Prefetch: prefetch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prefetch {
+			for deadline := time.Now().Add(10 * time.Second); !slices.ContainsFunc(read(), func(c string) bool {
+				return strings.Contains(c, "_fetch_")
+			}); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("nothing prefetched: %q", read())
+				}
+			}
+		}
+		before := len(read())
+		if err := src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
+			t.Fatal(err)
+		}
+		after := slices.DeleteFunc(read()[before:], func(c string) bool { return strings.HasPrefix(c, "init_") })
+		if want := map[bool]int{true: 1, false: 3}[prefetch]; len(after) != want {
+			t.Errorf("prefetch %v: the checkout ran %d git processes, want %d: %q", prefetch, len(after), want, after)
+		}
+	}
 }
