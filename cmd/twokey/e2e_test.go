@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,38 @@ func TestPlanApproveApply(t *testing.T) {
 				t.Fatalf("secret sent to Slack in %s", c.Method)
 			}
 		}
+	}
+}
+
+// The plan message shows terraform's own account of the plan, with its
+// buttons, as soon as terraform plan ends; the plan read back from its
+// saved bytes replaces it.
+func TestPlanPreviewComesFirst(t *testing.T) {
+	s := newStack(t)
+	s.openPR(1, "web", "db")
+	s.startBot()
+
+	s.slash(alice, "plan staging pr-1")
+	msg := s.planMessage(1, "Plan ready for review")
+	var order []string
+	for _, c := range s.slack.Calls() {
+		if c.Method != "chat.update" || c.Params["ts"] != msg.TS || c.Error != "" {
+			continue
+		}
+		switch blocks := c.Params["blocks"]; {
+		case strings.Contains(blocks, "Planned, checking"):
+			order = append(order, "preview")
+			for _, want := range []string{approve, reject, "terraform_data.web", "terraform_data.db", "reading the saved plan back"} {
+				if !strings.Contains(blocks, want) {
+					t.Errorf("the preview lacks %q: %s", want, blocks)
+				}
+			}
+		case strings.Contains(blocks, "Plan ready for review"):
+			order = append(order, "ready")
+		}
+	}
+	if len(order) < 2 || order[0] != "preview" || order[len(order)-1] != "ready" || slices.Index(order, "ready") < slices.Index(order, "preview") {
+		t.Fatalf("the message's updates: %q, want the preview, then the plan ready for review", order)
 	}
 }
 
