@@ -10,9 +10,10 @@
 package approvals
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"time"
 
@@ -150,11 +151,12 @@ type Summary struct {
 	Changes bool `json:"changes,omitempty"`
 }
 
-// Same reports whether two summaries say the same changes.
-func (s Summary) Same(o Summary) bool {
-	same := slices.Equal(s.Resources, o.Resources)
-	s.Resources, o.Resources = nil, nil
-	return same && reflect.DeepEqual(s, o)
+// Tag names what a summary says: two summaries with the same tag say the
+// same changes. A preview's Approve button carries its tag, so that the
+// click is decided on what was shown, whatever the store says since.
+func (s Summary) Tag() string {
+	sum := sha256.Sum256(mustJSON(s))
+	return hex.EncodeToString(sum[:8])
 }
 
 // Destroyed lists the addresses the summary destroys or replaces.

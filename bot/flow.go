@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/slack-go/slack"
 
@@ -72,12 +73,15 @@ type click struct {
 var (
 	planIDRE  = change.PlanIDRE
 	grantIDRE = change.GrantIDRE
+	// previewRE is an Approve button's value: the plan ID, and on a
+	// preview the tag of the summary it showed (approvals.Summary.Tag).
+	previewRE = regexp.MustCompile(strings.TrimSuffix(change.PlanIDRE.String(), "$") + `(:[0-9a-f]{16})?$`)
 	slackID   = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
 )
 
 // buttons maps each action to the IDs its value must be.
 var buttons = map[string]*regexp.Regexp{
-	actionApprove: planIDRE, actionReject: planIDRE, actionOverride: planIDRE, actionDriftFix: driftScopeRE,
+	actionApprove: previewRE, actionReject: planIDRE, actionOverride: planIDRE, actionDriftFix: driftScopeRE,
 	actionBGApprove: grantIDRE, actionBGDeny: grantIDRE, actionBGReview: grantIDRE, actionBGUnwrapFailed: grantIDRE,
 }
 
@@ -136,7 +140,11 @@ func (b *Bot) handleInteraction(ctx context.Context, envelope string, cb slack.I
 	}
 	switch c.action {
 	case actionApprove:
-		err = b.svc.Approve(ctx, c.channel, c.user, c.id)
+		if id, seen, preview := strings.Cut(c.id, ":"); preview {
+			err = b.svc.ApprovePreview(ctx, c.channel, c.user, id, seen)
+		} else {
+			err = b.svc.Approve(ctx, c.channel, c.user, c.id)
+		}
 	case actionReject:
 		err = b.svc.Reject(ctx, c.channel, c.user, c.id)
 	case actionOverride:

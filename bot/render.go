@@ -95,7 +95,9 @@ func (b *Bot) planMessage(p approvals.Plan) (string, []slack.Block) {
 	if previewing {
 		// Reject ends it at once; an Approve waits for the saved plan, and
 		// counts if that bears out what was shown.
-		approve := slack.NewButtonBlockElement(actionApprove, p.ID, plain("Approve")).WithStyle(slack.StylePrimary)
+		// The button says what it was shown on: the service decides the
+		// click on that, not on what the store holds by then.
+		approve := slack.NewButtonBlockElement(actionApprove, p.ID+":"+p.Preview.Tag(), plain("Approve")).WithStyle(slack.StylePrimary)
 		if c := approveConfirm(p.Preview.Destroyed(), p.Protected, target); c != nil {
 			approve = approve.WithConfirm(c)
 		}

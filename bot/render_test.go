@@ -176,4 +176,7 @@ func TestPlanMessagePreview(t *testing.T) {
 	if strings.Contains(js, "Policy") || strings.Contains(js, "expires") {
 		t.Errorf("preview shows what only the saved plan says: %s", js)
 	}
+	if !strings.Contains(js, `"value":"p-test:`+p.Preview.Tag()+`"`) {
+		t.Errorf("the preview's Approve does not carry the tag of what it shows: %s", js)
+	}
 }

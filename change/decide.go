@@ -15,27 +15,41 @@ import (
 // Approve counts an Approve click and starts the apply on quorum. This
 // and Override are where a person's decision on a plan is decided.
 func (s *Service) Approve(ctx context.Context, channel, user, planID string) error {
-	return s.decide(ctx, channel, user, planID, decideApprove)
+	return s.decide(ctx, channel, user, planID, decideApprove, "")
+}
+
+// ApprovePreview counts an Approve clicked on a plan's preview, whose
+// Summary.Tag was seen: it waits for the saved plan and counts only if that
+// says what was seen (awaitChecked).
+func (s *Service) ApprovePreview(ctx context.Context, channel, user, planID, seen string) error {
+	if seen == "" {
+		return &approvals.StateError{Status: approvals.StatusPlanning, Want: approvals.ErrNotPending}
+	}
+	return s.decide(ctx, channel, user, planID, decideApprove, seen)
 }
 
 // Override records a policy owner's override of a policy denial, after
 // which the plan may take approvals; on a plan that already has them it
 // starts the apply, as the last approval would.
 func (s *Service) Override(ctx context.Context, channel, user, planID string) error {
-	return s.decide(ctx, channel, user, planID, decideOverride)
+	return s.decide(ctx, channel, user, planID, decideOverride, "")
 }
 
 // decide counts one person's approval or override of a plan and starts
-// the apply when that completes the quorum (approvals.HasQuorum).
-func (s *Service) decide(ctx context.Context, channel, user, planID string, d decision) (err error) {
+// the apply when that completes the quorum (approvals.HasQuorum). seen is
+// the tag of the preview an approval was clicked on, if it was.
+func (s *Service) decide(ctx context.Context, channel, user, planID string, d decision, seen string) (err error) {
 	p, err := s.o.Store.Get(ctx, planID)
 	if err != nil {
 		return err
 	}
-	if p.Status == approvals.StatusPlanning {
-		if p, err = s.awaitChecked(ctx, p); err != nil {
+	if seen != "" {
+		if p, err = s.awaitChecked(ctx, p, seen); err != nil {
 			return err
 		}
+	}
+	if p.Status == approvals.StatusPlanning {
+		return &approvals.StateError{Status: p.Status, Want: approvals.ErrNotPending}
 	}
 	key := clickKey(p.ID, d, user, p.Attempts)
 	if !s.First(ctx, key, channel, user) {
@@ -381,17 +395,13 @@ func (s *Service) promoted(ctx context.Context, proj *config.Project, env *confi
 const previewWait = time.Minute
 
 // awaitChecked holds a click on a plan's preview (terraform's own account
-// of the plan, shown while the saved plan is read back) until the saved
-// plan is in. The click then counts only if the saved plan says the same
-// changes and its checks found nothing the preview could not show: no
-// policy finding, no risk but the destroys the preview named. A click on a
-// plan with no preview yet is refused, as is one the saved plan never
-// follows within previewWait.
-func (s *Service) awaitChecked(ctx context.Context, p approvals.Plan) (approvals.Plan, error) {
-	seen := p.Preview
-	if seen == nil {
-		return p, &approvals.StateError{Status: p.Status, Want: approvals.ErrNotPending}
-	}
+// of the plan, shown while the saved plan is read back), whose tag seen the
+// button carried, until the saved plan is in. The click then counts only if
+// the saved plan says exactly what was seen and its checks found nothing
+// the preview could not show: no policy finding, no risk but the destroys
+// the preview named. One the saved plan never follows within previewWait
+// is refused.
+func (s *Service) awaitChecked(ctx context.Context, p approvals.Plan, seen string) (approvals.Plan, error) {
 	ctx, cancel := context.WithTimeout(ctx, previewWait)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -417,7 +427,7 @@ func (s *Service) awaitChecked(ctx context.Context, p approvals.Plan) (approvals
 			more++
 		}
 	}
-	if !seen.Same(p.Summary) || more > 0 {
+	if seen != p.Summary.Tag() || more > 0 {
 		return p, ErrLookAgain
 	}
 	return p, nil

@@ -27,9 +27,10 @@ func (n *shown) ShowPlan(ctx context.Context, p approvals.Plan) (Posted, error) 
 }
 
 // While the saved plan is read back, the message shows what terraform said
-// the plan does, with its buttons. An Approve clicked then waits for the
-// saved plan and counts only if the saved plan says the same and its checks
-// found nothing more; a click before there is anything to see is refused.
+// the plan does, with its buttons. An Approve clicked then carries the tag
+// of what it showed, waits for the saved plan, and counts only if the saved
+// plan says the same and its checks found nothing more; a click before there
+// is anything to see is refused, and so is a preview click without a tag.
 func TestPreviewClicks(t *testing.T) {
 	other := approvals.Summary{Add: 1, Destroy: 1, Resources: []approvals.Resource{
 		{Address: "terraform_data.a", Action: approvals.ActionCreate}}}
@@ -37,11 +38,15 @@ func TestPreviewClicks(t *testing.T) {
 		name    string
 		preview *approvals.Summary
 		policy  approvals.Assessment
+		rewrite bool  // the stored preview is rewritten to match the saved plan
 		want    error // of the click on the preview
 	}{
 		{name: "borne out"},
 		{name: "destroys it named", policy: approvals.Assessment{Risks: []approvals.Risk{{Kind: approvals.RiskDestroy, Address: "x"}}}},
 		{name: "saved plan differs", preview: &other, want: ErrLookAgain},
+		// A Redis writer makes the stored preview say what the saved plan
+		// says: the click is still decided on what it was shown.
+		{name: "stored preview rewritten", preview: &other, rewrite: true, want: ErrLookAgain},
 		{name: "policy warns", policy: approvals.Assessment{Checked: true, Warnings: []approvals.Finding{{Rule: "r", Message: "look"}}},
 			want: ErrLookAgain},
 		{name: "a risk it could not show", policy: approvals.Assessment{Risks: []approvals.Risk{{Kind: approvals.RiskIAM, Address: "x"}}},
@@ -61,7 +66,8 @@ func TestPreviewClicks(t *testing.T) {
 				// Before the preview is in: refused.
 				p, _ := h.store.Get(ctx, job.PlanID)
 				if p.Preview == nil {
-					early = h.svc.Approve(ctx, pChannel, pCarol, job.PlanID)
+					early = errors.Join(h.svc.Approve(ctx, pChannel, pCarol, job.PlanID),
+						h.svc.ApprovePreview(ctx, pChannel, pCarol, job.PlanID, ""))
 				}
 				for deadline := time.Now().Add(10 * time.Second); p.Preview == nil && time.Now().Before(deadline); {
 					time.Sleep(time.Millisecond)
@@ -73,7 +79,27 @@ func TestPreviewClicks(t *testing.T) {
 				h.store.mu.Lock()
 				h.store.got = func(string) { once.Do(func() { close(read) }) }
 				h.store.mu.Unlock()
-				clicked.Go(func() { click = h.svc.Approve(ctx, pChannel, pBob, job.PlanID) })
+				if tt.rewrite {
+					if _, err := approvals.Update(ctx, h.store, job.PlanID, func(q approvals.Plan) (approvals.Plan, error) {
+						q.Preview = &approvals.Summary{Add: 1, Resources: []approvals.Resource{
+							{Address: "terraform_data.a", Action: approvals.ActionCreate}}}
+						return q, nil
+					}); err != nil {
+						t.Error(err)
+					}
+				}
+				// The button carries the tag of the preview it was shown on.
+				var tag string
+				for deadline := time.Now().Add(10 * time.Second); tag == "" && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+					n.mu.Lock()
+					for _, q := range n.plans {
+						if q.Preview != nil {
+							tag = q.Preview.Tag()
+						}
+					}
+					n.mu.Unlock()
+				}
+				clicked.Go(func() { click = h.svc.ApprovePreview(ctx, pChannel, pBob, job.PlanID, tag) })
 				<-read
 			}
 			cmd, err := commands.Parse("plan staging pr-1")
