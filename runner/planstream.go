@@ -22,12 +22,40 @@ const maxDiagnostics = 20
 // What it reads is a preview, shown while the saved plan is read back; the
 // plan people approve is read from the saved plan's bytes.
 type planStream struct {
+	lines   uiLines
+	changes map[string]streamChange
+	order   []string
+	outputs int
+	diags   []string
+}
+
+// uiLines hands terraform's machine-readable output, written in any
+// pieces, to line one line at a time, skipping whole any line longer than
+// maxStreamLine.
+type uiLines struct {
 	partial  []byte
 	skipping bool // the rest of a line too long to keep
-	changes  map[string]streamChange
-	order    []string
-	outputs  int
-	diags    []string
+	line     func([]byte)
+}
+
+func (u *uiLines) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if len(u.partial)+len(p) > maxStreamLine {
+				u.partial, u.skipping = u.partial[:0], true
+			} else if !u.skipping {
+				u.partial = append(u.partial, p...)
+			}
+			break
+		}
+		if !u.skipping && len(u.partial)+i <= maxStreamLine {
+			u.line(append(u.partial, p[:i]...))
+		}
+		u.partial, u.skipping, p = u.partial[:0], false, p[i+1:]
+	}
+	return n, nil
 }
 
 type streamChange struct {
@@ -69,29 +97,13 @@ type streamMessage struct {
 }
 
 func newPlanStream() *planStream {
-	return &planStream{changes: map[string]streamChange{}}
+	s := &planStream{changes: map[string]streamChange{}}
+	s.lines.line = s.line
+	return s
 }
 
-// Write takes terraform's output in any pieces, a line at a time.
-func (s *planStream) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			if len(s.partial)+len(p) > maxStreamLine {
-				s.partial, s.skipping = s.partial[:0], true
-			} else if !s.skipping {
-				s.partial = append(s.partial, p...)
-			}
-			break
-		}
-		if !s.skipping && len(s.partial)+i <= maxStreamLine {
-			s.line(append(s.partial, p[:i]...))
-		}
-		s.partial, s.skipping, p = s.partial[:0], false, p[i+1:]
-	}
-	return n, nil
-}
+// Write takes terraform's output in any pieces.
+func (s *planStream) Write(p []byte) (int, error) { return s.lines.Write(p) }
 
 func (s *planStream) line(b []byte) {
 	var m streamMessage

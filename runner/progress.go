@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,17 +15,19 @@ type progress struct {
 	report func(string)
 	cred   *Credential
 
-	mu      sync.Mutex
-	partial []byte
-	sum     string
-	diags   []string
+	mu    sync.Mutex
+	lines uiLines
+	sum   string
+	diags []string
 }
 
 func newProgress(report func(string), cred *Credential) *progress {
 	if report == nil {
 		report = func(string) {}
 	}
-	return &progress{report: report, cred: cred}
+	p := &progress{report: report, cred: cred}
+	p.lines.line = p.line
+	return p
 }
 
 // uiMessage is the subset of terraform's JSON UI messages progress reads.
@@ -56,16 +57,7 @@ type uiMessage struct {
 func (p *progress) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.partial = append(p.partial, b...)
-	for {
-		i := bytes.IndexByte(p.partial, '\n')
-		if i < 0 {
-			break
-		}
-		p.line(p.partial[:i])
-		p.partial = p.partial[i+1:]
-	}
-	return len(b), nil
+	return p.lines.Write(b)
 }
 
 func (p *progress) line(b []byte) {

@@ -803,6 +803,7 @@ func (r *Runner) applyWith(ctx context.Context, job ApplyJob, minted func() (*Cr
 	}
 	prog := newProgress(job.Progress, cred)
 	err = step(ctx, func() error { return ru.tf.ApplyJSON(ru.ctx, prog, tfexec.DirOrPlan(planFile)) })
+	ru.tf.SetStdout(io.Discard) // ApplyJSON left prog there; the next run in this directory is another apply's
 	res.Summary = prog.summary()
 	if err != nil {
 		terr := r.applyError(ru, planFile, errors.Join(err, prog.diagnostics()), cred)
