@@ -156,7 +156,7 @@ type Summary struct {
 // click is decided on what was shown, whatever the store says since.
 func (s Summary) Tag() string {
 	sum := sha256.Sum256(mustJSON(s))
-	return hex.EncodeToString(sum[:8])
+	return hex.EncodeToString(sum[:])
 }
 
 // Destroyed lists the addresses the summary destroys or replaces.

@@ -31,18 +31,18 @@ func TestClickOf(t *testing.T) {
 		t.Fatalf("Grid click: clickOf = %+v, %v", c, err)
 	}
 	// An Approve on a preview carries the tag of what it showed.
-	cb.ActionCallback.BlockActions[0].Value = "p-abcdefgh:0123456789abcdef"
-	if c, err := clickOf(cb); err != nil || c.id != "p-abcdefgh:0123456789abcdef" {
+	cb.ActionCallback.BlockActions[0].Value = "p-abcdefgh:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	if c, err := clickOf(cb); err != nil || c.id != "p-abcdefgh:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" {
 		t.Fatalf("preview click: clickOf = %+v, %v", c, err)
 	}
 	for name, mutate := range map[string]func(*slack.InteractionCallback){
 		"tag on reject": func(cb *slack.InteractionCallback) {
-			cb.ActionCallback.BlockActions[0].ActionID, cb.ActionCallback.BlockActions[0].Value = actionReject, "p-abcdefgh:0123456789abcdef"
+			cb.ActionCallback.BlockActions[0].ActionID, cb.ActionCallback.BlockActions[0].Value = actionReject, "p-abcdefgh:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 		},
-		"short tag":    func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].Value = "p-abcdefgh:0123" },
-		"tag, no plan": func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].Value = ":0123456789abcdef" },
+		"short tag":    func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].Value = "p-abcdefgh:0123456789abcdef" },
+		"tag, no plan": func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].Value = ":0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" },
 		"two tags": func(cb *slack.InteractionCallback) {
-			cb.ActionCallback.BlockActions[0].Value = "p-abcdefgh:0123456789abcdef:0123456789abcdef"
+			cb.ActionCallback.BlockActions[0].Value = "p-abcdefgh:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 		},
 		"view submission": func(cb *slack.InteractionCallback) { cb.Type = slack.InteractionTypeViewSubmission },
 		"no action":       func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions = nil },

@@ -75,7 +75,7 @@ var (
 	grantIDRE = change.GrantIDRE
 	// previewRE is an Approve button's value: the plan ID, and on a
 	// preview the tag of the summary it showed (approvals.Summary.Tag).
-	previewRE = regexp.MustCompile(strings.TrimSuffix(change.PlanIDRE.String(), "$") + `(:[0-9a-f]{16})?$`)
+	previewRE = regexp.MustCompile(strings.TrimSuffix(change.PlanIDRE.String(), "$") + `(:[0-9a-f]{64})?$`)
 	slackID   = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
 )
 

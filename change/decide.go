@@ -43,12 +43,7 @@ func (s *Service) decide(ctx context.Context, channel, user, planID string, d de
 	if err != nil {
 		return err
 	}
-	if seen != "" {
-		if p, err = s.awaitChecked(ctx, p, seen); err != nil {
-			return err
-		}
-	}
-	if p.Status == approvals.StatusPlanning {
+	if p.Status == approvals.StatusPlanning && seen == "" {
 		return &approvals.StateError{Status: p.Status, Want: approvals.ErrNotPending}
 	}
 	key := clickKey(p.ID, d, user, p.Attempts)
@@ -70,6 +65,15 @@ func (s *Service) decide(ctx context.Context, channel, user, planID string, d de
 	authorized, derr := s.includes(ctx, user, who)
 	if !authorized && derr != nil && user != p.Requester {
 		return fmt.Errorf("%w: %w", ErrMembership, derr)
+	}
+	if seen != "" {
+		// Only someone whose approval could count waits for the saved plan.
+		if !authorized {
+			return approvals.ErrNotAuthorized
+		}
+		if p, err = s.awaitChecked(ctx, p, seen); err != nil {
+			return err
+		}
 	}
 	rule, ruleErr := s.approverRule(ctx, env, user)
 	if ruleErr != nil {
@@ -94,6 +98,16 @@ func (s *Service) decide(ctx context.Context, channel, user, planID string, d de
 	p, err = s.mutate(ctx, planID, func(cur approvals.Plan) (approvals.Plan, error) {
 		var next approvals.Plan
 		var err error
+		if seen != "" {
+			// Decided on the sealed record itself, not on what an earlier
+			// read of the store said.
+			if err := s.o.Notary.CheckSeal(cur); err != nil {
+				return cur, err
+			}
+			if err := previewBorneOut(cur, seen); err != nil {
+				return cur, err
+			}
+		}
 		if d == decideOverride {
 			next, res, err = s.o.Notary.Override(cur, user, authorized, s.o.Now())
 		} else {
@@ -396,11 +410,10 @@ const previewWait = time.Minute
 
 // awaitChecked holds a click on a plan's preview (terraform's own account
 // of the plan, shown while the saved plan is read back), whose tag seen the
-// button carried, until the saved plan is in. The click then counts only if
-// the saved plan says exactly what was seen and its checks found nothing
-// the preview could not show: no policy finding, no risk but the destroys
-// the preview named. One the saved plan never follows within previewWait
-// is refused.
+// button carried, until the saved plan is in, and refuses it at once if the
+// plan does not bear the preview out (previewBorneOut; decide checks that
+// again on the sealed record it changes). One the saved plan never follows
+// within previewWait is refused.
 func (s *Service) awaitChecked(ctx context.Context, p approvals.Plan, seen string) (approvals.Plan, error) {
 	ctx, cancel := context.WithTimeout(ctx, previewWait)
 	defer cancel()
@@ -417,18 +430,26 @@ func (s *Service) awaitChecked(ctx context.Context, p approvals.Plan, seen strin
 			return p, err
 		}
 	}
+	return p, previewBorneOut(p, seen)
+}
+
+// previewBorneOut: the plan waits for approvals, says exactly the changes
+// of the preview tagged seen, and its checks found nothing the preview
+// could not show — no policy finding, no raised quorum or required group,
+// no risk but the destroys and replacements the preview listed.
+func previewBorneOut(p approvals.Plan, seen string) error {
 	if p.Status != approvals.StatusPending {
-		return p, nil // what follows refuses it for what it is now
+		return &approvals.StateError{Status: p.Status, Want: approvals.ErrNotPending}
 	}
 	a := p.Policy
-	more := len(a.Denied) + len(a.Warnings)
+	more := len(a.Denied) + len(a.Warnings) + len(a.Groups) + len(a.Reasons) + a.Required
 	for _, r := range a.Risks {
 		if r.Kind != approvals.RiskDestroy && r.Kind != approvals.RiskReplace {
 			more++
 		}
 	}
 	if seen != p.Summary.Tag() || more > 0 {
-		return p, ErrLookAgain
+		return ErrLookAgain
 	}
-	return p, nil
+	return nil
 }

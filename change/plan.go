@@ -159,6 +159,9 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 	previews.Wait()
 	if errors.Is(err, runner.ErrDetached) {
 		log.Warn("stopped waiting for the plan; another replica completes it", "err", err)
+		if cur, gerr := s.o.Store.Get(ctx, p.ID); gerr == nil && cur.Status.Terminal() {
+			s.refresh(ctx, cur) // ended (rejected) before the preview was shown
+		}
 		return nil
 	}
 	err = s.planned(ctx, p, res, err, time.Since(started))

@@ -3,6 +3,7 @@ package change
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,5 +147,210 @@ func TestPreviewClicks(t *testing.T) {
 				t.Errorf("last shown as %s", last.Status)
 			}
 		})
+	}
+}
+
+// A Redis writer shows the click's first read a forged record (the Summary
+// the preview showed, no policy) and puts the sealed one back before the
+// click is counted: the click is decided on the sealed record, and refused.
+func TestPreviewClickOnASwappedRead(t *testing.T) {
+	h := newHarness(t)
+	h.dir.members[pGroup] = []string{pBob, pCarol}
+	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	// The saved plan has a policy warning: a preview click must not count.
+	h.run.policy = approvals.Assessment{Checked: true, Warnings: []approvals.Finding{{Rule: "r", Message: "look at this"}}}
+	ctx := context.Background()
+	cmd, err := commands.Parse("plan staging pr-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
+		t.Fatal(err)
+	}
+	id := h.openPlan(t)
+	genuine, _ := h.store.Get(ctx, id)
+	// What the approver was shown on the preview (a benign summary).
+	shownSum := approvals.Summary{Add: 1, Resources: []approvals.Resource{{Address: "terraform_data.harmless", Action: approvals.ActionCreate}}}
+	if shownSum.Tag() == genuine.Summary.Tag() {
+		t.Fatal("setup: summaries must differ")
+	}
+	forged := genuine
+	forged.Summary, forged.Policy = shownSum, approvals.Assessment{}
+	gets := 0
+	h.store.mu.Lock()
+	h.store.got = func(string) { // runs under h.store.mu: the Redis writer's swaps
+		gets++
+		switch gets {
+		case 1:
+			h.store.plans[id] = forged // seen by decide's first Get / awaitChecked
+		case 2:
+			h.store.plans[id] = genuine // put back before mutate's read
+		}
+	}
+	h.store.mu.Unlock()
+	err = h.svc.ApprovePreview(ctx, pChannel, pBob, id, shownSum.Tag())
+	h.store.mu.Lock()
+	h.store.got = nil
+	h.store.mu.Unlock()
+	p, _ := h.store.Get(ctx, id)
+	if got := approvals.Approvers(p); len(got) > 0 {
+		t.Errorf("preview click with tag of %v counted (err %v) on a sealed plan saying %v with policy warnings %v",
+			shownSum.Resources, err, p.Summary.Resources, p.Policy.Warnings)
+	}
+}
+
+// A Redis writer flips the (unsealed) status the click reads first, and
+// back: the click is still checked against what it was shown, and refused.
+func TestPreviewClickOnAFlippedStatus(t *testing.T) {
+	h := newHarness(t)
+	h.dir.members[pGroup] = []string{pBob, pCarol}
+	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	h.run.policy = approvals.Assessment{Checked: true, Warnings: []approvals.Finding{{Rule: "r", Message: "look at this"}}}
+	ctx := context.Background()
+	cmd, err := commands.Parse("plan staging pr-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
+		t.Fatal(err)
+	}
+	id := h.openPlan(t)
+	genuine, _ := h.store.Get(ctx, id)
+	forged := genuine
+	forged.Status = approvals.StatusApplying // unsealed field; Summary and Policy untouched
+	gets := 0
+	h.store.mu.Lock()
+	h.store.got = func(string) {
+		gets++
+		switch gets {
+		case 1:
+			h.store.plans[id] = forged
+		case 2:
+			h.store.plans[id] = genuine
+		}
+	}
+	h.store.mu.Unlock()
+	shown := approvals.Summary{Add: 9, Resources: []approvals.Resource{{Address: "terraform_data.other", Action: approvals.ActionCreate}}}
+	err = h.svc.ApprovePreview(ctx, pChannel, pBob, id, shown.Tag())
+	h.store.mu.Lock()
+	h.store.got = nil
+	h.store.mu.Unlock()
+	p, _ := h.store.Get(ctx, id)
+	if got := approvals.Approvers(p); len(got) > 0 {
+		t.Errorf("preview click with a tag matching nothing counted (err %v) on a plan with policy warnings", err)
+	}
+}
+
+// A policy that raises the quorum and asks for a group, with a reason, said
+// something the preview could not show: the security group's click on the
+// preview does not count.
+func TestPreviewClickWithPolicyItCouldNotShow(t *testing.T) {
+	h, id := gateHarness(t, approvals.Assessment{Checked: true, Required: 3,
+		Groups:  []approvals.GroupRequirement{{Group: "security", Reason: "rotates the production database master password"}},
+		Reasons: []string{"touches production data"}})
+	ctx := context.Background()
+	p, _ := h.store.Get(ctx, id)
+	// The preview the approver saw: terraform's account, equal to the saved summary.
+	err := h.svc.ApprovePreview(ctx, pChannel, pErin, id, p.Summary.Tag())
+	p, _ = h.store.Get(ctx, id)
+	if got := approvals.Approvers(p); len(got) > 0 {
+		t.Errorf("preview click counted (err %v, groups %v) although policy asked for %d approvals and group %v because %q, none of it shown",
+			err, p.Approvals[0].Groups, p.Required, p.Policy.Groups, p.Policy.Reasons)
+	}
+}
+
+// gated blocks the rendering of a preview until released.
+type gated struct {
+	shown
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (n *gated) ShowPlan(ctx context.Context, p approvals.Plan) (Posted, error) {
+	if p.Status == approvals.StatusPlanning && p.Preview != nil {
+		n.once.Do(func() { close(n.entered) })
+		<-n.release
+	}
+	return n.shown.ShowPlan(ctx, p)
+}
+
+// Rejected while planning, on a plan this replica stops waiting for
+// (runner.ErrDetached), with the preview's render landing after the
+// reject's: the message ends showing the rejected plan, not the preview.
+func TestPreviewRenderedAfterRejectDetached(t *testing.T) {
+	h := newHarness(t)
+	n := &gated{entered: make(chan struct{}), release: make(chan struct{})}
+	h.svc.n = n
+	h.dir.members[pGroup] = []string{pBob, pCarol}
+	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	h.run.detached = true
+	ctx := context.Background()
+	h.run.during = func(job runner.PlanJob) {
+		<-n.entered // the preview is being rendered
+		if err := h.svc.Reject(ctx, pChannel, pBob, job.PlanID); err != nil {
+			t.Error(err)
+		}
+		close(n.release)
+	}
+	cmd, err := commands.Parse("plan staging pr-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	last := n.plans[len(n.plans)-1]
+	var id string
+	for k := range h.store.plans {
+		id = k
+	}
+	cur, _ := h.store.Get(ctx, id)
+	if last.Status != cur.Status {
+		t.Errorf("plan is %s, but its message was last shown as %s with preview %v (Approve/Reject buttons live)",
+			cur.Status, last.Status, last.Preview != nil)
+	}
+}
+
+// Only someone whose approval could count waits for the saved plan: a
+// non-approver's click on the preview is refused at once, not held
+// polling the store while the plan is read back.
+func TestPreviewClickByNonApproverDoesNotWait(t *testing.T) {
+	h := newHarness(t)
+	h.dir.members[pGroup] = []string{pBob, pCarol}
+	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	ctx := context.Background()
+	var gets int
+	var clickErr error
+	done := make(chan struct{})
+	h.run.during = func(job runner.PlanJob) {
+		for p, _ := h.store.Get(ctx, job.PlanID); p.Preview == nil; p, _ = h.store.Get(ctx, job.PlanID) {
+			time.Sleep(time.Millisecond)
+		}
+		h.store.mu.Lock()
+		h.store.got = func(string) { gets++ }
+		h.store.mu.Unlock()
+		go func() { // pDave is no approver
+			clickErr = h.svc.ApprovePreview(ctx, pChannel, pDave, job.PlanID, strings.Repeat("0", 64))
+			close(done)
+		}()
+		time.Sleep(500 * time.Millisecond) // the saved plan is being read back
+	}
+	cmd, err := commands.Parse("plan staging pr-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	h.store.mu.Lock()
+	n := gets
+	h.store.got = nil
+	h.store.mu.Unlock()
+	if n > 2 || !errors.Is(clickErr, approvals.ErrNotAuthorized) {
+		t.Errorf("a non-approver's preview click read the plan %d times and ended %v", n, clickErr)
 	}
 }
