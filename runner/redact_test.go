@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
 )
@@ -249,5 +250,53 @@ resource "terraform_data" "a" {
 	}
 	if l := leaks(te.Output, password); len(l) > 0 || !strings.Contains(te.Output, runner.Redacted) {
 		t.Errorf("failed apply leaks %v:\n%s", l, te.Output)
+	}
+}
+
+// A credential's value used as an instance key appears in no address the
+// preview or the summary shows (nor in the plan's text).
+func TestCredentialInAnAddressIsRedacted(t *testing.T) {
+	const secret = "addr-secret-9f8e7d6c5b4a"
+	f := setup(t, 30*time.Second)
+	f.creds.values = map[string]string{"key": secret}
+	f.target.PlanCreds = &runner.CredentialRequest{Role: "twokey-staging-plan", TTL: time.Minute, NumUses: 1,
+		Secrets: []runner.SecretRef{{Path: "secret/data/staging/plan", Env: map[string]string{"SIGNING_KEY": "key"}}}}
+	f.target.Providers = runner.Providers{Allowed: []string{"example.com/twokey/loot"}, AllowPR: true}
+	f.src.trees[sha1] = map[string]string{"infra/main.tf": `
+terraform {
+  backend "local" {}
+  required_providers {
+    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
+  }
+}
+data "loot_run" "key" {
+  program = "printf %s \"$SIGNING_KEY\""
+}
+resource "terraform_data" "k" {
+  for_each = toset([data.loot_run.key.output])
+}
+`,
+		"infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0": string(stacktest.LootProvider(t)),
+	}
+	lease, err := f.locks.Acquire(context.Background(), runner.LockKey("acme", "staging"), runner.Holder{}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var previews []approvals.Summary
+	res, err := f.r.Plan(context.Background(), runner.PlanJob{PlanID: "p1", Rev: f.rev(sha1), Lease: lease, Target: f.target,
+		Preview: func(s approvals.Summary) { previews = append(previews, s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(previews) != 1 || len(res.Summary.Resources) != 1 {
+		t.Fatalf("previews %+v, summary %+v", previews, res.Summary)
+	}
+	for what, s := range map[string]approvals.Summary{"preview": previews[0], "summary": res.Summary} {
+		if a := s.Resources[0].Address; strings.Contains(a, secret) || !strings.Contains(a, runner.Redacted) {
+			t.Errorf("%s shows the address %q", what, a)
+		}
+	}
+	if strings.Contains(res.Text, secret) {
+		t.Errorf("plan text leaks the key:\n%s", res.Text)
 	}
 }

@@ -479,7 +479,7 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 		return PlanResult{}, nil, err
 	}
 	if preview != nil && changes {
-		preview(stream.Summary(changes))
+		preview(redactSummary(stream.Summary(changes), NewRedactor(cred.Values()...)))
 	}
 	planFile, err := ru.box.Input(id+".tfplan", data)
 	if err != nil {
@@ -503,7 +503,7 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	}
 	// Everything the plan marks sensitive is a secret wherever it shows.
 	red := NewRedactor(append(cred.Values(), SensitiveValues(plan)...)...)
-	res := PlanResult{Digest: digestOf(data), Summary: Summarize(plan, changes), Text: red.Redact(text)}
+	res := PlanResult{Digest: digestOf(data), Summary: redactSummary(Summarize(plan, changes), red), Text: red.Redact(text)}
 	if res.Policy, err = r.check(ctx, t, about, plan); err != nil {
 		return PlanResult{}, nil, err
 	}
@@ -535,6 +535,16 @@ func (r *Runner) check(ctx context.Context, t Target, about subject, plan *tfjso
 	return a, nil
 }
 
+// redactSummary redacts the addresses: an instance key can be made of any
+// value, a program's output among them.
+func redactSummary(s approvals.Summary, red *Redactor) approvals.Summary {
+	s.Resources = slices.Clone(s.Resources)
+	for i := range s.Resources {
+		s.Resources[i].Address, s.Resources[i].From = red.Redact(s.Resources[i].Address), red.Redact(s.Resources[i].From)
+	}
+	return s
+}
+
 // redactAssessment redacts every message: a policy can quote any value of
 // the plan it read.
 func redactAssessment(a approvals.Assessment, red *Redactor) approvals.Assessment {
@@ -556,7 +566,7 @@ func redactAssessment(a approvals.Assessment, red *Redactor) approvals.Assessmen
 	}
 	a.Risks = slices.Clone(a.Risks)
 	for i := range a.Risks {
-		a.Risks[i].Detail = red.Redact(a.Risks[i].Detail)
+		a.Risks[i].Address, a.Risks[i].Detail = red.Redact(a.Risks[i].Address), red.Redact(a.Risks[i].Detail)
 	}
 	return a
 }
