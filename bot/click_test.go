@@ -39,8 +39,12 @@ func TestClickOf(t *testing.T) {
 		"tag on reject": func(cb *slack.InteractionCallback) {
 			cb.ActionCallback.BlockActions[0].ActionID, cb.ActionCallback.BlockActions[0].Value = actionReject, "p-abcdefgh:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 		},
-		"short tag":    func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].Value = "p-abcdefgh:0123456789abcdef" },
-		"tag, no plan": func(cb *slack.InteractionCallback) { cb.ActionCallback.BlockActions[0].Value = ":0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" },
+		"short tag": func(cb *slack.InteractionCallback) {
+			cb.ActionCallback.BlockActions[0].Value = "p-abcdefgh:0123456789abcdef"
+		},
+		"tag, no plan": func(cb *slack.InteractionCallback) {
+			cb.ActionCallback.BlockActions[0].Value = ":0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		},
 		"two tags": func(cb *slack.InteractionCallback) {
 			cb.ActionCallback.BlockActions[0].Value = "p-abcdefgh:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 		},
