@@ -67,8 +67,10 @@ func (s *Service) decide(ctx context.Context, channel, user, planID string, d de
 		return fmt.Errorf("%w: %w", ErrMembership, derr)
 	}
 	if seen != "" {
-		// Only someone whose approval could count waits for the saved plan.
-		if !authorized {
+		// Only someone who may approve waits for the saved plan; the
+		// requester waits too, and is then told what any click of theirs
+		// is told.
+		if !authorized && user != p.Requester {
 			return approvals.ErrNotAuthorized
 		}
 		if p, err = s.awaitChecked(ctx, p, seen); err != nil {

@@ -314,6 +314,35 @@ func TestPreviewRenderedAfterRejectDetached(t *testing.T) {
 	}
 }
 
+// The requester who is no approver clicking the preview is told what any
+// click of theirs is told: nobody approves their own plan.
+func TestPreviewClickByTheRequester(t *testing.T) {
+	h := newHarness(t)
+	h.dir.members[pGroup] = []string{pBob, pCarol}
+	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	ctx := context.Background()
+	var clickErr error
+	var clicked sync.WaitGroup
+	h.run.during = func(job runner.PlanJob) {
+		for p, _ := h.store.Get(ctx, job.PlanID); p.Preview == nil; p, _ = h.store.Get(ctx, job.PlanID) {
+			time.Sleep(time.Millisecond)
+		}
+		p, _ := h.store.Get(ctx, job.PlanID)
+		clicked.Go(func() { clickErr = h.svc.ApprovePreview(ctx, pChannel, pAlice, job.PlanID, p.Preview.Tag()) })
+	}
+	cmd, err := commands.Parse("plan staging pr-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
+		t.Fatal(err)
+	}
+	clicked.Wait()
+	if !errors.Is(clickErr, approvals.ErrSelfApproval) {
+		t.Fatalf("the requester's click on the preview: %v, want %v", clickErr, approvals.ErrSelfApproval)
+	}
+}
+
 // Only someone whose approval could count waits for the saved plan: a
 // non-approver's click on the preview is refused at once, not held
 // polling the store while the plan is read back.
