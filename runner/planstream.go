@@ -151,6 +151,14 @@ func (s *planStream) line(b []byte) {
 	}
 }
 
+// streamActions are the stream's names of the actions Summarize counts;
+// the others (noop, read) change nothing.
+var streamActions = map[string]approvals.Action{
+	"create": approvals.ActionCreate, "update": approvals.ActionUpdate, "delete": approvals.ActionDelete,
+	"replace": approvals.ActionReplace, "remove": approvals.ActionForget, "import": approvals.ActionImport,
+	"move": approvals.ActionMove,
+}
+
 // Summary is what the stream says the plan does, counted as Summarize
 // counts the saved plan.
 func (s *planStream) Summary(changes bool) approvals.Summary {
@@ -158,42 +166,16 @@ func (s *planStream) Summary(changes bool) approvals.Summary {
 	slices.Sort(s.order)
 	for _, addr := range s.order {
 		c := s.changes[addr]
-		imported := len(c.Importing) > 0 && string(c.Importing) != "null"
-		moved := c.Previous != nil && c.Previous.Addr != "" && c.Previous.Addr != addr
-		r := approvals.Resource{Address: addr, Imported: imported}
-		switch c.Action {
-		case "replace":
-			r.Action = approvals.ActionReplace
-			sum.Add++
-			sum.Destroy++
-			sum.Replace++
-		case "create":
-			r.Action = approvals.ActionCreate
-			sum.Add++
-		case "update":
-			r.Action = approvals.ActionUpdate
-			sum.Change++
-		case "delete":
-			r.Action = approvals.ActionDelete
-			sum.Destroy++
-		case "remove":
-			r.Action = approvals.ActionForget
-			sum.Forget++
-		case "import":
-			r.Action, r.Imported, imported = approvals.ActionImport, true, true
-		case "move":
-			r.Action = approvals.ActionMove
-		default:
-			continue // noop, read
+		action, counted := streamActions[c.Action]
+		if !counted {
+			continue
 		}
-		if imported {
-			sum.Import++
-		}
-		if moved {
-			sum.Move++
+		r := approvals.Resource{Address: addr, Action: action,
+			Imported: action == approvals.ActionImport || len(c.Importing) > 0 && string(c.Importing) != "null"}
+		if c.Previous != nil && c.Previous.Addr != addr {
 			r.From = c.Previous.Addr
 		}
-		sum.Resources = append(sum.Resources, r)
+		count(&sum, r)
 	}
 	return sum
 }

@@ -23,43 +23,29 @@ func Summarize(p *tfjson.Plan, changes bool) approvals.Summary {
 			continue
 		}
 		a := rc.Change.Actions
-		imported := rc.Change.Importing != nil
-		moved := rc.PreviousAddress != "" && rc.PreviousAddress != rc.Address
-		var action approvals.Action
+		r := approvals.Resource{Address: rc.Address, Imported: rc.Change.Importing != nil}
+		if rc.PreviousAddress != rc.Address {
+			r.From = rc.PreviousAddress
+		}
 		switch {
 		case a.Replace():
-			action = approvals.ActionReplace
-			s.Add++
-			s.Destroy++
-			s.Replace++
+			r.Action = approvals.ActionReplace
 		case a.Create():
-			action = approvals.ActionCreate
-			s.Add++
+			r.Action = approvals.ActionCreate
 		case a.Update():
-			action = approvals.ActionUpdate
-			s.Change++
+			r.Action = approvals.ActionUpdate
 		case a.Delete():
-			action = approvals.ActionDelete
-			s.Destroy++
+			r.Action = approvals.ActionDelete
 		case a.Forget():
-			action = approvals.ActionForget
-			s.Forget++
-		case imported:
-			action = approvals.ActionImport
-		case moved:
-			action = approvals.ActionMove
+			r.Action = approvals.ActionForget
+		case r.Imported:
+			r.Action = approvals.ActionImport
+		case r.From != "":
+			r.Action = approvals.ActionMove
 		default:
 			continue // no-op, read
 		}
-		r := approvals.Resource{Address: rc.Address, Action: action, Imported: imported}
-		if imported {
-			s.Import++
-		}
-		if moved {
-			s.Move++
-			r.From = rc.PreviousAddress
-		}
-		s.Resources = append(s.Resources, r)
+		count(&s, r)
 	}
 	for _, oc := range p.OutputChanges {
 		if oc != nil && !oc.Actions.NoOp() && len(oc.Actions) > 0 {
@@ -67,4 +53,30 @@ func Summarize(p *tfjson.Plan, changes bool) approvals.Summary {
 		}
 	}
 	return s
+}
+
+// count adds r to s: to its resources, and to the counts of what happens to
+// it. The saved plan's JSON and terraform's stream are counted alike.
+func count(s *approvals.Summary, r approvals.Resource) {
+	switch r.Action {
+	case approvals.ActionReplace:
+		s.Add++
+		s.Destroy++
+		s.Replace++
+	case approvals.ActionCreate:
+		s.Add++
+	case approvals.ActionUpdate:
+		s.Change++
+	case approvals.ActionDelete:
+		s.Destroy++
+	case approvals.ActionForget:
+		s.Forget++
+	}
+	if r.Imported {
+		s.Import++
+	}
+	if r.From != "" {
+		s.Move++
+	}
+	s.Resources = append(s.Resources, r)
 }
