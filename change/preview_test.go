@@ -54,11 +54,9 @@ func TestPreviewClicks(t *testing.T) {
 			want: ErrLookAgain},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t)
+			h := previewHarness(t)
 			n := &shown{}
 			h.svc.n = n
-			h.dir.members[pGroup] = []string{pBob, pCarol}
-			h.run.head = "0123456789abcdef0123456789abcdef01234567"
 			h.run.policy, h.run.preview = tt.policy, tt.preview
 			ctx := context.Background()
 			var early, click error
@@ -103,13 +101,7 @@ func TestPreviewClicks(t *testing.T) {
 				clicked.Go(func() { click = h.svc.ApprovePreview(ctx, pChannel, pBob, job.PlanID, tag) })
 				<-read
 			}
-			cmd, err := commands.Parse("plan staging pr-1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
-				t.Fatal(err)
-			}
+			h.planPR1(t)
 			clicked.Wait()
 			var se *approvals.StateError
 			if !errors.As(early, &se) || se.Status != approvals.StatusPlanning {
@@ -154,19 +146,11 @@ func TestPreviewClicks(t *testing.T) {
 // the preview showed, no policy) and puts the sealed one back before the
 // click is counted: the click is decided on the sealed record, and refused.
 func TestPreviewClickOnASwappedRead(t *testing.T) {
-	h := newHarness(t)
-	h.dir.members[pGroup] = []string{pBob, pCarol}
-	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	h := previewHarness(t)
 	// The saved plan has a policy warning: a preview click must not count.
 	h.run.policy = approvals.Assessment{Checked: true, Warnings: []approvals.Finding{{Rule: "r", Message: "look at this"}}}
 	ctx := context.Background()
-	cmd, err := commands.Parse("plan staging pr-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
-		t.Fatal(err)
-	}
+	h.planPR1(t)
 	id := h.openPlan(t)
 	genuine, _ := h.store.Get(ctx, id)
 	// What the approver was shown on the preview (a benign summary).
@@ -176,22 +160,9 @@ func TestPreviewClickOnASwappedRead(t *testing.T) {
 	}
 	forged := genuine
 	forged.Summary, forged.Policy = shownSum, approvals.Assessment{}
-	gets := 0
-	h.store.mu.Lock()
-	h.store.got = func(string) { // runs under h.store.mu: the Redis writer's swaps
-		gets++
-		switch gets {
-		case 1:
-			h.store.plans[id] = forged // seen by decide's first Get / awaitChecked
-		case 2:
-			h.store.plans[id] = genuine // put back before mutate's read
-		}
-	}
-	h.store.mu.Unlock()
-	err = h.svc.ApprovePreview(ctx, pChannel, pBob, id, shownSum.Tag())
-	h.store.mu.Lock()
-	h.store.got = nil
-	h.store.mu.Unlock()
+	stop := h.swapFirstRead(id, forged)
+	err := h.svc.ApprovePreview(ctx, pChannel, pBob, id, shownSum.Tag())
+	stop()
 	p, _ := h.store.Get(ctx, id)
 	if got := approvals.Approvers(p); len(got) > 0 {
 		t.Errorf("preview click with tag of %v counted (err %v) on a sealed plan saying %v with policy warnings %v",
@@ -202,39 +173,18 @@ func TestPreviewClickOnASwappedRead(t *testing.T) {
 // A Redis writer flips the (unsealed) status the click reads first, and
 // back: the click is still checked against what it was shown, and refused.
 func TestPreviewClickOnAFlippedStatus(t *testing.T) {
-	h := newHarness(t)
-	h.dir.members[pGroup] = []string{pBob, pCarol}
-	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	h := previewHarness(t)
 	h.run.policy = approvals.Assessment{Checked: true, Warnings: []approvals.Finding{{Rule: "r", Message: "look at this"}}}
 	ctx := context.Background()
-	cmd, err := commands.Parse("plan staging pr-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
-		t.Fatal(err)
-	}
+	h.planPR1(t)
 	id := h.openPlan(t)
 	genuine, _ := h.store.Get(ctx, id)
 	forged := genuine
 	forged.Status = approvals.StatusApplying // unsealed field; Summary and Policy untouched
-	gets := 0
-	h.store.mu.Lock()
-	h.store.got = func(string) {
-		gets++
-		switch gets {
-		case 1:
-			h.store.plans[id] = forged
-		case 2:
-			h.store.plans[id] = genuine
-		}
-	}
-	h.store.mu.Unlock()
+	stop := h.swapFirstRead(id, forged)
 	shown := approvals.Summary{Add: 9, Resources: []approvals.Resource{{Address: "terraform_data.other", Action: approvals.ActionCreate}}}
-	err = h.svc.ApprovePreview(ctx, pChannel, pBob, id, shown.Tag())
-	h.store.mu.Lock()
-	h.store.got = nil
-	h.store.mu.Unlock()
+	err := h.svc.ApprovePreview(ctx, pChannel, pBob, id, shown.Tag())
+	stop()
 	p, _ := h.store.Get(ctx, id)
 	if got := approvals.Approvers(p); len(got) > 0 {
 		t.Errorf("preview click with a tag matching nothing counted (err %v) on a plan with policy warnings", err)
@@ -279,11 +229,9 @@ func (n *gated) ShowPlan(ctx context.Context, p approvals.Plan) (Posted, error) 
 // (runner.ErrDetached), with the preview's render landing after the
 // reject's: the message ends showing the rejected plan, not the preview.
 func TestPreviewRenderedAfterRejectDetached(t *testing.T) {
-	h := newHarness(t)
+	h := previewHarness(t)
 	n := &gated{entered: make(chan struct{}), release: make(chan struct{})}
 	h.svc.n = n
-	h.dir.members[pGroup] = []string{pBob, pCarol}
-	h.run.head = "0123456789abcdef0123456789abcdef01234567"
 	h.run.detached = true
 	ctx := context.Background()
 	h.run.during = func(job runner.PlanJob) {
@@ -293,13 +241,7 @@ func TestPreviewRenderedAfterRejectDetached(t *testing.T) {
 		}
 		close(n.release)
 	}
-	cmd, err := commands.Parse("plan staging pr-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
-		t.Fatal(err)
-	}
+	h.planPR1(t)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	last := n.plans[len(n.plans)-1]
@@ -317,9 +259,7 @@ func TestPreviewRenderedAfterRejectDetached(t *testing.T) {
 // The requester who is no approver clicking the preview is told what any
 // click of theirs is told: nobody approves their own plan.
 func TestPreviewClickByTheRequester(t *testing.T) {
-	h := newHarness(t)
-	h.dir.members[pGroup] = []string{pBob, pCarol}
-	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	h := previewHarness(t)
 	ctx := context.Background()
 	var clickErr error
 	var clicked sync.WaitGroup
@@ -330,13 +270,7 @@ func TestPreviewClickByTheRequester(t *testing.T) {
 		p, _ := h.store.Get(ctx, job.PlanID)
 		clicked.Go(func() { clickErr = h.svc.ApprovePreview(ctx, pChannel, pAlice, job.PlanID, p.Preview.Tag()) })
 	}
-	cmd, err := commands.Parse("plan staging pr-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
-		t.Fatal(err)
-	}
+	h.planPR1(t)
 	clicked.Wait()
 	if !errors.Is(clickErr, approvals.ErrSelfApproval) {
 		t.Fatalf("the requester's click on the preview: %v, want %v", clickErr, approvals.ErrSelfApproval)
@@ -347,9 +281,7 @@ func TestPreviewClickByTheRequester(t *testing.T) {
 // non-approver's click on the preview is refused at once, not held
 // polling the store while the plan is read back.
 func TestPreviewClickByNonApproverDoesNotWait(t *testing.T) {
-	h := newHarness(t)
-	h.dir.members[pGroup] = []string{pBob, pCarol}
-	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	h := previewHarness(t)
 	ctx := context.Background()
 	var gets int
 	var clickErr error
@@ -367,13 +299,7 @@ func TestPreviewClickByNonApproverDoesNotWait(t *testing.T) {
 		}()
 		time.Sleep(500 * time.Millisecond) // the saved plan is being read back
 	}
-	cmd, err := commands.Parse("plan staging pr-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
-		t.Fatal(err)
-	}
+	h.planPR1(t)
 	<-done
 	h.store.mu.Lock()
 	n := gets
@@ -381,5 +307,50 @@ func TestPreviewClickByNonApproverDoesNotWait(t *testing.T) {
 	h.store.mu.Unlock()
 	if n > 2 || !errors.Is(clickErr, approvals.ErrNotAuthorized) {
 		t.Errorf("a non-approver's preview click read the plan %d times and ended %v", n, clickErr)
+	}
+}
+
+// previewHarness is a service whose approvers are bob and carol (and erin),
+// planning a head commit.
+func previewHarness(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t)
+	h.dir.members[pGroup] = []string{pBob, pCarol}
+	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	return h
+}
+
+// planPR1 is alice's `/tf plan staging pr-1`.
+func (h *harness) planPR1(t *testing.T) {
+	t.Helper()
+	cmd, err := commands.Parse("plan staging pr-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Plan(context.Background(), pChannel, pAlice, cmd.(commands.Plan)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// swapFirstRead makes the next read of plan id return forged and puts the
+// stored plan back at the read after: a Redis writer racing a click. stop
+// ends it.
+func (h *harness) swapFirstRead(id string, forged approvals.Plan) (stop func()) {
+	h.store.mu.Lock()
+	defer h.store.mu.Unlock()
+	genuine, gets := h.store.plans[id], 0
+	h.store.got = func(string) { // under h.store.mu
+		gets++
+		switch gets {
+		case 1:
+			h.store.plans[id] = forged
+		case 2:
+			h.store.plans[id] = genuine
+		}
+	}
+	return func() {
+		h.store.mu.Lock()
+		h.store.got = nil
+		h.store.mu.Unlock()
 	}
 }
