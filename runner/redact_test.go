@@ -129,27 +129,11 @@ output "echo" {
 // A plan credential holding a PEM key, which a provider reads and terraform
 // then prints, escaped, in an error: the error shows no form of it.
 func TestCredentialInTerraformErrorIsRedacted(t *testing.T) {
-	f := setup(t, 30*time.Second)
-	f.creds.values = map[string]string{"key": pem}
-	f.target.PlanCreds = &runner.CredentialRequest{Role: "twokey-staging-plan", TTL: time.Minute, NumUses: 1,
-		Secrets: []runner.SecretRef{{Path: "secret/data/staging/plan", Env: map[string]string{"SIGNING_KEY": "key"}}}}
-	f.target.Providers = runner.Providers{Allowed: []string{"example.com/twokey/loot"}, AllowPR: true}
-	f.src.trees[sha1] = map[string]string{"infra/main.tf": `
-terraform {
-  backend "local" {}
-  required_providers {
-    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
-  }
-}
-data "loot_run" "key" {
-  program = "printf %s \"$SIGNING_KEY\""
-}
+	f := keyReader(t, pem, `
 resource "terraform_data" "a" {
   input = tonumber(data.loot_run.key.output)
 }
-`,
-		"infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0": string(stacktest.LootProvider(t)),
-	}
+`)
 	lease, err := f.locks.Acquire(context.Background(), runner.LockKey("acme", "staging"), runner.Holder{}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -257,27 +241,11 @@ resource "terraform_data" "a" {
 // preview or the summary shows (nor in the plan's text).
 func TestCredentialInAnAddressIsRedacted(t *testing.T) {
 	const secret = "addr-secret-9f8e7d6c5b4a"
-	f := setup(t, 30*time.Second)
-	f.creds.values = map[string]string{"key": secret}
-	f.target.PlanCreds = &runner.CredentialRequest{Role: "twokey-staging-plan", TTL: time.Minute, NumUses: 1,
-		Secrets: []runner.SecretRef{{Path: "secret/data/staging/plan", Env: map[string]string{"SIGNING_KEY": "key"}}}}
-	f.target.Providers = runner.Providers{Allowed: []string{"example.com/twokey/loot"}, AllowPR: true}
-	f.src.trees[sha1] = map[string]string{"infra/main.tf": `
-terraform {
-  backend "local" {}
-  required_providers {
-    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
-  }
-}
-data "loot_run" "key" {
-  program = "printf %s \"$SIGNING_KEY\""
-}
+	f := keyReader(t, secret, `
 resource "terraform_data" "k" {
   for_each = toset([data.loot_run.key.output])
 }
-`,
-		"infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0": string(stacktest.LootProvider(t)),
-	}
+`)
 	lease, err := f.locks.Acquire(context.Background(), runner.LockKey("acme", "staging"), runner.Holder{}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -299,4 +267,30 @@ resource "terraform_data" "k" {
 	if strings.Contains(res.Text, secret) {
 		t.Errorf("plan text leaks the key:\n%s", res.Text)
 	}
+}
+
+// keyReader is a fixture whose plan credential maps key to SIGNING_KEY, and
+// whose commit sha1 reads it with the loot provider (data.loot_run.key)
+// and goes on with rest.
+func keyReader(t *testing.T, key, rest string) fixture {
+	t.Helper()
+	f := setup(t, 30*time.Second)
+	f.creds.values = map[string]string{"key": key}
+	f.target.PlanCreds = &runner.CredentialRequest{Role: "twokey-staging-plan", TTL: time.Minute, NumUses: 1,
+		Secrets: []runner.SecretRef{{Path: "secret/data/staging/plan", Env: map[string]string{"SIGNING_KEY": "key"}}}}
+	f.target.Providers = runner.Providers{Allowed: []string{"example.com/twokey/loot"}, AllowPR: true}
+	f.src.trees[sha1] = map[string]string{"infra/main.tf": `
+terraform {
+  backend "local" {}
+  required_providers {
+    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
+  }
+}
+data "loot_run" "key" {
+  program = "printf %s \"$SIGNING_KEY\""
+}
+` + rest,
+		"infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0": string(stacktest.LootProvider(t)),
+	}
+	return f
 }
