@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -234,6 +235,23 @@ func grant(t *testing.T, id string, lease runner.Lease, sha string, res runner.P
 	return g
 }
 
+// terraform runs with GOGC=200 unless terraform.env sets it.
+func TestTerraformEnvSetsGOGC(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	f.target.TerraformEnv = map[string]string{"GOGC": "50"}
+	lease, res := f.plan(t, "p1", sha1)
+	if _, err := f.r.Apply(context.Background(), runner.ApplyJob{Permit: grant(t, "p1", lease, sha1, res), Rev: f.rev(sha1), Target: f.target}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	env, err := os.ReadFile(filepath.Join(f.dir, "env.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Split(string(env), "\n"), "GOGC=50") {
+		t.Fatalf("terraform environment has no GOGC=50:\n%s", env)
+	}
+}
+
 func TestPlanThenApply(t *testing.T) {
 	f := setup(t, 30*time.Second)
 	t.Setenv("TWOKEY_BOT_ONLY_SECRET", "bot-secret-must-not-leak")
@@ -267,7 +285,7 @@ func TestPlanThenApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"DB_PASSWORD=value-of-password", "VAULT_TOKEN=hvs.child-token-1-", "VAULT_ADDR=http://vault.test:8200", "TF_IN_AUTOMATION=1"} {
+	for _, want := range []string{"DB_PASSWORD=value-of-password", "VAULT_TOKEN=hvs.child-token-1-", "VAULT_ADDR=http://vault.test:8200", "TF_IN_AUTOMATION=1", "GOGC=200"} {
 		if !strings.Contains(string(env), want) {
 			t.Errorf("terraform environment lacks %s", want)
 		}

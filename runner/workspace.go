@@ -253,8 +253,15 @@ func step(ctx context.Context, f func() error) error {
 	return f()
 }
 
+// terraformGOGC is the GOGC terraform and its providers run with unless
+// terraform.env sets one. They are Go programs that start by building
+// large heaps: measured on 20 and 5,000 resources, 200 takes 10–30 % less
+// CPU than Go's default of 100, for up to 1.5× the heap.
+const terraformGOGC = "200"
+
 // baseEnv is the whole environment terraform gets without credentials: an
 // allowlist, never the bot's own environment, which holds its tokens.
+
 func (r *Runner) baseEnv(home, tmp string) map[string]string {
 	env := map[string]string{
 		"PATH":               os.Getenv("PATH"),
@@ -262,6 +269,7 @@ func (r *Runner) baseEnv(home, tmp string) map[string]string {
 		"TMPDIR":             tmp,
 		"TF_CLI_CONFIG_FILE": os.DevNull,
 		"CHECKPOINT_DISABLE": "1",
+		"GOGC":               terraformGOGC,
 	}
 	maps.Copy(env, r.o.Env)
 	return env
