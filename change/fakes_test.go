@@ -240,8 +240,9 @@ type fakeRunner struct {
 	policy  approvals.Assessment // what policy finds in every plan
 	// detached: the caller of Plan stops waiting (runner.ErrDetached).
 	detached bool
-	// during, if set, runs inside Plan once the preview is given.
-	during func(job runner.PlanJob)
+	// before and during, if set, run inside Plan before the preview is
+	// given and once it is.
+	before, during func(job runner.PlanJob)
 	// preview, if set, is what the preview says instead of the plan.
 	preview *approvals.Summary
 }
@@ -255,6 +256,9 @@ func (r *fakeRunner) Resolve(_ context.Context, repo string, ref runner.Ref) (ru
 func (r *fakeRunner) Plan(_ context.Context, job runner.PlanJob) (runner.PlanResult, error) {
 	d := sha256.Sum256([]byte(job.PlanID + job.Rev.SHA))
 	sum := approvals.Summary{Add: 1, Resources: []approvals.Resource{{Address: "terraform_data.a", Action: approvals.ActionCreate}}}
+	if r.before != nil {
+		r.before(job)
+	}
 	if job.Preview != nil && r.preview != nil {
 		job.Preview(*r.preview)
 	} else if job.Preview != nil {

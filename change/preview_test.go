@@ -61,13 +61,13 @@ func TestPreviewClicks(t *testing.T) {
 			ctx := context.Background()
 			var early, click error
 			var clicked sync.WaitGroup
-			h.run.during = func(job runner.PlanJob) {
+			h.run.before = func(job runner.PlanJob) {
 				// Before the preview is in: refused.
+				early = errors.Join(h.svc.Approve(ctx, pChannel, pCarol, job.PlanID),
+					h.svc.ApprovePreview(ctx, pChannel, pCarol, job.PlanID, ""))
+			}
+			h.run.during = func(job runner.PlanJob) {
 				p, _ := h.store.Get(ctx, job.PlanID)
-				if p.Preview == nil {
-					early = errors.Join(h.svc.Approve(ctx, pChannel, pCarol, job.PlanID),
-						h.svc.ApprovePreview(ctx, pChannel, pCarol, job.PlanID, ""))
-				}
 				for deadline := time.Now().Add(10 * time.Second); p.Preview == nil && time.Now().Before(deadline); {
 					time.Sleep(time.Millisecond)
 					p, _ = h.store.Get(ctx, job.PlanID)
