@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"net/url"
@@ -43,11 +42,9 @@ type Options struct {
 	// true.
 	App *App
 	// Prefetch starts fetching a pull request's head into its mirror as
-	// Resolve starts reading the pull request (once a plan of the
-	// repository has told it where to clone from; the first waits for the
-	// pull request), while the plan is set up (its authors read, the lock
-	// taken, the message posted); Checkout then finds the commit there. For
-	// a serve that runs its plans itself.
+	// soon as Resolve has read the pull request, while the plan is set up
+	// (its authors read, the lock taken, the message posted); Checkout then
+	// finds the commit there. For a serve that runs its plans itself.
 	Prefetch bool
 	// MergeableBackoff is the first wait before asking GitHub again about a
 	// pull request whose mergeability it is still computing; each further
@@ -67,10 +64,8 @@ type Source struct {
 	gh  *github.Client
 	app *ghinstallation.Transport // nil without an App
 
-	locks [64]sync.Mutex // a mirror's creation, a ref's fetch: one at a time (by hash)
-
-	mu     sync.Mutex
-	clones map[string]string // repository → its clone URL, as GitHub last said
+	mu      sync.Mutex
+	mirrors map[string]*sync.Mutex // one fetch at a time per mirror
 }
 
 var _ runner.Source = (*Source)(nil)
@@ -115,7 +110,7 @@ func New(o Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("github client: %w", err)
 	}
-	return &Source{o: o, gh: gh, app: app, clones: map[string]string{}}, nil
+	return &Source{o: o, gh: gh, app: app, mirrors: map[string]*sync.Mutex{}}, nil
 }
 
 // token is what authenticates git: the installation's current token with
@@ -184,14 +179,6 @@ func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int
 		c, err := s.commits(ctx, owner, name, pr)
 		commits <- listed{c, err}
 	}()
-	s.mu.Lock()
-	early := s.clones[repo]
-	s.mu.Unlock()
-	if s.o.Prefetch && early != "" {
-		// The head is fetched while the pull request is read: a fork's too,
-		// which is only ever planned where the target allows it.
-		go s.prefetch(context.WithoutCancel(ctx), runner.Revision{Repo: repo, PR: pr, CloneURL: early})
-	}
 	p, resp, err := s.gh.PullRequests.Get(ctx, owner, name, pr)
 	if err != nil {
 		return runner.Revision{}, s.apiError(resp, err, fmt.Sprintf("%s#%d", repo, pr), runner.ErrPRNotFound)
@@ -210,10 +197,7 @@ func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int
 	}
 	// A head in another repository (or in one since deleted) is a fork's.
 	fork := !strings.EqualFold(p.GetHead().GetRepo().GetFullName(), p.GetBase().GetRepo().GetFullName())
-	s.mu.Lock()
-	s.clones[repo] = cloneURL
-	s.mu.Unlock()
-	if s.o.Prefetch && !fork && early != cloneURL {
+	if s.o.Prefetch && !fork {
 		go s.prefetch(context.WithoutCancel(ctx), runner.Revision{Repo: repo, PR: pr, SHA: sha, CloneURL: cloneURL})
 	}
 	l := <-commits
@@ -310,60 +294,33 @@ func shortSHA(sha string) string {
 	return sha
 }
 
-// mirror returns the repository's mirror, made if it is not there yet.
+// mirror returns the repository's mirror, made if it is not there yet;
+// its lock must be held.
 func (s *Source) mirror(ctx context.Context, rev runner.Revision) (string, error) {
 	mirror := filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git")
-	if _, err := os.Stat(filepath.Join(mirror, "HEAD")); err == nil {
-		return mirror, nil
+	if _, err := os.Stat(filepath.Join(mirror, "HEAD")); err != nil {
+		if err := os.MkdirAll(mirror, 0o700); err != nil {
+			return "", err
+		}
+		if _, err := s.git(ctx, rev.CloneURL, "init", "-q", "--bare", mirror); err != nil {
+			return "", err
+		}
 	}
-	lock := s.lock(mirror)
-	lock.Lock()
-	defer lock.Unlock()
-	if _, err := os.Stat(filepath.Join(mirror, "HEAD")); err == nil {
-		return mirror, nil
-	}
-	// Made aside and moved in whole: a fetch that finds HEAD finds the rest.
-	if err := os.MkdirAll(filepath.Dir(mirror), 0o700); err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(mirror), ".init-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	if _, err := s.git(ctx, rev.CloneURL, "init", "-q", "--bare", tmp); err != nil {
-		return "", err
-	}
-	if err := os.RemoveAll(mirror); err != nil { // an init that stopped halfway
-		return "", err
-	}
-	return mirror, os.Rename(tmp, mirror)
+	return mirror, nil
 }
 
-// refspec is the ref rev is on, fetched into the mirror under the same
-// name: GitHub publishes every pull request's head as refs/pull/<n>/head;
-// a rollback's commit is on the default branch.
-func refspec(rev runner.Revision) string {
+// fetch fetches the ref rev is on into mirror: GitHub publishes every pull
+// request's head as refs/pull/<n>/head; a rollback's commit is on the
+// default branch.
+func (s *Source) fetch(ctx context.Context, rev runner.Revision, mirror string) error {
+	refspec := fmt.Sprintf("+refs/pull/%d/head:refs/pull/%d/head", rev.PR, rev.PR)
 	if rev.PR == 0 {
-		return fmt.Sprintf("+refs/heads/%s:refs/heads/%s", rev.Branch, rev.Branch)
+		refspec = fmt.Sprintf("+refs/heads/%s:refs/heads/%s", rev.Branch, rev.Branch)
 	}
-	return fmt.Sprintf("+refs/pull/%d/head:refs/pull/%d/head", rev.PR, rev.PR)
-}
-
-// fetch fetches what into mirror: a refspec, or a commit. Fetches of
-// different refs run at once (git takes a lock per ref); the caller holds
-// the ref's refLock.
-func (s *Source) fetch(ctx context.Context, rev runner.Revision, mirror, what string) error {
-	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", "--no-write-fetch-head", rev.CloneURL, what); err != nil {
+	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, refspec); err != nil {
 		return fmt.Errorf("%w: %w", runner.ErrSource, err)
 	}
 	return nil
-}
-
-// refLock is the lock a fetch of rev's ref into mirror, and a checkout
-// that may need one, hold.
-func (s *Source) refLock(mirror string, rev runner.Revision) *sync.Mutex {
-	return s.lock(mirror + "\x00" + refspec(rev))
 }
 
 // prefetch fetches a pull request's head into its mirror, unless the
@@ -372,66 +329,63 @@ func (s *Source) refLock(mirror string, rev runner.Revision) *sync.Mutex {
 func (s *Source) prefetch(ctx context.Context, rev runner.Revision) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	lock := s.mirrorLock(filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git"))
+	lock.Lock()
+	defer lock.Unlock()
 	mirror, err := s.mirror(ctx, rev)
 	if err != nil {
 		return
 	}
-	lock := s.refLock(mirror, rev)
-	lock.Lock()
-	defer lock.Unlock()
-	if rev.SHA != "" {
-		if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "cat-file", "-e", rev.SHA+"^{commit}"); err == nil {
-			return
-		}
+	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "cat-file", "-e", rev.SHA+"^{commit}"); err == nil {
+		return
 	}
-	_ = s.fetch(ctx, rev, mirror, refspec(rev))
+	_ = s.fetch(ctx, rev, mirror)
 }
 
 // Checkout fetches rev.SHA into the repository's mirror and writes its tree
 // into dst.
 func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) error {
+	lock := s.mirrorLock(filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git"))
+	lock.Lock()
+	defer lock.Unlock()
 	mirror, err := s.mirror(ctx, rev)
 	if err != nil {
 		return err
 	}
-	tree, err := s.tree(ctx, rev, mirror)
+	// The commit's tree, from the mirror if it has it (a re-plan, an
+	// apply, a prefetched pull request): one git process. Otherwise
+	// fetch, then archive: three.
+	commit := rev.SHA + "^{commit}"
+	archive := func() ([]byte, error) {
+		return s.git(ctx, rev.CloneURL, "-C", mirror, "archive", "--format=tar", commit)
+	}
+	tree, err := archive()
 	if err != nil {
-		return err
+		if err := s.fetch(ctx, rev, mirror); err != nil {
+			return err
+		}
+		if tree, err = archive(); err != nil {
+			// The pull request moved on since it was resolved; ask for the commit itself.
+			if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, rev.SHA); err != nil {
+				return fmt.Errorf("%w: commit %s is not in %s", runner.ErrSource, rev.SHA, rev.Repo)
+			}
+			if tree, err = archive(); err != nil {
+				return err
+			}
+		}
 	}
 	return untar(bytes.NewReader(tree), dst)
 }
 
-// tree is rev's tree as a tar, from the mirror if it has the commit (a
-// re-plan, an apply, a prefetched pull request, once its prefetch is
-// done): one git process. Otherwise fetch, then archive: three.
-func (s *Source) tree(ctx context.Context, rev runner.Revision, mirror string) ([]byte, error) {
-	lock := s.refLock(mirror, rev)
-	lock.Lock()
-	defer lock.Unlock()
-	archive := func() ([]byte, error) {
-		return s.git(ctx, rev.CloneURL, "-C", mirror, "archive", "--format=tar", rev.SHA+"^{commit}")
+func (s *Source) mirrorLock(path string) *sync.Mutex {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.mirrors[path]
+	if !ok {
+		m = &sync.Mutex{}
+		s.mirrors[path] = m
 	}
-	if tree, err := archive(); err == nil {
-		return tree, nil
-	}
-	if err := s.fetch(ctx, rev, mirror, refspec(rev)); err != nil {
-		return nil, err
-	}
-	if tree, err := archive(); err == nil {
-		return tree, nil
-	}
-	// The pull request moved on since it was resolved; ask for the commit itself.
-	if err := s.fetch(ctx, rev, mirror, rev.SHA); err != nil {
-		return nil, fmt.Errorf("%w: commit %s is not in %s", runner.ErrSource, rev.SHA, rev.Repo)
-	}
-	return archive()
-}
-
-// lock is the mutex of key: of one of a few, which a few keys share.
-func (s *Source) lock(key string) *sync.Mutex {
-	h := fnv.New32a()
-	h.Write([]byte(key))
-	return &s.locks[h.Sum32()%uint32(len(s.locks))]
+	return m
 }
 
 // git runs git with an environment built from scratch. The token, if any,

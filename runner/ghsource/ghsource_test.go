@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -270,121 +269,5 @@ func TestPrefetchedCheckout(t *testing.T) {
 		if want := map[bool]int{true: 1, false: 3}[prefetch]; len(after) != want {
 			t.Errorf("prefetch %v: the checkout ran %d git processes, want %d: %q", prefetch, len(after), want, after)
 		}
-	}
-}
-
-// Once a plan of the repository has said where it clones from, the head of
-// a pull request is fetched while the pull request is read, not after.
-func TestPrefetchBesideTheRead(t *testing.T) {
-	f := setup(t)
-	ctx := context.Background()
-	v2, err := f.repo.Commit(ctx, "other", f.v1, "v2", map[string]*string{"main.tf": devstack.Str("# v2\n")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.repo.PublishPull(ctx, 43, v2); err != nil {
-		t.Fatal(err)
-	}
-	f.gh.SetPull("acme/infra", ghsim.Pull{Number: 43, HeadSHA: v2, HeadRef: "other", Title: "Other"})
-	mirrors := t.TempDir()
-	inMirror := func(sha string) bool {
-		return exec.Command("git", "-C", filepath.Join(mirrors, "acme", "infra.git"), "cat-file", "-e", sha+"^{commit}").Run() == nil
-	}
-	// GitHub answers for pull request 43 only once its head is in the
-	// mirror, or after 10 s.
-	var fetchedFirst bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/pulls/43") {
-			for deadline := time.Now().Add(10 * time.Second); !fetchedFirst && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-				fetchedFirst = inMirror(v2)
-			}
-		}
-		f.gh.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	src, err := New(Options{APIURL: srv.URL + "/api/v3/", Token: f.src.o.Token, MirrorDir: mirrors, Prefetch: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42}); err != nil {
-		t.Fatal(err)
-	}
-	rev, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 43})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !fetchedFirst {
-		t.Fatal("the pull request's head was not fetched while the pull request was read")
-	}
-	dst := filepath.Join(t.TempDir(), "src")
-	if err := src.Checkout(ctx, rev, dst); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(filepath.Join(dst, "main.tf")); string(b) != "# v2\n" {
-		t.Fatalf("main.tf = %q, want v2", b)
-	}
-}
-
-// A slow fetch of one pull request's head keeps no other pull request of
-// the repository from being checked out.
-func TestCheckoutsOfDifferentRefsDoNotWait(t *testing.T) {
-	f := setup(t)
-	ctx := context.Background()
-	v2, err := f.repo.Commit(ctx, "other", f.v1, "v2", map[string]*string{"main.tf": devstack.Str("# v2\n")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.repo.PublishPull(ctx, 43, v2); err != nil {
-		t.Fatal(err)
-	}
-	f.gh.SetPull("acme/infra", ghsim.Pull{Number: 43, HeadSHA: v2, HeadRef: "other", Title: "Other"})
-	gitPath, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// git's fetch of pull request 42 waits until the test lets it go.
-	dir := t.TempDir()
-	waiting, release := filepath.Join(dir, "waiting"), filepath.Join(dir, "release")
-	wrapper := filepath.Join(dir, "git")
-	script := "#!/bin/sh\ncase \"$*\" in *fetch*refs/pull/42/*) touch " + waiting + "; while [ ! -e " + release + " ]; do sleep 0.01; done;; esac\nexec " + gitPath + " \"$@\"\n"
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	defer os.WriteFile(release, nil, 0o600)
-	src, err := New(Options{APIURL: f.src.o.APIURL, Token: f.src.o.Token, MirrorDir: t.TempDir(), Git: wrapper})
-	if err != nil {
-		t.Fatal(err)
-	}
-	revs := map[int]runner.Revision{}
-	for _, pr := range []int{42, 43} {
-		if revs[pr], err = src.Resolve(ctx, "acme/infra", runner.Ref{PR: pr}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	slow := make(chan error, 1)
-	go func() { slow <- src.Checkout(ctx, revs[42], filepath.Join(t.TempDir(), "src")) }()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := os.Stat(waiting); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the fetch of #42 never started")
-		}
-	}
-	fast := make(chan error, 1)
-	go func() { fast <- src.Checkout(ctx, revs[43], filepath.Join(t.TempDir(), "src")) }()
-	select {
-	case err := <-fast:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the checkout of #43 waited for the fetch of #42")
-	}
-	if err := os.WriteFile(release, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-slow; err != nil {
-		t.Fatal(err)
 	}
 }
