@@ -478,8 +478,14 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if err := checkSnapshot(data, files); err != nil {
 		return PlanResult{}, nil, err
 	}
+	readBack := ru.tf
 	if preview != nil && changes {
 		preview(redactSummary(stream.Summary(changes), NewRedactor(cred.Values()...)))
+		// With the changes shown, other runs' plans come first: the
+		// read-back takes the CPU they leave.
+		if readBack, err = r.terraformFor(ru, ru.box.Background(), cred); err != nil {
+			return PlanResult{}, nil, err
+		}
 	}
 	planFile, err := ru.box.Input(id+".tfplan", data)
 	if err != nil {
@@ -494,9 +500,9 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	)
 	go func() {
 		defer close(textDone)
-		textErr = step(ctx, func() (err error) { text, err = ru.tf.ShowPlanFileRaw(ru.ctx, planFile); return err })
+		textErr = step(ctx, func() (err error) { text, err = readBack.ShowPlanFileRaw(ru.ctx, planFile); return err })
 	}()
-	err = step(ctx, func() (err error) { plan, err = ru.tf.ShowPlanFile(ru.ctx, planFile); return err })
+	err = step(ctx, func() (err error) { plan, err = readBack.ShowPlanFile(ru.ctx, planFile); return err })
 	<-textDone
 	if err = errors.Join(err, textErr); err != nil {
 		return PlanResult{}, nil, r.cause(ctx, tfError("show", err, cred))

@@ -252,6 +252,84 @@ func TestTerraformEnvSetsGOGC(t *testing.T) {
 	}
 }
 
+// startLog is a Sandbox whose boxes log which of their executables each
+// terraform command was started through, before starting it.
+type startLog struct {
+	runner.Sandbox
+	log string // a file: one "exec|background <command>" line per start
+}
+
+type loggedBox struct {
+	runner.Box
+	exec, background string
+}
+
+func (s startLog) Open(run runner.Run) (runner.Box, error) {
+	box, err := s.Sandbox.Open(run)
+	if err != nil {
+		return nil, err
+	}
+	b := loggedBox{Box: box, exec: run.Dir + ".exec", background: run.Dir + ".background"}
+	for path, exe := range map[string]string{b.exec: box.Exec(), b.background: box.Background()} {
+		script := fmt.Sprintf("#!/bin/sh\necho \"%s $1\" >> '%s'\nexec '%s' \"$@\"\n", strings.TrimPrefix(filepath.Ext(path), "."), s.log, exe)
+		if err := os.WriteFile(path, []byte(script), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+func (b loggedBox) Exec() string       { return b.exec }
+func (b loggedBox) Background() string { return b.background }
+func (b loggedBox) Close() error {
+	return errors.Join(b.Box.Close(), os.Remove(b.exec), os.Remove(b.background))
+}
+
+// Once a plan's changes are shown, its read-back (the two shows of the
+// saved plan) runs behind other runs' terraform; everything else, and the
+// read-back of a plan without changes (whose result people wait for),
+// does not.
+func TestReadBackRunsBehind(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	const noChanges = "2222222222222222222222222222222222222222"
+	f.src.trees[noChanges] = map[string]string{"infra/main.tf": "terraform {\n  backend \"local\" {}\n}\n"}
+	log := filepath.Join(f.root, "starts.log")
+	r, err := f.runner(t, func(o *runner.Options) { o.Sandbox = startLog{Sandbox: o.Sandbox, log: log} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.r = r
+	for _, c := range []struct {
+		sha  string
+		want []string
+	}{
+		{sha1, []string{"exec init", "exec plan", "background show", "background show"}},
+		{noChanges, []string{"exec init", "exec plan", "exec show", "exec show"}},
+	} {
+		if err := os.WriteFile(log, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		lease, _ := f.plan(t, "p-"+c.sha[:1], c.sha)
+		if err := f.locks.Release(context.Background(), lease); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// terraform-exec may ask a new executable its version first.
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if !strings.HasSuffix(l, " version") {
+				got = append(got, l)
+			}
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("plan of %s started %q, want %q", c.sha[:7], got, c.want)
+		}
+	}
+}
+
 func TestPlanThenApply(t *testing.T) {
 	f := setup(t, 30*time.Second)
 	t.Setenv("TWOKEY_BOT_ONLY_SECRET", "bot-secret-must-not-leak")

@@ -37,6 +37,11 @@ type Run struct {
 type Box interface {
 	// Exec is the executable terraform-exec starts instead of the binary.
 	Exec() string
+	// Background is Exec for work that should wait for other runs'
+	// terraform rather than slow it down (a plan's read-back once its
+	// changes are shown): what it starts gets the CPU only when no other
+	// run wants it. A box that cannot do that returns Exec.
+	Background() string
 	// TempDir is the run's own temporary directory, as its processes see
 	// it (TMPDIR).
 	TempDir() string
@@ -79,11 +84,12 @@ func (Unconfined) Open(run Run) (Box, error) {
 
 type unconfined Run
 
-func (u unconfined) Exec() string    { return u.Binary }
-func (u unconfined) TempDir() string { return filepath.Join(u.Dir, "tmp") }
-func (u unconfined) Prepared() error { return nil }
-func (u unconfined) Interrupt() bool { return false } // terraform-exec sends SIGINT itself
-func (u unconfined) Close() error    { return os.RemoveAll(u.Dir) }
+func (u unconfined) Exec() string       { return u.Binary }
+func (u unconfined) Background() string { return u.Binary }
+func (u unconfined) TempDir() string    { return filepath.Join(u.Dir, "tmp") }
+func (u unconfined) Prepared() error    { return nil }
+func (u unconfined) Interrupt() bool    { return false } // terraform-exec sends SIGINT itself
+func (u unconfined) Close() error       { return os.RemoveAll(u.Dir) }
 
 func (u unconfined) Input(name string, data []byte) (string, error) {
 	if name != filepath.Base(name) {

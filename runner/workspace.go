@@ -117,14 +117,11 @@ func (r *Runner) materialize(ctx context.Context, ru *run, cred *Credential) err
 	if err := ru.box.Prepared(); err != nil {
 		return fmt.Errorf("%w: %w", ErrSandbox, err)
 	}
-	tf, err := r.terraform(ru.work, ru.bin, ru.box.Exec())
+	tf, err := r.terraformFor(ru, ru.box.Exec(), cred)
 	if err != nil {
 		return err
 	}
 	ru.tf = tf
-	if err := tf.SetEnv(r.env(ru, cred)); err != nil {
-		return err
-	}
 	var opts []tfexec.InitOption
 	for _, k := range slices.Sorted(maps.Keys(t.BackendConfig)) {
 		opts = append(opts, tfexec.BackendConfig(k+"="+t.BackendConfig[k]))
@@ -181,6 +178,16 @@ func (r *Runner) terraform(workdir, bin, exe string) (Terraform, error) {
 	}
 	r.tfs[key] = tf
 	return tf, nil
+}
+
+// terraformFor is the run's terraform, started through exe (one of its
+// box's), with the run's environment and cred.
+func (r *Runner) terraformFor(ru *run, exe string, cred *Credential) (Terraform, error) {
+	tf, err := r.terraform(ru.work, ru.bin, exe)
+	if err != nil {
+		return nil, err
+	}
+	return tf, tf.SetEnv(r.env(ru, cred))
 }
 
 // instanceDir makes this runner's own directory under <data>/runs, and

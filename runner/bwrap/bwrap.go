@@ -61,6 +61,7 @@ type Sandbox struct {
 	o       Options
 	bwrap   string
 	setpriv string // set when runs drop from root
+	nice    string // nice(1), if there is one
 	version string
 
 	mu     sync.Mutex
@@ -93,6 +94,12 @@ func New(ctx context.Context, o Options) (*Sandbox, error) {
 	if os.Geteuid() == 0 {
 		if s.setpriv, err = exec.LookPath("setpriv"); err != nil {
 			return nil, fmt.Errorf("running as root, runs drop to uid %d with setpriv (util-linux), which is missing: %w", o.UID, err)
+		}
+	}
+	if nice, err := exec.LookPath("nice"); err == nil {
+		// Only where every run sees it.
+		if nice, err = filepath.EvalSymlinks(nice); err == nil && strings.HasPrefix(nice, "/usr/") {
+			s.nice = nice
 		}
 	}
 	out, err := exec.CommandContext(ctx, path, "--version").Output()
@@ -149,6 +156,7 @@ type box struct {
 	dir      string // the run's directory, read-write inside
 	in       string // read-only inputs: root/in, seen inside at dir/in
 	exe      string
+	bg       string // exe, behind every other run (Background)
 	info     string
 	dropping bool
 }
@@ -160,6 +168,7 @@ type box struct {
 func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 	b := &box{s: s, dir: run.Dir, root: run.Dir + ".ctl", dropping: s.setpriv != ""}
 	b.in, b.exe, b.info = filepath.Join(b.root, "in"), filepath.Join(b.root, "terraform"), filepath.Join(b.root, "info")
+	b.bg = filepath.Join(b.root, "terraform-behind")
 	for _, p := range []string{run.Dir, b.root} {
 		if err := clear(p); err != nil {
 			return nil, err
@@ -219,17 +228,19 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 		return fail(err)
 	}
 	// terraform-exec's environment, which the runner builds from an
-	// allowlist, passes through bwrap unchanged.
-	var script strings.Builder
-	script.WriteString("#!/bin/sh\n# twokey: run terraform in this run's sandbox\nexec")
+	// allowlist, passes through bwrap unchanged. Every script starts bwrap
+	// in the run's directory, where terraform-exec started it.
+	drop := ""
 	if b.dropping {
-		fmt.Fprintf(&script, " %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --",
+		drop = fmt.Sprintf(" %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --",
 			quote(s.setpriv), s.o.UID, s.o.GID)
 	}
-	// terraform runs where terraform-exec started the script.
-	fmt.Fprintf(&script, " %s --args 3 --info-fd 4 --chdir \"$PWD\" -- %s \"$@\" 3<%s 4>%s\n",
-		quote(s.bwrap), quote(bin), quote(argsFile), quote(b.info))
-	exe := script.String()
+	script := func(what, command string) string {
+		return fmt.Sprintf("#!/bin/sh\n# twokey: %s\nexec%s %s --args 3 --info-fd 4 --chdir \"$PWD\" -- %s 3<%s 4>%s\n",
+			what, drop, quote(s.bwrap), command, quote(argsFile), quote(b.info))
+	}
+	tf, bg := script("run terraform in this run's sandbox", quote(bin)+` "$@"`),
+		script("run terraform in this run's sandbox, behind every other run", yielding(s.nice)+quote(bin)+` "$@"`)
 	if run.Version != nil {
 		// terraform-exec asks `version -json` of each working directory's
 		// terraform once; the runner asked this very file already.
@@ -237,23 +248,16 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 		if err := os.WriteFile(answer, run.Version, 0o600); err != nil {
 			return fail(err)
 		}
-		exe = strings.Replace(exe, "\nexec", fmt.Sprintf("\nif [ $# -eq 2 ] && [ \"$1\" = version ] && [ \"$2\" = -json ]; then exec cat %s; fi\nexec",
-			quote(answer)), 1)
-	}
-	if err := os.WriteFile(b.exe, []byte(exe), 0o700); err != nil {
-		return fail(err)
+		short := fmt.Sprintf("\nif [ $# -eq 2 ] && [ \"$1\" = version ] && [ \"$2\" = -json ]; then exec cat %s; fi\nexec", quote(answer))
+		tf, bg = strings.Replace(tf, "\nexec", short, 1), strings.Replace(bg, "\nexec", short, 1)
 	}
 	// The same box for another program of the run (a verification's smoke
 	// program), which is the script's first argument.
-	var prog strings.Builder
-	prog.WriteString("#!/bin/sh\n# twokey: run a program in this run's sandbox\nexec")
-	if b.dropping {
-		fmt.Fprintf(&prog, " %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --",
-			quote(s.setpriv), s.o.UID, s.o.GID)
-	}
-	fmt.Fprintf(&prog, " %s --args 3 --info-fd 4 --chdir \"$PWD\" -- \"$@\" 3<%s 4>%s\n", quote(s.bwrap), quote(argsFile), quote(b.info))
-	if err := os.WriteFile(filepath.Join(b.root, "run"), []byte(prog.String()), 0o700); err != nil {
-		return fail(err)
+	for path, text := range map[string]string{b.exe: tf, b.bg: bg,
+		filepath.Join(b.root, "run"): script("run a program in this run's sandbox", `"$@"`)} {
+		if err := os.WriteFile(path, []byte(text), 0o700); err != nil {
+			return fail(err)
+		}
 	}
 	return b, nil
 }
@@ -358,6 +362,23 @@ func (b *box) own(path string) error {
 }
 
 func (b *box) Exec() string { return b.exe }
+
+func (b *box) Background() string { return b.bg }
+
+// yielding is the start of a sandboxed command that runs behind every other
+// run: bwrap --new-session makes each command its own session, and so its
+// own autogroup, which the scheduler weighs as one, whatever its processes'
+// niceness; where autogroups are off or do not apply (a process in a CPU
+// cgroup), the process's own niceness counts, which nice lowers. Both are
+// as low as they go, and either failing leaves the command running as it
+// would have.
+func yielding(nice string) string {
+	cmd := `/bin/sh -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec "$@"' sh `
+	if nice != "" {
+		cmd += quote(nice) + " -n 19 "
+	}
+	return cmd
+}
 
 // Command runs its arguments, a program and its own, in the box
 // (runner.Commander).

@@ -282,6 +282,62 @@ func TestInterruptReachesTerraform(t *testing.T) {
 	}
 }
 
+// What a box starts in the background runs behind every other run: its
+// session's autogroup and its own niceness are as low as they go. What it
+// starts otherwise keeps twokey's. Both pass arguments through unchanged,
+// and answer terraform-exec's version question alike.
+func TestBackgroundRunsBehind(t *testing.T) {
+	e := newEnv(t)
+	sb := stacktest.Sandbox(t, e.loot)
+	script := filepath.Join(e.root, "priority.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nprintf 'args'; printf ' [%s]' \"$@\"; echo\n"+
+		"echo \"autogroup $(cat /proc/self/autogroup 2>/dev/null | sed 's/.* nice //')\"\n"+
+		"echo \"nice $(awk '{print $19}' /proc/self/stat)\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(e.data, "runs", "r5")
+	box, err := sb.Open(runner.Run{Dir: dir, Binary: script, Version: []byte(`{"terraform_version":"1.12.2"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer box.Close()
+	run := func(exe string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(exe, args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return string(out)
+	}
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))[16] // field 19: nice
+	_, autogroups := os.Stat("/proc/self/autogroup")
+	args := []string{"show", "-json", "it's a \"plan\" $HOME"}
+	for _, c := range []struct {
+		exe, nice string
+	}{{box.Exec(), mine}, {box.Background(), "19"}} {
+		out := run(c.exe, args...)
+		t.Logf("%s:\n%s", filepath.Base(c.exe), out)
+		if !strings.Contains(out, "args [show] [-json] [it's a \"plan\" $HOME]\n") {
+			t.Errorf("%s passed the arguments on changed", filepath.Base(c.exe))
+		}
+		if !strings.Contains(out, "nice "+c.nice+"\n") {
+			t.Errorf("%s: the command's niceness is not %s", filepath.Base(c.exe), c.nice)
+		}
+		if want := map[bool]string{true: "0", false: "19"}[c.nice == mine]; autogroups == nil && !strings.Contains(out, "autogroup "+want+"\n") {
+			t.Errorf("%s: the command's autogroup's niceness is not %s", filepath.Base(c.exe), want)
+		}
+		if v := run(c.exe, "version", "-json"); v != `{"terraform_version":"1.12.2"}` {
+			t.Errorf("%s answered version -json with %q", filepath.Base(c.exe), v)
+		}
+	}
+}
+
 func TestAutoFailsClosed(t *testing.T) {
 	dir := stacktest.Dir(t)
 	broken := filepath.Join(dir, "bwrap")
