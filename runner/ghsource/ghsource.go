@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
@@ -65,7 +66,14 @@ type Source struct {
 	app *ghinstallation.Transport // nil without an App
 
 	mu      sync.Mutex
-	mirrors map[string]*sync.Mutex // one fetch at a time per mirror
+	mirrors map[string]*mirror // by repository
+}
+
+// mirror is one repository's bare mirror.
+type mirror struct {
+	path  string
+	mu    sync.Mutex  // held to change it: one fetch at a time
+	ready atomic.Bool // set up by this process (setUp)
 }
 
 var _ runner.Source = (*Source)(nil)
@@ -110,7 +118,7 @@ func New(o Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("github client: %w", err)
 	}
-	return &Source{o: o, gh: gh, app: app, mirrors: map[string]*sync.Mutex{}}, nil
+	return &Source{o: o, gh: gh, app: app, mirrors: map[string]*mirror{}}, nil
 }
 
 // token is what authenticates git: the installation's current token with
@@ -294,19 +302,49 @@ func shortSHA(sha string) string {
 	return sha
 }
 
-// mirror returns the repository's mirror, made if it is not there yet;
-// its lock must be held.
-func (s *Source) mirror(ctx context.Context, rev runner.Revision) (string, error) {
-	mirror := filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git")
-	if _, err := os.Stat(filepath.Join(mirror, "HEAD")); err != nil {
-		if err := os.MkdirAll(mirror, 0o700); err != nil {
-			return "", err
+// mirrorOf returns repo's mirror.
+func (s *Source) mirrorOf(repo string) *mirror {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.mirrors[repo]
+	if !ok {
+		m = &mirror{path: filepath.Join(s.o.MirrorDir, filepath.FromSlash(repo)+".git")}
+		s.mirrors[repo] = m
+	}
+	return m
+}
+
+// checkoutAttributes are the attributes of every file git archive writes:
+// the commit's exact bytes, whatever its own .gitattributes say. Without
+// them, a pull request could hide files from the plan (export-ignore), make
+// a file's text depend on the mirror's refs (export-subst) or rewrite it
+// (ident, line endings, encodings).
+const checkoutAttributes = "# twokey: checkouts are the commit's exact tree\n" +
+	"* -export-subst -export-ignore -text -eol -ident -filter -working-tree-encoding\n"
+
+// setUp makes m's repository if it is not there yet, and gives it the
+// attributes checkouts are made with; m.mu must be held.
+func (s *Source) setUp(ctx context.Context, rev runner.Revision, m *mirror) error {
+	if _, err := os.Stat(filepath.Join(m.path, "HEAD")); err != nil {
+		m.ready.Store(false)
+		if err := os.MkdirAll(m.path, 0o700); err != nil {
+			return err
 		}
-		if _, err := s.git(ctx, rev.CloneURL, "init", "-q", "--bare", mirror); err != nil {
-			return "", err
+		if _, err := s.git(ctx, rev.CloneURL, "init", "-q", "--bare", m.path); err != nil {
+			return err
 		}
 	}
-	return mirror, nil
+	if m.ready.Load() {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(m.path, "info"), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(m.path, "info", "attributes"), []byte(checkoutAttributes), 0o600); err != nil {
+		return err
+	}
+	m.ready.Store(true)
+	return nil
 }
 
 // fetch fetches the ref rev is on into mirror: GitHub publishes every pull
@@ -329,63 +367,66 @@ func (s *Source) fetch(ctx context.Context, rev runner.Revision, mirror string) 
 func (s *Source) prefetch(ctx context.Context, rev runner.Revision) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	lock := s.mirrorLock(filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git"))
-	lock.Lock()
-	defer lock.Unlock()
-	mirror, err := s.mirror(ctx, rev)
-	if err != nil {
+	m := s.mirrorOf(rev.Repo)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.setUp(ctx, rev, m) != nil {
 		return
 	}
-	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "cat-file", "-e", rev.SHA+"^{commit}"); err == nil {
+	if _, err := s.git(ctx, rev.CloneURL, "-C", m.path, "cat-file", "-e", rev.SHA+"^{commit}"); err == nil {
 		return
 	}
-	_ = s.fetch(ctx, rev, mirror)
+	_ = s.fetch(ctx, rev, m.path)
 }
 
 // Checkout fetches rev.SHA into the repository's mirror and writes its tree
 // into dst.
 func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) error {
-	lock := s.mirrorLock(filepath.Join(s.o.MirrorDir, filepath.FromSlash(rev.Repo)+".git"))
-	lock.Lock()
-	defer lock.Unlock()
-	mirror, err := s.mirror(ctx, rev)
+	m := s.mirrorOf(rev.Repo)
+	// A commit the mirror has (a re-plan, an apply, a prefetched pull
+	// request, another environment's plan of it) is read without waiting
+	// for a fetch: fetches only add objects, and git reading objects it
+	// is repacking looks again for one it does not find.
+	if m.ready.Load() {
+		if tree, err := s.archive(ctx, rev, m); err == nil {
+			return untar(bytes.NewReader(tree), dst)
+		}
+	}
+	tree, err := s.fetchTree(ctx, rev, m)
 	if err != nil {
 		return err
-	}
-	// The commit's tree, from the mirror if it has it (a re-plan, an
-	// apply, a prefetched pull request): one git process. Otherwise
-	// fetch, then archive: three.
-	commit := rev.SHA + "^{commit}"
-	archive := func() ([]byte, error) {
-		return s.git(ctx, rev.CloneURL, "-C", mirror, "archive", "--format=tar", commit)
-	}
-	tree, err := archive()
-	if err != nil {
-		if err := s.fetch(ctx, rev, mirror); err != nil {
-			return err
-		}
-		if tree, err = archive(); err != nil {
-			// The pull request moved on since it was resolved; ask for the commit itself.
-			if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, rev.SHA); err != nil {
-				return fmt.Errorf("%w: commit %s is not in %s", runner.ErrSource, rev.SHA, rev.Repo)
-			}
-			if tree, err = archive(); err != nil {
-				return err
-			}
-		}
 	}
 	return untar(bytes.NewReader(tree), dst)
 }
 
-func (s *Source) mirrorLock(path string) *sync.Mutex {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m, ok := s.mirrors[path]
-	if !ok {
-		m = &sync.Mutex{}
-		s.mirrors[path] = m
+// archive is the commit's tree from m, as a tar stream.
+func (s *Source) archive(ctx context.Context, rev runner.Revision, m *mirror) ([]byte, error) {
+	return s.git(ctx, rev.CloneURL, "-C", m.path, "archive", "--format=tar", rev.SHA+"^{commit}")
+}
+
+// fetchTree is the commit's tree from m, fetched into it first if it is
+// not there: one git process if it is, three if not.
+func (s *Source) fetchTree(ctx context.Context, rev runner.Revision, m *mirror) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := s.setUp(ctx, rev, m); err != nil {
+		return nil, err
 	}
-	return m
+	tree, err := s.archive(ctx, rev, m)
+	if err == nil {
+		return tree, nil
+	}
+	if err := s.fetch(ctx, rev, m.path); err != nil {
+		return nil, err
+	}
+	if tree, err = s.archive(ctx, rev, m); err == nil {
+		return tree, nil
+	}
+	// The pull request moved on since it was resolved; ask for the commit itself.
+	if _, err := s.git(ctx, rev.CloneURL, "-C", m.path, "fetch", "-q", "--no-tags", rev.CloneURL, rev.SHA); err != nil {
+		return nil, fmt.Errorf("%w: commit %s is not in %s", runner.ErrSource, rev.SHA, rev.Repo)
+	}
+	return s.archive(ctx, rev, m)
 }
 
 // git runs git with an environment built from scratch. The token, if any,

@@ -136,6 +136,68 @@ func TestCheckoutExactCommit(t *testing.T) {
 	}
 }
 
+// A pull request's .gitattributes cannot make the checkout differ from its
+// commit: files it marks export-ignore are there, and no attribute rewrites
+// a file's bytes (export-subst, which can quote the mirror's refs; ident;
+// line endings; encodings).
+func TestCheckoutIgnoresAttributes(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	main := "# $Format:%H %d$ $Id$\nresource \"terraform_data\" \"a\" {}\n"
+	sha, err := f.repo.Commit(ctx, "feature", f.v1, "attributes", map[string]*string{
+		".gitattributes": devstack.Str("main.tf export-subst ident text eol=crlf\nhidden.tf export-ignore\n"),
+		"main.tf":        devstack.Str(main),
+		"hidden.tf":      devstack.Str("# reviewers see this\n"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.repo.PublishPull(ctx, 42, sha); err != nil {
+		t.Fatal(err)
+	}
+	rev := runner.Revision{Repo: "acme/infra", PR: 42, SHA: sha, CloneURL: f.repo.CloneURL()}
+	// Twice: through a fetch, and from the mirror.
+	for i := range 2 {
+		dst := filepath.Join(t.TempDir(), "src")
+		if err := f.src.Checkout(ctx, rev, dst); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dst, "main.tf")); string(b) != main {
+			t.Errorf("checkout %d: main.tf = %q, want the commit's %q", i, b, main)
+		}
+		if _, err := os.Stat(filepath.Join(dst, "hidden.tf")); err != nil {
+			t.Errorf("checkout %d: %v", i, err)
+		}
+	}
+}
+
+// A commit the mirror has checks out while another checkout fetches (holds
+// the mirror): ten environments' plans of one pull request do not queue.
+func TestCheckoutDoesNotWaitForFetch(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
+		t.Fatal(err)
+	}
+	m := f.src.mirrorOf("acme/infra")
+	m.mu.Lock() // a fetch, taking its time
+	defer m.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the checkout of a commit the mirror has waited for the fetch")
+	}
+}
+
 func TestUntarRefusesEscapes(t *testing.T) {
 	tests := []struct {
 		name string
@@ -253,9 +315,9 @@ func TestPrefetchedCheckout(t *testing.T) {
 			t.Fatal(err)
 		}
 		if prefetch {
-			for deadline := time.Now().Add(10 * time.Second); !slices.ContainsFunc(read(), func(c string) bool {
-				return strings.Contains(c, "_fetch_")
-			}); time.Sleep(5 * time.Millisecond) {
+			// Wait for the prefetch to have brought the commit.
+			mirror := filepath.Join(src.o.MirrorDir, "acme", "infra.git")
+			for deadline := time.Now().Add(10 * time.Second); exec.Command(gitPath, "-C", mirror, "cat-file", "-e", rev.SHA+"^{commit}").Run() != nil; time.Sleep(5 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatalf("nothing prefetched: %q", read())
 				}
