@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,6 +75,9 @@ type mirror struct {
 	path  string
 	mu    sync.Mutex  // held to change it: one fetch at a time
 	ready atomic.Bool // set up by this process (setUp)
+	// prefetches holds, for each commit being prefetched, what closes once
+	// it has been fetched (or could not be); guarded by Source.mu.
+	prefetches map[string]chan struct{}
 }
 
 var _ runner.Source = (*Source)(nil)
@@ -206,7 +210,10 @@ func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int
 	// A head in another repository (or in one since deleted) is a fork's.
 	fork := !strings.EqualFold(p.GetHead().GetRepo().GetFullName(), p.GetBase().GetRepo().GetFullName())
 	if s.o.Prefetch && !fork {
-		go s.prefetch(context.WithoutCancel(ctx), runner.Revision{Repo: repo, PR: pr, SHA: sha, CloneURL: cloneURL})
+		rev := runner.Revision{Repo: repo, PR: pr, SHA: sha, CloneURL: cloneURL}
+		if end := s.prefetching(s.mirrorOf(repo), sha); end != nil {
+			go s.prefetch(context.WithoutCancel(ctx), rev, end)
+		}
 	}
 	l := <-commits
 	if l.err != nil {
@@ -347,36 +354,84 @@ func (s *Source) setUp(ctx context.Context, rev runner.Revision, m *mirror) erro
 	return nil
 }
 
-// fetch fetches the ref rev is on into mirror: GitHub publishes every pull
-// request's head as refs/pull/<n>/head; a rollback's commit is on the
-// default branch.
-func (s *Source) fetch(ctx context.Context, rev runner.Revision, mirror string) error {
-	refspec := fmt.Sprintf("+refs/pull/%d/head:refs/pull/%d/head", rev.PR, rev.PR)
-	if rev.PR == 0 {
-		refspec = fmt.Sprintf("+refs/heads/%s:refs/heads/%s", rev.Branch, rev.Branch)
-	}
-	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", rev.CloneURL, refspec); err != nil {
+// fetch fetches the ref rev is on (refName) into mirror, with opts.
+func (s *Source) fetch(ctx context.Context, rev runner.Revision, mirror string, opts ...string) error {
+	args := append([]string{"-C", mirror, "fetch", "-q", "--no-tags"}, opts...)
+	if _, err := s.git(ctx, rev.CloneURL, append(args, rev.CloneURL, refName(rev)+":"+refName(rev))...); err != nil {
 		return fmt.Errorf("%w: %w", runner.ErrSource, err)
 	}
 	return nil
 }
 
+// refName is the ref rev is on: GitHub publishes every pull request's head
+// as refs/pull/<n>/head; a rollback's commit is on the default branch.
+func refName(rev runner.Revision) string {
+	if rev.PR == 0 {
+		return "refs/heads/" + rev.Branch
+	}
+	return fmt.Sprintf("refs/pull/%d/head", rev.PR)
+}
+
+// hasRef reports whether m's ref for rev, loose or packed, is rev.SHA
+// already. It may miss a commit the mirror has (on another ref, say):
+// that costs a fetch that brings nothing.
+func hasRef(m *mirror, rev runner.Revision) bool {
+	ref := refName(rev)
+	if b, err := os.ReadFile(filepath.Join(m.path, filepath.FromSlash(ref))); err == nil {
+		return strings.TrimSpace(string(b)) == rev.SHA
+	}
+	packed, err := os.ReadFile(filepath.Join(m.path, "packed-refs"))
+	return err == nil && slices.Contains(strings.Split(string(packed), "\n"), rev.SHA+" "+ref)
+}
+
+// prefetching records that sha is being prefetched into m, and returns
+// what ends that; nil if it is already under way.
+func (s *Source) prefetching(m *mirror, sha string) (end func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := m.prefetches[sha]; ok {
+		return nil
+	}
+	if m.prefetches == nil {
+		m.prefetches = map[string]chan struct{}{}
+	}
+	done := make(chan struct{})
+	m.prefetches[sha] = done
+	return sync.OnceFunc(func() {
+		s.mu.Lock()
+		delete(m.prefetches, sha)
+		s.mu.Unlock()
+		close(done)
+	})
+}
+
+// prefetched is what closes once the prefetch of sha into m has ended; nil
+// if none is under way.
+func (s *Source) prefetched(m *mirror, sha string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return m.prefetches[sha]
+}
+
 // prefetch fetches a pull request's head into its mirror, unless the
-// mirror has the commit already (Options.Prefetch). Whatever goes wrong,
-// Checkout fetches again.
-func (s *Source) prefetch(ctx context.Context, rev runner.Revision) {
+// mirror has the commit already (Options.Prefetch), and ends by calling
+// end. Whatever goes wrong, Checkout fetches again. git's automatic gc
+// runs after end: a checkout waiting for the commit does not wait for it.
+func (s *Source) prefetch(ctx context.Context, rev runner.Revision, end func()) {
+	defer end()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	m := s.mirrorOf(rev.Repo)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s.setUp(ctx, rev, m) != nil {
+	if s.setUp(ctx, rev, m) != nil || hasRef(m, rev) {
 		return
 	}
-	if _, err := s.git(ctx, rev.CloneURL, "-C", m.path, "cat-file", "-e", rev.SHA+"^{commit}"); err == nil {
-		return
+	err := s.fetch(ctx, rev, m.path, "--no-auto-gc")
+	end()
+	if err == nil {
+		_, _ = s.git(ctx, rev.CloneURL, "-C", m.path, "gc", "--auto", "--quiet")
 	}
-	_ = s.fetch(ctx, rev, m.path)
 }
 
 // Checkout fetches rev.SHA into the repository's mirror and writes its tree
@@ -386,11 +441,26 @@ func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) 
 	// A commit the mirror has (a re-plan, an apply, a prefetched pull
 	// request, another environment's plan of it) is read without waiting
 	// for a fetch: fetches only add objects, and git reading objects it
-	// is repacking looks again for one it does not find.
-	if m.ready.Load() {
-		if tree, err := s.archive(ctx, rev, m); err == nil {
-			return untar(bytes.NewReader(tree), dst)
+	// is repacking looks again for one it does not find. A commit being
+	// prefetched is read once it is fetched.
+	fromMirror := func() ([]byte, bool) {
+		if !m.ready.Load() {
+			return nil, false
 		}
+		tree, err := s.archive(ctx, rev, m)
+		return tree, err == nil
+	}
+	tree, ok := fromMirror()
+	if done := s.prefetched(m, rev.SHA); !ok && done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		tree, ok = fromMirror()
+	}
+	if ok {
+		return untar(bytes.NewReader(tree), dst)
 	}
 	tree, err := s.fetchTree(ctx, rev, m)
 	if err != nil {

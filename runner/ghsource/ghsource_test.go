@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -198,6 +199,102 @@ func TestCheckoutDoesNotWaitForFetch(t *testing.T) {
 	}
 }
 
+// A checkout of a commit being prefetched waits for the commit to be
+// fetched, not for what the prefetch does with the mirror afterwards (git's
+// gc).
+func TestCheckoutWaitsForThePrefetchedCommitOnly(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	rev := runner.Revision{Repo: "acme/infra", PR: 42, SHA: f.v1, CloneURL: f.repo.CloneURL()}
+	m := f.src.mirrorOf("acme/infra")
+	m.mu.Lock()
+	if err := f.src.setUp(ctx, rev, m); err != nil {
+		t.Fatal(err)
+	}
+	end := f.src.prefetching(m, rev.SHA)
+	done := make(chan error, 1)
+	go func() { done <- f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")) }()
+	// The prefetch fetches, ends, and keeps the mirror (its gc, taking its time).
+	if err := f.src.fetch(ctx, rev, m.path, "--no-auto-gc"); err != nil {
+		t.Fatal(err)
+	}
+	end()
+	defer m.mu.Unlock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the checkout waited for the mirror, not for the commit")
+	}
+}
+
+// A prefetch of a head the mirror has, on a loose or a packed ref, fetches
+// nothing; one prefetch at a time per commit.
+func TestPrefetchSkipsKnownHeads(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	wrapper := filepath.Join(dir, "git")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho \"$*\" >> "+calls+"\nexec "+gitPath+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, err := New(Options{APIURL: f.src.o.APIURL, Token: f.src.o.Token, MirrorDir: t.TempDir(), Git: wrapper, Prefetch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := src.mirrorOf("acme/infra")
+	fetches := func() int {
+		b, _ := os.ReadFile(calls)
+		return strings.Count(string(b), " fetch ")
+	}
+	settle := func() {
+		for deadline := time.Now().Add(10 * time.Second); src.prefetched(m, f.v1) != nil; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the prefetch did not end")
+			}
+		}
+		m.mu.Lock() // and its gc
+		m.mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() {
+			if _, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	settle()
+	if n := fetches(); n != 1 {
+		t.Fatalf("five resolves of one head fetched %d times, want 1", n)
+	}
+	for _, packed := range []bool{false, true} {
+		if packed {
+			if out, err := exec.Command(gitPath, "-C", m.path, "pack-refs", "--all").CombinedOutput(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			if _, err := os.Stat(filepath.Join(m.path, "refs", "pull", "42", "head")); !os.IsNotExist(err) {
+				t.Fatalf("the ref is still loose: %v", err)
+			}
+		}
+		if _, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42}); err != nil {
+			t.Fatal(err)
+		}
+		settle()
+		if n := fetches(); n != 1 {
+			t.Errorf("packed %v: a known head was fetched again (%d fetches)", packed, n)
+		}
+	}
+}
+
 func TestUntarRefusesEscapes(t *testing.T) {
 	tests := []struct {
 		name string
@@ -315,13 +412,15 @@ func TestPrefetchedCheckout(t *testing.T) {
 			t.Fatal(err)
 		}
 		if prefetch {
-			// Wait for the prefetch to have brought the commit.
-			mirror := filepath.Join(src.o.MirrorDir, "acme", "infra.git")
-			for deadline := time.Now().Add(10 * time.Second); exec.Command(gitPath, "-C", mirror, "cat-file", "-e", rev.SHA+"^{commit}").Run() != nil; time.Sleep(5 * time.Millisecond) {
+			// Wait for the prefetch to end, and its gc.
+			m := src.mirrorOf("acme/infra")
+			for deadline := time.Now().Add(10 * time.Second); src.prefetched(m, rev.SHA) != nil; time.Sleep(5 * time.Millisecond) {
 				if time.Now().After(deadline) {
-					t.Fatalf("nothing prefetched: %q", read())
+					t.Fatalf("the prefetch did not end: %q", read())
 				}
 			}
+			m.mu.Lock()
+			m.mu.Unlock()
 		}
 		before := len(read())
 		if err := src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
