@@ -20,7 +20,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
@@ -72,9 +71,8 @@ type Source struct {
 
 // mirror is one repository's bare mirror.
 type mirror struct {
-	path  string
-	mu    sync.Mutex  // held to change it: one fetch at a time
-	ready atomic.Bool // set up by this process (setUp)
+	path string
+	mu   sync.Mutex // held to change it: one fetch at a time
 	// prefetches holds, for each commit being prefetched, what closes once
 	// it has been fetched (or could not be); guarded by Source.mu.
 	prefetches map[string]chan struct{}
@@ -333,7 +331,6 @@ const checkoutAttributes = "# twokey: checkouts are the commit's exact tree\n" +
 // attributes checkouts are made with; m.mu must be held.
 func (s *Source) setUp(ctx context.Context, rev runner.Revision, m *mirror) error {
 	if _, err := os.Stat(filepath.Join(m.path, "HEAD")); err != nil {
-		m.ready.Store(false)
 		if err := os.MkdirAll(m.path, 0o700); err != nil {
 			return err
 		}
@@ -341,17 +338,21 @@ func (s *Source) setUp(ctx context.Context, rev runner.Revision, m *mirror) erro
 			return err
 		}
 	}
-	if m.ready.Load() {
+	if m.current() {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Join(m.path, "info"), 0o700); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(m.path, "info", "attributes"), []byte(checkoutAttributes), 0o600); err != nil {
-		return err
-	}
-	m.ready.Store(true)
-	return nil
+	return os.WriteFile(filepath.Join(m.path, "info", "attributes"), []byte(checkoutAttributes), 0o600)
+}
+
+// current reports whether m is set up with the attributes checkouts are
+// made with: a mirror made or changed by anything else (restored from a
+// backup, an older twokey) is set up again before it is read.
+func (m *mirror) current() bool {
+	b, err := os.ReadFile(filepath.Join(m.path, "info", "attributes"))
+	return err == nil && string(b) == checkoutAttributes
 }
 
 // fetch fetches the ref rev is on (refName) into mirror, with opts.
@@ -440,69 +441,84 @@ func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) 
 	m := s.mirrorOf(rev.Repo)
 	// A commit the mirror has (a re-plan, an apply, a prefetched pull
 	// request, another environment's plan of it) is read without waiting
-	// for a fetch: fetches only add objects, and git reading objects it
-	// is repacking looks again for one it does not find. A commit being
-	// prefetched is read once it is fetched.
-	fromMirror := func() ([]byte, bool) {
-		if !m.ready.Load() {
-			return nil, false
-		}
-		tree, err := s.archive(ctx, rev, m)
-		return tree, err == nil
+	// for a fetch: fetches only add objects. One not all in yet fails to
+	// archive, and is read once its prefetch has ended or under the lock.
+	fromMirror := func() bool { return m.current() && s.archive(ctx, rev, m, dst) == nil }
+	if fromMirror() {
+		return nil
 	}
-	tree, ok := fromMirror()
-	if done := s.prefetched(m, rev.SHA); !ok && done != nil {
+	if done := s.prefetched(m, rev.SHA); done != nil {
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		tree, ok = fromMirror()
+		if fromMirror() {
+			return nil
+		}
 	}
-	if ok {
-		return untar(bytes.NewReader(tree), dst)
+	return s.fetchInto(ctx, rev, m, dst)
+}
+
+// archive writes the commit's tree from m into dst as git archive streams
+// it. A failed one leaves nothing: dst is removed. (A stream cut short
+// between two files untars without error; git's exit status says so.)
+func (s *Source) archive(ctx context.Context, rev runner.Revision, m *mirror, dst string) error {
+	pr, pw := io.Pipe()
+	untarred := make(chan error, 1)
+	go func() {
+		err := untar(pr, dst)
+		_, _ = io.Copy(io.Discard, pr) // git writes to the end, whatever untar made of it
+		untarred <- err
+	}()
+	err := s.gitTo(ctx, rev.CloneURL, pw, "-C", m.path, "archive", "--format=tar", rev.SHA+"^{commit}")
+	pw.CloseWithError(err)
+	if uerr := <-untarred; err == nil {
+		err = uerr
 	}
-	tree, err := s.fetchTree(ctx, rev, m)
 	if err != nil {
-		return err
+		_ = os.RemoveAll(dst)
 	}
-	return untar(bytes.NewReader(tree), dst)
+	return err
 }
 
-// archive is the commit's tree from m, as a tar stream.
-func (s *Source) archive(ctx context.Context, rev runner.Revision, m *mirror) ([]byte, error) {
-	return s.git(ctx, rev.CloneURL, "-C", m.path, "archive", "--format=tar", rev.SHA+"^{commit}")
-}
-
-// fetchTree is the commit's tree from m, fetched into it first if it is
-// not there: one git process if it is, three if not.
-func (s *Source) fetchTree(ctx context.Context, rev runner.Revision, m *mirror) ([]byte, error) {
+// fetchInto writes the commit's tree from m into dst, fetched into m first
+// if it is not there: one git process if it is, three if not.
+func (s *Source) fetchInto(ctx context.Context, rev runner.Revision, m *mirror, dst string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := s.setUp(ctx, rev, m); err != nil {
-		return nil, err
+		return err
 	}
-	tree, err := s.archive(ctx, rev, m)
-	if err == nil {
-		return tree, nil
+	if s.archive(ctx, rev, m, dst) == nil {
+		return nil
 	}
 	if err := s.fetch(ctx, rev, m.path); err != nil {
-		return nil, err
+		return err
 	}
-	if tree, err = s.archive(ctx, rev, m); err == nil {
-		return tree, nil
+	if s.archive(ctx, rev, m, dst) == nil {
+		return nil
 	}
 	// The pull request moved on since it was resolved; ask for the commit itself.
 	if _, err := s.git(ctx, rev.CloneURL, "-C", m.path, "fetch", "-q", "--no-tags", rev.CloneURL, rev.SHA); err != nil {
-		return nil, fmt.Errorf("%w: commit %s is not in %s", runner.ErrSource, rev.SHA, rev.Repo)
+		return fmt.Errorf("%w: commit %s is not in %s", runner.ErrSource, rev.SHA, rev.Repo)
 	}
-	return s.archive(ctx, rev, m)
+	return s.archive(ctx, rev, m, dst)
 }
 
 // git runs git with an environment built from scratch. The token, if any,
 // travels as an HTTP header scoped to the clone URL's origin, set through
 // GIT_CONFIG_* variables: never in a URL, an argument or a log line.
 func (s *Source) git(ctx context.Context, cloneURL string, args ...string) ([]byte, error) {
+	var out bytes.Buffer
+	if err := s.gitTo(ctx, cloneURL, &out, args...); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// gitTo is git, writing its output to stdout.
+func (s *Source) gitTo(ctx context.Context, cloneURL string, stdout io.Writer, args ...string) error {
 	cmd := exec.CommandContext(ctx, s.o.Git, args...)
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"),
@@ -521,7 +537,7 @@ func (s *Source) git(ctx context.Context, cloneURL string, args ...string) ([]by
 	var token string
 	if remote {
 		if token, err = s.token(ctx); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if remote && token != "" {
@@ -530,13 +546,13 @@ func (s *Source) git(ctx context.Context, cloneURL string, args ...string) ([]by
 			"GIT_CONFIG_KEY_0=http."+u.Scheme+"://"+u.Host+"/.extraheader",
 			"GIT_CONFIG_VALUE_0=Authorization: Basic "+basic)
 	}
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		msg := runner.Redact(strings.TrimSpace(stderr.String()), s.o.Token.Reveal(), token)
-		return nil, fmt.Errorf("git %s: %w: %s", args[len(args)-min(len(args), 2)], err, msg)
+		return fmt.Errorf("git %s: %w: %s", args[len(args)-min(len(args), 2)], err, msg)
 	}
-	return out.Bytes(), nil
+	return nil
 }
 
 // untar writes a tar stream into dst, refusing anything that would land
@@ -551,9 +567,17 @@ func untar(r io.Reader, dst string) error {
 	}
 	defer root.Close()
 	tr := tar.NewReader(r)
+	var links []string
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
+			// Each link's target was local by its text; followed through
+			// the other links, it must still be.
+			for _, l := range links {
+				if !resolvesInside(dst, l) {
+					return fmt.Errorf("symlink %q, through other links, points outside the workspace", filepath.ToSlash(l))
+				}
+			}
 			return nil
 		}
 		if err != nil {
@@ -597,6 +621,7 @@ func untar(r io.Reader, dst string) error {
 			if err := root.Symlink(h.Linkname, name); err != nil {
 				return err
 			}
+			links = append(links, name)
 		default:
 			// pax headers and the like carry no files.
 		}
@@ -635,4 +660,41 @@ func (s *Source) SetStatus(ctx context.Context, repo, sha, context, state, descr
 		return fmt.Errorf("%w: status %s on %s@%s: %w", runner.ErrSource, context, repo, shortSHA(sha), err)
 	}
 	return nil
+}
+
+// maxLinkHops bounds the links resolvesInside follows for one path.
+const maxLinkHops = 40
+
+// resolvesInside reports whether rel, a path under root, stays under root
+// when followed as the kernel would, component by component, each link
+// from where it is. What does not exist yet is taken as written.
+func resolvesInside(root, rel string) bool {
+	parts := strings.Split(filepath.ToSlash(rel), "/")
+	var at []string // where the walk is, under root
+	for hops := 0; len(parts) > 0; {
+		p := parts[0]
+		parts = parts[1:]
+		switch p {
+		case "", ".":
+			continue
+		case "..":
+			if len(at) == 0 {
+				return false
+			}
+			at = at[:len(at)-1]
+			continue
+		}
+		next := filepath.Join(root, filepath.Join(append(at, p)...))
+		st, err := os.Lstat(next)
+		if err != nil || st.Mode()&os.ModeSymlink == 0 {
+			at = append(at, p)
+			continue
+		}
+		target, err := os.Readlink(next)
+		if hops++; err != nil || hops > maxLinkHops || filepath.IsAbs(target) {
+			return false
+		}
+		parts = append(strings.Split(filepath.ToSlash(target), "/"), parts...)
+	}
+	return true
 }

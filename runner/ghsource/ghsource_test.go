@@ -132,8 +132,12 @@ func TestCheckoutExactCommit(t *testing.T) {
 		t.Fatalf("main.tf = %q, want v2", b)
 	}
 	bogus := runner.Revision{Repo: "acme/infra", PR: 42, SHA: strings.Repeat("0", 40), CloneURL: f.repo.CloneURL()}
-	if err := f.src.Checkout(ctx, bogus, filepath.Join(t.TempDir(), "x")); !errors.Is(err, runner.ErrSource) {
+	x := filepath.Join(t.TempDir(), "x")
+	if err := f.src.Checkout(ctx, bogus, x); !errors.Is(err, runner.ErrSource) {
 		t.Fatalf("unknown commit: err = %v", err)
+	}
+	if _, err := os.Stat(x); !os.IsNotExist(err) {
+		t.Fatalf("a failed checkout left its workspace: %v", err)
 	}
 }
 
@@ -313,6 +317,84 @@ func TestUntarRefusesEscapes(t *testing.T) {
 		if err := untar(&buf, filepath.Join(t.TempDir(), "dst")); err == nil {
 			t.Errorf("%s: accepted", tt.name)
 		}
+	}
+}
+
+// Links are followed as the kernel follows them: a link whose text stays
+// inside but whose path runs through another link out of the workspace is
+// refused; links between the workspace's own directories are kept.
+func TestUntarRefusesLinkChains(t *testing.T) {
+	type entry struct{ name, link, body string }
+	for _, tt := range []struct {
+		name    string
+		entries []entry
+		ok      bool
+	}{
+		{"through a link to ..", []entry{{name: "sub/link", link: ".."}, {name: "up", link: "sub/link/.."}}, false},
+		{"two steps out", []entry{{name: "sub/link", link: ".."}, {name: "up", link: "sub/link/.."}, {name: "up2", link: "up/.."}}, false},
+		{"a loop", []entry{{name: "a", link: "b"}, {name: "b", link: "a"}}, false},
+		{"a module shared in the tree", []entry{{name: "shared/main.tf", body: "# shared\n"}, {name: "envs/prod/shared", link: "../../shared"},
+			{name: "envs/prod/main.tf", body: "# prod\n"}}, true},
+		{"through a link, back in", []entry{{name: "sub/x.tf", body: "#\n"}, {name: "sub/link", link: ".."}, {name: "again", link: "sub/link/sub"}}, true},
+	} {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, e := range tt.entries {
+			h := &tar.Header{Name: e.name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(e.body))}
+			if e.link != "" {
+				h = &tar.Header{Name: e.name, Typeflag: tar.TypeSymlink, Linkname: e.link}
+			}
+			if err := tw.WriteHeader(h); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tw.Write([]byte(e.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		err := untar(&buf, filepath.Join(t.TempDir(), "src"))
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: err = %v, want ok %v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+// A mirror replaced under a running twokey (restored from a backup, made
+// by an older one) is set up again before a checkout reads it: the pull
+// request's attributes do not apply again.
+func TestCheckoutResetsAReplacedMirror(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
+		t.Fatal(err)
+	}
+	m := f.src.mirrorOf("acme/infra")
+	if err := os.RemoveAll(m.path); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("git", "init", "-q", "--bare", m.path).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	sha, err := f.repo.Commit(ctx, "feature", f.v1, "hide", map[string]*string{
+		".gitattributes": devstack.Str("hidden.tf export-ignore\n"), "hidden.tf": devstack.Str("# here\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.repo.PublishPull(ctx, 43, sha); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "src")
+	if err := f.src.Checkout(ctx, runner.Revision{Repo: "acme/infra", PR: 43, SHA: sha, CloneURL: f.repo.CloneURL()}, dst); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "hidden.tf")); err != nil {
+		t.Errorf("the pull request's export-ignore applied: %v", err)
 	}
 }
 
