@@ -441,21 +441,18 @@ func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) 
 	m := s.mirrorOf(rev.Repo)
 	// A commit the mirror has (a re-plan, an apply, a prefetched pull
 	// request, another environment's plan of it) is read without waiting
-	// for a fetch: fetches only add objects. One not all in yet fails to
-	// archive, and is read once its prefetch has ended or under the lock.
-	fromMirror := func() bool { return m.current() && s.archive(ctx, rev, m, dst) == nil }
-	if fromMirror() {
-		return nil
-	}
-	if done := s.prefetched(m, rev.SHA); done != nil {
+	// for a fetch: fetches only add objects. A commit being prefetched is
+	// read once it is in (its ref is set once all its objects are), and
+	// one the mirror lacks is fetched under the lock.
+	if done := s.prefetched(m, rev.SHA); done != nil && !hasRef(m, rev) {
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if fromMirror() {
-			return nil
-		}
+	}
+	if m.current() && s.archive(ctx, rev, m, dst) == nil {
+		return nil
 	}
 	return s.fetchInto(ctx, rev, m, dst)
 }
