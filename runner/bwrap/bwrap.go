@@ -194,7 +194,7 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 		return fail(err)
 	}
 	args := []string{
-		"--unshare-all", "--unshare-user", "--disable-userns", "--share-net", "--die-with-parent", "--new-session",
+		"--unshare-all", "--unshare-user", "--disable-userns", "--share-net", "--die-with-parent",
 		"--cap-drop", "ALL", "--hostname", "twokey-run",
 		"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
 	}
@@ -215,17 +215,26 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 	if b.dropping {
 		args = append(args, "--uid", strconv.Itoa(s.o.UID), "--gid", strconv.Itoa(s.o.GID))
 	}
-	var nul bytes.Buffer
 	for _, a := range args {
 		if strings.IndexByte(a, 0) >= 0 {
 			return fail(fmt.Errorf("sandbox argument %q holds a NUL byte", a))
 		}
-		nul.WriteString(a)
-		nul.WriteByte(0)
 	}
-	argsFile := filepath.Join(b.root, "args")
-	if err := os.WriteFile(argsFile, nul.Bytes(), 0o600); err != nil {
-		return fail(err)
+	// Each command is a session of its own (--new-session): none can
+	// reach a terminal twokey was started from. A session is also an
+	// autogroup, which the scheduler weighs as one whatever its processes'
+	// niceness, and an unprivileged process may change an autogroup's
+	// niceness only once per 100 ms on the whole machine. So where twokey
+	// has no terminal (a service, a container) background commands stay
+	// in twokey's session, where niceness 19 puts them behind every other
+	// run's autogroup, and behind twokey; where it has one, they are
+	// sessions of their own that ask for an autogroup niceness of 19,
+	// which the kernel may refuse.
+	argsFile, sharedArgs := filepath.Join(b.root, "args"), filepath.Join(b.root, "args-in-session")
+	for path, list := range map[string][]string{argsFile: append([]string{"--new-session"}, args...), sharedArgs: args} {
+		if err := os.WriteFile(path, []byte(strings.Join(list, "\x00")+"\x00"), 0o600); err != nil {
+			return fail(err)
+		}
 	}
 	// terraform-exec's environment, which the runner builds from an
 	// allowlist, passes through bwrap unchanged. Every script starts bwrap
@@ -235,12 +244,17 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 		drop = fmt.Sprintf(" %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --",
 			quote(s.setpriv), s.o.UID, s.o.GID)
 	}
-	script := func(what, command string) string {
+	script := func(what, args, command string) string {
 		return fmt.Sprintf("#!/bin/sh\n# twokey: %s\nexec%s %s --args 3 --info-fd 4 --chdir \"$PWD\" -- %s 3<%s 4>%s\n",
-			what, drop, quote(s.bwrap), command, quote(argsFile), quote(b.info))
+			what, drop, quote(s.bwrap), command, quote(args), quote(b.info))
 	}
-	tf, bg := script("run terraform in this run's sandbox", quote(bin)+` "$@"`),
-		script("run terraform in this run's sandbox, behind every other run", yielding(s.nice)+quote(bin)+` "$@"`)
+	tf := script("run terraform in this run's sandbox", argsFile, quote(bin)+` "$@"`)
+	bg := script("run terraform in this run's sandbox, behind every other run, in twokey's session",
+		sharedArgs, s.niced()+quote(bin)+` "$@"`)
+	if terminal() {
+		bg = script("run terraform in this run's sandbox, behind every other run", argsFile,
+			`/bin/sh -c '{ echo 19 >/proc/self/autogroup; } 2>/dev/null; exec "$@"' sh `+s.niced()+quote(bin)+` "$@"`)
+	}
 	if run.Version != nil {
 		// terraform-exec asks `version -json` of each working directory's
 		// terraform once; the runner asked this very file already.
@@ -254,7 +268,7 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 	// The same box for another program of the run (a verification's smoke
 	// program), which is the script's first argument.
 	for path, text := range map[string]string{b.exe: tf, b.bg: bg,
-		filepath.Join(b.root, "run"): script("run a program in this run's sandbox", `"$@"`)} {
+		filepath.Join(b.root, "run"): script("run a program in this run's sandbox", argsFile, `"$@"`)} {
 		if err := os.WriteFile(path, []byte(text), 0o700); err != nil {
 			return fail(err)
 		}
@@ -365,19 +379,24 @@ func (b *box) Exec() string { return b.exe }
 
 func (b *box) Background() string { return b.bg }
 
-// yielding is the start of a sandboxed command that runs behind every other
-// run: bwrap --new-session makes each command its own session, and so its
-// own autogroup, which the scheduler weighs as one, whatever its processes'
-// niceness; where autogroups are off or do not apply (a process in a CPU
-// cgroup), the process's own niceness counts, which nice lowers. Both are
-// as low as they go, and either failing leaves the command running as it
-// would have.
-func yielding(nice string) string {
-	cmd := `/bin/sh -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec "$@"' sh `
-	if nice != "" {
-		cmd += quote(nice) + " -n 19 "
+// niced is the start of a command that runs at niceness 19, or nothing
+// where there is no nice(1).
+func (s *Sandbox) niced() string {
+	if s.nice == "" {
+		return ""
 	}
-	return cmd
+	return quote(s.nice) + " -n 19 "
+}
+
+// terminal reports whether twokey has a controlling terminal, which a
+// process in its session could write into; when unsure, that it has.
+func terminal() bool {
+	f, err := os.Open("/dev/tty")
+	if err == nil {
+		f.Close()
+		return true
+	}
+	return !errors.Is(err, syscall.ENXIO) && !errors.Is(err, os.ErrNotExist)
 }
 
 // Command runs its arguments, a program and its own, in the box

@@ -355,10 +355,10 @@ func (m *mirror) current() bool {
 	return err == nil && string(b) == checkoutAttributes
 }
 
-// fetch fetches the ref rev is on (refName) into mirror, with opts.
-func (s *Source) fetch(ctx context.Context, rev runner.Revision, mirror string, opts ...string) error {
-	args := append([]string{"-C", mirror, "fetch", "-q", "--no-tags"}, opts...)
-	if _, err := s.git(ctx, rev.CloneURL, append(args, rev.CloneURL, refName(rev)+":"+refName(rev))...); err != nil {
+// fetch fetches the ref rev is on (refName) into mirror, wherever it
+// moved: a pull request's head may have been force-pushed.
+func (s *Source) fetch(ctx context.Context, rev runner.Revision, mirror string) error {
+	if _, err := s.git(ctx, rev.CloneURL, "-C", mirror, "fetch", "-q", "--no-tags", "--no-auto-gc", rev.CloneURL, "+"+refName(rev)+":"+refName(rev)); err != nil {
 		return fmt.Errorf("%w: %w", runner.ErrSource, err)
 	}
 	return nil
@@ -428,11 +428,19 @@ func (s *Source) prefetch(ctx context.Context, rev runner.Revision, end func()) 
 	if s.setUp(ctx, rev, m) != nil || hasRef(m, rev) {
 		return
 	}
-	err := s.fetch(ctx, rev, m.path, "--no-auto-gc")
+	err := s.fetch(ctx, rev, m.path)
 	end()
 	if err == nil {
-		_, _ = s.git(ctx, rev.CloneURL, "-C", m.path, "gc", "--auto", "--quiet")
+		s.gc(ctx, rev, m)
 	}
+}
+
+// gc is git's automatic gc of m, in the foreground so that it ends before
+// the lock it runs under (m.mu must be held): git's own, after a fetch and
+// detached, would race the next fetch.
+func (s *Source) gc(ctx context.Context, rev runner.Revision, m *mirror) {
+	// A gc that fails leaves the mirror as it was: readable.
+	_, _ = s.git(ctx, rev.CloneURL, "-C", m.path, "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet")
 }
 
 // Checkout fetches rev.SHA into the repository's mirror and writes its tree
@@ -451,10 +459,25 @@ func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) 
 			return ctx.Err()
 		}
 	}
-	if m.current() && s.archive(ctx, rev, m, dst) == nil {
-		return nil
+	if m.current() {
+		if err := s.archive(ctx, rev, m, dst); err == nil || final(ctx, err) {
+			return err
+		}
 	}
 	return s.fetchInto(ctx, rev, m, dst)
+}
+
+// treeError is a tree untar refused or could not write: fetching again
+// would not change it.
+type treeError struct{ err error }
+
+func (e treeError) Error() string { return e.err.Error() }
+func (e treeError) Unwrap() error { return e.err }
+
+// final reports whether an archive's err is the checkout's outcome, rather
+// than a commit the mirror may lack.
+func final(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.As(err, new(treeError))
 }
 
 // archive writes the commit's tree from m into dst as git archive streams
@@ -470,8 +493,8 @@ func (s *Source) archive(ctx context.Context, rev runner.Revision, m *mirror, ds
 	}()
 	err := s.gitTo(ctx, rev.CloneURL, pw, "-C", m.path, "archive", "--format=tar", rev.SHA+"^{commit}")
 	pw.CloseWithError(err)
-	if uerr := <-untarred; err == nil {
-		err = uerr
+	if uerr := <-untarred; err == nil && uerr != nil {
+		err = treeError{uerr}
 	}
 	if err != nil {
 		_ = os.RemoveAll(dst)
@@ -487,17 +510,18 @@ func (s *Source) fetchInto(ctx context.Context, rev runner.Revision, m *mirror, 
 	if err := s.setUp(ctx, rev, m); err != nil {
 		return err
 	}
-	if s.archive(ctx, rev, m, dst) == nil {
-		return nil
+	if err := s.archive(ctx, rev, m, dst); err == nil || final(ctx, err) {
+		return err
 	}
 	if err := s.fetch(ctx, rev, m.path); err != nil {
 		return err
 	}
-	if s.archive(ctx, rev, m, dst) == nil {
-		return nil
+	defer s.gc(ctx, rev, m)
+	if err := s.archive(ctx, rev, m, dst); err == nil || final(ctx, err) {
+		return err
 	}
 	// The pull request moved on since it was resolved; ask for the commit itself.
-	if _, err := s.git(ctx, rev.CloneURL, "-C", m.path, "fetch", "-q", "--no-tags", rev.CloneURL, rev.SHA); err != nil {
+	if _, err := s.git(ctx, rev.CloneURL, "-C", m.path, "fetch", "-q", "--no-tags", "--no-auto-gc", rev.CloneURL, rev.SHA); err != nil {
 		return fmt.Errorf("%w: commit %s is not in %s", runner.ErrSource, rev.SHA, rev.Repo)
 	}
 	return s.archive(ctx, rev, m, dst)
@@ -569,10 +593,12 @@ func untar(r io.Reader, dst string) error {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			// Each link's target was local by its text; followed through
-			// the other links, it must still be.
+			// the other links, it must still be, within one budget for
+			// the whole tree.
+			budget := maxLinkSteps
 			for _, l := range links {
-				if !resolvesInside(dst, l) {
-					return fmt.Errorf("symlink %q, through other links, points outside the workspace", filepath.ToSlash(l))
+				if !resolvesInside(dst, l, &budget) {
+					return fmt.Errorf("symlink %q, through other links, points outside the workspace or takes too many steps to follow", filepath.ToSlash(l))
 				}
 			}
 			return nil
@@ -659,18 +685,28 @@ func (s *Source) SetStatus(ctx context.Context, repo, sha, context, state, descr
 	return nil
 }
 
-// maxLinkHops bounds the links resolvesInside follows for one path.
+// maxLinkHops bounds the links resolvesInside follows for one path, as
+// the kernel's own limit does.
 const maxLinkHops = 40
+
+// maxLinkSteps bounds the path components resolvesInside looks at for a
+// whole tree: a tree of many long chained links would otherwise take
+// minutes to check.
+const maxLinkSteps = 1 << 17
 
 // resolvesInside reports whether rel, a path under root, stays under root
 // when followed as the kernel would, component by component, each link
-// from where it is. What does not exist yet is taken as written.
-func resolvesInside(root, rel string) bool {
+// from where it is. What does not exist yet is taken as written. Each
+// component looked at takes one step of budget; none left is false.
+func resolvesInside(root, rel string, budget *int) bool {
 	parts := strings.Split(filepath.ToSlash(rel), "/")
 	var at []string // where the walk is, under root
 	for hops := 0; len(parts) > 0; {
 		p := parts[0]
 		parts = parts[1:]
+		if *budget--; *budget < 0 {
+			return false
+		}
 		switch p {
 		case "", ".":
 			continue

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -219,7 +220,7 @@ func TestCheckoutWaitsForThePrefetchedCommitOnly(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")) }()
 	// The prefetch fetches, ends, and keeps the mirror (its gc, taking its time).
-	if err := f.src.fetch(ctx, rev, m.path, "--no-auto-gc"); err != nil {
+	if err := f.src.fetch(ctx, rev, m.path); err != nil {
 		t.Fatal(err)
 	}
 	end()
@@ -267,6 +268,13 @@ func TestPrefetchSkipsKnownHeads(t *testing.T) {
 		m.mu.Lock() // and its gc
 		m.mu.Unlock()
 	}
+	if end := src.prefetching(m, "0000000000000000000000000000000000000000"); end == nil {
+		t.Fatal("no prefetch under way, and none could start")
+	} else if src.prefetching(m, "0000000000000000000000000000000000000000") != nil {
+		t.Error("a second prefetch of a commit being prefetched could start")
+	} else {
+		end()
+	}
 	var wg sync.WaitGroup
 	for range 5 {
 		wg.Go(func() {
@@ -296,6 +304,41 @@ func TestPrefetchSkipsKnownHeads(t *testing.T) {
 		if n := fetches(); n != 1 {
 			t.Errorf("packed %v: a known head was fetched again (%d fetches)", packed, n)
 		}
+	}
+}
+
+// A pull request's head force-pushed to a commit that does not descend
+// from the one the mirror has is fetched onto its ref all the same.
+func TestForcePushedHeadIsFetched(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
+		t.Fatal(err)
+	}
+	base, err := gitRevParse(t, f.repo, "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rewritten, err := f.repo.Commit(ctx, "rewritten", base, "v1, rewritten", map[string]*string{"main.tf": devstack.Str("# rewritten\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.repo.PublishPull(ctx, 42, rewritten); err != nil {
+		t.Fatal(err)
+	}
+	m := f.src.mirrorOf("acme/infra")
+	m.mu.Lock()
+	err = f.src.fetch(ctx, runner.Revision{Repo: "acme/infra", PR: 42, SHA: rewritten, CloneURL: f.repo.CloneURL()}, m.path)
+	m.mu.Unlock()
+	if err != nil {
+		t.Fatalf("fetch of a force-pushed head: %v", err)
+	}
+	if !hasRef(m, runner.Revision{PR: 42, SHA: rewritten}) {
+		t.Fatal("the mirror's ref was not moved to the force-pushed head")
 	}
 }
 
@@ -358,6 +401,106 @@ func TestUntarRefusesLinkChains(t *testing.T) {
 		if (err == nil) != tt.ok {
 			t.Errorf("%s: err = %v, want ok %v", tt.name, err, tt.ok)
 		}
+	}
+}
+
+// Checking where links lead has one budget for the whole tree: a few
+// thousand long chained links, a few megabytes in git, are refused rather
+// than checked for minutes.
+func TestUntarBoundsLinkWalks(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("d/../", 800)
+	for i := range 2000 {
+		target := pad + fmt.Sprintf("l%d", max(i-1, 0)) // each link through the one before
+		if i%39 == 0 {
+			target = pad + "d" // chains end inside: by its paths alone, the tree is fine
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("l%d", i), Typeflag: tar.TypeSymlink, Linkname: target}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := untar(&buf, filepath.Join(t.TempDir(), "src")); err == nil {
+		t.Fatal("a tree of thousands of long chained links was walked to the end and accepted")
+	}
+}
+
+// A mirror that lost its attributes while it has the commit is set up
+// again before the commit is read from it without the lock.
+func TestReplacedMirrorWithTheCommit(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	sha, err := f.repo.Commit(ctx, "feature", f.v1, "hide", map[string]*string{
+		".gitattributes": devstack.Str("hidden.tf export-ignore\n"), "hidden.tf": devstack.Str("# here\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.repo.PublishPull(ctx, 43, sha); err != nil {
+		t.Fatal(err)
+	}
+	rev := runner.Revision{Repo: "acme/infra", PR: 43, SHA: sha, CloneURL: f.repo.CloneURL()}
+	if err := f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(f.src.mirrorOf("acme/infra").path, "info", "attributes")); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "b")
+	if err := f.src.Checkout(ctx, rev, dst); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "hidden.tf")); err != nil {
+		t.Errorf("the pull request's export-ignore applied: %v", err)
+	}
+}
+
+// A tree untar refuses is refused once, as itself: fetching again would not
+// change it, and "commit not found" would hide why.
+func TestRefusedTreeIsNotFetchedAgain(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	sha, err := f.repo.Commit(ctx, "feature", f.v1, "escape", map[string]*string{"up": devstack.Str("placeholder")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A link that leads out through another: sub -> .., up -> sub/..
+	out, err := exec.Command("sh", "-c", `set -e
+w=$(mktemp -d); git clone -q "$1" "$w"; cd "$w"; git checkout -q "$2"
+rm up; mkdir -p d; ln -s .. d/sub; ln -s d/sub/.. up
+git -c user.name=t -c user.email=t@example.com add -A; git -c user.name=t -c user.email=t@example.com commit -qm links
+git push -q origin HEAD:refs/pull/44/head; git rev-parse HEAD`, "sh", f.repo.Bare, sha).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	lines := strings.Fields(string(out))
+	head := lines[len(lines)-1]
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	wrapper := filepath.Join(dir, "git")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho \"$*\" >> "+calls+"\nexec "+gitPath+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, err := New(Options{APIURL: f.src.o.APIURL, Token: f.src.o.Token, MirrorDir: t.TempDir(), Git: wrapper})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = src.Checkout(ctx, runner.Revision{Repo: "acme/infra", PR: 44, SHA: head, CloneURL: f.repo.CloneURL()}, filepath.Join(t.TempDir(), "src"))
+	if err == nil || !strings.Contains(err.Error(), "outside the workspace") {
+		t.Fatalf("err = %v, want the tree refused", err)
+	}
+	b, _ := os.ReadFile(calls)
+	if n := strings.Count(string(b), " fetch "); n != 1 {
+		t.Errorf("%d fetches for a refused tree, want 1:\n%s", n, b)
 	}
 }
 
@@ -508,7 +651,8 @@ func TestPrefetchedCheckout(t *testing.T) {
 		if err := src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
 			t.Fatal(err)
 		}
-		after := slices.DeleteFunc(read()[before:], func(c string) bool { return strings.HasPrefix(c, "init_") })
+		// Making the mirror and git's upkeep of it (gc) are not the checkout's.
+		after := slices.DeleteFunc(read()[before:], func(c string) bool { return strings.HasPrefix(c, "init_") || strings.Contains(c, "_gc_") })
 		if want := map[bool]int{true: 1, false: 3}[prefetch]; len(after) != want {
 			t.Errorf("prefetch %v: the checkout ran %d git processes, want %d: %q", prefetch, len(after), want, after)
 		}
