@@ -97,88 +97,95 @@ func TestHostileRunSeesOnlyItsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command(box.Exec())
-	cmd.Dir = filepath.Join(e.data, "runs", "r1")
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "LOOT=" + e.loot, "SECRET_FILE=" + e.secretFile, "DATA_DIR=" + e.data,
-		"WRITE_HERE=" + e.writeHere, "HOME=" + filepath.Join(e.data, "runs", "r1", "home")}
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	// Survivors holding stdout would keep Wait from returning; after the
-	// delay, Wait gives up and the test fails.
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
-	if !strings.Contains(out.String(), "done") {
-		t.Fatalf("the script did not run:\n%s", out.String())
-	}
+	// Both ways a run starts terraform: its own session, and a background
+	// command (in twokey's session where there is no terminal).
+	for _, exe := range []string{box.Exec(), box.Background()} {
+		t.Run(filepath.Base(exe), func(t *testing.T) {
+			_ = os.Remove(filepath.Join(e.loot, "loot.txt"))
+			cmd := exec.Command(exe)
+			cmd.Dir = filepath.Join(e.data, "runs", "r1")
+			cmd.Env = []string{"PATH=/usr/bin:/bin", "LOOT=" + e.loot, "SECRET_FILE=" + e.secretFile, "DATA_DIR=" + e.data,
+				"WRITE_HERE=" + e.writeHere, "HOME=" + filepath.Join(e.data, "runs", "r1", "home")}
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			cmd.Stderr = &out
+			// Survivors holding stdout would keep Wait from returning; after the
+			// delay, Wait gives up and the test fails.
+			cmd.WaitDelay = 10 * time.Second
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("run: %v\n%s", err, out.String())
+			}
+			if !strings.Contains(out.String(), "done") {
+				t.Fatalf("the script did not run:\n%s", out.String())
+			}
 
-	loot, err := os.ReadFile(filepath.Join(e.loot, "loot.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("loot:\n%s", loot)
-	if bytes.Contains(loot, []byte(e.secret)) {
-		t.Error("the run read a file outside its directory")
-	}
-	for _, s := range []string{"wrote into data_dir", "wrote beside the run"} {
-		if bytes.Contains(loot, []byte(s)) {
-			t.Error("the run " + s)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(e.writeHere, "planted")); err == nil {
-		t.Error("the run wrote outside its directory")
-	}
-	// No capabilities, no new privileges; namespaces of its own, but the
-	// network; a /tmp of its own.
-	for _, want := range []string{"CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"} {
-		if !bytes.Contains(loot, []byte(want)) {
-			t.Errorf("the run's status lacks %q", want)
-		}
-	}
-	for _, ns := range []string{"pid", "mnt", "user", "ipc", "uts", "cgroup", "net"} {
-		mine, err := os.Readlink("/proc/self/ns/" + ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		shared := bytes.Contains(loot, []byte("ns "+ns+" "+mine+"\n"))
-		if shared != (ns == "net") {
-			t.Errorf("namespace %s shared with twokey: %v", ns, shared)
-		}
-	}
-	if bytes.Contains(loot, []byte("made a user namespace")) {
-		t.Error("the run can make user namespaces of its own")
-	}
-	if bytes.Contains(loot, []byte(filepath.Base(e.hostTmp))) {
-		t.Error("the run sees the host's /tmp")
-	}
-	// Its own PID namespace: bwrap's init, the script and what it ran.
-	for _, line := range strings.Split(string(loot), "\n") {
-		if pids, ok := strings.CutPrefix(line, "pids "); ok {
-			if n := len(strings.Fields(pids)); n > 6 {
-				t.Errorf("the run sees %d processes: %s", n, pids)
+			loot, err := os.ReadFile(filepath.Join(e.loot, "loot.txt"))
+			if err != nil {
+				t.Fatal(err)
 			}
-			if strings.Contains(" "+pids, " "+strconv.Itoa(os.Getpid())+" ") && os.Getpid() > 6 {
-				t.Errorf("the run sees the test's own process %d", os.Getpid())
+			t.Logf("loot:\n%s", loot)
+			if bytes.Contains(loot, []byte(e.secret)) {
+				t.Error("the run read a file outside its directory")
 			}
-		}
-	}
-	if os.Geteuid() == 0 {
-		st, err := os.Stat(filepath.Join(e.loot, "loot.txt"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if uid := st.Sys().(*syscall.Stat_t).Uid; uid != 65534 {
-			t.Errorf("a run started by root wrote as uid %d, want 65534", uid)
-		}
-	}
-	// The input is readable and cannot be changed from inside.
-	if got, _ := os.ReadFile(filepath.Join(e.data, "runs", "r1.ctl", "in", "plan.tfplan")); string(got) != "saved plan" {
-		t.Errorf("input = %q", got)
-	}
-	if input != filepath.Join(e.data, "runs", "r1", "in", "plan.tfplan") {
-		t.Errorf("input is at %s inside", input)
+			for _, s := range []string{"wrote into data_dir", "wrote beside the run"} {
+				if bytes.Contains(loot, []byte(s)) {
+					t.Error("the run " + s)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(e.writeHere, "planted")); err == nil {
+				t.Error("the run wrote outside its directory")
+			}
+			// No capabilities, no new privileges; namespaces of its own, but the
+			// network; a /tmp of its own.
+			for _, want := range []string{"CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"} {
+				if !bytes.Contains(loot, []byte(want)) {
+					t.Errorf("the run's status lacks %q", want)
+				}
+			}
+			for _, ns := range []string{"pid", "mnt", "user", "ipc", "uts", "cgroup", "net"} {
+				mine, err := os.Readlink("/proc/self/ns/" + ns)
+				if err != nil {
+					t.Fatal(err)
+				}
+				shared := bytes.Contains(loot, []byte("ns "+ns+" "+mine+"\n"))
+				if shared != (ns == "net") {
+					t.Errorf("namespace %s shared with twokey: %v", ns, shared)
+				}
+			}
+			if bytes.Contains(loot, []byte("made a user namespace")) {
+				t.Error("the run can make user namespaces of its own")
+			}
+			if bytes.Contains(loot, []byte(filepath.Base(e.hostTmp))) {
+				t.Error("the run sees the host's /tmp")
+			}
+			// Its own PID namespace: bwrap's init, the script and what it ran.
+			for _, line := range strings.Split(string(loot), "\n") {
+				if pids, ok := strings.CutPrefix(line, "pids "); ok {
+					if n := len(strings.Fields(pids)); n > 6 {
+						t.Errorf("the run sees %d processes: %s", n, pids)
+					}
+					if strings.Contains(" "+pids, " "+strconv.Itoa(os.Getpid())+" ") && os.Getpid() > 6 {
+						t.Errorf("the run sees the test's own process %d", os.Getpid())
+					}
+				}
+			}
+			if os.Geteuid() == 0 {
+				st, err := os.Stat(filepath.Join(e.loot, "loot.txt"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if uid := st.Sys().(*syscall.Stat_t).Uid; uid != 65534 {
+					t.Errorf("a run started by root wrote as uid %d, want 65534", uid)
+				}
+			}
+			// The input is readable and cannot be changed from inside.
+			if got, _ := os.ReadFile(filepath.Join(e.data, "runs", "r1.ctl", "in", "plan.tfplan")); string(got) != "saved plan" {
+				t.Errorf("input = %q", got)
+			}
+			if input != filepath.Join(e.data, "runs", "r1", "in", "plan.tfplan") {
+				t.Errorf("input is at %s inside", input)
+			}
+		})
 	}
 }
 
