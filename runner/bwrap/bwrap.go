@@ -5,11 +5,12 @@
 // inputs, the terraform binary and the system's libraries and certificates,
 // and dies with the run.
 //
-// terraform-exec starts a binary by path, so each run gets a two-line shell
-// script that execs bwrap with the run's arguments (read from a file the
-// sandbox cannot see) and terraform's. Where twokey runs as root, the script
-// first drops to an unprivileged uid with setpriv, so not even an escape from
-// the user namespace lands as root.
+// terraform-exec starts a binary by path, so each run gets short shell
+// scripts that exec bwrap with the run's arguments (read from a file the
+// sandbox cannot see) and terraform's: one for its commands, one for those
+// that run behind every other run (Background). Where twokey runs as root,
+// they first drop to an unprivileged uid with setpriv, so not even an escape
+// from the user namespace lands as root.
 package bwrap
 
 import (
