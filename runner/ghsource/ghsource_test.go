@@ -64,6 +64,36 @@ func setup(t *testing.T) fixture {
 	return fixture{gh: gh, repo: repo, src: src, v1: v1}
 }
 
+// checkedOut resolves pull request 42 and checks it out once, so that
+// f's mirror has its head.
+func (f fixture) checkedOut(t *testing.T) runner.Revision {
+	t.Helper()
+	ctx := context.Background()
+	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+// loggedGit is a git that logs each command line to calls, then runs it.
+func loggedGit(t *testing.T) (wrapper, calls string) {
+	t.Helper()
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	calls, wrapper = filepath.Join(dir, "calls"), filepath.Join(dir, "git")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho \"$*\" >> "+calls+"\nexec "+gitPath+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return wrapper, calls
+}
+
 func TestResolve(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
@@ -182,13 +212,7 @@ func TestCheckoutIgnoresAttributes(t *testing.T) {
 func TestCheckoutDoesNotWaitForFetch(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
-		t.Fatal(err)
-	}
+	rev := f.checkedOut(t)
 	m := f.src.mirrorOf("acme/infra")
 	m.mu.Lock() // a fetch, taking its time
 	defer m.mu.Unlock()
@@ -240,16 +264,7 @@ func TestCheckoutWaitsForThePrefetchedCommitOnly(t *testing.T) {
 func TestPrefetchSkipsKnownHeads(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	gitPath, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	calls := filepath.Join(dir, "calls")
-	wrapper := filepath.Join(dir, "git")
-	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho \"$*\" >> "+calls+"\nexec "+gitPath+" \"$@\"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	wrapper, calls := loggedGit(t)
 	src, err := New(Options{APIURL: f.src.o.APIURL, Token: f.src.o.Token, MirrorDir: t.TempDir(), Git: wrapper, Prefetch: true})
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +305,7 @@ func TestPrefetchSkipsKnownHeads(t *testing.T) {
 	}
 	for _, packed := range []bool{false, true} {
 		if packed {
-			if out, err := exec.Command(gitPath, "-C", m.path, "pack-refs", "--all").CombinedOutput(); err != nil {
+			if out, err := exec.Command("git", "-C", m.path, "pack-refs", "--all").CombinedOutput(); err != nil {
 				t.Fatalf("%v: %s", err, out)
 			}
 			if _, err := os.Stat(filepath.Join(m.path, "refs", "pull", "42", "head")); !os.IsNotExist(err) {
@@ -312,13 +327,7 @@ func TestPrefetchSkipsKnownHeads(t *testing.T) {
 func TestForcePushedHeadIsFetched(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
-		t.Fatal(err)
-	}
+	f.checkedOut(t)
 	base, err := gitRevParse(t, f.repo, "main")
 	if err != nil {
 		t.Fatal(err)
@@ -480,16 +489,7 @@ git push -q origin HEAD:refs/pull/44/head; git rev-parse HEAD`, "sh", f.repo.Bar
 	}
 	lines := strings.Fields(string(out))
 	head := lines[len(lines)-1]
-	gitPath, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	calls := filepath.Join(dir, "calls")
-	wrapper := filepath.Join(dir, "git")
-	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho \"$*\" >> "+calls+"\nexec "+gitPath+" \"$@\"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	wrapper, calls := loggedGit(t)
 	src, err := New(Options{APIURL: f.src.o.APIURL, Token: f.src.o.Token, MirrorDir: t.TempDir(), Git: wrapper})
 	if err != nil {
 		t.Fatal(err)
@@ -510,13 +510,7 @@ git push -q origin HEAD:refs/pull/44/head; git rev-parse HEAD`, "sh", f.repo.Bar
 func TestCheckoutResetsAReplacedMirror(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	rev, err := f.src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
-		t.Fatal(err)
-	}
+	f.checkedOut(t)
 	m := f.src.mirrorOf("acme/infra")
 	if err := os.RemoveAll(m.path); err != nil {
 		t.Fatal(err)
@@ -612,16 +606,7 @@ func gitRevParse(t *testing.T, repo *devstack.GitRepo, rev string) (string, erro
 func TestPrefetchedCheckout(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	gitPath, err := exec.LookPath("git")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	calls := filepath.Join(dir, "calls")
-	wrapper := filepath.Join(dir, "git")
-	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho \"$*\" >> "+calls+"\nexec "+gitPath+" \"$@\"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	wrapper, calls := loggedGit(t)
 	read := func() []string {
 		b, _ := os.ReadFile(calls)
 		return strings.Fields(strings.ReplaceAll(string(b), " ", "_"))
