@@ -221,21 +221,23 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 			return fail(fmt.Errorf("sandbox argument %q holds a NUL byte", a))
 		}
 	}
-	// Each command is a session of its own (--new-session): none can
-	// reach a terminal twokey was started from. A session is also an
-	// autogroup, which the scheduler weighs as one whatever its processes'
-	// niceness, and an unprivileged process may change an autogroup's
-	// niceness only once per 100 ms on the whole machine. So where twokey
-	// has no terminal (a service, a container) background commands stay
-	// in twokey's session, where niceness 19 puts them behind every other
-	// run's autogroup, and behind twokey; where it has one, they are
-	// sessions of their own that ask for an autogroup niceness of 19,
-	// which the kernel may refuse.
-	argsFile, sharedArgs := filepath.Join(b.root, "args"), filepath.Join(b.root, "args-in-session")
-	for path, list := range map[string][]string{argsFile: append([]string{"--new-session"}, args...), sharedArgs: args} {
-		if err := os.WriteFile(path, []byte(strings.Join(list, "\x00")+"\x00"), 0o600); err != nil {
-			return fail(err)
-		}
+	// Where twokey has a controlling terminal, each command is a session
+	// of its own (--new-session), so that none can write into it. A
+	// session is also an autogroup, which the scheduler weighs as one
+	// whatever its processes' niceness, and an unprivileged process may
+	// change an autogroup's niceness only once per 100 ms on the whole
+	// machine. So where twokey has no terminal (a service, a container),
+	// every command stays in twokey's session, one autogroup, where
+	// niceness 19 puts background commands behind every run's commands
+	// and twokey; where it has one, background commands ask for an
+	// autogroup niceness of 19, which the kernel may refuse.
+	tty := terminal()
+	if tty {
+		args = append([]string{"--new-session"}, args...)
+	}
+	argsFile := filepath.Join(b.root, "args")
+	if err := os.WriteFile(argsFile, []byte(strings.Join(args, "\x00")+"\x00"), 0o600); err != nil {
+		return fail(err)
 	}
 	// terraform-exec's environment, which the runner builds from an
 	// allowlist, passes through bwrap unchanged. Every script starts bwrap
@@ -245,17 +247,16 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 		drop = fmt.Sprintf(" %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --",
 			quote(s.setpriv), s.o.UID, s.o.GID)
 	}
-	script := func(what, args, command string) string {
+	script := func(what, command string) string {
 		return fmt.Sprintf("#!/bin/sh\n# twokey: %s\nexec%s %s --args 3 --info-fd 4 --chdir \"$PWD\" -- %s 3<%s 4>%s\n",
-			what, drop, quote(s.bwrap), command, quote(args), quote(b.info))
+			what, drop, quote(s.bwrap), command, quote(argsFile), quote(b.info))
 	}
-	tf := script("run terraform in this run's sandbox", argsFile, quote(bin)+` "$@"`)
-	bg := script("run terraform in this run's sandbox, behind every other run, in twokey's session",
-		sharedArgs, s.niced()+quote(bin)+` "$@"`)
-	if terminal() {
-		bg = script("run terraform in this run's sandbox, behind every other run", argsFile,
-			`/bin/sh -c '{ echo 19 >/proc/self/autogroup; } 2>/dev/null; exec "$@"' sh `+s.niced()+quote(bin)+` "$@"`)
+	tf := script("run terraform in this run's sandbox", quote(bin)+` "$@"`)
+	behind := s.niced() + quote(bin) + ` "$@"`
+	if tty {
+		behind = `/bin/sh -c '{ echo 19 >/proc/self/autogroup; } 2>/dev/null; exec "$@"' sh ` + behind
 	}
+	bg := script("run terraform in this run's sandbox, behind every other run", behind)
 	if run.Version != nil {
 		// terraform-exec asks `version -json` of each working directory's
 		// terraform once; the runner asked this very file already.
@@ -269,7 +270,7 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 	// The same box for another program of the run (a verification's smoke
 	// program), which is the script's first argument.
 	for path, text := range map[string]string{b.exe: tf, b.bg: bg,
-		filepath.Join(b.root, "run"): script("run a program in this run's sandbox", argsFile, `"$@"`)} {
+		filepath.Join(b.root, "run"): script("run a program in this run's sandbox", `"$@"`)} {
 		if err := os.WriteFile(path, []byte(text), 0o700); err != nil {
 			return fail(err)
 		}

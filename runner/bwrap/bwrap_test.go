@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
@@ -97,8 +100,8 @@ func TestHostileRunSeesOnlyItsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Both ways a run starts terraform: its own session, and a background
-	// command (in twokey's session where there is no terminal).
+	// Both ways a run starts terraform: in the foreground, and behind
+	// every other run.
 	for _, exe := range []string{box.Exec(), box.Background()} {
 		t.Run(filepath.Base(exe), func(t *testing.T) {
 			_ = os.Remove(filepath.Join(e.loot, "loot.txt"))
@@ -290,27 +293,31 @@ func TestInterruptReachesTerraform(t *testing.T) {
 	}
 }
 
-// What a box starts in the background runs behind every other run. With
-// no terminal to protect, it stays in twokey's session, and so in twokey's
-// autogroup (each other command is a session, and an autogroup, of its
-// own), at niceness 19: as many at once as there are, which an
-// autogroup's niceness, changed at most once per 100 ms by an
-// unprivileged process, could not give. Both pass arguments through
-// unchanged, and answer terraform-exec's version question alike.
+// Where twokey has no terminal to protect, every command a box starts stays
+// in twokey's session, and so in twokey's autogroup, which the scheduler
+// weighs as one: a background command's niceness 19 then puts it behind
+// every run's commands, as many at once as there are, which an autogroup's
+// niceness, changed at most once per 100 ms by an unprivileged process,
+// could not. Where twokey has a terminal, every command is a session of its
+// own, which cannot open it; the test runs itself again under a
+// pseudo-terminal for that. Both kinds pass arguments through unchanged,
+// and answer terraform-exec's version question alike.
 func TestBackgroundRunsBehind(t *testing.T) {
-	// With a terminal, background commands are sessions of their own too,
-	// and only their niceness is certain.
 	tty := false
 	if f, err := os.Open("/dev/tty"); err == nil {
 		f.Close()
 		tty = true
+	}
+	if !tty && os.Getenv("TWOKEY_TEST_TTY") == "" {
+		t.Run("with a terminal", underTerminal)
 	}
 	e := newEnv(t)
 	sb := stacktest.Sandbox(t, e.loot)
 	script := filepath.Join(e.root, "priority.sh")
 	if err := os.WriteFile(script, []byte("#!/bin/sh\nprintf 'args'; printf ' [%s]' \"$@\"; echo\n"+
 		"echo \"autogroup $(cat /proc/self/autogroup 2>/dev/null)\"\n"+
-		"echo \"nice $(awk '{print $19}' /proc/self/stat)\"\n"), 0o755); err != nil {
+		"echo \"nice $(awk '{print $19}' /proc/self/stat)\"\n"+
+		"(: </dev/tty) 2>/dev/null && echo 'opened the terminal'; exit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(e.data, "runs", "r5")
@@ -339,10 +346,7 @@ func TestBackgroundRunsBehind(t *testing.T) {
 	}
 	twokeys := "autogroup " + strings.TrimSpace(string(group)) + "\n"
 	args := []string{"show", "-json", "it's a \"plan\" $HOME"}
-	for _, c := range []struct {
-		exe, nice string
-		shared    bool
-	}{{box.Exec(), mine, false}, {box.Background(), "19", !tty}} {
+	for _, c := range []struct{ exe, nice string }{{box.Exec(), mine}, {box.Background(), "19"}} {
 		// Several at once, as a plan's two read-backs and other plans' start.
 		outs := make([]string, 4)
 		var wg sync.WaitGroup
@@ -357,13 +361,47 @@ func TestBackgroundRunsBehind(t *testing.T) {
 			if !strings.Contains(out, "nice "+c.nice+"\n") {
 				t.Errorf("%s: the command's niceness is not %s:\n%s", filepath.Base(c.exe), c.nice, out)
 			}
-			if strings.Contains(out, twokeys) != c.shared {
-				t.Errorf("%s: in twokey's autogroup %v, want %v:\n%s", filepath.Base(c.exe), !c.shared, c.shared, out)
+			if strings.Contains(out, twokeys) == tty {
+				t.Errorf("%s: in twokey's autogroup %v, want %v:\n%s", filepath.Base(c.exe), tty, !tty, out)
+			}
+			if strings.Contains(out, "opened the terminal") {
+				t.Errorf("%s: a command opened twokey's terminal:\n%s", filepath.Base(c.exe), out)
 			}
 		}
 		if v := run(c.exe, "version", "-json"); v != `{"terraform_version":"1.12.2"}` {
 			t.Errorf("%s answered version -json with %q", filepath.Base(c.exe), v)
 		}
+	}
+}
+
+// underTerminal runs TestBackgroundRunsBehind again, in a session whose
+// controlling terminal is a new pseudo-terminal.
+func underTerminal(t *testing.T) {
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	go func() { _, _ = io.Copy(io.Discard, ptmx) }()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestBackgroundRunsBehind$", "-test.v", "-test.count", "1")
+	cmd.Env = append(os.Environ(), "TWOKEY_TEST_TTY=1")
+	cmd.Stdin = pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestBackgroundRunsBehind")) {
+		t.Fatalf("under a terminal: %v\n%s", err, out)
 	}
 }
 
