@@ -8,9 +8,10 @@
 // terraform-exec starts a binary by path, so each run gets short shell
 // scripts that exec bwrap with the run's arguments (read from a file the
 // sandbox cannot see) and terraform's: one for its commands, one for those
-// that run behind every other run (Background). Where twokey runs as root,
-// they first drop to an unprivileged uid with setpriv, so not even an escape
-// from the user namespace lands as root.
+// that run behind every other run (Background). Each command is a session
+// of its own. Where twokey runs as root, they first drop to an unprivileged
+// uid with setpriv, so not even an escape from the user namespace lands as
+// root.
 package bwrap
 
 import (
@@ -62,6 +63,7 @@ type Sandbox struct {
 	o       Options
 	bwrap   string
 	setpriv string // set when runs drop from root
+	setsid  string // set with setpriv
 	nice    string // nice(1), if there is one
 	version string
 
@@ -95,6 +97,9 @@ func New(ctx context.Context, o Options) (*Sandbox, error) {
 	if os.Geteuid() == 0 {
 		if s.setpriv, err = exec.LookPath("setpriv"); err != nil {
 			return nil, fmt.Errorf("running as root, runs drop to uid %d with setpriv (util-linux), which is missing: %w", o.UID, err)
+		}
+		if s.setsid, err = exec.LookPath("setsid"); err != nil {
+			return nil, fmt.Errorf("running as root, runs start in sessions of their own with setsid (util-linux), which is missing: %w", err)
 		}
 	}
 	if nice, err := exec.LookPath("nice"); err == nil {
@@ -221,23 +226,20 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 			return fail(fmt.Errorf("sandbox argument %q holds a NUL byte", a))
 		}
 	}
-	// Where twokey has a controlling terminal, each command is a session
-	// of its own (--new-session), so that none can write into it. A
-	// session is also an autogroup, which the scheduler weighs as one
-	// whatever its processes' niceness, and an unprivileged process may
-	// change an autogroup's niceness only once per 100 ms on the whole
-	// machine. So where twokey has no terminal (a service, a container),
-	// every command stays in twokey's session, one autogroup, where
-	// niceness 19 puts background commands behind every run's commands
-	// and twokey; where it has one, background commands ask for an
-	// autogroup niceness of 19, which the kernel may refuse.
-	tty := terminal()
-	if tty {
-		args = append([]string{"--new-session"}, args...)
-	}
-	argsFile := filepath.Join(b.root, "args")
-	if err := os.WriteFile(argsFile, []byte(strings.Join(args, "\x00")+"\x00"), 0o600); err != nil {
-		return fail(err)
+	// Each command is a session of its own, and so an autogroup of its
+	// own, which the scheduler weighs as one whatever its processes'
+	// niceness, and which any process in it may renice: none can reach a
+	// terminal twokey has, nor change the priority of twokey's session.
+	// bwrap makes the session (--new-session), inside the sandbox. A
+	// background command's autogroup asks for niceness 19 too, which the
+	// kernel grants an unprivileged process once per 100 ms on the whole
+	// machine; so where twokey runs as root, setsid makes the session, and
+	// root renices it, before the privileges are dropped.
+	argsFile, sessionMade := filepath.Join(b.root, "args"), filepath.Join(b.root, "args-session-made")
+	for path, list := range map[string][]string{argsFile: append([]string{"--new-session"}, args...), sessionMade: args} {
+		if err := os.WriteFile(path, []byte(strings.Join(list, "\x00")+"\x00"), 0o600); err != nil {
+			return fail(err)
+		}
 	}
 	// terraform-exec's environment, which the runner builds from an
 	// allowlist, passes through bwrap unchanged. Every script starts bwrap
@@ -247,16 +249,17 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 		drop = fmt.Sprintf(" %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --",
 			quote(s.setpriv), s.o.UID, s.o.GID)
 	}
-	script := func(what, command string) string {
-		return fmt.Sprintf("#!/bin/sh\n# twokey: %s\nexec%s %s --args 3 --info-fd 4 --chdir \"$PWD\" -- %s 3<%s 4>%s\n",
-			what, drop, quote(s.bwrap), command, quote(argsFile), quote(b.info))
+	const renice = `/bin/sh -c '{ echo 19 >/proc/self/autogroup; } 2>/dev/null; exec "$@"' sh`
+	script := func(what, before, args, command string) string {
+		return fmt.Sprintf("#!/bin/sh\n# twokey: %s\nexec%s%s %s --args 3 --info-fd 4 --chdir \"$PWD\" -- %s 3<%s 4>%s\n",
+			what, before, drop, quote(s.bwrap), command, quote(args), quote(b.info))
 	}
-	tf := script("run terraform in this run's sandbox", quote(bin)+` "$@"`)
-	behind := s.niced() + quote(bin) + ` "$@"`
-	if tty {
-		behind = `/bin/sh -c '{ echo 19 >/proc/self/autogroup; } 2>/dev/null; exec "$@"' sh ` + behind
+	const behind = "run terraform in this run's sandbox, behind every other run"
+	tf := script("run terraform in this run's sandbox", "", argsFile, quote(bin)+` "$@"`)
+	bg := script(behind, "", argsFile, renice+" "+s.niced()+quote(bin)+` "$@"`)
+	if b.dropping {
+		bg = script(behind, " "+quote(s.setsid)+" --wait "+renice, sessionMade, s.niced()+quote(bin)+` "$@"`)
 	}
-	bg := script("run terraform in this run's sandbox, behind every other run", behind)
 	if run.Version != nil {
 		// terraform-exec asks `version -json` of each working directory's
 		// terraform once; the runner asked this very file already.
@@ -270,7 +273,7 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 	// The same box for another program of the run (a verification's smoke
 	// program), which is the script's first argument.
 	for path, text := range map[string]string{b.exe: tf, b.bg: bg,
-		filepath.Join(b.root, "run"): script("run a program in this run's sandbox", `"$@"`)} {
+		filepath.Join(b.root, "run"): script("run a program in this run's sandbox", "", argsFile, `"$@"`)} {
 		if err := os.WriteFile(path, []byte(text), 0o700); err != nil {
 			return fail(err)
 		}
@@ -388,17 +391,6 @@ func (s *Sandbox) niced() string {
 		return ""
 	}
 	return quote(s.nice) + " -n 19 "
-}
-
-// terminal reports whether twokey has a controlling terminal, which a
-// process in its session could write into; when unsure, that it has.
-func terminal() bool {
-	f, err := os.Open("/dev/tty")
-	if err == nil {
-		f.Close()
-		return true
-	}
-	return !errors.Is(err, syscall.ENXIO) && !errors.Is(err, os.ErrNotExist)
 }
 
 // Command runs its arguments, a program and its own, in the box
