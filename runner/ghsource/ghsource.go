@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,8 +43,10 @@ type Options struct {
 	App *App
 	// Prefetch starts fetching a pull request's head into its mirror as
 	// soon as Resolve has read the pull request, while the plan is set up
-	// (its authors read, the lock taken, the message posted); Checkout then
-	// finds the commit there. For a serve that runs its plans itself.
+	// (its authors read, the lock taken, the message posted), or, for a
+	// pull request the mirror has never had, while Resolve reads it;
+	// Checkout then finds the commit there. For a serve that runs its plans
+	// itself.
 	Prefetch bool
 	// MergeableBackoff is the first wait before asking GitHub again about a
 	// pull request whose mergeability it is still computing; each further
@@ -73,9 +74,15 @@ type Source struct {
 type mirror struct {
 	path string
 	mu   sync.Mutex // held to change it: one fetch at a time
-	// prefetches holds, for each commit being prefetched, what closes once
-	// it has been fetched (or could not be); guarded by Source.mu.
+	// prefetches holds, for each commit (or pull request ref) being
+	// prefetched, what closes once it has been fetched (or could not be);
+	// guarded by Source.mu.
 	prefetches map[string]chan struct{}
+	// cloneURL is the repository's, once one of its pull requests has
+	// been read, and read holds the pull requests read; guarded by
+	// Source.mu.
+	cloneURL string
+	read     map[int]bool
 }
 
 var _ runner.Source = (*Source)(nil)
@@ -184,6 +191,8 @@ func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	m := s.mirrorOf(repo)
+	early := s.fetchEarly(ctx, m, repo, pr)
 	commits := make(chan listed, 1)
 	go func() {
 		c, err := s.commits(ctx, owner, name, pr)
@@ -205,12 +214,18 @@ func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int
 	if len(sha) != 40 || cloneURL == "" {
 		return runner.Revision{}, fmt.Errorf("%w: %s#%d has no head commit or clone URL", runner.ErrSource, repo, pr)
 	}
+	s.mu.Lock()
+	if m.read == nil {
+		m.read = map[int]bool{}
+	}
+	m.cloneURL, m.read[pr] = cloneURL, true
+	s.mu.Unlock()
 	// A head in another repository (or in one since deleted) is a fork's.
 	fork := !strings.EqualFold(p.GetHead().GetRepo().GetFullName(), p.GetBase().GetRepo().GetFullName())
 	if s.o.Prefetch && !fork {
 		rev := runner.Revision{Repo: repo, PR: pr, SHA: sha, CloneURL: cloneURL}
-		if end := s.prefetching(s.mirrorOf(repo), sha); end != nil {
-			go s.prefetch(context.WithoutCancel(ctx), rev, end)
+		if end := s.prefetching(m, sha); end != nil {
+			go s.prefetch(context.WithoutCancel(ctx), rev, end, early)
 		}
 	}
 	l := <-commits
@@ -377,16 +392,57 @@ func refName(rev runner.Revision) string {
 // already. It may miss a commit the mirror has (on another ref, say):
 // that costs a fetch that brings nothing.
 func hasRef(m *mirror, rev runner.Revision) bool {
-	ref := refName(rev)
-	if b, err := os.ReadFile(filepath.Join(m.path, filepath.FromSlash(ref))); err == nil {
-		return strings.TrimSpace(string(b)) == rev.SHA
-	}
-	packed, err := os.ReadFile(filepath.Join(m.path, "packed-refs"))
-	return err == nil && slices.Contains(strings.Split(string(packed), "\n"), rev.SHA+" "+ref)
+	return rev.SHA != "" && refAt(m, rev) == rev.SHA
 }
 
-// prefetching records that sha is being prefetched into m, and returns
-// what ends that; nil if it is already under way.
+// refAt is the commit m's ref for rev, loose or packed, points at; "" if
+// m has no such ref.
+func refAt(m *mirror, rev runner.Revision) string {
+	ref := refName(rev)
+	if b, err := os.ReadFile(filepath.Join(m.path, filepath.FromSlash(ref))); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	packed, err := os.ReadFile(filepath.Join(m.path, "packed-refs"))
+	if err != nil {
+		return ""
+	}
+	for line := range strings.SplitSeq(string(packed), "\n") {
+		if sha, name, ok := strings.Cut(line, " "); ok && name == ref {
+			return sha
+		}
+	}
+	return ""
+}
+
+// fetchEarly starts fetching pull request pr's head into m while the pull
+// request is read, where pr has not been read before and m has never had
+// a head of it (most likely, the head to plan is then not in m), and a
+// pull request of the repository has been read (which gave its clone URL). GitHub publishes every
+// pull request's head, a fork's too, as refs/pull/<n>/head of the
+// repository: the number is all it takes. Nothing is taken on trust: the
+// checkout is of the head the pull request read says, which is fetched
+// again if this brought another (a head pushed in between). A closed pull
+// request's head is fetched for nothing. fetchEarly returns what closes
+// once the fetch has ended, or nil.
+func (s *Source) fetchEarly(ctx context.Context, m *mirror, repo string, pr int) <-chan struct{} {
+	if !s.o.Prefetch {
+		return nil
+	}
+	s.mu.Lock()
+	rev, read := runner.Revision{Repo: repo, PR: pr, CloneURL: m.cloneURL}, m.read[pr]
+	s.mu.Unlock()
+	if rev.CloneURL == "" || read || refAt(m, rev) != "" {
+		return nil
+	}
+	key := refName(rev)
+	if end := s.prefetching(m, key); end != nil {
+		go s.prefetch(context.WithoutCancel(ctx), rev, end, nil)
+	}
+	return s.prefetched(m, key)
+}
+
+// prefetching records that sha (or a ref) is being prefetched into m, and
+// returns what ends that; nil if it is already under way.
 func (s *Source) prefetching(m *mirror, sha string) (end func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -416,13 +472,26 @@ func (s *Source) prefetched(m *mirror, sha string) <-chan struct{} {
 
 // prefetch fetches a pull request's head into its mirror, unless the
 // mirror has the commit already (Options.Prefetch), and ends by calling
-// end. Whatever goes wrong, Checkout fetches again. git's automatic gc
-// runs after end: a checkout waiting for the commit does not wait for it.
-func (s *Source) prefetch(ctx context.Context, rev runner.Revision, end func()) {
+// end. If after is not nil, it first waits for after to close: the head's
+// fetch that started while the pull request was read (fetchEarly), which
+// most likely brought this commit. Whatever goes wrong, Checkout fetches
+// again. git's automatic gc runs after end: a checkout waiting for the
+// commit does not wait for it.
+func (s *Source) prefetch(ctx context.Context, rev runner.Revision, end func(), after <-chan struct{}) {
 	defer end()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	m := s.mirrorOf(rev.Repo)
+	if after != nil {
+		select {
+		case <-after:
+		case <-ctx.Done():
+			return
+		}
+		if hasRef(m, rev) {
+			return
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s.setUp(ctx, rev, m) != nil || hasRef(m, rev) {

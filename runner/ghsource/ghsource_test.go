@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -641,5 +642,116 @@ func TestPrefetchedCheckout(t *testing.T) {
 		if want := map[bool]int{true: 1, false: 3}[prefetch]; len(after) != want {
 			t.Errorf("prefetch %v: the checkout ran %d git processes, want %d: %q", prefetch, len(after), want, after)
 		}
+	}
+}
+
+// gatedPull serves f's GitHub through a gate: pull request pr is answered
+// only once the mirror's ref of it points at want (then, before the
+// answer, moved runs, if not nil), or after 10 s, as unavailable. It
+// returns a Source with Prefetch that has read pull request 42 already,
+// which gave it the repository's clone URL, and its git's log.
+func gatedPull(t *testing.T, f fixture, pr int, want string, moved func()) (*Source, string) {
+	t.Helper()
+	ctx := context.Background()
+	var src *Source
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, fmt.Sprintf("/pulls/%d", pr)) {
+			m := src.mirrorOf("acme/infra")
+			deadline := time.Now().Add(10 * time.Second)
+			for refAt(m, runner.Revision{PR: pr}) != want {
+				if time.Now().After(deadline) {
+					http.Error(w, "the head was not fetched while the pull request was read", http.StatusServiceUnavailable)
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if moved != nil {
+				moved()
+			}
+		}
+		f.gh.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	wrapper, calls := loggedGit(t)
+	var err error
+	src, err = New(Options{APIURL: srv.URL + "/api/v3/", Token: f.src.o.Token, MirrorDir: t.TempDir(), Git: wrapper, Prefetch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
+		t.Fatal(err)
+	}
+	return src, calls
+}
+
+// newPull publishes pull request n of f's repository with a head whose
+// main.tf is text, and returns the head.
+func newPull(t *testing.T, f fixture, n int, text string) string {
+	t.Helper()
+	ctx := context.Background()
+	base, err := gitRevParse(t, f.repo, "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha, err := f.repo.Commit(ctx, fmt.Sprintf("pr-%d", n), base, text, map[string]*string{"main.tf": devstack.Str(text)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.repo.PublishPull(ctx, n, sha); err != nil {
+		t.Fatal(err)
+	}
+	f.gh.SetPull("acme/infra", ghsim.Pull{Number: n, HeadSHA: sha, HeadRef: fmt.Sprintf("pr-%d", n), Title: text})
+	return sha
+}
+
+// A pull request the mirror has never had is fetched while it is read,
+// once: the checkout then only reads the mirror.
+func TestNewPullRequestIsFetchedWhileRead(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	head := newPull(t, f, 43, "# 43\n")
+	src, calls := gatedPull(t, f, 43, head, nil)
+	before, _ := os.ReadFile(calls)
+	rev, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 43})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "src")
+	if err := src.Checkout(ctx, rev, dst); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "main.tf")); err != nil || string(b) != "# 43\n" {
+		t.Fatalf("checked out main.tf %q (%v), want pull request 43's", b, err)
+	}
+	after, _ := os.ReadFile(calls)
+	if n := strings.Count(string(after[len(before):]), " fetch "); n != 1 {
+		t.Errorf("pull request 43 was fetched %d times, want once:\n%s", n, after[len(before):])
+	}
+}
+
+// A head pushed between the early fetch and the pull request's read is the
+// one checked out: the read says which, and it is fetched.
+func TestHeadPushedWhileReadIsFetched(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	first := newPull(t, f, 43, "# 43, first\n")
+	src, _ := gatedPull(t, f, 43, first, func() { newPull(t, f, 43, "# 43, pushed while read\n") })
+	rev, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 43})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev.SHA == first {
+		t.Fatal("the pull request was read before the push")
+	}
+	dst := filepath.Join(t.TempDir(), "src")
+	if err := src.Checkout(ctx, rev, dst); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "main.tf")); err != nil || string(b) != "# 43, pushed while read\n" {
+		t.Fatalf("checked out main.tf %q (%v), want the head pushed while the pull request was read", b, err)
 	}
 }
