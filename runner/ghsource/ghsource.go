@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
@@ -79,10 +80,10 @@ type mirror struct {
 	// guarded by Source.mu.
 	prefetches map[string]chan struct{}
 	// cloneURL is the repository's, once one of its pull requests has
-	// been read, and read holds the pull requests read; guarded by
-	// Source.mu.
+	// been read, and tried holds the pull requests fetchEarly was asked
+	// for; guarded by Source.mu.
 	cloneURL string
-	read     map[int]bool
+	tried    map[int]bool
 }
 
 var _ runner.Source = (*Source)(nil)
@@ -215,10 +216,7 @@ func (s *Source) resolvePR(ctx context.Context, owner, name, repo string, pr int
 		return runner.Revision{}, fmt.Errorf("%w: %s#%d has no head commit or clone URL", runner.ErrSource, repo, pr)
 	}
 	s.mu.Lock()
-	if m.read == nil {
-		m.read = map[int]bool{}
-	}
-	m.cloneURL, m.read[pr] = cloneURL, true
+	m.cloneURL = cloneURL
 	s.mu.Unlock()
 	// A head in another repository (or in one since deleted) is a fork's.
 	fork := !strings.EqualFold(p.GetHead().GetRepo().GetFullName(), p.GetBase().GetRepo().GetFullName())
@@ -415,23 +413,29 @@ func refAt(m *mirror, rev runner.Revision) string {
 }
 
 // fetchEarly starts fetching pull request pr's head into m while the pull
-// request is read, where pr has not been read before and m has never had
-// a head of it (most likely, the head to plan is then not in m), and a
-// pull request of the repository has been read (which gave its clone URL). GitHub publishes every
-// pull request's head, a fork's too, as refs/pull/<n>/head of the
-// repository: the number is all it takes. Nothing is taken on trust: the
-// checkout is of the head the pull request read says, which is fetched
-// again if this brought another (a head pushed in between). A closed pull
-// request's head is fetched for nothing. fetchEarly returns what closes
-// once the fetch has ended, or nil.
+// request is read: once per pull request (a number that is no pull
+// request's is not tried again), where m has never had a head of it (most
+// likely, the head to plan is then not in m either) and the repository's
+// clone URL is known from an earlier read. GitHub publishes every pull
+// request's head, a fork's too, as refs/pull/<n>/head of the repository:
+// the number is all it takes. Nothing is taken on trust: the checkout is
+// of the head the pull request's read names, which is fetched again if
+// this brought another (a push in between; that fetch then also waits
+// for this one's gc). A closed pull request's head is fetched for
+// nothing. fetchEarly returns what closes once the fetch has ended, or
+// nil.
 func (s *Source) fetchEarly(ctx context.Context, m *mirror, repo string, pr int) <-chan struct{} {
 	if !s.o.Prefetch {
 		return nil
 	}
 	s.mu.Lock()
-	rev, read := runner.Revision{Repo: repo, PR: pr, CloneURL: m.cloneURL}, m.read[pr]
+	rev, tried := runner.Revision{Repo: repo, PR: pr, CloneURL: m.cloneURL}, m.tried[pr]
+	if m.tried == nil {
+		m.tried = map[int]bool{}
+	}
+	m.tried[pr] = true
 	s.mu.Unlock()
-	if rev.CloneURL == "" || read || refAt(m, rev) != "" {
+	if rev.CloneURL == "" || tried || refAt(m, rev) != "" {
 		return nil
 	}
 	key := refName(rev)
@@ -441,42 +445,42 @@ func (s *Source) fetchEarly(ctx context.Context, m *mirror, repo string, pr int)
 	return s.prefetched(m, key)
 }
 
-// prefetching records that sha (or a ref) is being prefetched into m, and
-// returns what ends that; nil if it is already under way.
-func (s *Source) prefetching(m *mirror, sha string) (end func()) {
+// prefetching records that key, a commit or a ref, is being prefetched
+// into m, and returns what ends that; nil if it is already under way.
+func (s *Source) prefetching(m *mirror, key string) (end func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := m.prefetches[sha]; ok {
+	if _, ok := m.prefetches[key]; ok {
 		return nil
 	}
 	if m.prefetches == nil {
 		m.prefetches = map[string]chan struct{}{}
 	}
 	done := make(chan struct{})
-	m.prefetches[sha] = done
+	m.prefetches[key] = done
 	return sync.OnceFunc(func() {
 		s.mu.Lock()
-		delete(m.prefetches, sha)
+		delete(m.prefetches, key)
 		s.mu.Unlock()
 		close(done)
 	})
 }
 
-// prefetched is what closes once the prefetch of sha into m has ended; nil
+// prefetched is what closes once the prefetch of key into m has ended; nil
 // if none is under way.
-func (s *Source) prefetched(m *mirror, sha string) <-chan struct{} {
+func (s *Source) prefetched(m *mirror, key string) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return m.prefetches[sha]
+	return m.prefetches[key]
 }
 
 // prefetch fetches a pull request's head into its mirror, unless the
 // mirror has the commit already (Options.Prefetch), and ends by calling
 // end. If after is not nil, it first waits for after to close: the head's
 // fetch that started while the pull request was read (fetchEarly), which
-// most likely brought this commit. Whatever goes wrong, Checkout fetches
-// again. git's automatic gc runs after end: a checkout waiting for the
-// commit does not wait for it.
+// most likely brought this commit; its two minutes include that wait.
+// Whatever goes wrong, Checkout fetches again. git's automatic gc runs
+// after end: a checkout waiting for the commit does not wait for it.
 func (s *Source) prefetch(ctx context.Context, rev runner.Revision, end func(), after <-chan struct{}) {
 	defer end()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -638,6 +642,12 @@ func (s *Source) gitTo(ctx context.Context, cloneURL string, stdout io.Writer, a
 	}
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = stdout, &stderr
+	// git runs helpers (remote-http, upload-pack) that outlive it if only it
+	// is killed, holding its output open; an ended ctx kills them all, and
+	// nothing waits long for their pipes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
 		msg := runner.Redact(strings.TrimSpace(stderr.String()), s.o.Token.Reveal(), token)
 		return fmt.Errorf("git %s: %w: %s", args[len(args)-min(len(args), 2)], err, msg)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -649,7 +650,8 @@ func TestPrefetchedCheckout(t *testing.T) {
 // only once the mirror's ref of it points at want (then, before the
 // answer, moved runs, if not nil), or after 10 s, as unavailable. It
 // returns a Source with Prefetch that has read pull request 42 already,
-// which gave it the repository's clone URL, and its git's log.
+// which gave it the repository's clone URL, and its git's log. With pr 0,
+// nothing waits.
 func gatedPull(t *testing.T, f fixture, pr int, want string, moved func()) (*Source, string) {
 	t.Helper()
 	ctx := context.Background()
@@ -753,5 +755,166 @@ func TestHeadPushedWhileReadIsFetched(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dst, "main.tf")); err != nil || string(b) != "# 43, pushed while read\n" {
 		t.Fatalf("checked out main.tf %q (%v), want the head pushed while the pull request was read", b, err)
+	}
+}
+
+// A fetch from a remote that stalls ends with its context, and with it
+// every process it started, which would otherwise hold the mirror.
+func TestStalledRemoteEndsWithItsContext(t *testing.T) {
+	f := setup(t)
+	f.gh.GitOverHTTP = true
+	stall, hungUp := make(chan struct{}), make(chan struct{}, 1)
+	defer close(stall)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/git-upload-pack") {
+			// With the request read, a closed connection ends its context.
+			_, _ = io.Copy(io.Discard, r.Body)
+			select {
+			case <-stall:
+			case <-r.Context().Done(): // git's HTTP helper is gone
+				hungUp <- struct{}{}
+			}
+			return
+		}
+		f.gh.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	rev := runner.Revision{Repo: "acme/infra", PR: 42, SHA: f.v1, CloneURL: srv.URL + "/acme/infra.git"}
+	m := f.src.mirrorOf("acme/infra")
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := f.src.setUp(context.Background(), rev, m); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.src.fetch(ctx, rev, m.path) }()
+	time.Sleep(500 * time.Millisecond) // the fetch is under way, stalled
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a stalled fetch succeeded")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a fetch whose context ended is still running")
+	}
+	select {
+	case <-hungUp:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a process of the fetch outlived it, still connected to the remote")
+	}
+}
+
+// A pull request is fetched early once, whatever comes of it: a number that
+// is no pull request's costs one fetch, not one per /tf plan.
+func TestPullRequestIsFetchedEarlyOnce(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	src, calls := gatedPull(t, f, 0, "", nil)
+	before, _ := os.ReadFile(calls)
+	m := src.mirrorOf("acme/infra")
+	for range 3 {
+		if _, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 999}); !errors.Is(err, runner.ErrPRNotFound) {
+			t.Fatalf("resolve of no pull request: %v", err)
+		}
+		for src.prefetched(m, refName(runner.Revision{PR: 999})) != nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	after, _ := os.ReadFile(calls)
+	if n := strings.Count(string(after[len(before):]), " fetch "); n != 1 {
+		t.Errorf("three reads of no pull request fetched %d times, want once:\n%s", n, after[len(before):])
+	}
+}
+
+// A pull request whose head the mirror has had (read before twokey
+// restarted, say) is not fetched early: its head most likely has not moved.
+func TestKnownPullRequestIsNotFetchedEarly(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	newPull(t, f, 43, "# 43\n")
+	first, calls := gatedPull(t, f, 0, "", nil)
+	rev, err := first.Resolve(ctx, "acme/infra", runner.Ref{PR: 43})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
+		t.Fatal(err)
+	}
+	// The same mirror, read by a twokey started afresh.
+	again, err := New(Options{APIURL: first.o.APIURL, Token: first.o.Token, MirrorDir: first.o.MirrorDir, Git: first.o.Git, Prefetch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(calls)
+	for _, pr := range []int{42, 43} {
+		rev, err := again.Resolve(ctx, "acme/infra", runner.Ref{PR: pr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := again.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, _ := os.ReadFile(calls)
+	if n := strings.Count(string(after[len(before):]), " fetch "); n != 0 {
+		t.Errorf("heads the mirror has were fetched %d times:\n%s", n, after[len(before):])
+	}
+}
+
+// The checkout of the head an early fetch brought waits for that fetch,
+// not for the git gc it runs afterwards under the mirror's lock.
+func TestCheckoutDoesNotWaitForTheEarlyFetchsGC(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	head := newPull(t, f, 43, "# 43\n")
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	hold, release := filepath.Join(dir, "hold"), filepath.Join(dir, "release")
+	wrapper := filepath.Join(dir, "git")
+	// While hold exists, a gc waits for release.
+	script := fmt.Sprintf("#!/bin/sh\ncase \"$*\" in *\" gc \"*) [ -e %s ] && while [ ! -e %s ]; do sleep 0.01; done;; esac\nexec %s \"$@\"\n", hold, release, gitPath)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.WriteFile(release, nil, 0o600)
+	src, err := New(Options{APIURL: f.src.o.APIURL, Token: f.src.o.Token, MirrorDir: t.TempDir(), Git: wrapper, Prefetch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 42}); err != nil {
+		t.Fatal(err)
+	}
+	m := src.mirrorOf("acme/infra")
+	for src.prefetched(m, f.v1) != nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	m.mu.Lock() // and its gc
+	m.mu.Unlock()
+	if err := os.WriteFile(hold, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		rev, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 43})
+		if err == nil && rev.SHA != head {
+			err = fmt.Errorf("resolved %s, want %s", rev.SHA, head)
+		}
+		if err == nil {
+			err = src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src"))
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the checkout waited for the early fetch's gc")
 	}
 }
