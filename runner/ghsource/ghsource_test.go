@@ -877,11 +877,10 @@ func TestCheckoutDoesNotWaitForTheEarlyFetchsGC(t *testing.T) {
 	hold, release := filepath.Join(dir, "hold"), filepath.Join(dir, "release")
 	wrapper := filepath.Join(dir, "git")
 	// While hold exists, a gc waits for release.
-	script := fmt.Sprintf("#!/bin/sh\ncase \"$*\" in *\" gc \"*) [ -e %s ] && while [ ! -e %s ]; do sleep 0.01; done;; esac\nexec %s \"$@\"\n", hold, release, gitPath)
+	script := fmt.Sprintf("#!/bin/sh\ncase \"$*\" in *\" gc \"*) while [ -e %s ] && [ ! -e %s ]; do sleep 0.01; done;; esac\nexec %s \"$@\"\n", hold, release, gitPath)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	defer os.WriteFile(release, nil, 0o600)
 	src, err := New(Options{APIURL: f.src.o.APIURL, Token: f.src.o.Token, MirrorDir: t.TempDir(), Git: wrapper, Prefetch: true})
 	if err != nil {
 		t.Fatal(err)
@@ -898,6 +897,11 @@ func TestCheckoutDoesNotWaitForTheEarlyFetchsGC(t *testing.T) {
 	if err := os.WriteFile(hold, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // before dir goes: the gc ends
+		_ = os.WriteFile(release, nil, 0o600)
+		m.mu.Lock()
+		m.mu.Unlock()
+	})
 	done := make(chan error, 1)
 	go func() {
 		rev, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 43})
