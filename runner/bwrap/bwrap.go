@@ -246,7 +246,9 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 	// in the run's directory, where terraform-exec started it.
 	drop := ""
 	if b.dropping {
-		drop = fmt.Sprintf(" %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --",
+		// The uid change clears the parent-death signal terraform-exec
+		// set; it is set again for the moments before bwrap sets its own.
+		drop = fmt.Sprintf(" %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --pdeathsig=KILL --",
 			quote(s.setpriv), s.o.UID, s.o.GID)
 	}
 	const renice = `/bin/sh -c '{ echo 19 >/proc/self/autogroup; } 2>/dev/null; exec "$@"' sh`

@@ -118,6 +118,7 @@ func TestHostileRunSeesOnlyItsRun(t *testing.T) {
 			_ = os.Remove(filepath.Join(e.loot, "loot.txt"))
 			cmd := exec.Command(exe)
 			cmd.Dir = filepath.Join(e.data, "runs", "r1")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // as terraform-exec starts it
 			cmd.Env = []string{"PATH=/usr/bin:/bin", "LOOT=" + e.loot, "SECRET_FILE=" + e.secretFile, "DATA_DIR=" + e.data,
 				"WRITE_HERE=" + e.writeHere, "HOME=" + filepath.Join(e.data, "runs", "r1", "home")}
 			var out bytes.Buffer
@@ -148,6 +149,9 @@ func TestHostileRunSeesOnlyItsRun(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(e.writeHere, "planted")); err == nil {
 				t.Error("the run wrote outside its directory")
+			}
+			if !bytes.Contains(loot, []byte("reniced its session")) {
+				t.Error("the run could not renice its own session: the check of twokey's proves nothing")
 			}
 			if now, err := os.ReadFile("/proc/self/autogroup"); err != nil || !bytes.Equal(now, group) {
 				t.Errorf("the run changed twokey's autogroup from %q to %q (%v)", group, now, err)
@@ -240,7 +244,7 @@ func TestKilledRunLeavesNoProcess(t *testing.T) {
 	e := newEnv(t)
 	sb := stacktest.Sandbox(t, e.loot)
 	script := filepath.Join(e.root, "linger.sh")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\nsetsid sh -c 'sleep 60' </dev/null >/dev/null 2>&1 &\necho started\nsleep 60\n"), 0o755); err != nil {
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nsetsid sh -c 'sleep 60' </dev/null 2>/dev/null &\necho started\nsleep 60\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	box, err := sb.Open(runner.Run{Dir: filepath.Join(e.data, "runs", "r3"), Binary: script})
@@ -252,32 +256,75 @@ func TestKilledRunLeavesNoProcess(t *testing.T) {
 		t.Run(filepath.Base(exe), func(t *testing.T) {
 			cmd := exec.Command(exe)
 			cmd.Dir = filepath.Join(e.data, "runs", "r3")
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			buf := make([]byte, 8)
-			if _, err := stdout.Read(buf); err != nil {
-				t.Fatal(err)
-			}
-			_ = cmd.Process.Kill() // SIGKILL to the script's process, as a killed twokey's children get
-			_ = cmd.Wait()
-			// EOF on stdout comes only when no process of the run holds it.
-			done := make(chan error, 1)
-			go func() { _, err := stdout.Read(buf); done <- err }()
-			select {
-			case err := <-done:
-				if err == nil {
-					t.Fatal("a process of the run is still writing")
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("a process of the killed run is still alive")
-			}
+			killAlone(t, cmd, started(t, cmd)) // as a killed twokey's children are
 		})
 	}
+}
+
+// started starts cmd as terraform-exec does, a process group of its own,
+// with its stdout on a pipe that ends only once no process holds it, and
+// reads the start of its output.
+func started(t *testing.T, cmd *exec.Cmd) *os.File {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	cmd.Stdout, cmd.SysProcAttr = w, &syscall.SysProcAttr{Setpgid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Read(make([]byte, 8)); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// killAlone SIGKILLs cmd's process, and only it, and fails unless every
+// process that holds its stdout is gone within 10 s.
+func killAlone(t *testing.T, cmd *exec.Cmd, stdout *os.File) {
+	t.Helper()
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	done := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, stdout); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a process of the killed run is still alive")
+	}
+}
+
+func TestStarterKilledBeforeBwrapLeavesNoProcess(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only where twokey runs as root is a background command started through setsid")
+	}
+	e := newEnv(t)
+	fake := filepath.Join(e.root, "bwrap")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = --version ] && { echo 'bubblewrap 0.8.0'; exit 0; }\n"+
+		"while [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := bwrap.New(context.Background(), bwrap.Options{Path: fake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(e.root, "started.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho started\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(e.data, "runs", "r6")
+	box, err := sb.Open(runner.Run{Dir: dir, Binary: script})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer box.Close()
+	cmd := exec.Command(box.Background())
+	cmd.Dir = dir
+	killAlone(t, cmd, started(t, cmd))
 }
 
 func TestInterruptReachesTerraform(t *testing.T) {
@@ -339,7 +386,8 @@ func TestBackgroundRunsBehind(t *testing.T) {
 	if err := os.WriteFile(script, []byte("#!/bin/sh\nprintf 'args'; printf ' [%s]' \"$@\"; echo\n"+
 		"echo \"autogroup $(cat /proc/self/autogroup 2>/dev/null)\"\n"+
 		"echo \"nice $(awk '{print $19}' /proc/self/stat)\"\n"+
-		"(: </dev/tty) 2>/dev/null && echo 'opened the terminal'; exit 0\n"), 0o755); err != nil {
+		"(: </dev/tty) 2>/dev/null && echo 'opened the terminal'\n"+
+		"[ \"$1\" = fail ] && exit 5; exit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(e.data, "runs", "r5")
@@ -399,6 +447,12 @@ func TestBackgroundRunsBehind(t *testing.T) {
 		}
 		if v := run(c.exe, "version", "-json"); v != `{"terraform_version":"1.12.2"}` {
 			t.Errorf("%s answered version -json with %q", filepath.Base(c.exe), v)
+		}
+		cmd := exec.Command(c.exe, "fail")
+		cmd.Dir, cmd.SysProcAttr = dir, &syscall.SysProcAttr{Setpgid: true}
+		var ee *exec.ExitError
+		if err := cmd.Run(); !errors.As(err, &ee) || ee.ExitCode() != 5 {
+			t.Errorf("%s: a command that exits 5 ended with %v", filepath.Base(c.exe), err)
 		}
 	}
 }
