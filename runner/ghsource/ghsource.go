@@ -643,11 +643,9 @@ func (s *Source) gitTo(ctx context.Context, cloneURL string, stdout io.Writer, a
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = stdout, &stderr
 	// git runs helpers (remote-http, upload-pack) that outlive it if only it
-	// is killed, holding its output open; an ended ctx kills them all, and
-	// nothing waits long for their pipes.
+	// is killed, holding its output open; an ended ctx kills them all.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
 		msg := runner.Redact(strings.TrimSpace(stderr.String()), s.o.Token.Reveal(), token)
 		return fmt.Errorf("git %s: %w: %s", args[len(args)-min(len(args), 2)], err, msg)
