@@ -690,6 +690,17 @@ func gatedPull(t *testing.T, f fixture, pr int, want string, moved func()) (*Sou
 	return src, calls
 }
 
+// fetchesSince returns what counts the git fetches logged in calls after
+// now, and gives the lines logged since.
+func fetchesSince(calls string) func() (int, string) {
+	before, _ := os.ReadFile(calls)
+	return func() (int, string) {
+		after, _ := os.ReadFile(calls)
+		log := string(after[len(before):])
+		return strings.Count(log, " fetch "), log
+	}
+}
+
 // newPull publishes pull request n of f's repository with a head whose
 // main.tf is text, and returns the head.
 func newPull(t *testing.T, f fixture, n int, text string) string {
@@ -717,7 +728,7 @@ func TestNewPullRequestIsFetchedWhileRead(t *testing.T) {
 	ctx := context.Background()
 	head := newPull(t, f, 43, "# 43\n")
 	src, calls := gatedPull(t, f, 43, head, nil)
-	before, _ := os.ReadFile(calls)
+	fetched := fetchesSince(calls)
 	rev, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 43})
 	if err != nil {
 		t.Fatal(err)
@@ -729,9 +740,8 @@ func TestNewPullRequestIsFetchedWhileRead(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dst, "main.tf")); err != nil || string(b) != "# 43\n" {
 		t.Fatalf("checked out main.tf %q (%v), want pull request 43's", b, err)
 	}
-	after, _ := os.ReadFile(calls)
-	if n := strings.Count(string(after[len(before):]), " fetch "); n != 1 {
-		t.Errorf("pull request 43 was fetched %d times, want once:\n%s", n, after[len(before):])
+	if n, log := fetched(); n != 1 {
+		t.Errorf("pull request 43 was fetched %d times, want once:\n%s", n, log)
 	}
 }
 
@@ -812,7 +822,7 @@ func TestPullRequestIsFetchedEarlyOnce(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
 	src, calls := gatedPull(t, f, 0, "", nil)
-	before, _ := os.ReadFile(calls)
+	fetched := fetchesSince(calls)
 	m := src.mirrorOf("acme/infra")
 	for range 3 {
 		if _, err := src.Resolve(ctx, "acme/infra", runner.Ref{PR: 999}); !errors.Is(err, runner.ErrPRNotFound) {
@@ -822,9 +832,8 @@ func TestPullRequestIsFetchedEarlyOnce(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	after, _ := os.ReadFile(calls)
-	if n := strings.Count(string(after[len(before):]), " fetch "); n != 1 {
-		t.Errorf("three reads of no pull request fetched %d times, want once:\n%s", n, after[len(before):])
+	if n, log := fetched(); n != 1 {
+		t.Errorf("three reads of no pull request fetched %d times, want once:\n%s", n, log)
 	}
 }
 
@@ -847,7 +856,7 @@ func TestKnownPullRequestIsNotFetchedEarly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, _ := os.ReadFile(calls)
+	fetched := fetchesSince(calls)
 	for _, pr := range []int{42, 43} {
 		rev, err := again.Resolve(ctx, "acme/infra", runner.Ref{PR: pr})
 		if err != nil {
@@ -857,9 +866,8 @@ func TestKnownPullRequestIsNotFetchedEarly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	after, _ := os.ReadFile(calls)
-	if n := strings.Count(string(after[len(before):]), " fetch "); n != 0 {
-		t.Errorf("heads the mirror has were fetched %d times:\n%s", n, after[len(before):])
+	if n, log := fetched(); n != 0 {
+		t.Errorf("heads the mirror has were fetched %d times:\n%s", n, log)
 	}
 }
 
