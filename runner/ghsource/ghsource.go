@@ -74,7 +74,7 @@ type Source struct {
 // mirror is one repository's bare mirror.
 type mirror struct {
 	path string
-	mu   sync.Mutex // held to change it: one fetch at a time
+	mu   lock // held to change it: one fetch at a time
 	// prefetches holds, for each commit (or pull request ref) being
 	// prefetched, what closes once it has been fetched (or could not be);
 	// guarded by Source.mu.
@@ -84,6 +84,22 @@ type mirror struct {
 	// for; guarded by Source.mu.
 	cloneURL string
 	tried    map[int]bool
+}
+
+// lock is a mutex whose waiters can give up.
+type lock chan struct{}
+
+func (l lock) Lock()   { l <- struct{}{} }
+func (l lock) Unlock() { <-l }
+
+// LockContext takes l, or gives up with ctx's error once ctx ends.
+func (l lock) LockContext(ctx context.Context) error {
+	select {
+	case l <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 var _ runner.Source = (*Source)(nil)
@@ -326,7 +342,7 @@ func (s *Source) mirrorOf(repo string) *mirror {
 	defer s.mu.Unlock()
 	m, ok := s.mirrors[repo]
 	if !ok {
-		m = &mirror{path: filepath.Join(s.o.MirrorDir, filepath.FromSlash(repo)+".git")}
+		m = &mirror{path: filepath.Join(s.o.MirrorDir, filepath.FromSlash(repo)+".git"), mu: make(lock, 1)}
 		s.mirrors[repo] = m
 	}
 	return m
@@ -496,7 +512,9 @@ func (s *Source) prefetch(ctx context.Context, rev runner.Revision, end func(), 
 			return
 		}
 	}
-	m.mu.Lock()
+	if m.mu.LockContext(ctx) != nil {
+		return
+	}
 	defer m.mu.Unlock()
 	if s.setUp(ctx, rev, m) != nil || hasRef(m, rev) {
 		return
@@ -578,7 +596,10 @@ func (s *Source) archive(ctx context.Context, rev runner.Revision, m *mirror, ds
 // fetchInto writes the commit's tree from m into dst, fetched into m first
 // if it is not there: one git process if it is, three if not.
 func (s *Source) fetchInto(ctx context.Context, rev runner.Revision, m *mirror, dst string) error {
-	m.mu.Lock()
+	// Behind another fetch (one that stalls, say), no longer than ctx allows.
+	if err := m.mu.LockContext(ctx); err != nil {
+		return err
+	}
 	defer m.mu.Unlock()
 	if err := s.setUp(ctx, rev, m); err != nil {
 		return err

@@ -930,3 +930,26 @@ func TestCheckoutDoesNotWaitForTheEarlyFetchsGC(t *testing.T) {
 		t.Fatal("the checkout waited for the early fetch's gc")
 	}
 }
+
+// A checkout that must fetch behind another fetch (one that stalls, say)
+// gives up when its own context ends, not when the other fetch does.
+func TestCheckoutBehindAStalledFetchEndsWithItsContext(t *testing.T) {
+	f := setup(t)
+	m := f.src.mirrorOf("acme/infra")
+	m.mu.Lock() // the other fetch
+	defer m.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	rev := runner.Revision{Repo: "acme/infra", PR: 42, SHA: f.v1, CloneURL: f.repo.CloneURL()}
+	done := make(chan error, 1)
+	go func() { done <- f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")) }()
+	time.Sleep(100 * time.Millisecond) // the checkout waits for the mirror
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("checkout: %v, want its context's end", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the checkout waited for the mirror after its context ended")
+	}
+}
