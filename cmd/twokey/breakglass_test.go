@@ -353,7 +353,11 @@ func TestBreakGlassSelfServiceExpires(t *testing.T) {
 	s.ephemeral(bob, id+"` infra/prod by <@"+erin+">: expired, *unreviewed* (0 of 2 reviews)")
 	want := []string{"requested:erin", "credential_requested", "credential_minted", "minted:twokey", "delivered:twokey", "unwrapped:twokey",
 		"expired:twokey", "drift:twokey"}
-	if got := s.breakGlassEvents(id); !slices.Equal(got, want) {
+	got := s.breakGlassEvents(id)
+	// Vault ends a token past its TTL a moment later: a bot that asks at
+	// once finds it still there, revokes it, and records that.
+	revokedFirst := slices.Insert(slices.Clone(want), slices.Index(want, "expired:twokey"), "credential_revoked")
+	if !slices.Equal(got, want) && !slices.Equal(got, revokedFirst) {
 		t.Fatalf("break-glass events:\n%v\nwant\n%v", got, want)
 	}
 	var expires, noticed time.Time
