@@ -185,7 +185,7 @@ func (s *Server) post(p map[string]string, ephemeral bool) map[string]any {
 	if ephemeral {
 		return ok(map[string]any{"message_ts": m.TS})
 	}
-	return ok(map[string]any{"channel": channel, "ts": m.TS, "message": map[string]any{"text": m.Text, "ts": m.TS}})
+	return ok(map[string]any{"channel": channel, "ts": cp.TS, "message": map[string]any{"text": cp.Text, "ts": cp.TS}})
 }
 
 func (s *Server) update(p map[string]string) map[string]any {
@@ -209,7 +209,8 @@ func (s *Server) update(p map[string]string) map[string]any {
 	after := s.bump(Event{Kind: "message", Message: &cp})
 	s.mu.Unlock()
 	after()
-	return ok(map[string]any{"channel": m.Channel, "ts": m.TS, "text": m.Text})
+	// cp, taken under the lock: another update may be changing m by now.
+	return ok(map[string]any{"channel": cp.Channel, "ts": cp.TS, "text": cp.Text})
 }
 
 // find must be called with s.mu held.
