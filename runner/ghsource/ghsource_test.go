@@ -81,6 +81,19 @@ func (f fixture) checkedOut(t *testing.T) runner.Revision {
 	return rev
 }
 
+// ended is what done gives, or fails the test with hung if it gives
+// nothing within 10 s.
+func ended(t *testing.T, done <-chan error, hung string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal(hung)
+		return nil
+	}
+}
+
 // loggedGit is a git that logs each command line to calls, then runs it.
 func loggedGit(t *testing.T) (wrapper, calls string) {
 	t.Helper()
@@ -220,13 +233,8 @@ func TestCheckoutDoesNotWaitForFetch(t *testing.T) {
 	defer m.mu.Unlock()
 	done := make(chan error, 1)
 	go func() { done <- f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the checkout of a commit the mirror has waited for the fetch")
+	if err := ended(t, done, "the checkout of a commit the mirror has waited for the fetch"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -251,13 +259,8 @@ func TestCheckoutWaitsForThePrefetchedCommitOnly(t *testing.T) {
 	}
 	end()
 	defer m.mu.Unlock()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the checkout waited for the mirror, not for the commit")
+	if err := ended(t, done, "the checkout waited for the mirror, not for the commit"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -921,13 +924,8 @@ func TestCheckoutDoesNotWaitForTheEarlyFetchsGC(t *testing.T) {
 		}
 		done <- err
 	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the checkout waited for the early fetch's gc")
+	if err := ended(t, done, "the checkout waited for the early fetch's gc"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -944,12 +942,7 @@ func TestCheckoutBehindAStalledFetchEndsWithItsContext(t *testing.T) {
 	go func() { done <- f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src")) }()
 	time.Sleep(100 * time.Millisecond) // the checkout waits for the mirror
 	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("checkout: %v, want its context's end", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the checkout waited for the mirror after its context ended")
+	if err := ended(t, done, "the checkout waited for the mirror after its context ended"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("checkout: %v, want its context's end", err)
 	}
 }
