@@ -168,6 +168,9 @@ type RedisClusterOptions struct {
 	// "--appendonly", "yes". Nodes 0…Masters-1 become the masters, and
 	// redis-cli makes the rest their replicas.
 	NodeArgs func(i int) []string
+	// User and Password log redis-cli in, where NodeArgs load an ACL
+	// file whose default user is off.
+	User, Password string
 }
 
 // StartRedisClusterWith starts o.Masters×(1+o.Replicas) nodes with cluster
@@ -196,15 +199,23 @@ func StartRedisClusterWith(ctx context.Context, o RedisClusterOptions) (*RedisCl
 		c.Stop()
 		return nil, fmt.Errorf("redis-cli (Debian's redis-tools) is needed to form a cluster: %w", err)
 	}
+	redisCLI := func(args ...string) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, cli, args...)
+		if o.User != "" {
+			cmd.Args = append([]string{cli, "--user", o.User, "--no-auth-warning"}, args...)
+			cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+o.Password)
+		}
+		return cmd
+	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	args = append(args, "--cluster-replicas", itoa(o.Replicas), "--cluster-yes")
-	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
+	if out, err := redisCLI(args...).CombinedOutput(); err != nil {
 		c.Stop()
 		return nil, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		out, _ := exec.CommandContext(ctx, cli, "-h", "127.0.0.1", "-p", itoa(c.Nodes[0].opts.Port), "cluster", "info").Output()
-		nodes, _ := exec.CommandContext(ctx, cli, "-h", "127.0.0.1", "-p", itoa(c.Nodes[0].opts.Port), "cluster", "nodes").Output()
+		out, _ := redisCLI("-h", "127.0.0.1", "-p", itoa(c.Nodes[0].opts.Port), "cluster", "info").Output()
+		nodes, _ := redisCLI("-h", "127.0.0.1", "-p", itoa(c.Nodes[0].opts.Port), "cluster", "nodes").Output()
 		if strings.Contains(string(out), "cluster_state:ok") && strings.Count(string(nodes), "slave") == o.Masters*o.Replicas {
 			return c, nil
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -46,6 +47,10 @@ func TestNonprodRunnerGetsNOPERMOnProd(t *testing.T) {
 		"read an unprefixed key":     func() error { return np.Get(ctx, "other").Err() },
 		"list every key":             func() error { return np.Keys(ctx, "*").Err() },
 		"change the server's config": func() error { return np.ConfigSet(ctx, "appendonly", "no").Err() },
+		// The commands of @connection that are also @admin or @dangerous.
+		"pause every client":                func() error { return np.ClientPause(ctx, time.Millisecond).Err() },
+		"kill serve's connections":          func() error { return np.Do(ctx, "CLIENT", "KILL", "USER", "twokey-serve").Err() },
+		"list every client and its command": func() error { return np.ClientList(ctx).Err() },
 	}
 	for name, op := range denied {
 		if err := op(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {

@@ -13,6 +13,8 @@ import (
 	"github.com/twokey/twokey/approvals"
 	"github.com/twokey/twokey/approvals/redisstore"
 	"github.com/twokey/twokey/attest"
+	"github.com/twokey/twokey/audit"
+	"github.com/twokey/twokey/audit/redisaudit"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack"
 	"github.com/twokey/twokey/ref"
@@ -263,4 +265,139 @@ func TestClusterDurabilityChecksEveryNode(t *testing.T) {
 	if err := open(); err != nil {
 		t.Fatalf("every node persists again, but serve refused: %v", err)
 	}
+}
+
+// TestClusterACLUsers opens a Redis Cluster whose nodes load
+// deploy/redis/users.acl as each process does in production, as its own
+// user, and does each one's work there: serve dispatches a job and records
+// an event, a prod runner takes the job, keeps the lock and saves the plan,
+// the auditor verifies the record. A user the file does not let find the
+// cluster's slots cannot open the cluster at all.
+func TestClusterACLUsers(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	nodeArgs := []string{"--aclfile", writeACLFile(t, dir), "--appendonly", "yes", "--appendfsync", "always"}
+	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: dir, Masters: 3,
+		NodeArgs: func(int) []string { return nodeArgs }, User: "twokey-test", Password: redisPassword("twokey-test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	open := func(user string) redis.UniversalClient {
+		// Strict durability: the check reads every node's configuration.
+		rdb, err := openRedis(ctx, config.Redis{URL: "redis://" + user + "@127.0.0.1:6379/0",
+			Cluster: config.RedisCluster{Addrs: cluster.Addrs()[:1]}}, config.Secret(redisPassword(user)))
+		if err != nil {
+			t.Fatalf("%s cannot open the cluster: %v", user, err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		return rdb
+	}
+	serveDB, runnerDB, auditorDB := open("twokey-serve"), open("twokey-runner-prod"), open("twokey-auditor")
+
+	serveKey, err := attest.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runnerKey, err := attest.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := attest.NewKeyring(serveKey.Public(), runnerKey.Public())
+	record := func(rdb redis.UniversalClient, signer *attest.Signer, what string) {
+		log, err := redisaudit.New(rdb, redisaudit.Options{Prefix: keyPrefix, Signer: signer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer log.Close()
+		if err := log.Record(ctx, audit.Event{Type: audit.ConfigLoaded, Actor: audit.Actor{ID: "twokey", Name: what}}); err != nil {
+			t.Fatalf("%s records an event: %v", what, err)
+		}
+	}
+	record(serveDB, serveKey, "serve")
+	record(runnerDB, runnerKey, "runner")
+
+	pools := redislock.WithPools(func(string) string { return "prod" })
+	lease, err := redislock.New(serveDB, keyPrefix, pools).Acquire(ctx, "infra/prod", runner.Holder{User: "U", PR: 1}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := redisstore.New(serveDB, keyPrefix, 0)
+	p, err := approvals.New(approvals.Request{ID: "p-acluser", Project: "infra", Env: "prod", Ref: ref.Ref{PR: 1}, SHA: "abc",
+		Requester: "U", Fence: lease.Fence, LockOwner: lease.Owner, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+
+	// The runner's side of a plan: the lease kept, the saved plan stored.
+	key := bytes.Repeat([]byte{1}, redisplans.KeySize)
+	runnerLocks := redislock.New(runnerDB, keyPrefix, pools)
+	runnerPlans, err := redisplans.ForPool(runnerDB, keyPrefix, "prod", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := &clusterRunner{locks: runnerLocks, plans: runnerPlans}
+	w, err := redisjobs.NewWorker(redisjobs.WorkerOptions{Redis: runnerDB, Prefix: keyPrefix, Pool: "prod", Name: "prod-1", Exec: exec,
+		Store: redisstore.New(runnerDB, keyPrefix, 0), Notary: approvals.NewNotary(nil, attest.NewKeyring(serveKey.Public())), Signer: runnerKey,
+		Target: func(p, e string) (runner.Target, string, error) {
+			return runner.Target{Project: p, Env: e, LockTTL: time.Minute}, "prod", nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(wctx) }()
+	defer func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
+	client := redisjobs.NewClient(redisjobs.ClientOptions{Redis: serveDB, Prefix: keyPrefix, Signer: serveKey,
+		Runners: attest.NewKeyring(runnerKey.Public()), Pool: func(string, string) (string, error) { return "prod", nil }})
+	jctx, jcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer jcancel()
+	if _, err := client.Plan(jctx, runner.PlanJob{PlanID: "p-acluser", Lease: lease, Target: runner.Target{Project: "infra", Env: "prod"}}); err != nil {
+		t.Fatalf("plan job through the runner's user: %v", err)
+	}
+	if data, err := runnerPlans.Load(ctx, "p-acluser"); err != nil || string(data) != "plan" {
+		t.Fatalf("the runner reads back the plan it saved: %q, %v", data, err)
+	}
+	if depth, err := redisjobs.QueueDepth(ctx, runnerDB, keyPrefix, "prod"); err != nil || depth.Jobs != 0 {
+		t.Fatalf("the runner's metrics read its queue: %+v, %v", depth, err)
+	}
+
+	auditor, err := redisaudit.New(auditorDB, redisaudit.Options{Prefix: keyPrefix, Trust: trust})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer auditor.Close()
+	if n, err := auditor.Verify(ctx); err != nil || n != 2 {
+		t.Fatalf("the auditor verified %d events: %v", n, err)
+	}
+}
+
+// clusterRunner plans as the runner does against Redis: it keeps the lease
+// and saves the plan.
+type clusterRunner struct {
+	nopExec
+	locks *redislock.Locks
+	plans *redisplans.Store
+}
+
+func (c *clusterRunner) Plan(ctx context.Context, j runner.PlanJob) (runner.PlanResult, error) {
+	if err := c.locks.Refresh(ctx, j.Lease, time.Minute); err != nil {
+		return runner.PlanResult{}, fmt.Errorf("refresh the lease: %w", err)
+	}
+	if err := c.locks.Fenced(ctx, j.Lease, []byte("plan")); err != nil {
+		return runner.PlanResult{}, fmt.Errorf("fenced write: %w", err)
+	}
+	if err := c.plans.Save(ctx, j.PlanID, []byte("plan"), time.Minute); err != nil {
+		return runner.PlanResult{}, fmt.Errorf("save the plan: %w", err)
+	}
+	return runner.PlanResult{Digest: "d", Summary: approvals.Summary{Add: 1}}, nil
 }

@@ -307,9 +307,15 @@ func (s *stack) env(key string) string {
 // tests' own look at Redis and for the attacker who has everything.
 func (s *stack) aclFile() string {
 	s.t.Helper()
+	return writeACLFile(s.t, s.dir)
+}
+
+// writeACLFile writes the ACL file aclFile describes into dir.
+func writeACLFile(t testing.TB, dir string) string {
+	t.Helper()
 	b, err := deploy.Files.ReadFile("redis/users.acl")
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	acl := regexp.MustCompile(`(?m)^user (\S+) (.*)#REPLACE_WITH_SHA256_OF_\S+_PASSWORD`).ReplaceAllStringFunc(string(b), func(line string) string {
 		user := strings.Fields(line)[1]
@@ -317,9 +323,9 @@ func (s *stack) aclFile() string {
 		return regexp.MustCompile(`#REPLACE_WITH_SHA256_OF_\S+_PASSWORD`).ReplaceAllString(line, "#"+hex.EncodeToString(sum[:]))
 	})
 	acl += "user twokey-test on >" + redisPassword("twokey-test") + " ~* &* +@all\n"
-	path := filepath.Join(s.dir, "users.acl")
+	path := filepath.Join(dir, "users.acl")
 	if err := os.WriteFile(path, []byte(acl), 0o600); err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return path
 }
