@@ -702,6 +702,13 @@ func (c *Config) Validate() error {
 			}
 			seenEnvs[e.Name] = true
 			errs = append(errs, e.validate(ew)...)
+			// A plan whose runner died is taken over once its job has been
+			// silent for the visibility timeout and the next poll (half of
+			// it); the lease, refreshed every third of lock_ttl, must still
+			// hold then, or the plan fails instead.
+			if vis := c.Runner.VisibilityTimeout; !c.Runner.IsEmbedded() && e.LockTTL < 3*vis {
+				bad("%s: lock_ttl %v must be at least 3× runner.visibility_timeout (%v): a plan whose runner dies is taken over only after the visibility timeout, and by then a shorter lease has run out", ew, e.LockTTL, vis)
+			}
 			errs = append(errs, p.PolicyFor(&p.Environments[j]).validate(ew+": policy")...)
 		}
 	}

@@ -282,6 +282,10 @@ func TestPipelineConfig(t *testing.T) {
 		{"terraform: {path: /opt/tofu, version: 1.12.6, env: {TF_PLUGIN_CACHE_DIR: /var/cache/tofu}}", "terraform: {path: /opt/tofu}", "terraform needs both path and version"},
 		{"env: {TF_PLUGIN_CACHE_DIR: /var/cache/tofu}", "env: {VAULT_TOKEN: x}", `project "network": terraform.env: "VAULT_TOKEN" cannot be set here`},
 		{"workspace: blue", "workspace: ../blue", "workspace"},
+		{"workspace: blue", "workspace: blue\n        lock_ttl: 80s",
+			`environment "prod": lock_ttl 1m20s must be at least 3× runner.visibility_timeout (30s)`},
+		{"runner: {embedded: false}", "runner: {embedded: false, visibility_timeout: 1m}",
+			`environment "staging": lock_ttl 2m0s must be at least 3× runner.visibility_timeout (1m0s)`},
 	} {
 		_, err := Parse(strings.NewReader(strings.Replace(pipeline, tt.from, tt.to, 1)))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
