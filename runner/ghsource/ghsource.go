@@ -428,6 +428,10 @@ func refAt(m *mirror, rev runner.Revision) string {
 	return ""
 }
 
+// maxTried bounds the pull requests a mirror remembers fetchEarly was asked
+// for: any number a planner types is one.
+const maxTried = 4096
+
 // fetchEarly starts fetching pull request pr's head into m while the pull
 // request is read: once per pull request (a number that is no pull
 // request's is not tried again), where m has never had a head of it (most
@@ -446,7 +450,8 @@ func (s *Source) fetchEarly(ctx context.Context, m *mirror, repo string, pr int)
 	}
 	s.mu.Lock()
 	rev, tried := runner.Revision{Repo: repo, PR: pr, CloneURL: m.cloneURL}, m.tried[pr]
-	if m.tried == nil {
+	if m.tried == nil || len(m.tried) >= maxTried {
+		// Forgetting costs at most one more early fetch per pull request.
 		m.tried = map[int]bool{}
 	}
 	m.tried[pr] = true

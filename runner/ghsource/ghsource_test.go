@@ -840,6 +840,26 @@ func TestPullRequestIsFetchedEarlyOnce(t *testing.T) {
 	}
 }
 
+// Every number a planner types is remembered as tried, up to a bound.
+func TestTriedPullRequestsAreBounded(t *testing.T) {
+	f := setup(t)
+	src, _ := gatedPull(t, f, 0, "", nil)
+	m := src.mirrorOf("acme/infra")
+	src.mu.Lock()
+	m.cloneURL = "" // nothing is fetched
+	src.mu.Unlock()
+	for pr := range 3 * maxTried {
+		if src.fetchEarly(context.Background(), m, "acme/infra", pr+1) != nil {
+			t.Fatal("an early fetch without a clone URL")
+		}
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if n := len(m.tried); n == 0 || n > maxTried {
+		t.Fatalf("%d pull requests remembered as tried, want 1 to %d", n, maxTried)
+	}
+}
+
 // A pull request whose head the mirror has had (read before twokey
 // restarted, say) is not fetched early: its head most likely has not moved.
 func TestKnownPullRequestIsNotFetchedEarly(t *testing.T) {
