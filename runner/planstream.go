@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -23,8 +24,7 @@ const maxDiagnostics = 20
 // plan people approve is read from the saved plan's bytes.
 type planStream struct {
 	lines   uiLines
-	changes map[string]streamChange
-	order   []string
+	changes []streamChange
 	outputs int
 	diags   []string
 }
@@ -97,7 +97,7 @@ type streamMessage struct {
 }
 
 func newPlanStream() *planStream {
-	s := &planStream{changes: map[string]streamChange{}}
+	s := &planStream{}
 	s.lines.line = s.line
 	return s
 }
@@ -112,11 +112,7 @@ func (s *planStream) line(b []byte) {
 	}
 	switch {
 	case m.Type == "planned_change" && m.Change != nil && m.Change.Resource.Addr != "":
-		addr := m.Change.Resource.Addr
-		if _, seen := s.changes[addr]; !seen {
-			s.order = append(s.order, addr)
-		}
-		s.changes[addr] = *m.Change
+		s.changes = append(s.changes, *m.Change)
 	case m.Type == "outputs":
 		s.outputs = 0
 		for _, o := range m.Outputs {
@@ -163,9 +159,21 @@ var streamActions = map[string]approvals.Action{
 // counts the saved plan.
 func (s *planStream) Summary(changes bool) approvals.Summary {
 	sum := approvals.Summary{Changes: changes, Outputs: s.outputs}
-	slices.Sort(s.order)
-	for _, addr := range s.order {
-		c := s.changes[addr]
+	// The saved plan lists changes by address, a resource's current object
+	// before its deposed ones (left by a create_before_destroy replacement
+	// whose destroy failed), which can only be deleted; the stream comes
+	// in the order terraform got to them, and names no deposed object.
+	deposedLast := func(c streamChange) int {
+		if c.Action == "delete" {
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(s.changes, func(a, b streamChange) int {
+		return cmp.Or(strings.Compare(a.Resource.Addr, b.Resource.Addr), deposedLast(a)-deposedLast(b))
+	})
+	for _, c := range s.changes {
+		addr := c.Resource.Addr
 		action, counted := streamActions[c.Action]
 		if !counted {
 			continue

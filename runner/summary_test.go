@@ -2,6 +2,13 @@ package runner_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -152,4 +159,74 @@ func (f fixture) planReleased(t *testing.T, id, sha string) (runner.Lease, runne
 		t.Fatal(err)
 	}
 	return lease, res
+}
+
+// A deposed object — what a create_before_destroy replacement whose destroy
+// failed leaves behind — is planned for deletion under its resource's
+// address, beside whatever that resource's current object does. The
+// preview lists both, as the saved plan does (f.plan compares them).
+func TestDeposedObjectPreviewed(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	base := backendTF + `
+resource "terraform_data" "a" {
+  input = "a"
+  lifecycle { create_before_destroy = true }
+}
+resource "terraform_data" "b" { input = "b" }
+`
+	f.src.trees[sha1] = map[string]string{"infra/main.tf": base}
+	applyThrough(t, f, "p1", sha1)
+	depose(t, f.target.BackendConfig["path"], "a", "b")
+
+	for i, tt := range []struct {
+		tf   string
+		want []approvals.Resource
+	}{
+		{base, []approvals.Resource{{Address: "terraform_data.a", Action: approvals.ActionDelete},
+			{Address: "terraform_data.b", Action: approvals.ActionDelete}}},
+		{strings.Replace(strings.Replace(base, `input = "a"`, `input = "a"`+"\n  triggers_replace = [\"now\"]", 1), `"b" }`, `"c" }`, 1),
+			[]approvals.Resource{{Address: "terraform_data.a", Action: approvals.ActionReplace},
+				{Address: "terraform_data.a", Action: approvals.ActionDelete},
+				{Address: "terraform_data.b", Action: approvals.ActionUpdate},
+				{Address: "terraform_data.b", Action: approvals.ActionDelete}}},
+	} {
+		sha := strings.Repeat(strconv.Itoa(i+2), 40)
+		f.src.trees[sha] = map[string]string{"infra/main.tf": tt.tf}
+		_, res := f.planReleased(t, fmt.Sprintf("p%d", i+2), sha)
+		if !reflect.DeepEqual(res.Summary.Resources, tt.want) {
+			t.Errorf("plan %d: resources %+v, want %+v", i+2, res.Summary.Resources, tt.want)
+		}
+	}
+}
+
+// depose adds to the local state at path a deposed copy of each named
+// terraform_data's object.
+func depose(t *testing.T, path string, names ...string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state map[string]any
+	if err := json.Unmarshal(b, &state); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range state["resources"].([]any) {
+		r := r.(map[string]any)
+		if !slices.Contains(names, r["name"].(string)) {
+			continue
+		}
+		inst := maps.Clone(r["instances"].([]any)[0].(map[string]any))
+		attrs := maps.Clone(inst["attributes"].(map[string]any))
+		attrs["id"] = "deposed-" + r["name"].(string)
+		inst["attributes"], inst["deposed"] = attrs, "0badc0de"
+		r["instances"] = append(r["instances"].([]any), inst)
+	}
+	state["serial"] = state["serial"].(float64) + 1
+	if b, err = json.Marshal(state); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
