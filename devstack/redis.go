@@ -137,6 +137,20 @@ type RedisCluster struct {
 	Nodes []*Redis
 }
 
+// replicasInStep counts the nodes that are replicas with their link to
+// the master up: a replica still taking its first copy acknowledges no
+// write.
+func (c *RedisCluster) replicasInStep(redisCLI func(...string) *exec.Cmd) int {
+	n := 0
+	for _, node := range c.Nodes {
+		out, _ := redisCLI("-h", "127.0.0.1", "-p", itoa(node.opts.Port), "info", "replication").Output()
+		if strings.Contains(string(out), "role:slave") && strings.Contains(string(out), "master_link_status:up") {
+			n++
+		}
+	}
+	return n
+}
+
 // Addrs lists the nodes' addresses.
 func (c *RedisCluster) Addrs() []string {
 	var out []string
@@ -216,7 +230,8 @@ func StartRedisClusterWith(ctx context.Context, o RedisClusterOptions) (*RedisCl
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		out, _ := redisCLI("-h", "127.0.0.1", "-p", itoa(c.Nodes[0].opts.Port), "cluster", "info").Output()
 		nodes, _ := redisCLI("-h", "127.0.0.1", "-p", itoa(c.Nodes[0].opts.Port), "cluster", "nodes").Output()
-		if strings.Contains(string(out), "cluster_state:ok") && strings.Count(string(nodes), "slave") == o.Masters*o.Replicas {
+		if strings.Contains(string(out), "cluster_state:ok") && strings.Count(string(nodes), "slave") == o.Masters*o.Replicas &&
+			c.replicasInStep(redisCLI) == o.Masters*o.Replicas {
 			return c, nil
 		}
 		if time.Now().After(deadline) {

@@ -276,17 +276,20 @@ func TestClusterDurabilityChecksEveryNode(t *testing.T) {
 func TestClusterACLUsers(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	nodeArgs := []string{"--aclfile", writeACLFile(t, dir), "--appendonly", "yes", "--appendfsync", "always"}
-	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: dir, Masters: 3,
+	nodeArgs := []string{"--aclfile", writeACLFile(t, dir), "--appendonly", "yes", "--appendfsync", "always",
+		"--masteruser", "twokey-test", "--masterauth", redisPassword("twokey-test")}
+	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: dir, Masters: 3, Replicas: 1,
 		NodeArgs: func(int) []string { return nodeArgs }, User: "twokey-test", Password: redisPassword("twokey-test")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cluster.Stop()
+	// Strict durability: the check reads every node's configuration.
+	cfg := config.Redis{Cluster: config.RedisCluster{Addrs: cluster.Addrs()[:1]}}
 	open := func(user string) redis.UniversalClient {
-		// Strict durability: the check reads every node's configuration.
-		rdb, err := openRedis(ctx, config.Redis{URL: "redis://" + user + "@127.0.0.1:6379/0",
-			Cluster: config.RedisCluster{Addrs: cluster.Addrs()[:1]}}, config.Secret(redisPassword(user)))
+		c := cfg
+		c.URL = "redis://" + user + "@127.0.0.1:6379/0"
+		rdb, err := openRedis(ctx, c, config.Secret(redisPassword(user)))
 		if err != nil {
 			t.Fatalf("%s cannot open the cluster: %v", user, err)
 		}
@@ -317,8 +320,9 @@ func TestClusterACLUsers(t *testing.T) {
 	record(serveDB, serveKey, "serve")
 	record(runnerDB, runnerKey, "runner")
 
-	pools := redislock.WithPools(func(string) string { return "prod" })
-	lease, err := redislock.New(serveDB, keyPrefix, pools).Acquire(ctx, "infra/prod", runner.Holder{User: "U", PR: 1}, time.Minute)
+	// Lock and fence writes wait for a replica (WAIT), as serve's and the runners' do.
+	pools, wait := redislock.WithPools(func(string) string { return "prod" }), lockReplicaWait(cfg)
+	lease, err := redislock.New(serveDB, keyPrefix, pools, wait).Acquire(ctx, "infra/prod", runner.Holder{User: "U", PR: 1}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +338,7 @@ func TestClusterACLUsers(t *testing.T) {
 
 	// The runner's side of a plan: the lease kept, the saved plan stored.
 	key := bytes.Repeat([]byte{1}, redisplans.KeySize)
-	runnerLocks := redislock.New(runnerDB, keyPrefix, pools)
+	runnerLocks := redislock.New(runnerDB, keyPrefix, pools, wait)
 	runnerPlans, err := redisplans.ForPool(runnerDB, keyPrefix, "prod", key)
 	if err != nil {
 		t.Fatal(err)

@@ -18,15 +18,15 @@ import (
 )
 
 // replicaWait is how long a lock or fence write waits for a replica on a
-// Sentinel setup; under the client's 2 s read timeout.
+// Sentinel or Cluster setup; under the client's 2 s read timeout.
 const replicaWait = time.Second
 
 // lockReplicaWait makes lock and fence writes wait for a replica (WAIT) on
-// a Sentinel setup, where Sentinel promotes a replica when the master
+// a Sentinel or Cluster setup, where a replica is promoted when its master
 // fails and replication is asynchronous: without it, a failover can forget
 // a lock or a fenced ledger record that twokey was told was written.
 func lockReplicaWait(c config.Redis) redislock.Option {
-	if len(c.Sentinel.Addrs) > 0 {
+	if len(c.Sentinel.Addrs) > 0 || len(c.Cluster.Addrs) > 0 {
 		return redislock.WithReplicaWait(replicaWait)
 	}
 	return redislock.WithReplicaWait(0)
@@ -97,15 +97,21 @@ type redisNode struct{ role, addr string }
 
 // clusterNodes lists every node of a Redis Cluster from CLUSTER NODES: the
 // masters and all their replicas, also those still loading or failed,
-// which CLUSTER SLOTS (and so the client's ForEachShard) leaves out.
+// which CLUSTER SLOTS (and so the client's ForEachShard) leaves out. Every
+// master that holds slots needs a replica, because lock and fence writes
+// wait for one (lockReplicaWait).
 func clusterNodes(ctx context.Context, cc *redis.ClusterClient) ([]redisNode, error) {
 	out, err := cc.ClusterNodes(ctx).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis cluster: cannot list the nodes to check durability: %w", err)
 	}
-	var nodes []redisNode
+	var (
+		nodes    []redisNode
+		serving  = map[string]string{} // the id of each master that holds slots → its address
+		replicas = map[string]bool{}   // the ids of the masters with a replica
+	)
 	for line := range strings.Lines(out) {
-		// <id> <ip:port@cport[,hostname]> <flags> …
+		// <id> <ip:port@cport[,hostname]> <flags> <master id> <ping> <pong> <epoch> <link> <slot>…
 		f := strings.Fields(line)
 		if len(f) < 3 {
 			continue
@@ -117,11 +123,27 @@ func clusterNodes(ctx context.Context, cc *redis.ClusterClient) ([]redisNode, er
 		role := "replica"
 		if slices.Contains(strings.Split(f[2], ","), "master") {
 			role = "master"
+			if len(f) > 8 {
+				serving[f[0]] = addr
+			}
+		} else if len(f) > 3 {
+			replicas[f[3]] = true
 		}
 		nodes = append(nodes, redisNode{role, addr})
 	}
 	if len(nodes) == 0 {
 		return nil, fmt.Errorf("redis cluster: CLUSTER NODES named no node")
+	}
+	var alone []string
+	for id, addr := range serving {
+		if !replicas[id] {
+			alone = append(alone, addr)
+		}
+	}
+	if len(alone) > 0 {
+		slices.Sort(alone)
+		return nil, fmt.Errorf("redis cluster: master %s has no replica; twokey's lock and fence writes wait for a replica of their slot's master to acknowledge them (WAIT), so give every master one",
+			strings.Join(alone, ", "))
 	}
 	return nodes, nil
 }

@@ -145,3 +145,23 @@ func TestSentinelDurabilityNeedsAReplica(t *testing.T) {
 		t.Fatalf("serve started on a Sentinel master without a replica: %v", err)
 	}
 }
+
+// A Cluster master that holds slots without a replica is refused at start,
+// by its address: every lock and fence write of its slots would wait in vain.
+func TestClusterDurabilityNeedsAReplica(t *testing.T) {
+	ctx := context.Background()
+	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: t.TempDir(), Masters: 3,
+		NodeArgs: func(int) []string { return durable }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	rdb, err := openRedis(ctx, config.Redis{URL: "redis://127.0.0.1:6379/0", Cluster: config.RedisCluster{Addrs: cluster.Addrs()[:1]}}, "")
+	if err == nil {
+		rdb.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "no replica") || !strings.Contains(err.Error(), cluster.Addrs()[2]) {
+		t.Fatalf("serve started on a Cluster whose masters have no replica: %v", err)
+	}
+}

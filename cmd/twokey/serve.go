@@ -291,6 +291,10 @@ func (d *deps) runnerOptions(ctx context.Context, cfg *config.Config, log *slog.
 // openRedis connects — to one Redis, through Sentinel, or to a Cluster —
 // and checks the connection, so a wrong address fails at start rather than
 // at the first command.
+// clusterStateReload is how often a Cluster client asks for the slots'
+// masters at the most.
+const clusterStateReload = 2 * time.Second
+
 func openRedis(ctx context.Context, c config.Redis, password config.Secret) (redis.UniversalClient, error) {
 	opts, err := redis.ParseURL(c.URL)
 	if err != nil {
@@ -307,7 +311,18 @@ func openRedis(ctx context.Context, c config.Redis, password config.Secret) (red
 	case len(c.Cluster.Addrs) > 0:
 		u.Addrs, u.IsClusterMode = c.Cluster.Addrs, true
 	}
-	rdb := redis.NewUniversalClient(u)
+	var rdb redis.UniversalClient
+	if u.IsClusterMode {
+		// The client learns which master holds which slots again on a
+		// redirection, or else once this long has passed (a minute by
+		// default): a master that died and whose replica took over is
+		// tried in vain until then.
+		co := u.Cluster()
+		co.ClusterStateReloadInterval = clusterStateReload
+		rdb = redis.NewClusterClient(co)
+	} else {
+		rdb = redis.NewUniversalClient(u)
+	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,11 +48,12 @@ func WithPools(pool func(key string) string) Option { return func(l *Locks) { l.
 // WithReplicaWait makes every write that takes, extends or hands over a
 // lock, and every fenced ledger write, wait for one replica to acknowledge
 // it (WAIT 1, on the connection that wrote) for at most timeout. A write no
-// replica acknowledged in time fails with ErrNotReplicated, so a Sentinel
-// failover does not forget a lock or a fenced record that twokey was told
-// was written, unless Sentinel promotes a replica other than one that
-// acknowledged it. For Sentinel setups (a single-master client); on a Redis
-// without replicas every such write fails. Releases do not wait: a lost
+// replica acknowledged in time fails with ErrNotReplicated, so a failover
+// does not forget a lock or a fenced record that twokey was told was
+// written, unless it promotes a replica other than one that acknowledged
+// it. For Sentinel (a single-master client) and Cluster, where the wait is
+// on the master of the lock's slot; on a Redis without replicas every such
+// write fails. Releases do not wait: a lost
 // release only keeps a lock until its lease runs out.
 func WithReplicaWait(timeout time.Duration) Option { return func(l *Locks) { l.wait = timeout } }
 
@@ -147,7 +149,7 @@ func (l *Locks) Acquire(ctx context.Context, key string, h runner.Holder, ttl ti
 		return runner.Lease{}, err
 	}
 	var res []any
-	err = l.write(ctx, func(s redis.Scripter) (bool, error) {
+	err = l.write(ctx, key, func(s redis.Scripter) (bool, error) {
 		var err error
 		res, err = acquireScript.Run(ctx, s, l.keys(key), owner, ttl.Milliseconds(), meta).Slice()
 		return err == nil && len(res) >= 2 && res[0] == int64(1), err
@@ -180,7 +182,7 @@ func (l *Locks) Acquire(ctx context.Context, key string, h runner.Holder, ttl ti
 // Refresh extends the lease if its owner still holds it.
 func (l *Locks) Refresh(ctx context.Context, lease runner.Lease, ttl time.Duration) error {
 	var n int
-	err := l.write(ctx, func(s redis.Scripter) (bool, error) {
+	err := l.write(ctx, lease.Key, func(s redis.Scripter) (bool, error) {
 		var err error
 		n, err = refreshScript.Run(ctx, s, l.keys(lease.Key), lease.Owner, ttl.Milliseconds()).Int()
 		return n == 1, err
@@ -233,7 +235,7 @@ func (l *Locks) Takeover(ctx context.Context, old runner.Lease, h runner.Holder,
 		return runner.Lease{}, err
 	}
 	var fence int64
-	err = l.write(ctx, func(s redis.Scripter) (bool, error) {
+	err = l.write(ctx, old.Key, func(s redis.Scripter) (bool, error) {
 		var err error
 		fence, err = takeoverScript.Run(ctx, s, l.keys(old.Key), old.Owner, owner, ttl.Milliseconds(), meta).Int64()
 		return fence != 0, err
@@ -270,7 +272,7 @@ func (l *Locks) ForceRelease(ctx context.Context, key string) (runner.Holder, bo
 // newer fence has written.
 func (l *Locks) Fenced(ctx context.Context, lease runner.Lease, record []byte) error {
 	var n int
-	err := l.write(ctx, func(s redis.Scripter) (bool, error) {
+	err := l.write(ctx, lease.Key, func(s redis.Scripter) (bool, error) {
 		var err error
 		n, err = fencedScript.Run(ctx, s, l.keys(lease.Key), lease.Owner, lease.Fence, record, l.ledgerLen).Int()
 		return n == 1, err
@@ -300,23 +302,40 @@ func (l *Locks) Ledger(ctx context.Context, key string, n int) ([][]byte, error)
 	return out, nil
 }
 
-// write runs f, which reports whether it wrote. Without WithReplicaWait
-// it runs on the client; with it, on one connection to the master,
-// followed there by WAIT 1 when f wrote: WAIT counts the replicas that
-// have every write made on its own connection.
-func (l *Locks) write(ctx context.Context, f func(redis.Scripter) (bool, error)) error {
+// write runs f, which writes lock key's keys and reports whether it
+// wrote. Without WithReplicaWait it runs on the client; with it, on one
+// connection to the master of key's keys, followed there by WAIT 1 when f
+// wrote: WAIT counts the replicas that have every write made on its own
+// connection.
+func (l *Locks) write(ctx context.Context, key string, f func(redis.Scripter) (bool, error)) error {
 	if l.wait <= 0 {
 		_, err := f(l.rdb)
 		return err
 	}
-	node, ok := l.rdb.(*redis.Client)
-	if !ok {
-		return fmt.Errorf("waiting for a replica needs a single-master (Sentinel) client, not %T", l.rdb)
+	var node *redis.Client
+	switch c := l.rdb.(type) {
+	case *redis.Client:
+		node = c
+	case *redis.ClusterClient:
+		// The master of the keys' slot, as the client last knew it. Should
+		// the slot have moved since, the write fails, and the client
+		// learns the slots again for the next one.
+		var err error
+		if node, err = c.MasterForKey(ctx, l.keys(key)[0]); err != nil {
+			return fmt.Errorf("find the master of lock %s: %w", key, err)
+		}
+	default:
+		return fmt.Errorf("waiting for a replica needs a Sentinel or Cluster client, not %T", l.rdb)
 	}
 	conn := node.Conn()
 	defer conn.Close()
 	wrote, err := f(conn)
 	if err != nil || !wrote {
+		var rerr redis.Error
+		if c, ok := l.rdb.(*redis.ClusterClient); ok && errors.As(err, &rerr) &&
+			(strings.HasPrefix(rerr.Error(), "MOVED ") || strings.HasPrefix(rerr.Error(), "ASK ")) {
+			c.ReloadState(ctx)
+		}
 		return err
 	}
 	acked, err := conn.Do(ctx, "WAIT", 1, l.wait.Milliseconds()).Int()

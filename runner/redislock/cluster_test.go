@@ -1,0 +1,136 @@
+package redislock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/runner"
+)
+
+// TestClusterWritesWaitForTheirShardsReplica: on a Redis Cluster a lock or
+// fence write waits for a replica of the master that holds the lock's
+// slot, on the connection that wrote. With that replica stopped, writes to
+// the lock are refused (ErrNotReplicated: a failover then would lose them)
+// while another shard's go through; a WAIT sent to any other master would
+// have found its replica in step and let them through, and without the
+// wait they were acknowledged by the master alone. A lock acknowledged with
+// the replica in step survives its master's failover, at the same fence.
+func TestClusterWritesWaitForTheirShardsReplica(t *testing.T) {
+	ctx := context.Background()
+	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: t.TempDir(), Masters: 3, Replicas: 1,
+		NodeArgs: func(int) []string { return durable }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	// As serve's client (openRedis): the slots' masters learnt again every
+	// 2 seconds at the most.
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ClusterStateReloadInterval: 2 * time.Second,
+		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: -1})
+	defer rdb.Close()
+	locks := New(rdb, "twokey:", WithReplicaWait(500*time.Millisecond))
+	// A replica fsyncing every write on a loaded machine may take longer
+	// than that: what is tested with it is that acknowledged writes go
+	// through.
+	steady := New(rdb, "twokey:", WithReplicaWait(10*time.Second))
+
+	// prod's shard: its master and replica; and a lock on another shard.
+	master, replica := shardOf(t, rdb, cluster, locks.keys("infra/prod")[0])
+	other := ""
+	for i := 0; other == ""; i++ {
+		key := fmt.Sprintf("infra/env-%d", i)
+		if m, _ := shardOf(t, rdb, cluster, locks.keys(key)[0]); m != master {
+			other = key
+		}
+	}
+
+	alice, err := steady.Acquire(ctx, "infra/prod", runner.Holder{User: "UALICE", PR: 1}, time.Hour)
+	if err != nil {
+		t.Fatalf("acquire with the replica in step: %v", err)
+	}
+	erin, err := steady.Acquire(ctx, other, runner.Holder{User: "UERIN", PR: 5}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// prod's replica stops taking the master's stream.
+	if err := replica.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if err := locks.Refresh(ctx, alice, time.Hour); !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("refresh of prod with its shard's replica stopped: %v, want ErrNotReplicated", err)
+	}
+	if err := locks.Fenced(ctx, alice, []byte(`{"kind":"apply_start"}`)); !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("apply_start of prod with its shard's replica stopped: %v, want ErrNotReplicated", err)
+	}
+	if err := locks.Refresh(ctx, erin, time.Hour); err != nil {
+		t.Errorf("refresh of %s, whose shard's replica is in step: %v", other, err)
+	}
+	if err := locks.Fenced(ctx, erin, []byte(`{"kind":"apply_start"}`)); err != nil {
+		t.Errorf("apply_start of %s, whose shard's replica is in step: %v", other, err)
+	}
+	if err := replica.Resume(); err != nil {
+		t.Fatal(err)
+	}
+
+	// In step again, prod's master dies and the Cluster promotes its replica.
+	if err := steady.Refresh(ctx, alice, time.Hour); err != nil {
+		t.Fatalf("refresh with the replica in step again: %v", err)
+	}
+	master.Kill()
+	promoted := redis.NewClient(&redis.Options{Addr: replica.Addr})
+	defer promoted.Close()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if role, err := promoted.Do(ctx, "ROLE").Slice(); err == nil && role[0] == "master" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replica of prod's master was not promoted")
+		}
+	}
+	var bob error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, bob = New(rdb, "twokey:").Acquire(ctx, "infra/prod", runner.Holder{User: "UBOB", PR: 2}, time.Hour); bob == nil ||
+			errors.Is(bob, runner.ErrLocked) {
+			break
+		}
+	}
+	if le := (*runner.LockedError)(nil); !errors.As(bob, &le) || le.Holder.User != "UALICE" || le.Holder.Fence != alice.Fence {
+		t.Errorf("Alice's acknowledged lock was lost in the failover: Bob got %v", bob)
+	}
+}
+
+// shardOf returns the nodes that are the master and the replica of key's
+// slot.
+func shardOf(t *testing.T, rdb *redis.ClusterClient, c *devstack.RedisCluster, key string) (master, replica *devstack.Redis) {
+	t.Helper()
+	ctx := context.Background()
+	m, err := rdb.MasterForKey(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		if n.Addr == m.Options().Addr {
+			master = n
+		}
+	}
+	for _, n := range c.Nodes {
+		node := redis.NewClient(&redis.Options{Addr: n.Addr})
+		role, err := node.Do(ctx, "ROLE").Slice()
+		node.Close()
+		if err == nil && role[0] == "slave" && master != nil && fmt.Sprintf("%v:%v", role[1], role[2]) == master.Addr {
+			replica = n
+		}
+	}
+	if master == nil || replica == nil {
+		t.Fatalf("no master and replica of %s among %v", key, c.Addrs())
+	}
+	return master, replica
+}
