@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -288,6 +290,9 @@ func TestRunnerKilled(t *testing.T) {
 	w.openPR(2, "slow")
 	w.startServe()
 	runners := map[string]*botProcess{"np-1": w.startRunner("nonprod", "np-1"), "np-2": w.startRunner("nonprod", "np-2")}
+	// Both take jobs before one is killed: a worker still starting up (on a
+	// loaded machine that took half a minute) would take the job over late.
+	w.takingJobs("nonprod", "np-1", "np-2")
 
 	// Mid-plan: kill the worker holding the job as soon as it has it.
 	w.slash(alice, "plan staging pr-1")
@@ -300,6 +305,7 @@ func TestRunnerKilled(t *testing.T) {
 	w.waitTS(msg.TS, "Rejected")
 	delete(runners, holder)
 	runners[holder+"b"] = w.startRunner("nonprod", holder+"b")
+	w.takingJobs("nonprod", holder+"b")
 
 	// Mid-apply: kill the worker that claimed the apply once terraform runs.
 	w.slash(alice, "plan staging pr-2")
@@ -343,6 +349,23 @@ func TestRunnerKilled(t *testing.T) {
 	}
 	if _, err := os.Stat(w.envDump()); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the apply ran again after its worker died (its environment was written: %v)", err)
+	}
+}
+
+// takingJobs waits until each named worker of pool has said it is taking
+// jobs, which it says as it starts to.
+func (w *poolWorld) takingJobs(pool string, names ...string) {
+	w.t.Helper()
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(20 * time.Millisecond) {
+		logs := w.logs.String()
+		if !slices.ContainsFunc(names, func(n string) bool {
+			return !regexp.MustCompile(`msg="runner taking jobs" pool=` + pool + ` worker=` + n + `\b`).MatchString(logs)
+		}) {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("workers %v of pool %s not taking jobs after %v:\n%s", names, pool, waitFor, logs)
+		}
 	}
 }
 
