@@ -2,10 +2,8 @@ package runner
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/twokey/twokey/approvals"
@@ -159,19 +157,6 @@ var streamActions = map[string]approvals.Action{
 // counts the saved plan.
 func (s *planStream) Summary(changes bool) approvals.Summary {
 	sum := approvals.Summary{Changes: changes, Outputs: s.outputs}
-	// The saved plan lists changes by address, a resource's current object
-	// before its deposed ones (left by a create_before_destroy replacement
-	// whose destroy failed), which can only be deleted; the stream comes
-	// in the order terraform got to them, and names no deposed object.
-	deposedLast := func(c streamChange) int {
-		if c.Action == "delete" {
-			return 1
-		}
-		return 0
-	}
-	slices.SortStableFunc(s.changes, func(a, b streamChange) int {
-		return cmp.Or(strings.Compare(a.Resource.Addr, b.Resource.Addr), deposedLast(a)-deposedLast(b))
-	})
 	for _, c := range s.changes {
 		addr := c.Resource.Addr
 		action, counted := streamActions[c.Action]
@@ -185,6 +170,7 @@ func (s *planStream) Summary(changes bool) approvals.Summary {
 		}
 		count(&sum, r)
 	}
+	sortResources(&sum)
 	return sum
 }
 

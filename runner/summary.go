@@ -1,6 +1,10 @@
 package runner
 
 import (
+	"cmp"
+	"slices"
+	"strings"
+
 	tfjson "github.com/hashicorp/terraform-json"
 
 	"github.com/twokey/twokey/approvals"
@@ -52,7 +56,39 @@ func Summarize(p *tfjson.Plan, changes bool) approvals.Summary {
 			s.Outputs++
 		}
 	}
+	sortResources(&s)
 	return s
+}
+
+// sortResources puts a summary's resources in one order, so that two
+// summaries of the same changes are equal whatever order terraform listed
+// them in: the saved plan sorts by module, type, name and then instance key
+// (numbers as numbers); plan -json's stream comes as terraform got to each.
+// By address, and under one address a resource's current object before its
+// deposed ones (left by a create_before_destroy replacement whose destroy
+// failed), which can only be deleted; the rest only breaks ties between
+// entries nothing tells apart.
+func sortResources(s *approvals.Summary) {
+	deleted := func(r approvals.Resource) int {
+		if r.Action == approvals.ActionDelete {
+			return 1
+		}
+		return 0
+	}
+	slices.SortFunc(s.Resources, func(a, b approvals.Resource) int {
+		return cmp.Or(strings.Compare(a.Address, b.Address), deleted(a)-deleted(b), strings.Compare(string(a.Action), string(b.Action)),
+			strings.Compare(a.From, b.From), boolCompare(a.Imported, b.Imported))
+	})
+}
+
+func boolCompare(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // count adds r to s: to its resources, and to the counts of what happens to

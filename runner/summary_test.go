@@ -230,3 +230,39 @@ func depose(t *testing.T, path string, names ...string) {
 		t.Fatal(err)
 	}
 }
+
+// The preview lists the resources in the saved plan's order whatever
+// order each lists them in: the saved plan puts the root module first and
+// count keys in numeric order, the stream comes as terraform got to each,
+// and a sort of addresses as text puts neither the same way. f.plan
+// compares the two.
+func TestPreviewOrderIsTheSavedPlans(t *testing.T) {
+	for name, tf := range map[string]string{
+		"module and root": backendTF + `
+resource "terraform_data" "root" { input = "x" }
+module "m" { source = "./m" }
+`,
+		"count of eleven": backendTF + `
+resource "terraform_data" "c" {
+  count = 11
+  input = count.index
+}
+`,
+		"a name that sorts before a key": backendTF + `
+resource "terraform_data" "a" {
+  count = 1
+  input = "x"
+}
+resource "terraform_data" "a-b" { input = "y" }
+`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := setup(t, 30*time.Second)
+			f.src.trees[sha1] = map[string]string{"infra/main.tf": tf,
+				"infra/m/main.tf": `resource "terraform_data" "inner" { input = "y" }` + "\n"}
+			if _, res := f.planReleased(t, "p1", sha1); len(res.Summary.Resources) < 2 {
+				t.Fatalf("resources %+v", res.Summary.Resources)
+			}
+		})
+	}
+}
