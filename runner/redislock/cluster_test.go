@@ -19,8 +19,10 @@ import (
 // the lock are refused (ErrNotReplicated: a failover then would lose them)
 // while another shard's go through; a WAIT sent to any other master would
 // have found its replica in step and let them through, and without the
-// wait they were acknowledged by the master alone. A lock acknowledged with
-// the replica in step survives its master's failover, at the same fence.
+// wait they were acknowledged by the master alone. The first write after a
+// failover the client has not learnt of yet goes to the new master, and a
+// lock acknowledged with the replica in step survives its master's death,
+// at the same fence.
 func TestClusterWritesWaitForTheirShardsReplica(t *testing.T) {
 	ctx := context.Background()
 	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
@@ -80,20 +82,36 @@ func TestClusterWritesWaitForTheirShardsReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// In step again, prod's master dies and the Cluster promotes its replica.
+	// In step again. A client that learnt the slots before any of what
+	// follows, and would not learn them again for an hour by itself.
 	if err := steady.Refresh(ctx, alice, time.Hour); err != nil {
 		t.Fatalf("refresh with the replica in step again: %v", err)
 	}
+	stale := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ClusterStateReloadInterval: time.Hour,
+		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: -1})
+	defer stale.Close()
+	late := New(stale, "twokey:", WithReplicaWait(10*time.Second))
+	if _, _, err := late.Holder(ctx, "infra/prod"); err != nil {
+		t.Fatal(err)
+	}
+
+	// An operator fails prod's master over to its replica: the old master
+	// answers MOVED. The first write after it goes to the new master.
+	failover(t, replica)
+	if err := late.Refresh(ctx, alice, time.Hour); err != nil {
+		t.Errorf("the first refresh after a failover the client had not learnt of: %v", err)
+	}
+
+	// Then the new master dies, and the Cluster promotes the old one back.
+	// The client, which learnt the slots again after that MOVED, does not
+	// know: its write goes to the dead master first.
+	master, replica = replica, master
 	master.Kill()
-	promoted := redis.NewClient(&redis.Options{Addr: replica.Addr})
-	defer promoted.Close()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if role, err := promoted.Do(ctx, "ROLE").Slice(); err == nil && role[0] == "master" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the replica of prod's master was not promoted")
-		}
+	promoted(t, replica)
+	// It has no replica left to wait for: the write reached it, and is
+	// refused for that.
+	if err := New(stale, "twokey:", WithReplicaWait(500*time.Millisecond)).Fenced(ctx, alice, []byte(`{"kind":"apply_start"}`)); !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("the first write after a master died and its replica took over: %v, want ErrNotReplicated", err)
 	}
 	var bob error
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -103,7 +121,34 @@ func TestClusterWritesWaitForTheirShardsReplica(t *testing.T) {
 		}
 	}
 	if le := (*runner.LockedError)(nil); !errors.As(bob, &le) || le.Holder.User != "UALICE" || le.Holder.Fence != alice.Fence {
-		t.Errorf("Alice's acknowledged lock was lost in the failover: Bob got %v", bob)
+		t.Errorf("Alice's acknowledged lock was lost in the failovers: Bob got %v", bob)
+	}
+}
+
+// failover has replica take its master's place, as CLUSTER FAILOVER does,
+// and waits until it has.
+func failover(t *testing.T, replica *devstack.Redis) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: replica.Addr})
+	defer c.Close()
+	if err := c.Do(context.Background(), "CLUSTER", "FAILOVER").Err(); err != nil {
+		t.Fatal(err)
+	}
+	promoted(t, replica)
+}
+
+// promoted waits until replica is a master.
+func promoted(t *testing.T, replica *devstack.Redis) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: replica.Addr})
+	defer c.Close()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if role, err := c.Do(context.Background(), "ROLE").Slice(); err == nil && role[0] == "master" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s was not promoted", replica.Addr)
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -312,30 +313,70 @@ func (l *Locks) write(ctx context.Context, key string, f func(redis.Scripter) (b
 		_, err := f(l.rdb)
 		return err
 	}
-	var node *redis.Client
 	switch c := l.rdb.(type) {
 	case *redis.Client:
-		node = c
+		return l.writeOn(ctx, c, f)
 	case *redis.ClusterClient:
-		// The master of the keys' slot, as the client last knew it. Should
-		// the slot have moved since, the write fails, and the client
-		// learns the slots again for the next one.
-		var err error
-		if node, err = c.MasterForKey(ctx, l.keys(key)[0]); err != nil {
-			return fmt.Errorf("find the master of lock %s: %w", key, err)
+		// The master of the keys' slot, as the client last knew it.
+		master := func() (*redis.Client, error) {
+			node, err := c.MasterForKey(ctx, l.keys(key)[0])
+			if err != nil {
+				return nil, fmt.Errorf("find the master of lock %s: %w", key, err)
+			}
+			return node, nil
 		}
+		node, err := master()
+		if err != nil {
+			return err
+		}
+		err = l.writeOn(ctx, node, f)
+		// The write did not run where the slot was: it has moved (MOVED: a
+		// failover or a reshard the client has not learnt of yet), or its
+		// master could not be connected to (it died, and its replica may
+		// have taken over). Write once more where the slot is now: where
+		// MOVED says, or where the slots, learnt again, say.
+		var (
+			rerr redis.Error
+			nerr *net.OpError
+		)
+		if errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "MOVED ") {
+			c.ReloadState(ctx) // for the writes after this one
+			fields := strings.Fields(rerr.Error())
+			moved := redis.NewClient(nodeOptions(c.Options(), fields[len(fields)-1]))
+			defer moved.Close()
+			return l.writeOn(ctx, moved, f)
+		}
+		if !errors.As(err, &nerr) || nerr.Op != "dial" {
+			return err
+		}
+		if lerr := c.ForEachMaster(ctx, func(context.Context, *redis.Client) error { return nil }); lerr != nil {
+			return errors.Join(err, fmt.Errorf("learn the slots again: %w", lerr))
+		}
+		next, merr := master()
+		if merr != nil || next.Options().Addr == node.Options().Addr {
+			return errors.Join(err, merr)
+		}
+		return l.writeOn(ctx, next, f)
 	default:
 		return fmt.Errorf("waiting for a replica needs a Sentinel or Cluster client, not %T", l.rdb)
 	}
+}
+
+// nodeOptions are the options of a client of the Cluster node at addr, as
+// the Cluster client's own.
+func nodeOptions(o *redis.ClusterOptions, addr string) *redis.Options {
+	return &redis.Options{Addr: addr, Dialer: o.Dialer, Protocol: o.Protocol, Username: o.Username, Password: o.Password,
+		CredentialsProvider: o.CredentialsProvider, CredentialsProviderContext: o.CredentialsProviderContext,
+		TLSConfig: o.TLSConfig, DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+		ContextTimeoutEnabled: o.ContextTimeoutEnabled, MaxRetries: o.MaxRetries, PoolSize: 1}
+}
+
+// writeOn runs f on one connection to node, and WAIT 1 there if f wrote.
+func (l *Locks) writeOn(ctx context.Context, node *redis.Client, f func(redis.Scripter) (bool, error)) error {
 	conn := node.Conn()
 	defer conn.Close()
 	wrote, err := f(conn)
 	if err != nil || !wrote {
-		var rerr redis.Error
-		if c, ok := l.rdb.(*redis.ClusterClient); ok && errors.As(err, &rerr) &&
-			(strings.HasPrefix(rerr.Error(), "MOVED ") || strings.HasPrefix(rerr.Error(), "ASK ")) {
-			c.ReloadState(ctx)
-		}
 		return err
 	}
 	acked, err := conn.Do(ctx, "WAIT", 1, l.wait.Milliseconds()).Int()
