@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,4 +179,68 @@ func shardOf(t *testing.T, rdb *redis.ClusterClient, c *devstack.RedisCluster, k
 		t.Fatalf("no master and replica of %s among %v", key, c.Addrs())
 	}
 	return master, replica
+}
+
+// TestClusterReshardOfALock moves a held lock's slot to another master, as
+// `redis-cli --cluster reshard` does, under a client that has not learnt of
+// it. While the slot is between the two masters the lock's writes fail:
+// none is acknowledged. Once the slot has moved they go to its new master
+// and wait for that master's replica, and the ledger has every record.
+func TestClusterReshardOfALock(t *testing.T) {
+	ctx := context.Background()
+	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: t.TempDir(), Masters: 3, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ClusterStateReloadInterval: time.Hour,
+		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: -1})
+	defer rdb.Close()
+	locks := New(rdb, "twokey:", WithReplicaWait(10*time.Second))
+	alice, err := locks.Acquire(ctx, "infra/prod", runner.Holder{User: "UALICE", PR: 1}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := locks.Fenced(ctx, alice, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	key := locks.keys("infra/prod")[0]
+	src, _ := shardOf(t, rdb, cluster, key)
+	var dst *devstack.Redis
+	for i := 0; dst == nil; i++ {
+		if m, _ := shardOf(t, rdb, cluster, locks.keys(fmt.Sprintf("infra/env-%d", i))[0]); m != src {
+			dst = m
+		}
+	}
+	run := func(node *devstack.Redis, args ...any) any {
+		t.Helper()
+		c := redis.NewClient(&redis.Options{Addr: node.Addr})
+		defer c.Close()
+		v, err := c.Do(ctx, args...).Result()
+		if err != nil {
+			t.Fatalf("%s %v: %v", node.Addr, args, err)
+		}
+		return v
+	}
+	slot := rdb.ClusterKeySlot(ctx, key).Val()
+	srcID, dstID := run(src, "CLUSTER", "MYID"), run(dst, "CLUSTER", "MYID")
+	run(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID)
+	run(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID)
+	host, port, _ := strings.Cut(dst.Addr, ":")
+	run(src, append([]any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}, run(src, "CLUSTER", "GETKEYSINSLOT", slot, 100).([]any)...)...)
+	if err := locks.Refresh(ctx, alice, time.Hour); err == nil {
+		t.Error("a refresh was acknowledged while its slot was between two masters")
+	}
+	for _, n := range []*devstack.Redis{dst, src} {
+		run(n, "CLUSTER", "SETSLOT", slot, "NODE", dstID)
+	}
+	if err := locks.Refresh(ctx, alice, time.Hour); err != nil {
+		t.Errorf("the first refresh after the slot moved: %v", err)
+	}
+	if err := locks.Fenced(ctx, alice, []byte("after")); err != nil {
+		t.Errorf("the first fenced write after the slot moved: %v", err)
+	}
+	if ledger, err := locks.Ledger(ctx, "infra/prod", 10); err != nil || len(ledger) != 2 {
+		t.Errorf("ledger after the reshard: %q, %v", ledger, err)
+	}
 }
