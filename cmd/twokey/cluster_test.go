@@ -154,15 +154,7 @@ func TestOnRedisCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	ran := make(chan error, 1)
-	go func() { ran <- w.Run(wctx) }()
-	defer func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	}()
+	defer runWorker(t, w)()
 	client := redisjobs.NewClient(redisjobs.ClientOptions{Redis: rdb, Prefix: keyPrefix, Signer: signer, Runners: attest.NewKeyring(runnerKey.Public()),
 		Pool: func(string, string) (string, error) { return "default", nil }})
 	p, err := approvals.New(approvals.Request{ID: "p-clusterjob", Project: "infra", Env: "staging", Ref: ref.Ref{PR: 1}, SHA: "abc",
@@ -352,15 +344,7 @@ func TestClusterACLUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	ran := make(chan error, 1)
-	go func() { ran <- w.Run(wctx) }()
-	defer func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	}()
+	defer runWorker(t, w)()
 	client := redisjobs.NewClient(redisjobs.ClientOptions{Redis: serveDB, Prefix: keyPrefix, Signer: serveKey,
 		Runners: attest.NewKeyring(runnerKey.Public()), Pool: func(string, string) (string, error) { return "prod", nil }})
 	jctx, jcancel := context.WithTimeout(ctx, 20*time.Second)
@@ -411,4 +395,17 @@ func (c *clusterRunner) Plan(ctx context.Context, j runner.PlanJob) (runner.Plan
 		return runner.PlanResult{}, fmt.Errorf("save the plan: %w", err)
 	}
 	return runner.PlanResult{Digest: "d", Summary: approvals.Summary{Add: 1}}, nil
+}
+
+// runWorker runs w until the function it returns is called.
+func runWorker(t *testing.T, w *redisjobs.Worker) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}
 }
