@@ -288,13 +288,13 @@ func (d *deps) runnerOptions(ctx context.Context, cfg *config.Config, log *slog.
 	return o, nil
 }
 
-// openRedis connects — to one Redis, through Sentinel, or to a Cluster —
-// and checks the connection, so a wrong address fails at start rather than
-// at the first command.
 // clusterStateReload is how often a Cluster client asks for the slots'
 // masters at the most.
 const clusterStateReload = 2 * time.Second
 
+// openRedis connects — to one Redis, through Sentinel, or to a Cluster —
+// and checks the connection, so a wrong address fails at start rather than
+// at the first command.
 func openRedis(ctx context.Context, c config.Redis, password config.Secret) (redis.UniversalClient, error) {
 	opts, err := redis.ParseURL(c.URL)
 	if err != nil {

@@ -54,8 +54,8 @@ func WithPools(pool func(key string) string) Option { return func(l *Locks) { l.
 // written, unless it promotes a replica other than one that acknowledged
 // it. For Sentinel (a single-master client) and Cluster, where the wait is
 // on the master of the lock's slot; on a Redis without replicas every such
-// write fails. Releases do not wait: a lost
-// release only keeps a lock until its lease runs out.
+// write fails. Releases do not wait: a lost release only keeps a lock until
+// its lease runs out.
 func WithReplicaWait(timeout time.Duration) Option { return func(l *Locks) { l.wait = timeout } }
 
 // New returns locks stored under prefix (e.g. "twokey:").
@@ -317,49 +317,54 @@ func (l *Locks) write(ctx context.Context, key string, f func(redis.Scripter) (b
 	case *redis.Client:
 		return l.writeOn(ctx, c, f)
 	case *redis.ClusterClient:
-		// The master of the keys' slot, as the client last knew it.
-		master := func() (*redis.Client, error) {
-			node, err := c.MasterForKey(ctx, l.keys(key)[0])
-			if err != nil {
-				return nil, fmt.Errorf("find the master of lock %s: %w", key, err)
-			}
-			return node, nil
-		}
-		node, err := master()
-		if err != nil {
-			return err
-		}
-		err = l.writeOn(ctx, node, f)
-		// The write did not run where the slot was: it has moved (MOVED: a
-		// failover or a reshard the client has not learnt of yet), or its
-		// master could not be connected to (it died, and its replica may
-		// have taken over). Write once more where the slot is now: where
-		// MOVED says, or where the slots, learnt again, say.
-		var (
-			rerr redis.Error
-			nerr *net.OpError
-		)
-		if errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "MOVED ") {
-			c.ReloadState(ctx) // for the writes after this one
-			fields := strings.Fields(rerr.Error())
-			moved := redis.NewClient(nodeOptions(c.Options(), fields[len(fields)-1]))
-			defer moved.Close()
-			return l.writeOn(ctx, moved, f)
-		}
-		if !errors.As(err, &nerr) || nerr.Op != "dial" {
-			return err
-		}
-		if lerr := c.ForEachMaster(ctx, func(context.Context, *redis.Client) error { return nil }); lerr != nil {
-			return errors.Join(err, fmt.Errorf("learn the slots again: %w", lerr))
-		}
-		next, merr := master()
-		if merr != nil || next.Options().Addr == node.Options().Addr {
-			return errors.Join(err, merr)
-		}
-		return l.writeOn(ctx, next, f)
+		return l.writeCluster(ctx, c, key, f)
 	default:
 		return fmt.Errorf("waiting for a replica needs a Sentinel or Cluster client, not %T", l.rdb)
 	}
+}
+
+// writeCluster is write on a Cluster: on the master of key's slot.
+func (l *Locks) writeCluster(ctx context.Context, c *redis.ClusterClient, key string, f func(redis.Scripter) (bool, error)) error {
+	// The master of the keys' slot, as the client last knew it.
+	master := func() (*redis.Client, error) {
+		node, err := c.MasterForKey(ctx, l.keys(key)[0])
+		if err != nil {
+			return nil, fmt.Errorf("find the master of lock %s: %w", key, err)
+		}
+		return node, nil
+	}
+	node, err := master()
+	if err != nil {
+		return err
+	}
+	err = l.writeOn(ctx, node, f)
+	// The write did not run where the slot was: it has moved (MOVED: a
+	// failover or a reshard the client has not learnt of yet), or its
+	// master could not be connected to (it died, and its replica may
+	// have taken over). Write once more where the slot is now: where
+	// MOVED says, or where the slots, learnt again, say.
+	var (
+		rerr redis.Error
+		nerr *net.OpError
+	)
+	if errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "MOVED ") {
+		c.ReloadState(ctx) // for the writes after this one
+		fields := strings.Fields(rerr.Error())
+		moved := redis.NewClient(nodeOptions(c.Options(), fields[len(fields)-1]))
+		defer moved.Close()
+		return l.writeOn(ctx, moved, f)
+	}
+	if !errors.As(err, &nerr) || nerr.Op != "dial" {
+		return err
+	}
+	if lerr := c.ForEachMaster(ctx, func(context.Context, *redis.Client) error { return nil }); lerr != nil {
+		return errors.Join(err, fmt.Errorf("learn the slots again: %w", lerr))
+	}
+	next, merr := master()
+	if merr != nil || next.Options().Addr == node.Options().Addr {
+		return errors.Join(err, merr)
+	}
+	return l.writeOn(ctx, next, f)
 }
 
 // nodeOptions are the options of a client of the Cluster node at addr, as
