@@ -57,6 +57,28 @@ type Box interface {
 	Close() error
 }
 
+// Gater is a Box that can set up a command's sandbox ahead of its turn,
+// while the run does something else (checks the commit out, runs the
+// command before it): the command then waits, and starts when its gate
+// opens, in the time terraform alone takes to start.
+type Gater interface {
+	// Gate returns a gate for one terraform command that is to run in dir,
+	// a directory of the run that need not exist until the gate opens. An
+	// error means the command cannot wait here; it is started in its turn.
+	Gate(dir string) (Gate, error)
+}
+
+// Gate holds one command at the start until it is opened.
+type Gate interface {
+	// Exec is the executable terraform-exec starts the command through.
+	Exec() string
+	// Open lets the command start.
+	Open() error
+	// Abort ends a command that was never let go, and its sandbox, before
+	// anything of it starts; the command's call then returns an error.
+	Abort()
+}
+
 // ErrSandbox means a run's sandbox could not be set up, so nothing ran.
 var ErrSandbox = errors.New("the sandbox could not be set up")
 

@@ -8,7 +8,8 @@
 // terraform-exec starts a binary by path, so each run gets short shell
 // scripts that exec bwrap with the run's arguments (read from a file the
 // sandbox cannot see) and terraform's: one for its commands, one for those
-// that run behind every other run (Background). Each command is a session
+// that run behind every other run (Background), and one for each command
+// started ahead of its turn behind a gate (Gate). Each command is a session
 // of its own. Where twokey runs as root, they first drop to an unprivileged
 // uid with setpriv, so not even an escape from the user namespace lands as
 // root.
@@ -165,6 +166,13 @@ type box struct {
 	bg       string // exe, behind every other run (Background)
 	info     string
 	dropping bool
+	drop     string // the start of every script's command: setpriv, where runs drop from root
+	args     string // the file bwrap reads the box's arguments from
+	bin      string // terraform, as the box sees it
+	version  string // the binary's answer to `version -json`, if known
+
+	mu    sync.Mutex
+	gates []*gate
 }
 
 // Open prepares run.Dir (which must not exist) and returns its box.
@@ -242,45 +250,70 @@ func (s *Sandbox) Open(run runner.Run) (runner.Box, error) {
 		}
 	}
 	// terraform-exec's environment, which the runner builds from an
-	// allowlist, passes through bwrap unchanged. Every script starts bwrap
-	// in the run's directory, where terraform-exec started it.
-	drop := ""
+	// allowlist, passes through bwrap unchanged.
 	if b.dropping {
 		// The uid change clears the parent-death signal terraform-exec
 		// set; it is set again for the moments before bwrap sets its own.
-		drop = fmt.Sprintf(" %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --pdeathsig=KILL --",
+		b.drop = fmt.Sprintf(" %s --reuid=%d --regid=%d --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --pdeathsig=KILL --",
 			quote(s.setpriv), s.o.UID, s.o.GID)
 	}
-	const renice = `/bin/sh -c '{ echo 19 >/proc/self/autogroup; } 2>/dev/null; exec "$@"' sh`
-	script := func(what, before, args, command string) string {
-		return fmt.Sprintf("#!/bin/sh\n# twokey: %s\nexec%s%s %s --args 3 --info-fd 4 --chdir \"$PWD\" -- %s 3<%s 4>%s\n",
-			what, before, drop, quote(s.bwrap), command, quote(args), quote(b.info))
-	}
-	const behind = "run terraform in this run's sandbox, behind every other run"
-	tf := script("run terraform in this run's sandbox", "", argsFile, quote(bin)+` "$@"`)
-	bg := script(behind, "", argsFile, renice+" "+s.niced()+quote(bin)+` "$@"`)
-	if b.dropping {
-		bg = script(behind, " "+quote(s.setsid)+" --wait "+renice, sessionMade, s.niced()+quote(bin)+` "$@"`)
-	}
+	b.args, b.bin = argsFile, bin
 	if run.Version != nil {
 		// terraform-exec asks `version -json` of each working directory's
 		// terraform once; the runner asked this very file already.
-		answer := filepath.Join(b.root, "version")
-		if err := os.WriteFile(answer, run.Version, 0o600); err != nil {
+		b.version = filepath.Join(b.root, "version")
+		if err := os.WriteFile(b.version, run.Version, 0o600); err != nil {
 			return fail(err)
 		}
-		short := fmt.Sprintf("\nif [ $# -eq 2 ] && [ \"$1\" = version ] && [ \"$2\" = -json ]; then exec cat %s; fi\nexec", quote(answer))
-		tf, bg = strings.Replace(tf, "\nexec", short, 1), strings.Replace(bg, "\nexec", short, 1)
+	}
+	const renice = `/bin/sh -c '{ echo 19 >/proc/self/autogroup; } 2>/dev/null; exec "$@"' sh`
+	const behind = "run terraform in this run's sandbox, behind every other run"
+	// Every script starts bwrap in the run's directory, where
+	// terraform-exec started it.
+	here := `"$PWD"`
+	tf := b.script("run terraform in this run's sandbox", "", argsFile, here, "", quote(bin)+` "$@"`, true)
+	bg := b.script(behind, "", argsFile, here, "", renice+" "+s.niced()+quote(bin)+` "$@"`, true)
+	if b.dropping {
+		bg = b.script(behind, " "+quote(s.setsid)+" --wait "+renice, sessionMade, here, "", s.niced()+quote(bin)+` "$@"`, true)
 	}
 	// The same box for another program of the run (a verification's smoke
 	// program), which is the script's first argument.
 	for path, text := range map[string]string{b.exe: tf, b.bg: bg,
-		filepath.Join(b.root, "run"): script("run a program in this run's sandbox", "", argsFile, `"$@"`)} {
-		if err := os.WriteFile(path, []byte(text), 0o700); err != nil {
+		filepath.Join(b.root, "run"): b.script("run a program in this run's sandbox", "", argsFile, here, "", `"$@"`, false)} {
+		if err := writeScript(path, text); err != nil {
 			return fail(err)
 		}
 	}
 	return b, nil
+}
+
+// script is a shell script that starts command in the box: bwrap reads the
+// box's arguments from args, writes what it started to info (see
+// Interrupt), and changes to dir (a shell word) inside, after gate's
+// redirection, if any, has given it the gate's FIFO as descriptor 5 and
+// the gate's info file as descriptor 4. A terraform script answers
+// `version -json` itself where the binary's answer is known.
+func (b *box) script(what, before, args, dir, gate, command string, terraform bool) string {
+	info, block := " 4>"+quote(b.info), ""
+	if gate != "" {
+		info, block = gate, " --block-fd 5"
+	}
+	text := fmt.Sprintf("#!/bin/sh\n# twokey: %s\nexec%s%s %s --args 3 --info-fd 4%s --chdir %s -- %s 3<%s%s\n",
+		what, before, b.drop, quote(b.s.bwrap), block, dir, command, quote(args), info)
+	if terraform && b.version != "" {
+		short := fmt.Sprintf("\nif [ $# -eq 2 ] && [ \"$1\" = version ] && [ \"$2\" = -json ]; then exec cat %s; fi\nexec", quote(b.version))
+		text = strings.Replace(text, "\nexec", short, 1)
+	}
+	return text
+}
+
+// writeScript writes an executable script while no process is being
+// started: a child forked meanwhile would hold it open for writing until it
+// execs, and a start of the script then would fail (ETXTBSY).
+func writeScript(path, text string) error {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	return os.WriteFile(path, []byte(text), 0o700)
 }
 
 func mounts(paths []string, flag string) []string {
@@ -434,35 +467,133 @@ func (b *box) Input(name string, data []byte) (string, error) {
 
 // Interrupt asks the sandboxed terraform to stop (SIGINT), as terraform-exec
 // would ask an unsandboxed one: bwrap does not pass signals on, so they go
-// straight to the process bwrap started.
+// straight to the processes bwrap started, those of the box's command and
+// of every opened gate's.
 func (b *box) Interrupt() bool {
-	data, err := os.ReadFile(b.info)
-	if err != nil {
-		return false
+	infos := []string{b.info}
+	b.mu.Lock()
+	for _, g := range b.gates {
+		if g.opened {
+			infos = append(infos, g.info)
+		}
 	}
-	var info struct {
-		ChildPID int `json:"child-pid"`
-	}
-	if json.Unmarshal(data, &info) != nil || info.ChildPID <= 0 {
-		return false
-	}
-	// bwrap's child is the namespace's init; terraform is its child. A
-	// command that already ended leaves a stale pid here: signal nothing
-	// unless it is still the init of a PID namespace of its own.
-	if !nsInit(info.ChildPID) {
-		return false
-	}
-	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", info.ChildPID, info.ChildPID))
-	if err != nil {
-		return false
-	}
+	b.mu.Unlock()
 	sent := false
-	for _, f := range strings.Fields(string(kids)) {
-		if pid, err := strconv.Atoi(f); err == nil && syscall.Kill(pid, syscall.SIGINT) == nil {
-			sent = true
+	for _, info := range infos {
+		pid, ok := started(info)
+		if !ok {
+			continue
+		}
+		kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(kids)) {
+			if pid, err := strconv.Atoi(f); err == nil && syscall.Kill(pid, syscall.SIGINT) == nil {
+				sent = true
+			}
 		}
 	}
 	return sent
+}
+
+// started returns the first process of the sandbox whose bwrap wrote info
+// (the namespace's init, which starts the command), if it is still running.
+func started(info string) (int, bool) {
+	data, err := os.ReadFile(info)
+	if err != nil {
+		return 0, false
+	}
+	var v struct {
+		ChildPID int `json:"child-pid"`
+	}
+	if json.Unmarshal(data, &v) != nil || v.ChildPID <= 0 {
+		return 0, false
+	}
+	// A command that already ended leaves a stale pid here: nothing is
+	// signalled unless it is still the init of a PID namespace of its own.
+	return v.ChildPID, nsInit(v.ChildPID)
+}
+
+// gate is a runner.Gate. The command started through exe has its sandbox
+// set up at once by bwrap, which then waits (--block-fd) on a FIFO only
+// twokey can reach and only twokey holds open for writing, and then starts
+// the command through a link in the run's read-only inputs. Twokey makes
+// that link only as it opens the gate: whatever else ends bwrap's wait (an
+// end of file, as when the gate is aborted or twokey dies) starts nothing,
+// and the sandbox ends.
+type gate struct {
+	b      *box
+	exe    string
+	info   string
+	link   string   // where Open links the binary: in the box's inputs
+	fifo   *os.File // held open until the box closes, or the gate is aborted
+	opened bool
+	closed bool // aborted
+}
+
+// Gate returns a gate for one terraform command that runs in dir, which
+// need not exist until the gate is opened.
+func (b *box) Gate(dir string) (runner.Gate, error) {
+	if b.version == "" {
+		// terraform-exec would ask the binary's version through the gate,
+		// and then wait for a second opening.
+		return nil, errors.New("the binary's version is not known")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := fmt.Sprintf("gate%d", len(b.gates)+1)
+	name := filepath.Join(b.root, n)
+	if err := syscall.Mkfifo(name, 0o600); err != nil {
+		return nil, err
+	}
+	// Read-write, so that opening it never waits; the script opens it to
+	// read only, so that its end of file comes when this closes.
+	fifo, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	g := &gate{b: b, exe: name + ".terraform", info: name + ".info", link: filepath.Join(b.in, "."+n), fifo: fifo}
+	inside := filepath.Join(b.dir, "in", "."+n)
+	redirs := " 4>" + quote(g.info) + " 5<" + quote(name)
+	text := b.script("run terraform in this run's sandbox once twokey opens its gate", "", b.args, quote(dir), redirs, quote(inside)+` "$@"`, true)
+	if err := writeScript(g.exe, text); err != nil {
+		fifo.Close()
+		return nil, err
+	}
+	b.gates = append(b.gates, g)
+	return g, nil
+}
+
+func (g *gate) Exec() string { return g.exe }
+
+// Open links the binary where the command starts it, and lets it start.
+func (g *gate) Open() error {
+	g.b.mu.Lock()
+	defer g.b.mu.Unlock()
+	if g.closed {
+		return errors.New("the gate was aborted")
+	}
+	if g.opened {
+		return nil
+	}
+	g.opened = true
+	if err := os.Symlink(g.b.bin, g.link); err != nil {
+		return err
+	}
+	_, err := g.fifo.Write([]byte{1})
+	return err
+}
+
+// Abort ends the wait of a command that was never let go: bwrap reads the
+// end of file, finds nothing to start, and ends with its sandbox.
+func (g *gate) Abort() {
+	g.b.mu.Lock()
+	defer g.b.mu.Unlock()
+	if !g.opened && !g.closed {
+		g.closed = true
+		g.fifo.Close()
+	}
 }
 
 // nsInit reports whether pid is the first process of a PID namespace below
@@ -481,8 +612,17 @@ func nsInit(pid int) bool {
 	return false
 }
 
-// Close removes the run's directory and the box.
+// Close removes the run's directory and the box, and aborts every gate
+// that was not opened.
 func (b *box) Close() error {
+	b.mu.Lock()
+	for _, g := range b.gates {
+		if !g.closed {
+			g.closed = true
+			g.fifo.Close()
+		}
+	}
+	b.mu.Unlock()
 	return errors.Join(removeAll(b.dir), removeAll(b.root))
 }
 
