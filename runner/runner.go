@@ -440,15 +440,18 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 		return PlanResult{}, nil, err
 	}
 	defer ru.close(r)
-	if err := r.checkout(ctx, ru, rev); err != nil {
-		return PlanResult{}, nil, r.cause(ctx, err)
+	opts := []tfexec.PlanOption{tfexec.Out(ru.planOut), tfexec.Lock(lock)}
+	for _, vf := range t.VarFiles {
+		opts = append(opts, tfexec.VarFile(vf))
 	}
-	cred, err := minted()
+	var changes bool
+	stream := newPlanStream()
+	cred, planCmd, err := r.prepare(ctx, ru, rev, minted, &command{do: func(tf Terraform) (err error) {
+		changes, err = tf.PlanJSON(ru.ctx, stream, opts...)
+		return err
+	}})
 	if err != nil {
 		return PlanResult{}, nil, err
-	}
-	if err := r.materialize(ctx, ru, cred); err != nil {
-		return PlanResult{}, nil, r.cause(ctx, err)
 	}
 	// Before terraform plan, no code of the pull request has run: what is
 	// in the run's directory now is the commit, and the modules init
@@ -457,14 +460,8 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if err != nil {
 		return PlanResult{}, nil, err
 	}
-	opts := []tfexec.PlanOption{tfexec.Out(ru.planOut), tfexec.Lock(lock)}
-	for _, vf := range t.VarFiles {
-		opts = append(opts, tfexec.VarFile(vf))
-	}
-	var changes bool
-	stream := newPlanStream()
-	err = step(ctx, func() (err error) { changes, err = ru.tf.PlanJSON(ru.ctx, stream, opts...); return err })
-	ru.tf.SetStdout(io.Discard) // PlanJSON left the stream there
+	err = planCmd.run(ctx, ru)
+	planCmd.tf.SetStdout(io.Discard) // PlanJSON left the stream there
 	if err != nil {
 		return PlanResult{}, nil, r.cause(ctx, r.planError(ctx, ru, stream.failure(err), cred))
 	}
@@ -515,6 +512,33 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	}
 	res.Policy = redactAssessment(res.Policy, red)
 	return res, data, nil
+}
+
+// prepare checks rev out into ru, with the credential minted meanwhile,
+// and runs terraform init and workspace selection there (materialize). It
+// returns the credential, and plan to run next. Where the run's box has
+// gates, init and plan start early: their sandboxes are set up while the
+// commit is checked out, and each starts in its turn in the time terraform
+// alone takes to start.
+func (r *Runner) prepare(ctx context.Context, ru *run, rev Revision, minted func() (*Credential, error),
+	plan *command) (*Credential, *command, error) {
+	checkedOut := make(chan error, 1)
+	go func() { checkedOut <- r.checkout(ctx, ru, rev) }()
+	cred, err := minted()
+	var init *command
+	if err == nil {
+		init, plan = r.early(ru, cred, initCommand(ru)), r.early(ru, cred, plan)
+	}
+	if cerr := <-checkedOut; err == nil && cerr != nil {
+		err = r.cause(ctx, cerr)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := r.materialize(ctx, ru, cred, init); err != nil {
+		return nil, nil, r.cause(ctx, err)
+	}
+	return cred, plan, nil
 }
 
 // check assesses the plan with the target's policies. A policy that cannot
@@ -810,7 +834,7 @@ func (r *Runner) applyWith(ctx context.Context, job ApplyJob, minted func() (*Cr
 	if err != nil {
 		return res, err
 	}
-	if err := r.materialize(ctx, ru, cred); err != nil {
+	if err := r.materialize(ctx, ru, cred, nil); err != nil {
 		return res, r.cause(ctx, err)
 	}
 	planFile, err := ru.box.Input(g.PlanID()+".tfplan", data)

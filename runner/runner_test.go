@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -252,8 +253,8 @@ func TestTerraformEnvSetsGOGC(t *testing.T) {
 	}
 }
 
-// startLog is a Sandbox whose boxes log which of their executables each
-// terraform command was started through, before starting it.
+// startLog is a Sandbox whose boxes log which of their executables (or
+// gates) each terraform command was started through, before starting it.
 type startLog struct {
 	runner.Sandbox
 	log string // a file: one "exec|background <command>" line per start
@@ -261,7 +262,7 @@ type startLog struct {
 
 type loggedBox struct {
 	runner.Box
-	exec, background string
+	exec, background, log string
 }
 
 func (s startLog) Open(run runner.Run) (runner.Box, error) {
@@ -269,19 +270,51 @@ func (s startLog) Open(run runner.Run) (runner.Box, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := loggedBox{Box: box, exec: run.Dir + ".exec", background: run.Dir + ".background"}
+	b := loggedBox{Box: box, exec: run.Dir + ".exec", background: run.Dir + ".background", log: s.log}
 	for path, exe := range map[string]string{b.exec: box.Exec(), b.background: box.Background()} {
-		script := fmt.Sprintf("#!/bin/sh\necho \"%s $1\" >> '%s'\nexec '%s' \"$@\"\n", strings.TrimPrefix(filepath.Ext(path), "."), s.log, exe)
-		if err := os.WriteFile(path, []byte(script), 0o700); err != nil {
+		if err := logStarts(path, "", exe, s.log); err != nil {
 			return nil, err
 		}
 	}
 	return b, nil
 }
 
+// logStarts writes a script at path that logs its kind (the path's
+// extension) and first argument, and starts exe.
+func logStarts(path, kind, exe, log string) error {
+	if kind == "" {
+		kind = strings.TrimPrefix(filepath.Ext(path), ".")
+	}
+	script := fmt.Sprintf("#!/bin/sh\necho \"%s $1\" >> '%s'\nexec '%s' \"$@\"\n", kind, log, exe)
+	// Started at once: no child forked meanwhile may hold it open.
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	return os.WriteFile(path, []byte(script), 0o700)
+}
+
+type loggedGate struct {
+	runner.Gate
+	exec string
+}
+
+func (g loggedGate) Exec() string { return g.exec }
+
+func (b loggedBox) Gate(dir string) (runner.Gate, error) {
+	g, err := b.Box.(runner.Gater).Gate(dir)
+	if err != nil {
+		return nil, err
+	}
+	path := strings.TrimSuffix(b.exec, ".exec") + "." + filepath.Base(g.Exec())
+	return loggedGate{Gate: g, exec: path}, logStarts(path, "gate", g.Exec(), b.log)
+}
+
 func (b loggedBox) Exec() string       { return b.exec }
 func (b loggedBox) Background() string { return b.background }
 func (b loggedBox) Close() error {
+	gates, _ := filepath.Glob(strings.TrimSuffix(b.exec, ".exec") + ".gate*")
+	for _, g := range gates {
+		_ = os.Remove(g)
+	}
 	return errors.Join(b.Box.Close(), os.Remove(b.exec), os.Remove(b.background))
 }
 
@@ -303,8 +336,8 @@ func TestReadBackRunsBehind(t *testing.T) {
 		sha  string
 		want []string
 	}{
-		{sha1, []string{"exec init", "exec plan", "background show", "background show"}},
-		{noChanges, []string{"exec init", "exec plan", "exec show", "exec show"}},
+		{sha1, []string{"background show", "background show", "gate init", "gate plan"}},
+		{noChanges, []string{"exec show", "exec show", "gate init", "gate plan"}},
 	} {
 		if err := os.WriteFile(log, nil, 0o600); err != nil {
 			t.Fatal(err)
@@ -324,6 +357,8 @@ func TestReadBackRunsBehind(t *testing.T) {
 				got = append(got, l)
 			}
 		}
+		// Gated commands start at once, in either order.
+		slices.Sort(got)
 		if !slices.Equal(got, c.want) {
 			t.Errorf("plan of %s started %q, want %q", c.sha[:7], got, c.want)
 		}

@@ -138,7 +138,7 @@ func (r *Runner) Verify(ctx context.Context, job VerifyJob) (VerifyResult, error
 	if err := r.checkout(ctx, ru, job.Rev); err != nil {
 		return VerifyResult{}, r.cause(ctx, err)
 	}
-	if err := r.materialize(ctx, ru, cred); err != nil {
+	if err := r.materialize(ctx, ru, cred, nil); err != nil {
 		return VerifyResult{}, r.cause(ctx, err)
 	}
 	res := VerifyResult{SHA: job.Rev.SHA}

@@ -40,6 +40,7 @@ type run struct {
 	planOut        string // where plan writes the saved plan
 	tf             Terraform
 	target         Target
+	gated          []*command // commands started at a gate (see early)
 }
 
 // open makes a run's directory and sandbox.
@@ -77,7 +78,14 @@ func (r *Runner) open(ctx context.Context, kind string, t Target) (*run, error) 
 // is gone.
 func (ru *run) close(r *Runner) {
 	defer ru.slot.Unlock()
+	for _, c := range ru.gated {
+		c.gate.Abort() // if it never opened
+	}
 	ru.unconfine()
+	for _, c := range ru.gated {
+		<-c.returned
+		c.tf.SetStdout(io.Discard) // a plan's stream, if it never ran
+	}
 	if err := ru.box.Close(); err != nil {
 		r.o.Logger.Warn("run directory not removed", "dir", ru.dir, "err", err)
 	}
@@ -110,9 +118,10 @@ func (r *Runner) checkout(ctx context.Context, ru *run, rev Revision) error {
 	return nil
 }
 
-// materialize runs terraform init and workspace selection in the sandbox
-// of a run that checkout filled, then checks which providers init selected.
-func (r *Runner) materialize(ctx context.Context, ru *run, cred *Credential) error {
+// materialize runs terraform init (init, or now if nil) and workspace
+// selection in the sandbox of a run that checkout filled, then checks which
+// providers init selected.
+func (r *Runner) materialize(ctx context.Context, ru *run, cred *Credential, init *command) error {
 	t := ru.target
 	if err := ru.box.Prepared(); err != nil {
 		return fmt.Errorf("%w: %w", ErrSandbox, err)
@@ -122,11 +131,10 @@ func (r *Runner) materialize(ctx context.Context, ru *run, cred *Credential) err
 		return err
 	}
 	ru.tf = tf
-	var opts []tfexec.InitOption
-	for _, k := range slices.Sorted(maps.Keys(t.BackendConfig)) {
-		opts = append(opts, tfexec.BackendConfig(k+"="+t.BackendConfig[k]))
+	if init == nil {
+		init = initCommand(ru)
 	}
-	if err := step(ctx, func() error { return tf.Init(ru.ctx, opts...) }); err != nil {
+	if err := init.run(ctx, ru); err != nil {
 		return tfError("init", err, cred)
 	}
 	if err := t.Providers.check(ru.work, ru.src); err != nil {
@@ -140,6 +148,76 @@ func (r *Runner) materialize(ctx context.Context, ru *run, cred *Credential) err
 		}
 	}
 	return nil
+}
+
+// initCommand is terraform init of ru, with its target's backend
+// configuration.
+func initCommand(ru *run) *command {
+	var opts []tfexec.InitOption
+	for _, k := range slices.Sorted(maps.Keys(ru.target.BackendConfig)) {
+		opts = append(opts, tfexec.BackendConfig(k+"="+ru.target.BackendConfig[k]))
+	}
+	return &command{do: func(tf Terraform) error { return tf.Init(ru.ctx, opts...) }}
+}
+
+// command is one terraform command of a run: do, run on tf.
+type command struct {
+	do       func(Terraform) error
+	tf       Terraform
+	gate     Gate          // set if early started it
+	done     chan error    // its outcome, then
+	returned chan struct{} // closed once its call has returned
+}
+
+// early starts c in ru behind a gate, where ru's box has them: its sandbox
+// is set up at once, while the caller goes on (checks the commit out, runs
+// the command before it), and it starts in ru.work when run opens the
+// gate. Where there is no gate, run starts it then, as ever.
+func (r *Runner) early(ru *run, cred *Credential, c *command) *command {
+	gater, ok := ru.box.(Gater)
+	if !ok {
+		return c
+	}
+	g, err := gater.Gate(ru.work)
+	if err != nil {
+		r.o.Logger.Debug("command started in its turn", "env", ru.target.Env, "reason", err)
+		return c
+	}
+	// The command's terraform-exec starts in the run's directory, which is
+	// there already; its sandbox changes to ru.work once the gate opens.
+	tf, err := r.terraform(ru.dir, ru.bin, g.Exec())
+	if err == nil {
+		err = tf.SetEnv(r.env(ru, cred))
+	}
+	if err != nil {
+		r.o.Logger.Debug("command started in its turn", "env", ru.target.Env, "reason", err)
+		return c
+	}
+	c.tf, c.gate, c.done, c.returned = tf, g, make(chan error, 1), make(chan struct{})
+	ru.gated = append(ru.gated, c)
+	go func() {
+		defer close(c.returned)
+		c.done <- c.do(tf)
+	}()
+	return c
+}
+
+// run runs c unless ctx has ended: opens its gate and waits for it, or
+// starts it on the run's terraform.
+func (c *command) run(ctx context.Context, ru *run) error {
+	if c.gate == nil {
+		c.tf = ru.tf
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.gate == nil {
+		return c.do(c.tf)
+	}
+	if err := c.gate.Open(); err != nil {
+		return fmt.Errorf("%w: %w", ErrSandbox, err)
+	}
+	return <-c.done
 }
 
 // maxPlanFile bounds the saved plan twokey reads back from a run.
