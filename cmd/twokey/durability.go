@@ -105,6 +105,13 @@ func clusterNodes(ctx context.Context, cc *redis.ClusterClient) ([]redisNode, er
 	if err != nil {
 		return nil, fmt.Errorf("redis cluster: cannot list the nodes to check durability: %w", err)
 	}
+	return parseClusterNodes(out)
+}
+
+// parseClusterNodes reads CLUSTER NODES' answer for clusterNodes. A replica
+// the cluster marks failing (fail, or fail? before the others agree) is no
+// replica: it acknowledges no write.
+func parseClusterNodes(out string) ([]redisNode, error) {
 	var (
 		nodes    []redisNode
 		serving  = map[string]string{} // the id of each master that holds slots → its address
@@ -126,7 +133,7 @@ func clusterNodes(ctx context.Context, cc *redis.ClusterClient) ([]redisNode, er
 			if len(f) > 8 {
 				serving[f[0]] = addr
 			}
-		} else if len(f) > 3 {
+		} else if len(f) > 3 && !slices.ContainsFunc(strings.Split(f[2], ","), func(flag string) bool { return strings.HasPrefix(flag, "fail") }) {
 			replicas[f[3]] = true
 		}
 		nodes = append(nodes, redisNode{role, addr})

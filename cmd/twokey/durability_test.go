@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -163,5 +164,27 @@ func TestClusterDurabilityNeedsAReplica(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "no replica") || !strings.Contains(err.Error(), cluster.Addrs()[2]) {
 		t.Fatalf("serve started on a Cluster whose masters have no replica: %v", err)
+	}
+}
+
+// A replica the cluster marks failing acknowledges no write: its master
+// counts as having none. One that only may not be promoted still does.
+func TestClusterReplicaMarkedFailingIsNone(t *testing.T) {
+	const nodes = `07c3 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-16383
+1a2b 127.0.0.1:7001@17001 slave%s 07c3 0 0 1 %s
+`
+	for _, c := range []struct {
+		flags, link string
+		ok          bool
+	}{
+		{"", "connected", true},
+		{",nofailover", "connected", true},
+		{",fail?", "connected", false},
+		{",fail", "disconnected", false},
+	} {
+		_, err := parseClusterNodes(fmt.Sprintf(nodes, c.flags, c.link))
+		if c.ok != (err == nil) || err != nil && !strings.Contains(err.Error(), "127.0.0.1:7000 has no replica") {
+			t.Errorf("replica flagged slave%s: %v", c.flags, err)
+		}
 	}
 }
