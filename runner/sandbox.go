@@ -53,6 +53,9 @@ type Box interface {
 	// Interrupt asks the running command to stop gracefully (SIGINT), and
 	// reports whether there was one to ask.
 	Interrupt() bool
+	// Kill ends every command of the box at once, with every process it
+	// started, whatever state they are in.
+	Kill()
 	// Close ends the run and removes its directory.
 	Close() error
 }
@@ -111,6 +114,7 @@ func (u unconfined) Background() string { return u.Binary }
 func (u unconfined) TempDir() string    { return filepath.Join(u.Dir, "tmp") }
 func (u unconfined) Prepared() error    { return nil }
 func (u unconfined) Interrupt() bool    { return false } // terraform-exec sends SIGINT itself
+func (u unconfined) Kill()              {}               // terraform-exec kills it itself
 func (u unconfined) Close() error       { return os.RemoveAll(u.Dir) }
 
 func (u unconfined) Input(name string, data []byte) (string, error) {
@@ -149,6 +153,7 @@ func confine(ctx context.Context, box Box) (context.Context, func()) {
 		case <-hard.Done():
 		case <-t.C:
 			cancel()
+			box.Kill() // a sandbox whose bwrap is gone, which cancel does not reach
 		}
 	})
 	return hard, func() { stop(); cancel() }

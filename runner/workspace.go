@@ -82,9 +82,10 @@ func (ru *run) close(r *Runner) {
 		c.gate.Abort() // if it never opened
 	}
 	ru.unconfine()
+	ru.box.Kill() // what the cancel did not reach
 	for _, c := range ru.gated {
 		<-c.returned
-		c.tf.SetStdout(io.Discard) // a plan's stream, if it never ran
+		c.tf.SetStdout(io.Discard) // see run
 	}
 	if err := ru.box.Close(); err != nil {
 		r.o.Logger.Warn("run directory not removed", "dir", ru.dir, "err", err)
@@ -134,7 +135,9 @@ func (r *Runner) materialize(ctx context.Context, ru *run, cred *Credential, ini
 	if init == nil {
 		init = initCommand(ru)
 	}
-	if err := init.run(ctx, ru); err != nil {
+	if err := init.run(ctx, ru); errors.Is(err, ErrSandbox) {
+		return err
+	} else if err != nil {
 		return tfError("init", err, cred)
 	}
 	if err := t.Providers.check(ru.work, ru.src); err != nil {
@@ -211,6 +214,13 @@ func (c *command) run(ctx context.Context, ru *run) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// A command that streamed its output somewhere (PlanJSON) leaves it
+	// there: it goes nowhere once the command has returned.
+	defer func() {
+		if c.gate == nil {
+			c.tf.SetStdout(io.Discard)
+		}
+	}()
 	if c.gate == nil {
 		return c.do(c.tf)
 	}

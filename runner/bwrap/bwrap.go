@@ -499,20 +499,45 @@ func (b *box) Interrupt() bool {
 
 // started returns the first process of the sandbox whose bwrap wrote info
 // (the namespace's init, which starts the command), if it is still running.
+// A command that already ended leaves a stale pid there, which another
+// process may have by now: the pid counts only while it is the init of a
+// PID namespace, the very one bwrap made.
 func started(info string) (int, bool) {
 	data, err := os.ReadFile(info)
 	if err != nil {
 		return 0, false
 	}
 	var v struct {
-		ChildPID int `json:"child-pid"`
+		ChildPID int    `json:"child-pid"`
+		PidNS    uint64 `json:"pid-namespace"`
 	}
-	if json.Unmarshal(data, &v) != nil || v.ChildPID <= 0 {
+	if json.Unmarshal(data, &v) != nil || v.ChildPID <= 0 || !nsInit(v.ChildPID) {
 		return 0, false
 	}
-	// A command that already ended leaves a stale pid here: nothing is
-	// signalled unless it is still the init of a PID namespace of its own.
-	return v.ChildPID, nsInit(v.ChildPID)
+	var st syscall.Stat_t
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/pid", v.ChildPID), &st); err == nil && st.Ino != v.PidNS {
+		return 0, false
+	}
+	return v.ChildPID, true
+}
+
+// Kill ends every command of the box that still runs, or waits at a gate,
+// with every process of its sandbox: its namespace's init is killed, which
+// the kernel takes as the end of the namespace. Nothing in the sandbox can
+// stop that (a stopped process is killed as well), nor does it need bwrap,
+// which may be gone.
+func (b *box) Kill() {
+	infos := []string{b.info}
+	b.mu.Lock()
+	for _, g := range b.gates {
+		infos = append(infos, g.info)
+	}
+	b.mu.Unlock()
+	for _, info := range infos {
+		if pid, ok := started(info); ok {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // gate is a runner.Gate. The command started through exe has its sandbox
@@ -567,7 +592,10 @@ func (b *box) Gate(dir string) (runner.Gate, error) {
 
 func (g *gate) Exec() string { return g.exe }
 
-// Open links the binary where the command starts it, and lets it start.
+// Open links the binary where the command starts it, and lets it start:
+// unless the sandbox's bwrap is known to be gone (killed while it waited),
+// as its namespace's init then would start the command with nothing that
+// reports, interrupts or kills it but Kill.
 func (g *gate) Open() error {
 	g.b.mu.Lock()
 	defer g.b.mu.Unlock()
@@ -576,6 +604,9 @@ func (g *gate) Open() error {
 	}
 	if g.opened {
 		return nil
+	}
+	if pid, ok := started(g.info); ok && !underBwrap(pid, filepath.Base(g.b.s.bwrap)) {
+		return errors.New("the sandbox's bwrap is gone")
 	}
 	g.opened = true
 	if err := os.Symlink(g.b.bin, g.link); err != nil {
@@ -594,6 +625,22 @@ func (g *gate) Abort() {
 		g.closed = true
 		g.fifo.Close()
 	}
+}
+
+// underBwrap reports whether pid's parent is still bwrap (named name): a
+// process whose parent died has been given to another.
+func underBwrap(pid int, name string) bool {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if ppid, ok := strings.CutPrefix(line, "PPid:"); ok {
+			comm, err := os.ReadFile(fmt.Sprintf("/proc/%s/comm", strings.TrimSpace(ppid)))
+			return err == nil && strings.TrimSpace(string(comm)) == name[:min(len(name), 15)]
+		}
+	}
+	return false
 }
 
 // nsInit reports whether pid is the first process of a PID namespace below

@@ -221,3 +221,29 @@ func TestInterruptReachesAGatedCommand(t *testing.T) {
 		t.Fatalf("err = %v, output %q: the gated command did not get SIGINT", err, g.out.String())
 	}
 }
+
+// A gate whose bwrap was killed while it waited does not open: its
+// sandbox's init would start the command with nothing that reports,
+// interrupts or kills it (the pull request's code could stop itself, and
+// the run with it). Kill ends that sandbox, as it ends any of the box's.
+func TestGateWhoseBwrapIsGoneDoesNotOpen(t *testing.T) {
+	g := startGated(t, "wait")
+	g.waiting(t)
+	_ = g.cmd.Process.Kill()
+	for deadline := time.Now().Add(10 * time.Second); g.sandboxes() != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d processes of the sandbox after its bwrap was killed; want the one that waits", g.sandboxes())
+		}
+	}
+	if err := g.gate.Open(); err == nil {
+		t.Error("a gate whose bwrap is gone opened")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if g.ran() != "" {
+		t.Errorf("the command ran without its bwrap: %q", g.ran())
+	}
+	g.box.Kill()
+	if err := g.ends(t); err == nil {
+		t.Error("a killed command's call succeeded")
+	}
+}
