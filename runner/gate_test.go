@@ -2,10 +2,14 @@ package runner_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,5 +92,173 @@ data "loot_run" "x" {
 	}
 	if b, _ := os.ReadFile(ran); string(b) != "ran\n" {
 		t.Fatalf("the allowed plan's code ran %q times", b)
+	}
+}
+
+// killingSource checks a commit out once it has killed the bwrap of the
+// plan's gate, which waits meanwhile (as the OOM killer, an operator or a
+// stray signal could): the sandbox's init, which bwrap named in the gate's
+// info file, is left waiting without it.
+type killingSource struct {
+	*dirSource
+	data string
+}
+
+func (s killingSource) Checkout(ctx context.Context, rev runner.Revision, dst string) error {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		infos, _ := filepath.Glob(filepath.Join(s.data, "runs", "*", "plan.*.ctl", "gate2.info"))
+		for _, info := range infos {
+			var v struct {
+				ChildPID int `json:"child-pid"`
+			}
+			b, _ := os.ReadFile(info)
+			if json.Unmarshal(b, &v) != nil || v.ChildPID == 0 {
+				continue
+			}
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", v.ChildPID))
+			var ppid int
+			for _, l := range strings.Split(string(status), "\n") {
+				if p, ok := strings.CutPrefix(l, "PPid:"); ok {
+					ppid, _ = strconv.Atoi(strings.TrimSpace(p))
+				}
+			}
+			if ppid <= 1 {
+				return fmt.Errorf("the plan gate's sandbox has no bwrap to kill")
+			}
+			_ = syscall.Kill(ppid, syscall.SIGKILL)
+			return s.dirSource.Checkout(ctx, rev, dst)
+		}
+	}
+	return fmt.Errorf("no waiting plan gate found")
+}
+
+// A plan whose gate's bwrap died while it waited fails, and none of the
+// pull request's code runs: opened, the gate's orphaned sandbox would
+// start it with nothing to report, interrupt or kill it, and code that
+// stops itself would hold the run, its environment and its credential for
+// as long as it liked.
+func TestPlanWhoseGatesBwrapDiedFailsClosed(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	ran := filepath.Join(f.dir, "ran")
+	f.src.trees[sha1] = map[string]string{
+		"infra/main.tf": fmt.Sprintf(`terraform {
+  backend "local" {}
+  required_providers {
+    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
+  }
+}
+data "loot_run" "x" {
+  program = "echo ran >> %s; kill -STOP -1; exec sleep 1000"
+}
+`, ran),
+		"infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0": string(stacktest.LootProvider(t)),
+	}
+	f.target.Providers = runner.Providers{Allowed: []string{"example.com/twokey/loot"}, AllowPR: true}
+	dataDir := filepath.Join(f.root, "killed-data")
+	r, err := f.runner(t, func(o *runner.Options) {
+		o.DataDir = dataDir
+		o.Source = killingSource{f.src, dataDir}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lease, err := f.locks.Acquire(ctx, runner.LockKey("acme", "staging"), runner.Holder{User: "UREQ", PR: 42}, f.target.LockTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Plan(ctx, runner.PlanJob{PlanID: "p-1", Rev: f.rev(sha1), Lease: lease, Target: f.target})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, runner.ErrSandbox) {
+			t.Errorf("plan: %v; want a sandbox error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the plan did not end")
+	}
+	if b, err := os.ReadFile(ran); err == nil {
+		t.Fatalf("the pull request's code ran without its bwrap: %s", b)
+	}
+}
+
+// initTamperer is a Sandbox whose terraform init first rewrites the
+// commit's main.tf, as code a pull request can have run during init does
+// (a backend's credential program: s3's credential_process in a config
+// file the pull request ships, kubernetes' exec plugin), in init's own
+// sandbox, which may write the run's directory.
+type initTamperer struct{ runner.Sandbox }
+
+type tamperingBox struct {
+	runner.Box
+	exec string
+}
+
+func (s initTamperer) Open(run runner.Run) (runner.Box, error) {
+	box, err := s.Sandbox.Open(run)
+	if err != nil {
+		return nil, err
+	}
+	b := tamperingBox{Box: box, exec: run.Dir + ".tamper"}
+	return b, tamperScript(b.exec, box.Exec())
+}
+
+func tamperScript(path, exe string) error {
+	script := fmt.Sprintf("#!/bin/sh\n[ \"$1\" = init ] && for f in \"$PWD\"/*.tf \"$PWD\"/src/infra/*.tf; do [ -f \"$f\" ] && sed -i 's/echo benign/echo stolen/' \"$f\"; done\nexec '%s' \"$@\"\n", exe)
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	return os.WriteFile(path, []byte(script), 0o700)
+}
+
+func (b tamperingBox) Exec() string { return b.exec }
+
+func (b tamperingBox) Gate(dir string) (runner.Gate, error) {
+	g, err := b.Box.(runner.Gater).Gate(dir)
+	if err != nil {
+		return nil, err
+	}
+	path := b.exec + "." + filepath.Base(g.Exec())
+	return loggedGate{Gate: g, exec: path}, tamperScript(path, g.Exec())
+}
+
+func (b tamperingBox) Close() error {
+	more, _ := filepath.Glob(b.exec + "*")
+	for _, p := range more {
+		_ = os.Remove(p)
+	}
+	return b.Box.Close()
+}
+
+// A plan is of the commit's configuration, whatever ran during init: a
+// file of the commit that init's run changed (to a provisioner that would
+// run with the apply's credentials; the plan's addresses and actions stay
+// the same) is refused before plan runs.
+func TestInitCannotChangeTheCommit(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	f.src.trees[sha1] = map[string]string{"infra/main.tf": `terraform {
+  backend "local" {}
+}
+resource "terraform_data" "a" {
+  input = "hello"
+  provisioner "local-exec" {
+    command = "echo benign"
+  }
+}
+`}
+	r, err := f.runner(t, func(o *runner.Options) { o.Sandbox = initTamperer{o.Sandbox} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lease, err := f.locks.Acquire(ctx, runner.LockKey("acme", "staging"), runner.Holder{User: "UREQ", PR: 42}, f.target.LockTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Plan(ctx, runner.PlanJob{PlanID: "p-1", Rev: f.rev(sha1), Lease: lease, Target: f.target})
+	if !errors.Is(err, runner.ErrPlanConfig) || !strings.Contains(err.Error(), "main.tf") {
+		t.Fatalf("plan: %v (text %q); want it refused, naming main.tf", err, res.Text)
 	}
 }

@@ -446,23 +446,16 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	}
 	var changes bool
 	stream := newPlanStream()
-	cred, planCmd, err := r.prepare(ctx, ru, rev, minted, &command{do: func(tf Terraform) (err error) {
+	cred, planCmd, files, err := r.prepare(ctx, ru, rev, minted, &command{do: func(tf Terraform) (err error) {
 		changes, err = tf.PlanJSON(ru.ctx, stream, opts...)
 		return err
 	}})
 	if err != nil {
 		return PlanResult{}, nil, err
 	}
-	// Before terraform plan, no code of the pull request has run: what is
-	// in the run's directory now is the commit, and the modules init
-	// fetched for it.
-	files, err := recordConfig(ru.src, ru.work)
-	if err != nil {
+	if err := planCmd.run(ctx, ru); errors.Is(err, ErrSandbox) {
 		return PlanResult{}, nil, err
-	}
-	err = planCmd.run(ctx, ru)
-	planCmd.tf.SetStdout(io.Discard) // PlanJSON left the stream there
-	if err != nil {
+	} else if err != nil {
 		return PlanResult{}, nil, r.cause(ctx, r.planError(ctx, ru, stream.failure(err), cred))
 	}
 	// Code that ran beside terraform may have left another plan here. What
@@ -516,12 +509,13 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 
 // prepare checks rev out into ru, with the credential minted meanwhile,
 // and runs terraform init and workspace selection there (materialize). It
-// returns the credential, and plan to run next. Where the run's box has
-// gates, init and plan start early: their sandboxes are set up while the
-// commit is checked out, and each starts in its turn in the time terraform
-// alone takes to start.
+// returns the credential, plan to run next, and the configuration plan is
+// to be made of: the commit's files, as checked out, and the modules init
+// fetched for them. Where the run's box has gates, init and plan start
+// early: their sandboxes are set up while the commit is checked out, and
+// each starts in its turn in the time terraform alone takes to start.
 func (r *Runner) prepare(ctx context.Context, ru *run, rev Revision, minted func() (*Credential, error),
-	plan *command) (*Credential, *command, error) {
+	plan *command) (*Credential, *command, configFiles, error) {
 	checkedOut := make(chan error, 1)
 	go func() { checkedOut <- r.checkout(ctx, ru, rev) }()
 	cred, err := minted()
@@ -532,13 +526,28 @@ func (r *Runner) prepare(ctx context.Context, ru *run, rev Revision, minted func
 	if cerr := <-checkedOut; err == nil && cerr != nil {
 		err = r.cause(ctx, cerr)
 	}
+	var commit configFiles
+	if err == nil {
+		commit, err = recordConfig(ru.src, ru.work)
+	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := r.materialize(ctx, ru, cred, init); err != nil {
-		return nil, nil, r.cause(ctx, err)
+		return nil, nil, nil, r.cause(ctx, err)
 	}
-	return cred, plan, nil
+	// init runs code the pull request can name (a backend's credential
+	// program), in a sandbox that may write the run's directory: the
+	// commit's files must be as checked out, and init may only have added
+	// what it makes (.terraform/, the dependency lock file).
+	files, err := recordConfig(ru.src, ru.work)
+	if err == nil {
+		err = unchangedByInit(commit, files)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cred, plan, files, nil
 }
 
 // check assesses the plan with the target's policies. A policy that cannot

@@ -61,6 +61,25 @@ func recordConfig(src, work string) (configFiles, error) {
 	return files, err
 }
 
+// unchangedByInit checks after, the configuration recorded once terraform
+// init has run, against before, the commit's as checked out: every file of
+// the commit is unchanged, and init added files only where it makes them
+// (.terraform/, and the dependency lock file, which it may also update).
+func unchangedByInit(before, after configFiles) error {
+	made := func(name string) bool { return name == ".terraform.lock.hcl" || strings.HasPrefix(name, ".terraform/") }
+	for name, sum := range before {
+		if !made(name) && after[name] != sum {
+			return fmt.Errorf("%w: %s changed while terraform init ran", ErrPlanConfig, name)
+		}
+	}
+	for name := range after {
+		if _, ok := before[name]; !ok && !made(name) {
+			return fmt.Errorf("%w: %s appeared while terraform init ran", ErrPlanConfig, name)
+		}
+	}
+	return nil
+}
+
 // checkSnapshot verifies that the configuration a saved plan carries (its
 // tfconfig/ snapshot, which is what apply runs) and its dependency lock file
 // are exactly the files recorded before the plan: every file of every
