@@ -224,6 +224,11 @@ func (c *command) run(ctx context.Context, ru *run) error {
 	if c.gate == nil {
 		return c.do(c.tf)
 	}
+	select {
+	case err := <-c.done: // it ended before its gate opened: it failed to start
+		return err
+	default:
+	}
 	if err := c.gate.Open(); err != nil {
 		return fmt.Errorf("%w: %w", ErrSandbox, err)
 	}

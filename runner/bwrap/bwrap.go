@@ -31,6 +31,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/twokey/twokey/runner"
 )
@@ -592,11 +593,26 @@ func (b *box) Gate(dir string) (runner.Gate, error) {
 
 func (g *gate) Exec() string { return g.exe }
 
-// Open links the binary where the command starts it, and lets it start:
-// unless the sandbox's bwrap is known to be gone (killed while it waited),
-// as its namespace's init then would start the command with nothing that
-// reports, interrupts or kills it but Kill.
+// gateSetUp bounds how long Open waits for bwrap to report the sandbox it
+// set up: milliseconds, unless the machine is starved.
+var gateSetUp = 5 * time.Second
+
+// Open links the binary where the command starts it, and lets it start,
+// once bwrap has reported the sandbox (its info file names the namespace's
+// init, which Kill can then always end), and unless bwrap is gone by then
+// (killed while it waited): that init would start the command with nothing
+// that reports, interrupts or kills it but Kill.
 func (g *gate) Open() error {
+	pid := 0
+	for deadline := time.Now().Add(gateSetUp); ; time.Sleep(time.Millisecond) {
+		var ok bool
+		if pid, ok = started(g.info); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bwrap did not report the sandbox within %v", gateSetUp)
+		}
+	}
 	g.b.mu.Lock()
 	defer g.b.mu.Unlock()
 	if g.closed {
@@ -605,7 +621,7 @@ func (g *gate) Open() error {
 	if g.opened {
 		return nil
 	}
-	if pid, ok := started(g.info); ok && !underBwrap(pid, filepath.Base(g.b.s.bwrap)) {
+	if !underBwrap(pid, filepath.Base(g.b.s.bwrap)) {
 		return errors.New("the sandbox's bwrap is gone")
 	}
 	g.opened = true

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
+	"github.com/twokey/twokey/runner/bwrap"
 )
 
 // gatedTerraform plays terraform behind a gate: it notes that it ran, where
@@ -41,6 +42,14 @@ type gated struct {
 // command: a process group of its own, in the run's directory.
 func startGated(t *testing.T, args ...string) *gated {
 	t.Helper()
+	g := startGatedLater(t, args...)
+	g.start(t)
+	return g
+}
+
+// startGatedLater is startGated, but leaves the command to start.
+func startGatedLater(t *testing.T, args ...string) *gated {
+	t.Helper()
 	e := newEnv(t)
 	sb := stacktest.Sandbox(t, e.loot)
 	script := filepath.Join(e.root, "terraform.sh")
@@ -63,11 +72,16 @@ func startGated(t *testing.T, args ...string) *gated {
 	g.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "LOOT=" + e.loot, "CTL=" + g.run + ".ctl"}
 	g.cmd.Stdout, g.cmd.Stderr = &g.out, &g.out
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return g
+}
+
+// start starts the gated command.
+func (g *gated) start(t *testing.T) {
+	t.Helper()
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL) })
-	return g
 }
 
 // sandboxes is how many processes there are of the gate's sandbox: bwrap,
@@ -245,5 +259,40 @@ func TestGateWhoseBwrapIsGoneDoesNotOpen(t *testing.T) {
 	g.box.Kill()
 	if err := g.ends(t); err == nil {
 		t.Error("a killed command's call succeeded")
+	}
+}
+
+// A gate opened before its command has even started waits for bwrap to
+// report the sandbox, and then lets it run; one whose sandbox never comes
+// does not open, and its command, started after all, runs nothing.
+func TestGateOpensOnceItsSandboxIsReported(t *testing.T) {
+	g := startGatedLater(t, "plan")
+	opened := make(chan error, 1)
+	go func() { opened <- g.gate.Open() }()
+	time.Sleep(50 * time.Millisecond)
+	if err := os.MkdirAll(g.work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g.start(t)
+	if err := <-opened; err != nil {
+		t.Fatal(err)
+	}
+	if err := g.ends(t); err != nil || g.ran() != "ran plan\n" {
+		t.Fatalf("err %v, ran %q, output %q", err, g.ran(), g.out.String())
+	}
+
+	defer bwrap.SetGateSetUp(100 * time.Millisecond)()
+	g = startGatedLater(t, "plan")
+	if err := g.gate.Open(); err == nil {
+		t.Fatal("a gate whose sandbox never came opened")
+	}
+	if err := os.MkdirAll(g.work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g.start(t)
+	g.waiting(t)
+	g.gate.Abort()
+	if err := g.ends(t); err == nil || g.ran() != "" {
+		t.Fatalf("err %v, ran %q: a gate that did not open let its command run", err, g.ran())
 	}
 }
