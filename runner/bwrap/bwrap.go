@@ -604,7 +604,7 @@ var gateSetUp = 5 * time.Second
 // that reports, interrupts or kills it but Kill.
 func (g *gate) Open() error {
 	pid := 0
-	for deadline := time.Now().Add(gateSetUp); ; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(gateSetUp); ; time.Sleep(200 * time.Microsecond) {
 		var ok bool
 		if pid, ok = started(g.info); ok {
 			break
