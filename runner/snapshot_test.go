@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -100,6 +101,46 @@ func TestCheckSnapshot(t *testing.T) {
 		}
 		if err := checkSnapshot(data, checkout); !errors.Is(err, ErrPlanConfig) {
 			t.Errorf("%s: err = %v, want ErrPlanConfig", name, err)
+		}
+	}
+}
+
+// What init may do to the run's directory: add .terraform/ and the lock
+// file, or update the lock file. Anything else to the commit's files is
+// refused, naming the file.
+func TestUnchangedByInit(t *testing.T) {
+	commit := configFiles{"main.tf": "a", "../modules/x/x.tf": "b", ".terraform.lock.hcl": "c"}
+	with := func(change func(configFiles)) configFiles {
+		after := configFiles{}
+		for k, v := range commit {
+			after[k] = v
+		}
+		change(after)
+		return after
+	}
+	for _, c := range []struct {
+		name   string
+		change func(configFiles)
+		refuse string
+	}{
+		{"nothing", func(configFiles) {}, ""},
+		{"modules and providers", func(f configFiles) {
+			f[".terraform/modules/m/main.tf"] = "d"
+			f[".terraform/modules/modules.json"] = "e"
+		}, ""},
+		{"lock file updated", func(f configFiles) { f[".terraform.lock.hcl"] = "z" }, ""},
+		{"a file changed", func(f configFiles) { f["main.tf"] = "z" }, "main.tf changed"},
+		{"a file outside the directory changed", func(f configFiles) { f["../modules/x/x.tf"] = "z" }, "../modules/x/x.tf changed"},
+		{"a file removed", func(f configFiles) { delete(f, "main.tf") }, "main.tf changed"},
+		{"a file added", func(f configFiles) { f["evil.tf"] = "z" }, "evil.tf appeared"},
+		{"a file added beside .terraform", func(f configFiles) { f[".terraformx/a.tf"] = "z" }, ".terraformx/a.tf appeared"},
+	} {
+		err := unchangedByInit(commit, with(c.change))
+		switch {
+		case c.refuse == "" && err != nil:
+			t.Errorf("%s: refused: %v", c.name, err)
+		case c.refuse != "" && (!errors.Is(err, ErrPlanConfig) || !strings.Contains(err.Error(), c.refuse)):
+			t.Errorf("%s: %v; want %q", c.name, err, c.refuse)
 		}
 	}
 }
