@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -24,23 +23,12 @@ import (
 func TestStoppedRunStartsNothingItGated(t *testing.T) {
 	f := setup(t, 30*time.Second)
 	ran := filepath.Join(f.dir, "ran")
-	config := fmt.Sprintf(`terraform {
-  backend "local" {}
-  required_providers {
-    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
-  }
-}
-data "loot_run" "x" {
-  program = "echo ran >> %s"
-}
-`, ran)
-	provider := "infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0"
+	program := fmt.Sprintf(`"echo ran >> %s"`, ran)
 	const refused, initFails, runs = "3333333333333333333333333333333333333333",
 		"4444444444444444444444444444444444444444", "5555555555555555555555555555555555555555"
-	loot := string(stacktest.LootProvider(t))
-	f.src.trees[refused] = map[string]string{"infra/main.tf": config, provider: loot}
-	f.src.trees[initFails] = map[string]string{"infra/main.tf": config + "module \"m\" {\n  source = \"./missing\"\n}\n", provider: loot}
-	f.src.trees[runs] = map[string]string{"infra/main.tf": config, provider: loot}
+	f.src.trees[refused] = lootPR(t, program, "")
+	f.src.trees[initFails] = lootPR(t, program, "module \"m\" {\n  source = \"./missing\"\n}\n")
+	f.src.trees[runs] = lootPR(t, program, "")
 	f.target.Providers = runner.Providers{Allowed: []string{"example.com/twokey/loot"}}
 	dataDir := filepath.Join(f.root, "gated-data")
 	r, err := f.runner(t, func(o *runner.Options) { o.DataDir = dataDir })
@@ -49,12 +37,9 @@ data "loot_run" "x" {
 	}
 	plan := func(sha string) error {
 		ctx := context.Background()
-		lease, err := f.locks.Acquire(ctx, runner.LockKey("acme", "staging"), runner.Holder{User: "UREQ", PR: 42}, f.target.LockTTL)
-		if err != nil {
-			t.Fatal(err)
-		}
+		lease := f.lease(t)
 		defer f.locks.Release(ctx, lease)
-		_, err = r.Plan(ctx, runner.PlanJob{PlanID: "p-" + sha[:1], Rev: f.rev(sha), Lease: lease, Target: f.target})
+		_, err := r.Plan(ctx, runner.PlanJob{PlanID: "p-" + sha[:1], Rev: f.rev(sha), Lease: lease, Target: f.target})
 		return err
 	}
 	// Processes of this runner's sandboxes name its data directory.
@@ -140,19 +125,7 @@ func (s killingSource) Checkout(ctx context.Context, rev runner.Revision, dst st
 func TestPlanWhoseGatesBwrapDiedFailsClosed(t *testing.T) {
 	f := setup(t, 30*time.Second)
 	ran := filepath.Join(f.dir, "ran")
-	f.src.trees[sha1] = map[string]string{
-		"infra/main.tf": fmt.Sprintf(`terraform {
-  backend "local" {}
-  required_providers {
-    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
-  }
-}
-data "loot_run" "x" {
-  program = "echo ran >> %s; kill -STOP -1; exec sleep 1000"
-}
-`, ran),
-		"infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0": string(stacktest.LootProvider(t)),
-	}
+	f.src.trees[sha1] = lootPR(t, fmt.Sprintf(`"echo ran >> %s; kill -STOP -1; exec sleep 1000"`, ran), "")
 	f.target.Providers = runner.Providers{Allowed: []string{"example.com/twokey/loot"}, AllowPR: true}
 	dataDir := filepath.Join(f.root, "killed-data")
 	r, err := f.runner(t, func(o *runner.Options) {
@@ -163,10 +136,7 @@ data "loot_run" "x" {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	lease, err := f.locks.Acquire(ctx, runner.LockKey("acme", "staging"), runner.Holder{User: "UREQ", PR: 42}, f.target.LockTTL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lease := f.lease(t)
 	done := make(chan error, 1)
 	go func() {
 		_, err := r.Plan(ctx, runner.PlanJob{PlanID: "p-1", Rev: f.rev(sha1), Lease: lease, Target: f.target})
@@ -252,12 +222,7 @@ resource "terraform_data" "a" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	lease, err := f.locks.Acquire(ctx, runner.LockKey("acme", "staging"), runner.Holder{User: "UREQ", PR: 42}, f.target.LockTTL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := r.Plan(ctx, runner.PlanJob{PlanID: "p-1", Rev: f.rev(sha1), Lease: lease, Target: f.target})
+	res, err := r.Plan(context.Background(), runner.PlanJob{PlanID: "p-1", Rev: f.rev(sha1), Lease: f.lease(t), Target: f.target})
 	if !errors.Is(err, runner.ErrPlanConfig) || !strings.Contains(err.Error(), "main.tf") {
 		t.Fatalf("plan: %v (text %q); want it refused, naming main.tf", err, res.Text)
 	}

@@ -290,7 +290,7 @@ data "loot_run" "key" {
   program = "printf %s \"$SIGNING_KEY\""
 }
 ` + rest,
-		"infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0": string(stacktest.LootProvider(t)),
+		lootBinary: string(stacktest.LootProvider(t)),
 	}
 	return f
 }

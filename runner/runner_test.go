@@ -178,14 +178,43 @@ func setup(t testing.TB, lockTTL time.Duration) fixture {
 	return f
 }
 
+// lease takes the environment's lock for a plan.
+func (f fixture) lease(t testing.TB) runner.Lease {
+	t.Helper()
+	lease, err := f.locks.Acquire(context.Background(), runner.LockKey("acme", "staging"), runner.Holder{User: "UREQ", PR: 42}, f.target.LockTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lease
+}
+
+// lootBinary is where a pull request ships the loot provider.
+const lootBinary = "infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0"
+
+// lootPR is a pull request's tree whose main.tf runs program (a Terraform
+// expression) at plan time, through the loot provider it ships, and then
+// has rest.
+func lootPR(t testing.TB, program, rest string) map[string]string {
+	return map[string]string{
+		"infra/main.tf": `terraform {
+  backend "local" {}
+  required_providers {
+    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
+  }
+}
+data "loot_run" "x" {
+  program = ` + program + `
+}
+` + rest,
+		lootBinary: string(stacktest.LootProvider(t)),
+	}
+}
+
 // plan takes the lock and plans sha.
 func (f fixture) plan(t testing.TB, id, sha string) (runner.Lease, runner.PlanResult) {
 	t.Helper()
 	ctx := context.Background()
-	lease, err := f.locks.Acquire(ctx, runner.LockKey("acme", "staging"), runner.Holder{User: "UREQ", PR: 42}, f.target.LockTTL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lease := f.lease(t)
 	var previews []approvals.Summary
 	res, err := f.r.Plan(ctx, runner.PlanJob{PlanID: id, Rev: f.rev(sha), Lease: lease, Target: f.target,
 		Preview: func(s approvals.Summary) { previews = append(previews, s) }})

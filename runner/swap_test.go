@@ -55,30 +55,11 @@ echo ready
 // configuration never runs with the apply's credentials.
 func TestSwappedPlanIsRefused(t *testing.T) {
 	f := setup(t, 30*time.Second)
-	f.src.trees[sha1] = map[string]string{
-		"infra/main.tf": fmt.Sprintf(`terraform {
-  backend "local" {}
-  required_providers {
-    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
-  }
-}
-data "loot_run" "x" {
-  program = <<-EOT
-%s
-  EOT
-}
-resource "terraform_data" "a" {
-  input = "hello"
-}
-`, strings.ReplaceAll(swapProgram, "OUTDIR", f.dir)),
-		"infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0": string(stacktest.LootProvider(t)),
-	}
+	f.src.trees[sha1] = lootPR(t, "<<-EOT\n"+strings.ReplaceAll(swapProgram, "OUTDIR", f.dir)+"\n  EOT",
+		"resource \"terraform_data\" \"a\" {\n  input = \"hello\"\n}\n")
 	f.target.Providers = runner.Providers{Allowed: []string{"example.com/twokey/loot"}, AllowPR: true}
 	ctx := context.Background()
-	lease, err := f.locks.Acquire(ctx, runner.LockKey("acme", "staging"), runner.Holder{User: "UREQ", PR: 42}, f.target.LockTTL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lease := f.lease(t)
 	res, err := f.r.Plan(ctx, runner.PlanJob{PlanID: "p1", Rev: f.rev(sha1), Lease: lease, Target: f.target})
 	_, swapErr := os.Stat(filepath.Join(f.dir, "swapped"))
 	swapped := swapErr == nil
@@ -107,22 +88,8 @@ func TestRunSeesOnlyItsEnvironmentsState(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(prod, "prod.tfstate"), []byte("prod-state-secret-7c1e"), 0o666); err != nil {
 		t.Fatal(err)
 	}
-	f.src.trees[sha1] = map[string]string{
-		"infra/main.tf": fmt.Sprintf(`terraform {
-  backend "local" {}
-  required_providers {
-    loot = { source = "example.com/twokey/loot", version = "1.0.0" }
-  }
-}
-data "loot_run" "x" {
-  program = "cat %s/prod.tfstate; echo marker-$(ls %s | wc -l)"
-}
-output "found" {
-  value = data.loot_run.x.output
-}
-`, prod, filepath.Dir(f.target.BackendConfig["path"])),
-		"infra/terraform.d/plugins/example.com/twokey/loot/1.0.0/linux_amd64/terraform-provider-loot_v1.0.0": string(stacktest.LootProvider(t)),
-	}
+	f.src.trees[sha1] = lootPR(t, fmt.Sprintf(`"cat %s/prod.tfstate; echo marker-$(ls %s | wc -l)"`, prod, filepath.Dir(f.target.BackendConfig["path"])),
+		"output \"found\" {\n  value = data.loot_run.x.output\n}\n")
 	f.target.Providers = runner.Providers{Allowed: []string{"example.com/twokey/loot"}, AllowPR: true}
 	// No sandbox-wide writable path: the state directory is bound because
 	// it is this environment's. The runner's data directory's long name

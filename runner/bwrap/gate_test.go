@@ -117,6 +117,19 @@ func (g *gated) waiting(t *testing.T) {
 	}
 }
 
+// killBwrap kills the gate's bwrap alone, as the OOM killer or an operator
+// could, and waits until the sandbox's first process, which waits at the
+// gate, is all that is left of it.
+func (g *gated) killBwrap(t *testing.T) {
+	t.Helper()
+	_ = g.cmd.Process.Kill()
+	for deadline := time.Now().Add(10 * time.Second); g.sandboxes() != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d processes of the sandbox after its bwrap was killed; want the one that waits", g.sandboxes())
+		}
+	}
+}
+
 func (g *gated) ran() string {
 	b, _ := os.ReadFile(filepath.Join(g.e.loot, "ran"))
 	return string(b)
@@ -195,12 +208,7 @@ func TestAbortedGateRunsNothing(t *testing.T) {
 func TestAbortEndsASandboxWhoseBwrapWasKilled(t *testing.T) {
 	g := startGated(t, "plan")
 	g.waiting(t)
-	_ = g.cmd.Process.Kill()
-	for deadline := time.Now().Add(10 * time.Second); g.sandboxes() != 1; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d processes of the sandbox after its bwrap was killed; want the one that waits", g.sandboxes())
-		}
-	}
+	g.killBwrap(t)
 	g.gate.Abort()
 	if err := g.ends(t); err == nil {
 		t.Error("a killed command's call succeeded")
@@ -243,12 +251,7 @@ func TestInterruptReachesAGatedCommand(t *testing.T) {
 func TestGateWhoseBwrapIsGoneDoesNotOpen(t *testing.T) {
 	g := startGated(t, "wait")
 	g.waiting(t)
-	_ = g.cmd.Process.Kill()
-	for deadline := time.Now().Add(10 * time.Second); g.sandboxes() != 1; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d processes of the sandbox after its bwrap was killed; want the one that waits", g.sandboxes())
-		}
-	}
+	g.killBwrap(t)
 	if err := g.gate.Open(); err == nil {
 		t.Error("a gate whose bwrap is gone opened")
 	}
