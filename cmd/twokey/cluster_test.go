@@ -17,6 +17,7 @@ import (
 	"github.com/twokey/twokey/audit/redisaudit"
 	"github.com/twokey/twokey/config"
 	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/ref"
 	"github.com/twokey/twokey/runner"
 	"github.com/twokey/twokey/runner/redisjobs"
@@ -207,13 +208,9 @@ func TestOnRedisCluster(t *testing.T) {
 // replica, which a failover promotes; with every node persisting it starts.
 func TestClusterDurabilityChecksEveryNode(t *testing.T) {
 	ctx := context.Background()
-	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
-	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: t.TempDir(), Masters: 3, Replicas: 1,
+	durable := stacktest.Durable
+	cluster := stacktest.RedisCluster(t, devstack.RedisClusterOptions{Masters: 3, Replicas: 1,
 		NodeArgs: func(int) []string { return durable }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
 	open := func() error {
 		rdb, err := openRedis(ctx, config.Redis{URL: "redis://127.0.0.1:6379/0", Cluster: config.RedisCluster{Addrs: cluster.Addrs()[:1]}}, "")
 		if err == nil {
@@ -270,12 +267,8 @@ func TestClusterACLUsers(t *testing.T) {
 	dir := t.TempDir()
 	nodeArgs := []string{"--aclfile", writeACLFile(t, dir), "--appendonly", "yes", "--appendfsync", "always",
 		"--masteruser", "twokey-test", "--masterauth", redisPassword("twokey-test")}
-	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: dir, Masters: 3, Replicas: 1,
+	cluster := stacktest.RedisCluster(t, devstack.RedisClusterOptions{Dir: dir, Masters: 3, Replicas: 1,
 		NodeArgs: func(int) []string { return nodeArgs }, User: "twokey-test", Password: redisPassword("twokey-test")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
 	// Strict durability: the check reads every node's configuration.
 	cfg := config.Redis{Cluster: config.RedisCluster{Addrs: cluster.Addrs()[:1]}}
 	open := func(user string) redis.UniversalClient {

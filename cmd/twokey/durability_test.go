@@ -69,7 +69,7 @@ func TestCheckDurableAssertedUnreachable(t *testing.T) {
 // replica-priority 0 is never promoted, and is not asked.
 func TestSentinelDurabilityChecksReplicas(t *testing.T) {
 	ctx := context.Background()
-	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	durable := stacktest.Durable
 	s, err := devstack.StartRedisSentinel(ctx, devstack.SentinelOptions{Dir: t.TempDir(), MasterArgs: durable,
 		ReplicaArgs: [][]string{{"--appendonly", "no"}, {"--appendonly", "no", "--replica-priority", "0"}}})
 	if err != nil {
@@ -131,7 +131,7 @@ func TestSentinelDurabilityChecksReplicas(t *testing.T) {
 // them would fail.
 func TestSentinelDurabilityNeedsAReplica(t *testing.T) {
 	ctx := context.Background()
-	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	durable := stacktest.Durable
 	s, err := devstack.StartRedisSentinel(ctx, devstack.SentinelOptions{Dir: t.TempDir(), MasterArgs: durable})
 	if err != nil {
 		t.Fatal(err)
@@ -151,13 +151,9 @@ func TestSentinelDurabilityNeedsAReplica(t *testing.T) {
 // by its address: every lock and fence write of its slots would wait in vain.
 func TestClusterDurabilityNeedsAReplica(t *testing.T) {
 	ctx := context.Background()
-	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
-	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: t.TempDir(), Masters: 3,
+	durable := stacktest.Durable
+	cluster := stacktest.RedisCluster(t, devstack.RedisClusterOptions{Masters: 3,
 		NodeArgs: func(int) []string { return durable }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
 	rdb, err := openRedis(ctx, config.Redis{URL: "redis://127.0.0.1:6379/0", Cluster: config.RedisCluster{Addrs: cluster.Addrs()[:1]}}, "")
 	if err == nil {
 		rdb.Close()

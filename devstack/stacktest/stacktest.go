@@ -29,6 +29,25 @@ func Tool(t testing.TB, name string) string {
 	return p
 }
 
+// Durable are the arguments of a Redis node that forgets nothing it
+// acknowledged: every write in the append-only file, fsynced.
+var Durable = []string{"--appendonly", "yes", "--appendfsync", "always"}
+
+// RedisCluster starts a Redis Cluster for the test (in a directory of the
+// test's unless o.Dir names one), and stops it when the test ends.
+func RedisCluster(t testing.TB, o devstack.RedisClusterOptions) *devstack.RedisCluster {
+	t.Helper()
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	c, err := devstack.StartRedisClusterWith(context.Background(), o)
+	if err != nil {
+		t.Fatalf("redis cluster: %v (the README's test command installs redis-server)", err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
 // Redis starts a redis-server for the test.
 func Redis(t testing.TB, args ...string) *devstack.Redis {
 	t.Helper()

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -26,13 +27,9 @@ import (
 // at the same fence.
 func TestClusterWritesWaitForTheirShardsReplica(t *testing.T) {
 	ctx := context.Background()
-	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
-	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: t.TempDir(), Masters: 3, Replicas: 1,
+	durable := stacktest.Durable
+	cluster := stacktest.RedisCluster(t, devstack.RedisClusterOptions{Masters: 3, Replicas: 1,
 		NodeArgs: func(int) []string { return durable }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
 	// As serve's client (openRedis): the slots' masters learnt again every
 	// 2 seconds at the most.
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ClusterStateReloadInterval: 2 * time.Second,
@@ -188,11 +185,7 @@ func shardOf(t *testing.T, rdb *redis.ClusterClient, c *devstack.RedisCluster, k
 // and wait for that master's replica, and the ledger has every record.
 func TestClusterReshardOfALock(t *testing.T) {
 	ctx := context.Background()
-	cluster, err := devstack.StartRedisClusterWith(ctx, devstack.RedisClusterOptions{Dir: t.TempDir(), Masters: 3, Replicas: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
+	cluster := stacktest.RedisCluster(t, devstack.RedisClusterOptions{Masters: 3, Replicas: 1})
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ClusterStateReloadInterval: time.Hour,
 		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: -1})
 	defer rdb.Close()

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twokey/twokey/devstack"
+	"github.com/twokey/twokey/devstack/stacktest"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -22,7 +23,7 @@ import (
 // acknowledged survives the failover.
 func TestSentinelFailoverKeepsAcknowledgedWrites(t *testing.T) {
 	ctx := context.Background()
-	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	durable := stacktest.Durable
 	s, err := devstack.StartRedisSentinel(ctx, devstack.SentinelOptions{Dir: t.TempDir(), MasterArgs: durable,
 		ReplicaArgs: [][]string{durable}})
 	if err != nil {
