@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -125,6 +126,7 @@ type repo struct {
 	comments  []Comment
 	statuses  []Status
 	checkRuns []*CheckRun
+	fixed     sync.Map // fixedKey → git's answer (see fixedGit)
 }
 
 // Comment is a comment on a pull request, with every body it has had.
@@ -174,7 +176,6 @@ func (s *Server) AddRepo(fullName, cloneURL string) {
 // SetPull creates or replaces a pull request.
 func (s *Server) SetPull(fullName string, p Pull) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if p.State == "" {
 		p.State = "open"
 	}
@@ -184,7 +185,10 @@ func (s *Server) SetPull(fullName string, p Pull) {
 	if p.User == "" {
 		p.User = "octocat"
 	}
-	s.repos[fullName].pulls[p.Number] = &p
+	rp := s.repos[fullName]
+	rp.pulls[p.Number] = &p
+	s.mu.Unlock()
+	rp.workOut(p)
 }
 
 // Fail makes the next n requests answer 500.
@@ -313,6 +317,56 @@ func (rp *repo) git(args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
+// fixedGit is git's answer to a question about commits, asked once where
+// each is a full SHA (the answer cannot change then), as GitHub works out
+// a pull request's diff and commits as it is pushed, not as it is read. A
+// question git could not answer is asked again.
+func (rp *repo) fixedGit(commits []string, args ...string) (string, error) {
+	if slices.ContainsFunc(commits, func(c string) bool { return !isSHA(c) }) {
+		return rp.git(args...)
+	}
+	key := strings.Join(args, "\x00")
+	if out, ok := rp.fixed.Load(key); ok {
+		return out.(string), nil
+	}
+	out, err := rp.git(args...)
+	if err == nil {
+		rp.fixed.Store(key, out)
+	}
+	return out, err
+}
+
+// commitOf is the commit ref (a branch, or a full SHA) is at, read from
+// the repository's files without running git; "" if it is neither.
+func (rp *repo) commitOf(ref string) string {
+	if isSHA(ref) {
+		return ref
+	}
+	name := "refs/heads/" + ref
+	if b, err := os.ReadFile(filepath.Join(rp.gitDir(), filepath.FromSlash(name))); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	packed, _ := os.ReadFile(filepath.Join(rp.gitDir(), "packed-refs"))
+	for line := range strings.SplitSeq(string(packed), "\n") {
+		if sha, n, ok := strings.Cut(line, " "); ok && n == name {
+			return sha
+		}
+	}
+	return ""
+}
+
+func isSHA(s string) bool { return len(s) == 40 && strings.Trim(s, "0123456789abcdef") == "" }
+
+// workOut answers now what reading p will ask of git: its diff and its
+// commits.
+func (rp *repo) workOut(p Pull) {
+	if p.HeadSHA == "" {
+		return
+	}
+	_, _ = rp.files(p)
+	_, _ = rp.commits(p)
+}
+
 func (rp *repo) gitRaw(args ...string) ([]byte, error) {
 	cmd := exec.Command("git", append([]string{"--git-dir", rp.gitDir()}, args...)...)
 	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
@@ -410,7 +464,7 @@ func (s *Server) getPull(w http.ResponseWriter, r *http.Request, fullName, numbe
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
 		return
 	}
-	files, _ := s.files(rp, pc)
+	files, _ := rp.files(pc)
 	owner := strings.SplitN(fullName, "/", 2)[0]
 	repoJSON := map[string]any{"full_name": fullName, "clone_url": s.cloneURL(r, rp, fullName), "owner": map[string]any{"login": owner}}
 	writeJSON(w, http.StatusOK, map[string]any{
@@ -427,6 +481,21 @@ func (s *Server) getPull(w http.ResponseWriter, r *http.Request, fullName, numbe
 		"head":            map[string]any{"sha": pc.HeadSHA, "ref": pc.HeadRef, "repo": headRepo(pc, repoJSON)},
 		"base":            map[string]any{"ref": pc.BaseRef, "repo": repoJSON},
 	})
+}
+
+// commitSep separates the fields of a commit in commits' answer.
+const commitSep = "\x1f"
+
+// commits is git's record of each of p's commits — those of its head that
+// the base branch does not have, oldest first — as pullCommits reads it.
+func (rp *repo) commits(p Pull) (string, error) {
+	base := rp.commitOf(p.BaseRef)
+	if base == "" {
+		base = p.BaseRef
+	}
+	const sep = commitSep
+	return rp.fixedGit([]string{p.HeadSHA, base}, "log", "--reverse", "-z",
+		"--format=%H"+sep+"%an"+sep+"%ae"+sep+"%aI"+sep+"%cn"+sep+"%ce"+sep+"%cI"+sep+"%B", p.HeadSHA, "^"+base)
 }
 
 // pullCommits lists a pull request's commits — those of its head that
@@ -449,16 +518,14 @@ func (s *Server) pullCommits(w http.ResponseWriter, r *http.Request, rp *repo, f
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
 		return
 	}
-	const sep = "\x1f"
-	out, err := rp.git("log", "--reverse", "-z", "--format=%H"+sep+"%an"+sep+"%ae"+sep+"%aI"+sep+"%cn"+sep+"%ce"+sep+"%cI"+sep+"%B",
-		pc.HeadSHA, "^"+pc.BaseRef)
+	out, err := rp.commits(pc)
 	if err != nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
 		return
 	}
 	var commits []map[string]any
 	for _, rec := range strings.Split(out, "\x00") {
-		f := strings.SplitN(rec, sep, 8)
+		f := strings.SplitN(rec, commitSep, 8)
 		if len(f) < 8 {
 			continue
 		}

@@ -61,7 +61,6 @@ func (s *Server) DismissReview(fullName string, pr int, id int64) bool {
 // does; with DismissStaleReviews, its approvals are dismissed.
 func (s *Server) PushHead(fullName string, pr int, sha string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	rp := s.repos[fullName]
 	p := rp.pulls[pr]
 	p.HeadSHA = sha
@@ -72,6 +71,9 @@ func (s *Server) PushHead(fullName string, pr int, sha string) {
 			}
 		}
 	}
+	pushed := *p
+	s.mu.Unlock()
+	rp.workOut(pushed)
 }
 
 // SetMergeable sets a pull request's mergeable_state (see
@@ -168,15 +170,19 @@ func (s *Server) pullReviews(w http.ResponseWriter, r *http.Request, fullName, n
 // files is a pull request's changed files: those set, or the diff from
 // where the head left the base branch to the head (GitHub's three dots).
 // GitHub counts them all in changed_files but lists at most 3000.
-func (s *Server) files(rp *repo, p Pull) ([]File, error) {
+func (rp *repo) files(p Pull) ([]File, error) {
 	if p.Files != nil {
 		return p.Files, nil
 	}
-	base, err := rp.git("merge-base", p.BaseRef, p.HeadSHA)
+	base := rp.commitOf(p.BaseRef)
+	if base == "" {
+		base = p.BaseRef
+	}
+	base, err := rp.fixedGit([]string{base, p.HeadSHA}, "merge-base", base, p.HeadSHA)
 	if err != nil {
 		return nil, err
 	}
-	out, err := rp.git("diff", "--name-status", "-z", "--no-renames", base, p.HeadSHA)
+	out, err := rp.fixedGit([]string{base, p.HeadSHA}, "diff", "--name-status", "-z", "--no-renames", base, p.HeadSHA)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +202,7 @@ func (s *Server) pullFiles(w http.ResponseWriter, r *http.Request, rp *repo, ful
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
 		return
 	}
-	files, err := s.files(rp, p)
+	files, err := rp.files(p)
 	if err != nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not Found"})
 		return
