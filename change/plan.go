@@ -153,7 +153,9 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 	// saved plan is read back; the plan is shown as it ends only after that.
 	var previews sync.WaitGroup
 	preview := func(sum approvals.Summary) {
-		previews.Go(func() { s.preview(ctx, p.ID, sum) })
+		if show := s.preview(ctx, p.ID, sum); show != nil {
+			previews.Go(show)
+		}
 	}
 	res, err := s.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: target, Preview: preview})
 	previews.Wait()
@@ -176,11 +178,13 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 	return err
 }
 
-// preview shows what terraform said a plan does, with its buttons, while
-// the saved plan is read back (see decide for a click on it).
-func (s *Service) preview(ctx context.Context, id string, sum approvals.Summary) {
+// preview records what terraform said a plan does, and returns what shows
+// it, with its buttons, while the saved plan is read back (see decide for
+// a click on it); nil if the plan is no longer being planned. The record
+// is written before the runner goes on: the read-back's processes,
+// starting, would slow it several-fold.
+func (s *Service) preview(ctx context.Context, id string, sum approvals.Summary) (show func()) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
 	p, err := approvals.Update(ctx, s.o.Store, id, func(p approvals.Plan) (approvals.Plan, error) {
 		if p.Status != approvals.StatusPlanning {
 			return p, approvals.ErrUnchanged
@@ -188,7 +192,12 @@ func (s *Service) preview(ctx context.Context, id string, sum approvals.Summary)
 		p.Preview = &sum
 		return p, nil
 	})
-	if err == nil && p.Status == approvals.StatusPlanning {
+	if err != nil || p.Status != approvals.StatusPlanning {
+		cancel()
+		return nil
+	}
+	return func() {
+		defer cancel()
 		s.refresh(ctx, p)
 	}
 }
