@@ -1,7 +1,7 @@
 // Package ghsource is runner.Source on GitHub: go-github resolves the pull
 // request, and git fetches exactly its head commit into a per-repository
-// bare mirror, from which the tree is exported into a fresh workspace — no
-// full clone, no .git directory for the planned code to read.
+// bare mirror, from which the tree is written into a fresh workspace (see
+// export) — no full clone, no .git directory for the planned code to read.
 package ghsource
 
 import (
@@ -84,6 +84,9 @@ type mirror struct {
 	// for; guarded by Source.mu.
 	cloneURL string
 	tried    map[int]bool
+	// readers are the mirror's idle tree readers (see reader); guarded
+	// by Source.mu.
+	readers []*reader
 }
 
 // lock is a mutex whose waiters can give up.
@@ -348,40 +351,24 @@ func (s *Source) mirrorOf(repo string) *mirror {
 	return m
 }
 
-// checkoutAttributes are the attributes of every file git archive writes:
-// the commit's exact bytes, whatever its own .gitattributes say. Without
-// them, a pull request could hide files from the plan (export-ignore), make
-// a file's text depend on the mirror's refs (export-subst) or rewrite it
-// (ident, line endings, encodings).
-const checkoutAttributes = "# twokey: checkouts are the commit's exact tree\n" +
-	"* -export-subst -export-ignore -text -eol -ident -filter -working-tree-encoding\n"
-
-// setUp makes m's repository if it is not there yet, and gives it the
-// attributes checkouts are made with; m.mu must be held.
+// setUp makes m's repository if it is not there (or no longer); m.mu must
+// be held.
 func (s *Source) setUp(ctx context.Context, rev runner.Revision, m *mirror) error {
-	if _, err := os.Stat(filepath.Join(m.path, "HEAD")); err != nil {
-		if err := os.MkdirAll(m.path, 0o700); err != nil {
-			return err
-		}
-		if _, err := s.git(ctx, rev.CloneURL, "init", "-q", "--bare", m.path); err != nil {
-			return err
-		}
-	}
-	if m.current() {
+	if m.made() {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Join(m.path, "info"), 0o700); err != nil {
+	s.forget(m)
+	if err := os.MkdirAll(m.path, 0o700); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(m.path, "info", "attributes"), []byte(checkoutAttributes), 0o600)
+	_, err := s.git(ctx, rev.CloneURL, "init", "-q", "--bare", m.path)
+	return err
 }
 
-// current reports whether m is set up with the attributes checkouts are
-// made with: a mirror made or changed by anything else (restored from a
-// backup, an older twokey) is set up again before it is read.
-func (m *mirror) current() bool {
-	b, err := os.ReadFile(filepath.Join(m.path, "info", "attributes"))
-	return err == nil && string(b) == checkoutAttributes
+// made reports whether m's repository is there.
+func (m *mirror) made() bool {
+	_, err := os.Stat(filepath.Join(m.path, "HEAD"))
+	return err == nil
 }
 
 // fetch fetches the ref rev is on (refName) into mirror, wherever it
@@ -555,8 +542,8 @@ func (s *Source) Checkout(ctx context.Context, rev runner.Revision, dst string) 
 			return ctx.Err()
 		}
 	}
-	if m.current() {
-		if err := s.archive(ctx, rev, m, dst); err == nil || final(ctx, err) {
+	if m.made() {
+		if err := s.writeTree(ctx, rev, m, dst); err == nil || final(ctx, err) {
 			return err
 		}
 	}
@@ -570,24 +557,24 @@ type treeError struct{ err error }
 func (e treeError) Error() string { return e.err.Error() }
 func (e treeError) Unwrap() error { return e.err }
 
-// final reports whether an archive's err is the checkout's outcome, rather
+// final reports whether a writeTree err is the checkout's outcome, rather
 // than a commit the mirror may lack.
 func final(ctx context.Context, err error) bool {
 	return ctx.Err() != nil || errors.As(err, new(treeError))
 }
 
-// archive writes the commit's tree from m into dst as git archive streams
-// it. A failed one leaves nothing: dst is removed. (A stream cut short
-// between two files untars without error; git's exit status says so.)
-func (s *Source) archive(ctx context.Context, rev runner.Revision, m *mirror, dst string) error {
+// writeTree writes the commit's tree from m into dst as export streams it.
+// A failed one leaves nothing: dst is removed. (A stream cut short between
+// two files untars without error; export's error says so.)
+func (s *Source) writeTree(ctx context.Context, rev runner.Revision, m *mirror, dst string) error {
 	pr, pw := io.Pipe()
 	untarred := make(chan error, 1)
 	go func() {
 		err := untar(pr, dst)
-		_, _ = io.Copy(io.Discard, pr) // git writes to the end, whatever untar made of it
+		_, _ = io.Copy(io.Discard, pr) // export writes to the end, whatever untar made of it
 		untarred <- err
 	}()
-	err := s.gitTo(ctx, rev.CloneURL, pw, "-C", m.path, "archive", "--format=tar", rev.SHA+"^{commit}")
+	err := s.export(ctx, m, rev.SHA, pw)
 	pw.CloseWithError(err)
 	if uerr := <-untarred; err == nil && uerr != nil {
 		err = treeError{uerr}
@@ -599,7 +586,7 @@ func (s *Source) archive(ctx context.Context, rev runner.Revision, m *mirror, ds
 }
 
 // fetchInto writes the commit's tree from m into dst, fetched into m first
-// if it is not there: one git process if it is, three if not.
+// if it is not there.
 func (s *Source) fetchInto(ctx context.Context, rev runner.Revision, m *mirror, dst string) error {
 	// Behind another fetch (one that stalls, say), no longer than ctx allows.
 	if err := m.mu.LockContext(ctx); err != nil {
@@ -609,21 +596,21 @@ func (s *Source) fetchInto(ctx context.Context, rev runner.Revision, m *mirror, 
 	if err := s.setUp(ctx, rev, m); err != nil {
 		return err
 	}
-	if err := s.archive(ctx, rev, m, dst); err == nil || final(ctx, err) {
+	if err := s.writeTree(ctx, rev, m, dst); err == nil || final(ctx, err) {
 		return err
 	}
 	if err := s.fetch(ctx, rev, m.path); err != nil {
 		return err
 	}
 	defer s.gc(ctx, rev, m)
-	if err := s.archive(ctx, rev, m, dst); err == nil || final(ctx, err) {
+	if err := s.writeTree(ctx, rev, m, dst); err == nil || final(ctx, err) {
 		return err
 	}
 	// The pull request moved on since it was resolved; ask for the commit itself.
 	if _, err := s.git(ctx, rev.CloneURL, "-C", m.path, "fetch", "-q", "--no-tags", "--no-auto-gc", rev.CloneURL, rev.SHA); err != nil {
 		return fmt.Errorf("%w: commit %s is not in %s", runner.ErrSource, rev.SHA, rev.Repo)
 	}
-	return s.archive(ctx, rev, m, dst)
+	return s.writeTree(ctx, rev, m, dst)
 }
 
 // git runs git with an environment built from scratch. The token, if any,
@@ -637,10 +624,10 @@ func (s *Source) git(ctx context.Context, cloneURL string, args ...string) ([]by
 	return out.Bytes(), nil
 }
 
-// gitTo is git, writing its output to stdout.
-func (s *Source) gitTo(ctx context.Context, cloneURL string, stdout io.Writer, args ...string) error {
-	cmd := exec.CommandContext(ctx, s.o.Git, args...)
-	cmd.Env = []string{
+// gitEnv is the environment git runs with: built from scratch, with no
+// system or user configuration.
+func (s *Source) gitEnv() []string {
+	env := []string{
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + s.o.MirrorDir,
 		"GIT_TERMINAL_PROMPT=0",
@@ -649,9 +636,16 @@ func (s *Source) gitTo(ctx context.Context, cloneURL string, stdout io.Writer, a
 	}
 	for _, k := range []string{"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"} {
 		if v, ok := os.LookupEnv(k); ok {
-			cmd.Env = append(cmd.Env, k+"="+v)
+			env = append(env, k+"="+v)
 		}
 	}
+	return env
+}
+
+// gitTo is git, writing its output to stdout.
+func (s *Source) gitTo(ctx context.Context, cloneURL string, stdout io.Writer, args ...string) error {
+	cmd := exec.CommandContext(ctx, s.o.Git, args...)
+	cmd.Env = s.gitEnv()
 	u, err := url.Parse(cloneURL)
 	remote := err == nil && (u.Scheme == "https" || u.Scheme == "http")
 	var token string

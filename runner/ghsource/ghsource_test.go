@@ -445,32 +445,31 @@ func TestUntarBoundsLinkWalks(t *testing.T) {
 	}
 }
 
-// A mirror that lost its attributes while it has the commit is set up
-// again before the commit is read from it without the lock.
+// A mirror replaced, while twokey runs, by a copy that has the commit is
+// read as it is now, not as it was.
 func TestReplacedMirrorWithTheCommit(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	sha, err := f.repo.Commit(ctx, "feature", f.v1, "hide", map[string]*string{
-		".gitattributes": devstack.Str("hidden.tf export-ignore\n"), "hidden.tf": devstack.Str("# here\n")})
-	if err != nil {
+	rev := f.checkedOut(t)
+	// Restored from a copy while twokey runs: the readers it keeps read
+	// the mirror that was there.
+	m := f.src.mirrorOf("acme/infra")
+	restored := m.path + ".restored"
+	if out, err := exec.Command("cp", "-a", m.path, restored).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if err := os.RemoveAll(m.path); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.repo.PublishPull(ctx, 43, sha); err != nil {
-		t.Fatal(err)
-	}
-	rev := runner.Revision{Repo: "acme/infra", PR: 43, SHA: sha, CloneURL: f.repo.CloneURL()}
-	if err := f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "a")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join(f.src.mirrorOf("acme/infra").path, "info", "attributes")); err != nil {
+	if err := os.Rename(restored, m.path); err != nil {
 		t.Fatal(err)
 	}
 	dst := filepath.Join(t.TempDir(), "b")
 	if err := f.src.Checkout(ctx, rev, dst); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dst, "hidden.tf")); err != nil {
-		t.Errorf("the pull request's export-ignore applied: %v", err)
+	if b, _ := os.ReadFile(filepath.Join(dst, "main.tf")); string(b) != "# v1\n" {
+		t.Errorf("main.tf = %q, want the commit's", b)
 	}
 }
 
@@ -509,9 +508,9 @@ git push -q origin HEAD:refs/pull/44/head; git rev-parse HEAD`, "sh", f.repo.Bar
 	}
 }
 
-// A mirror replaced under a running twokey (restored from a backup, made
-// by an older one) is set up again before a checkout reads it: the pull
-// request's attributes do not apply again.
+// A mirror replaced under a running twokey by one without the commit
+// (restored from an older backup) has the commit fetched into it, and the
+// pull request's attributes do not apply.
 func TestCheckoutResetsAReplacedMirror(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
