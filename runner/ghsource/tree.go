@@ -98,13 +98,19 @@ func (r *reader) close() {
 	_ = r.cmd.Wait()
 }
 
-// object asks r for the object name names; its content, size bytes and a
-// newline, is then next in r.out. A name git finds nothing for is
-// errMissing, and leaves r usable.
+// object asks r for the object name names and reads its answer (see
+// answer).
 func (r *reader) object(name string) (oid, typ string, size int64, err error) {
 	if _, err := io.WriteString(r.in, name+"\n"); err != nil {
 		return "", "", 0, err
 	}
+	return r.answer(name)
+}
+
+// answer reads the answer to the request for name: the object's ID, type
+// and size, after which its content, size bytes and a newline, is next in
+// r.out. A name git finds nothing for is errMissing.
+func (r *reader) answer(name string) (oid, typ string, size int64, err error) {
 	line, err := r.out.ReadString('\n')
 	if err != nil {
 		return "", "", 0, err
@@ -197,11 +203,16 @@ func (r *reader) exportCommit(tw *tar.Writer, sha string) error {
 	if !isObjectID(root) {
 		return fmt.Errorf("%s is not a commit git can read", sha)
 	}
-	return r.exportTree(tw, "", root)
+	var files []treeEntry
+	if err := r.walk(tw, "", root, &files); err != nil {
+		return err
+	}
+	return r.writeFiles(tw, files)
 }
 
-// exportTree writes tree oid's entries under dir ("" or a path ending in /).
-func (r *reader) exportTree(tw *tar.Writer, dir, oid string) error {
+// walk writes the directories of tree oid, under dir ("" or a path ending
+// in /), and appends its files and links to files, named by their paths.
+func (r *reader) walk(tw *tar.Writer, dir, oid string, files *[]treeEntry) error {
 	_, typ, size, err := r.object(oid)
 	if err != nil {
 		return err
@@ -219,54 +230,75 @@ func (r *reader) exportTree(tw *tar.Writer, dir, oid string) error {
 		return treeError{fmt.Errorf("tree %s: %w", oid, err)}
 	}
 	for _, e := range entries {
-		name := dir + e.name
+		e.name = dir + e.name
 		switch e.mode {
-		case 0o40000:
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: 0o755}); err != nil {
+		case 0o40000, 0o160000:
+			// A submodule's commit is an empty directory, as git archive
+			// writes it.
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: e.name + "/", Mode: 0o755}); err != nil {
 				return err
 			}
-			if err := r.exportTree(tw, name+"/", e.oid); err != nil {
-				return err
+			if e.mode == 0o40000 {
+				if err := r.walk(tw, e.name+"/", e.oid, files); err != nil {
+					return err
+				}
 			}
-		case 0o160000:
-			// A submodule's commit: an empty directory, as git archive writes it.
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: 0o755}); err != nil {
-				return err
-			}
-		case 0o100644, 0o100755:
-			_, typ, size, err := r.object(e.oid)
-			if err != nil {
-				return err
-			}
-			if typ != "blob" {
-				return treeError{fmt.Errorf("%q is a %s, not a file", name, typ)}
-			}
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: int64(e.mode & 0o777), Size: size}); err != nil {
-				return err
-			}
-			if err := r.copyTo(tw, size); err != nil {
-				return err
-			}
-		case 0o120000:
-			_, typ, size, err := r.object(e.oid)
-			if err != nil {
-				return err
-			}
-			if typ != "blob" || size > 4096 {
-				return treeError{fmt.Errorf("symlink %q is not a link git makes", name)}
-			}
-			target, err := r.read(size)
-			if err != nil {
-				return err
-			}
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: string(target), Mode: 0o777}); err != nil {
-				return err
-			}
+		case 0o100644, 0o100755, 0o120000:
+			*files = append(*files, e)
 		default:
-			return treeError{fmt.Errorf("%q has mode %o, which git does not make", name, e.mode)}
+			return treeError{fmt.Errorf("%q has mode %o, which git does not make", e.name, e.mode)}
 		}
 	}
 	return nil
+}
+
+// writeFiles writes files (see walk). Their blobs are asked for all at
+// once, and written as the answers come: one round trip to git, not one
+// per file.
+func (r *reader) writeFiles(tw *tar.Writer, files []treeEntry) error {
+	asked := make(chan error, 1)
+	go func() {
+		w := bufio.NewWriter(r.in)
+		for _, f := range files {
+			if _, err := w.WriteString(f.oid + "\n"); err != nil {
+				asked <- err
+				return
+			}
+		}
+		asked <- w.Flush()
+	}()
+	for _, f := range files {
+		if err := r.writeFile(tw, f); err != nil {
+			// The caller ends r, which ends the asking too.
+			return err
+		}
+	}
+	return <-asked
+}
+
+// writeFile writes f, whose blob is r's next answer.
+func (r *reader) writeFile(tw *tar.Writer, f treeEntry) error {
+	_, typ, size, err := r.answer(f.oid)
+	if err != nil {
+		return err
+	}
+	if typ != "blob" {
+		return treeError{fmt.Errorf("%q is a %s, not a file", f.name, typ)}
+	}
+	if f.mode != 0o120000 {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: int64(f.mode & 0o777), Size: size}); err != nil {
+			return err
+		}
+		return r.copyTo(tw, size)
+	}
+	if size > 4096 {
+		return treeError{fmt.Errorf("symlink %q is not a link git makes", f.name)}
+	}
+	target, err := r.read(size)
+	if err != nil {
+		return err
+	}
+	return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: f.name, Linkname: string(target), Mode: 0o777})
 }
 
 // treeEntry is one entry of a tree object.

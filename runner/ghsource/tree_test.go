@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/twokey/twokey/devstack"
 	"github.com/twokey/twokey/runner"
 )
 
@@ -160,5 +164,58 @@ func TestCheckoutWritesTheTreeAsIs(t *testing.T) {
 	}
 	if entries, err := os.ReadDir(filepath.Join(dst, "dir", "vendored")); err != nil || len(entries) != 0 {
 		t.Errorf("dir/vendored: %v, %v; want an empty directory", entries, err)
+	}
+}
+
+// BenchmarkWriteTree: a commit of 3 or 1,000 files (in dirs of 50) written from
+// the mirror into a fresh workspace, by the mirror's readers and, for
+// comparison, by `git archive` streamed into the same untar.
+func BenchmarkWriteTree(b *testing.B) {
+	for _, files := range []int{3, 1000} {
+		ctx := context.Background()
+		repo, err := devstack.NewGitRepo(ctx, b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		tree := map[string]*string{}
+		for i := range files {
+			tree[fmt.Sprintf("d%d/f%d.tf", i/50, i)] = devstack.Str(fmt.Sprintf("# %d\n%s", i, strings.Repeat("x", 500)))
+		}
+		sha, err := repo.Commit(ctx, "main", "", "big", tree)
+		if err != nil {
+			b.Fatal(err)
+		}
+		src, err := New(Options{APIURL: "http://127.0.0.1:1/", MirrorDir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rev := runner.Revision{Repo: "acme/infra", Branch: "main", SHA: sha, CloneURL: repo.CloneURL()}
+		if err := src.Checkout(ctx, rev, filepath.Join(b.TempDir(), "warm")); err != nil {
+			b.Fatal(err)
+		}
+		m := src.mirrorOf("acme/infra")
+		b.Run(fmt.Sprintf("files=%d/readers", files), func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				if err := src.writeTree(ctx, rev, m, filepath.Join(b.TempDir(), strconv.Itoa(i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("files=%d/git-archive", files), func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				pr, pw := io.Pipe()
+				untarred := make(chan error, 1)
+				go func() {
+					err := untar(pr, filepath.Join(b.TempDir(), strconv.Itoa(i)))
+					_, _ = io.Copy(io.Discard, pr) // git pads the archive past its end
+					untarred <- err
+				}()
+				err := src.gitTo(ctx, rev.CloneURL, pw, "-C", m.path, "archive", "--format=tar", sha)
+				pw.CloseWithError(err)
+				if err := errors.Join(err, <-untarred); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
