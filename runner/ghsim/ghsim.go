@@ -126,7 +126,7 @@ type repo struct {
 	comments  []Comment
 	statuses  []Status
 	checkRuns []*CheckRun
-	fixed     sync.Map // fixedKey → git's answer (see fixedGit)
+	fixed     sync.Map // a question about fixed commits → git's answer (see fixedGit)
 }
 
 // Comment is a comment on a pull request, with every body it has had.
@@ -493,9 +493,8 @@ func (rp *repo) commits(p Pull) (string, error) {
 	if base == "" {
 		base = p.BaseRef
 	}
-	const sep = commitSep
-	return rp.fixedGit([]string{p.HeadSHA, base}, "log", "--reverse", "-z",
-		"--format=%H"+sep+"%an"+sep+"%ae"+sep+"%aI"+sep+"%cn"+sep+"%ce"+sep+"%cI"+sep+"%B", p.HeadSHA, "^"+base)
+	format := strings.Join([]string{"%H", "%an", "%ae", "%aI", "%cn", "%ce", "%cI", "%B"}, commitSep)
+	return rp.fixedGit([]string{p.HeadSHA, base}, "log", "--reverse", "-z", "--format="+format, p.HeadSHA, "^"+base)
 }
 
 // pullCommits lists a pull request's commits — those of its head that
