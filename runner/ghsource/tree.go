@@ -19,12 +19,21 @@ import (
 // processes that stay up between checkouts, rather than by a `git archive`
 // per checkout: starting a git process costs about as much as exporting a
 // small tree, and the checkout is on every plan's way to terraform. Blobs
-// are written as their exact bytes; no attribute of the repository, the
-// commit's or the mirror's, applies (see checkoutAttributes).
+// are written as their exact bytes: no attribute applies, whatever the
+// commit's .gitattributes say (git archive would apply export-ignore,
+// export-subst and the like).
 
 // maxIdleReaders bounds the readers a mirror keeps between checkouts; more
 // run at once when more checkouts do.
 const maxIdleReaders = 4
+
+// maxWhole bounds a commit or tree object, which is read whole: git's own
+// are far smaller (a tree of 100,000 entries is about 5 MiB).
+const maxWhole = 64 << 20
+
+// maxPath bounds a path in a tree: longer ones cannot be made on Linux
+// (PATH_MAX), and a chain of nested trees must not grow without end.
+const maxPath = 4096
 
 // errMissing is an object the mirror does not have (yet): a fetch may
 // bring it. (A reader finds what fetches add after it started: git looks
@@ -191,18 +200,18 @@ func (r *reader) exportCommit(tw *tar.Writer, sha string) error {
 	if err != nil {
 		return err
 	}
+	if typ != "commit" || size > maxWhole {
+		return treeError{fmt.Errorf("%s is not a commit git makes", sha)}
+	}
 	commit, err := r.read(size)
 	if err != nil {
 		return err
 	}
 	tree, ok := bytes.CutPrefix(commit, []byte("tree "))
-	if typ != "commit" || !ok || bytes.IndexByte(tree, '\n') < 0 {
-		return fmt.Errorf("%s is not a commit git can read", sha)
+	if !ok || bytes.IndexByte(tree, '\n') < 0 || !isObjectID(string(tree[:bytes.IndexByte(tree, '\n')])) {
+		return treeError{fmt.Errorf("%s is not a commit git makes", sha)}
 	}
 	root := string(tree[:bytes.IndexByte(tree, '\n')])
-	if !isObjectID(root) {
-		return fmt.Errorf("%s is not a commit git can read", sha)
-	}
 	var files []treeEntry
 	if err := r.walk(tw, "", root, &files); err != nil {
 		return err
@@ -217,8 +226,11 @@ func (r *reader) walk(tw *tar.Writer, dir, oid string, files *[]treeEntry) error
 	if err != nil {
 		return err
 	}
-	if typ != "tree" {
-		return fmt.Errorf("%s is a %s, not a tree", oid, typ)
+	switch {
+	case typ != "tree":
+		return treeError{fmt.Errorf("%q is a %s, not a directory", dir, typ)}
+	case size > maxWhole:
+		return treeError{fmt.Errorf("%q is a tree of %d bytes, more than git makes", dir, size)}
 	}
 	// Read whole before anything else is asked of r.
 	data, err := r.read(size)
@@ -231,6 +243,9 @@ func (r *reader) walk(tw *tar.Writer, dir, oid string, files *[]treeEntry) error
 	}
 	for _, e := range entries {
 		e.name = dir + e.name
+		if len(e.name) > maxPath {
+			return treeError{fmt.Errorf("%.64q… is a path longer than %d bytes", e.name, maxPath)}
+		}
 		switch e.mode {
 		case 0o40000, 0o160000:
 			// A submodule's commit is an empty directory, as git archive

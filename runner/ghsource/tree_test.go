@@ -2,7 +2,9 @@ package ghsource
 
 import (
 	"bytes"
+	"compress/zlib"
 	"context"
+	"crypto/sha1"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -130,6 +132,52 @@ func TestCheckoutTakesOnlyAnObjectID(t *testing.T) {
 	if err := f.src.Checkout(ctx, good, filepath.Join(t.TempDir(), "src")); err != nil {
 		t.Fatalf("the checkout after: %v", err)
 	}
+}
+
+// A chain of nested trees ends where paths can no longer be made (4096
+// bytes), as itself: the walk stops there, at no more than that depth,
+// whatever lies below.
+func TestCheckoutRefusesTooDeepTrees(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	below := f.tree(t, [3]string{"100644", "deep.tf", f.object(t, "blob", []byte("# deep\n"))})
+	for range 2100 {
+		below = f.loose(t, "tree", append([]byte("40000 a\x00"), mustHex(t, below)...))
+	}
+	rev := f.pull(t, 300, below)
+	err := f.src.Checkout(ctx, rev, filepath.Join(t.TempDir(), "src"))
+	if err == nil || !strings.Contains(err.Error(), "longer than 4096 bytes") {
+		t.Fatalf("checkout of a tree 2100 deep: %v; want it refused for its path's length", err)
+	}
+}
+
+// loose writes an object into f's origin as a loose object, without git:
+// thousands of them in no time.
+func (f fixture) loose(t *testing.T, typ string, content []byte) string {
+	t.Helper()
+	raw := append(fmt.Appendf(nil, "%s %d\x00", typ, len(content)), content...)
+	id := fmt.Sprintf("%x", sha1.Sum(raw))
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	_, _ = zw.Write(raw)
+	_ = zw.Close()
+	dir := filepath.Join(f.repo.Bare, "objects", id[:2])
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, id[2:]), z.Bytes(), 0o444); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func mustHex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // A tree is written as git makes it: executable files stay executable,
