@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -84,9 +85,10 @@ type mirror struct {
 	// for; guarded by Source.mu.
 	cloneURL string
 	tried    map[int]bool
-	// readers are the mirror's idle tree readers (see reader); guarded
-	// by Source.mu.
-	readers []*reader
+	// readers are the mirror's idle tree readers (see reader), of
+	// generation readerGen (see forget); guarded by Source.mu.
+	readers   []*reader
+	readerGen int
 }
 
 // lock is a mutex whose waiters can give up.
@@ -522,8 +524,18 @@ func (s *Source) prefetch(ctx context.Context, rev runner.Revision, end func(), 
 // the lock it runs under (m.mu must be held): git's own, after a fetch and
 // detached, would race the next fetch.
 func (s *Source) gc(ctx context.Context, rev runner.Revision, m *mirror) {
+	before := packs(m)
 	// A gc that fails leaves the mirror as it was: readable.
 	_, _ = s.git(ctx, rev.CloneURL, "-C", m.path, "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet")
+	if !slices.Equal(before, packs(m)) {
+		s.forget(m) // readers would keep the packs gc removed on disk
+	}
+}
+
+// packs lists m's pack files.
+func packs(m *mirror) []string {
+	names, _ := filepath.Glob(filepath.Join(m.path, "objects", "pack", "*.pack"))
+	return names
 }
 
 // Checkout fetches rev.SHA into the repository's mirror and writes its tree

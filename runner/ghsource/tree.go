@@ -27,13 +27,14 @@ import (
 // run at once when more checkouts do.
 const maxIdleReaders = 4
 
-// maxWhole bounds a commit or tree object, which is read whole: git's own
-// are far smaller (a tree of 100,000 entries is about 5 MiB).
-const maxWhole = 64 << 20
-
-// maxPath bounds a path in a tree: longer ones cannot be made on Linux
-// (PATH_MAX), and a chain of nested trees must not grow without end.
-const maxPath = 4096
+// Bounds on what a pushed commit can make a checkout do; git's own trees
+// are far inside them. A tree beyond one is refused whole.
+const (
+	maxTree    = 16 << 20 // bytes of one tree object, read whole (100,000 entries are about 5 MiB)
+	maxPath    = 4096     // bytes of a path: longer ones cannot be made (PATH_MAX); bounds nesting too
+	maxEntries = 1 << 20  // files, links and directories of a checkout
+	maxBytes   = 4 << 30  // bytes of its files
+)
 
 // errMissing is an object the mirror does not have (yet): a fetch may
 // bring it. (A reader finds what fetches add after it started: git looks
@@ -45,6 +46,7 @@ type reader struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
+	gen int // the mirror's generation it reads (mirror.readerGen)
 }
 
 // reader takes one of m's idle readers, or starts one.
@@ -56,6 +58,7 @@ func (s *Source) reader(m *mirror) (*reader, error) {
 		s.mu.Unlock()
 		return r, nil
 	}
+	gen := m.readerGen
 	s.mu.Unlock()
 	cmd := exec.Command(s.o.Git, "-C", m.path, "cat-file", "--batch")
 	cmd.Env = s.gitEnv()
@@ -73,13 +76,14 @@ func (s *Source) reader(m *mirror) (*reader, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("git cat-file: %w", err)
 	}
-	return &reader{cmd: cmd, in: in, out: bufio.NewReaderSize(out, 64<<10)}, nil
+	return &reader{cmd: cmd, in: in, out: bufio.NewReaderSize(out, 64<<10), gen: gen}, nil
 }
 
-// done gives r back to m's idle readers, or ends it if m has enough.
+// done gives r back to m's idle readers, or ends it if m has enough or
+// was forgotten since r started.
 func (s *Source) done(m *mirror, r *reader) {
 	s.mu.Lock()
-	if len(m.readers) < maxIdleReaders {
+	if len(m.readers) < maxIdleReaders && r.gen == m.readerGen {
 		m.readers = append(m.readers, r)
 		r = nil
 	}
@@ -89,11 +93,14 @@ func (s *Source) done(m *mirror, r *reader) {
 	}
 }
 
-// forget ends m's idle readers: m is being made again.
+// forget ends m's idle readers, and those in use as they are given back:
+// m is being made again, or its packs were rewritten (a reader would keep
+// the old ones on disk).
 func (s *Source) forget(m *mirror) {
 	s.mu.Lock()
 	idle := m.readers
 	m.readers = nil
+	m.readerGen++
 	s.mu.Unlock()
 	for _, r := range idle {
 		r.close()
@@ -132,8 +139,10 @@ func (r *reader) answer(name string) (oid, typ string, size int64, err error) {
 		return "", "", 0, fmt.Errorf("git cat-file answered %q", strings.TrimSpace(line))
 	}
 	size, err = strconv.ParseInt(f[2], 10, 64)
-	if err != nil || size < 0 {
-		return "", "", 0, fmt.Errorf("git cat-file answered %q", strings.TrimSpace(line))
+	if err != nil || size < 0 || f[0] != name {
+		// Every request is an object ID, which git answers with: anything
+		// else is not that object.
+		return "", "", 0, fmt.Errorf("git cat-file answered %q to %s", strings.TrimSpace(line), name)
 	}
 	return f[0], f[1], size, nil
 }
@@ -150,6 +159,18 @@ func (r *reader) read(size int64) ([]byte, error) {
 	return b[:size], nil
 }
 
+// discard passes over the rest of an object's content, n bytes, and the
+// newline after it.
+func (r *reader) discard(n int64) error {
+	if _, err := io.CopyN(io.Discard, r.out, n); err != nil {
+		return err
+	}
+	if b, err := r.out.ReadByte(); err != nil || b != '\n' {
+		return errors.New("git cat-file: an object's content is not where its size says")
+	}
+	return nil
+}
+
 // copyTo copies the content of an object of size bytes to w.
 func (r *reader) copyTo(w io.Writer, size int64) error {
 	if _, err := io.CopyN(w, r.out, size); err != nil {
@@ -163,8 +184,7 @@ func (r *reader) copyTo(w io.Writer, size int64) error {
 
 // export writes the tree of commit sha in m to w, as a tar stream that
 // untar reads. An object m lacks is errMissing; a tree that cannot be
-// written as files (an entry whose name is a path, a mode git does not
-// make) is a treeError.
+// written as files, or that git would not make, is a treeError.
 func (s *Source) export(ctx context.Context, m *mirror, sha string, w io.Writer) error {
 	if !isObjectID(sha) {
 		return treeError{fmt.Errorf("commit %q is not an object ID", sha)}
@@ -175,10 +195,10 @@ func (s *Source) export(ctx context.Context, m *mirror, sha string, w io.Writer)
 	}
 	// A reader that is stuck (a mirror on a hung disk) is ended with ctx.
 	stop := context.AfterFunc(ctx, func() { _ = r.cmd.Process.Kill() })
-	tw := tar.NewWriter(w)
-	err = r.exportCommit(tw, sha)
+	e := &exporter{r: r, tw: tar.NewWriter(w)}
+	err = e.commit(sha)
 	if err == nil {
-		err = tw.Close()
+		err = e.tw.Close()
 	}
 	if !stop() {
 		err = errors.Join(ctx.Err(), err)
@@ -195,85 +215,106 @@ func (s *Source) export(ctx context.Context, m *mirror, sha string, w io.Writer)
 	return err
 }
 
-func (r *reader) exportCommit(tw *tar.Writer, sha string) error {
-	_, typ, size, err := r.object(sha + "^{commit}")
-	if err != nil {
-		return err
-	}
-	if typ != "commit" || size > maxWhole {
-		return treeError{fmt.Errorf("%s is not a commit git makes", sha)}
-	}
-	commit, err := r.read(size)
-	if err != nil {
-		return err
-	}
-	tree, ok := bytes.CutPrefix(commit, []byte("tree "))
-	if !ok || bytes.IndexByte(tree, '\n') < 0 || !isObjectID(string(tree[:bytes.IndexByte(tree, '\n')])) {
-		return treeError{fmt.Errorf("%s is not a commit git makes", sha)}
-	}
-	root := string(tree[:bytes.IndexByte(tree, '\n')])
-	var files []treeEntry
-	if err := r.walk(tw, "", root, &files); err != nil {
-		return err
-	}
-	return r.writeFiles(tw, files)
+// exporter writes one commit's tree, one tree object at a time: memory
+// holds one tree's entries and the path to it, whatever the commit.
+type exporter struct {
+	r       *reader
+	tw      *tar.Writer
+	entries int   // written so far
+	bytes   int64 // of files written so far
 }
 
-// walk writes the directories of tree oid, under dir ("" or a path ending
-// in /), and appends its files and links to files, named by their paths.
-func (r *reader) walk(tw *tar.Writer, dir, oid string, files *[]treeEntry) error {
-	_, typ, size, err := r.object(oid)
+func (e *exporter) commit(sha string) error {
+	_, typ, size, err := e.r.object(sha)
+	if err != nil {
+		return err
+	}
+	if typ != "commit" {
+		return treeError{fmt.Errorf("%s is a %s, not a commit", sha, typ)}
+	}
+	// The first line names the tree; the rest (a message of any length)
+	// is passed over.
+	first, err := e.r.out.ReadSlice('\n')
+	if err != nil || int64(len(first)) > size {
+		return treeError{fmt.Errorf("%s is not a commit git makes", sha)}
+	}
+	root, ok := bytes.CutPrefix(bytes.TrimSuffix(first, []byte("\n")), []byte("tree "))
+	if !ok || len(root) != len(sha) || !isObjectID(string(root)) {
+		return treeError{fmt.Errorf("%s is not a commit git makes", sha)}
+	}
+	tree := string(root)
+	if err := e.r.discard(size - int64(len(first))); err != nil {
+		return err
+	}
+	return e.tree("", tree)
+}
+
+// tree writes tree oid under dir ("" or a path ending in /): its files and
+// links, asked for all at once and written as the answers come (one round
+// trip to git, not one per file), then each of its directories.
+func (e *exporter) tree(dir, oid string) error {
+	_, typ, size, err := e.r.object(oid)
 	if err != nil {
 		return err
 	}
 	switch {
 	case typ != "tree":
 		return treeError{fmt.Errorf("%q is a %s, not a directory", dir, typ)}
-	case size > maxWhole:
-		return treeError{fmt.Errorf("%q is a tree of %d bytes, more than git makes", dir, size)}
+	case size > maxTree:
+		return treeError{fmt.Errorf("%q is a tree of %d bytes, more than twokey writes", dir, size)}
 	}
-	// Read whole before anything else is asked of r.
-	data, err := r.read(size)
+	data, err := e.r.read(size)
 	if err != nil {
 		return err
 	}
 	entries, err := parseTree(data, len(oid)/2)
 	if err != nil {
-		return treeError{fmt.Errorf("tree %s: %w", oid, err)}
+		return treeError{fmt.Errorf("%q: %w", dir, err)}
 	}
-	for _, e := range entries {
-		e.name = dir + e.name
-		if len(e.name) > maxPath {
-			return treeError{fmt.Errorf("%.64q… is a path longer than %d bytes", e.name, maxPath)}
+	if e.entries += len(entries); e.entries > maxEntries {
+		return treeError{fmt.Errorf("the tree has more than %d entries", maxEntries)}
+	}
+	var files, dirs []treeEntry
+	for _, en := range entries {
+		en.name = dir + en.name
+		if len(en.name) > maxPath {
+			return treeError{fmt.Errorf("%.64q… is a path longer than %d bytes", en.name, maxPath)}
 		}
-		switch e.mode {
+		switch en.mode {
 		case 0o40000, 0o160000:
-			// A submodule's commit is an empty directory, as git archive
-			// writes it.
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: e.name + "/", Mode: 0o755}); err != nil {
+			dirs = append(dirs, en)
+		case 0o100644, 0o100664, 0o100755, 0o120000:
+			files = append(files, en)
+		default:
+			return treeError{fmt.Errorf("%q has mode %o, which git does not make", en.name, en.mode)}
+		}
+	}
+	if err := e.files(files); err != nil {
+		return err
+	}
+	for _, d := range dirs {
+		// A submodule's commit is an empty directory, as git archive
+		// writes it.
+		if err := e.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d.name + "/", Mode: 0o755}); err != nil {
+			return treeError{err}
+		}
+		if d.mode == 0o40000 {
+			if err := e.tree(d.name+"/", d.oid); err != nil {
 				return err
 			}
-			if e.mode == 0o40000 {
-				if err := r.walk(tw, e.name+"/", e.oid, files); err != nil {
-					return err
-				}
-			}
-		case 0o100644, 0o100755, 0o120000:
-			*files = append(*files, e)
-		default:
-			return treeError{fmt.Errorf("%q has mode %o, which git does not make", e.name, e.mode)}
 		}
 	}
 	return nil
 }
 
-// writeFiles writes files (see walk). Their blobs are asked for all at
-// once, and written as the answers come: one round trip to git, not one
-// per file.
-func (r *reader) writeFiles(tw *tar.Writer, files []treeEntry) error {
+// files writes files, whose blobs are asked for all at once.
+func (e *exporter) files(files []treeEntry) error {
+	if len(files) == 0 {
+		return nil
+	}
 	asked := make(chan error, 1)
 	go func() {
-		w := bufio.NewWriter(r.in)
+		w := bufio.NewWriter(e.r.in)
 		for _, f := range files {
 			if _, err := w.WriteString(f.oid + "\n"); err != nil {
 				asked <- err
@@ -283,37 +324,46 @@ func (r *reader) writeFiles(tw *tar.Writer, files []treeEntry) error {
 		asked <- w.Flush()
 	}()
 	for _, f := range files {
-		if err := r.writeFile(tw, f); err != nil {
-			// The caller ends r, which ends the asking too.
+		if err := e.file(f); err != nil {
+			// The caller ends the reader, which ends the asking too.
 			return err
 		}
 	}
 	return <-asked
 }
 
-// writeFile writes f, whose blob is r's next answer.
-func (r *reader) writeFile(tw *tar.Writer, f treeEntry) error {
-	_, typ, size, err := r.answer(f.oid)
+// file writes f, whose blob is the reader's next answer.
+func (e *exporter) file(f treeEntry) error {
+	_, typ, size, err := e.r.answer(f.oid)
 	if err != nil {
 		return err
 	}
 	if typ != "blob" {
 		return treeError{fmt.Errorf("%q is a %s, not a file", f.name, typ)}
 	}
+	if e.bytes += size; e.bytes > maxBytes {
+		return treeError{fmt.Errorf("the tree's files are more than %d bytes", int64(maxBytes))}
+	}
 	if f.mode != 0o120000 {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: int64(f.mode & 0o777), Size: size}); err != nil {
-			return err
+		if err := e.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: int64(f.mode & 0o777), Size: size}); err != nil {
+			return treeError{err}
 		}
-		return r.copyTo(tw, size)
+		return e.r.copyTo(e.tw, size)
 	}
 	if size > 4096 {
 		return treeError{fmt.Errorf("symlink %q is not a link git makes", f.name)}
 	}
-	target, err := r.read(size)
+	target, err := e.r.read(size)
 	if err != nil {
 		return err
 	}
-	return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: f.name, Linkname: string(target), Mode: 0o777})
+	if bytes.IndexByte(target, 0) >= 0 {
+		return treeError{fmt.Errorf("symlink %q is not a link git makes", f.name)}
+	}
+	if err := e.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: f.name, Linkname: string(target), Mode: 0o777}); err != nil {
+		return treeError{err}
+	}
+	return nil
 }
 
 // treeEntry is one entry of a tree object.
@@ -325,9 +375,11 @@ type treeEntry struct {
 
 // parseTree parses a tree object: "<octal mode> <name>\0<binary ID>" per
 // entry, each ID idLen bytes (the repository's hash's: SHA-1's 20,
-// SHA-256's 32). Each name must be one path element.
+// SHA-256's 32). Each name must be one path element that git would write
+// (see gitWrites), once.
 func parseTree(data []byte, idLen int) ([]treeEntry, error) {
 	var out []treeEntry
+	seen := map[string]bool{}
 	for len(data) > 0 {
 		sp := bytes.IndexByte(data, ' ')
 		if sp <= 0 {
@@ -343,13 +395,59 @@ func parseTree(data []byte, idLen int) ([]treeEntry, error) {
 			return nil, errors.New("malformed entry")
 		}
 		name := string(data[:nul])
-		if name == "" || name == "." || name == ".." || strings.Contains(name, "/") || path.Clean(name) != name {
-			return nil, fmt.Errorf("entry %q is not a file name", name)
+		if !gitWrites(name, uint32(mode)) {
+			return nil, fmt.Errorf("entry %q is not a name git writes", name)
 		}
+		// One name, one entry, whatever each is: a link must never sit
+		// where a directory of the same name is written through.
+		if seen[name] {
+			return nil, fmt.Errorf("entry %q is there twice", name)
+		}
+		seen[name] = true
 		out = append(out, treeEntry{mode: uint32(mode), name: name, oid: fmt.Sprintf("%x", data[nul+1:nul+1+idLen])})
 		data = data[nul+1+idLen:]
 	}
 	return out, nil
+}
+
+// gitWrites reports whether git would write an entry named name, of mode
+// mode, into a working tree (its verify_path): one path element, never
+// .git in any spelling a file system may take for it (case, NTFS's
+// trailing dots and spaces and 8.3 name, HFS's ignored characters), and
+// no .gitmodules, .gitattributes, .gitignore or .mailmap that is a link.
+// A workspace holding a .git would make any git run in it read the pull
+// request's configuration.
+func gitWrites(name string, mode uint32) bool {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || path.Clean(name) != name {
+		return false
+	}
+	folded := strings.TrimRight(strings.ToLower(strings.Map(func(r rune) rune {
+		if hfsIgnored(r) {
+			return -1
+		}
+		return r
+	}, name)), ". ")
+	if folded == ".git" || folded == "git~1" {
+		return false
+	}
+	if mode == 0o120000 {
+		switch folded {
+		case ".gitmodules", "gitmod~1", ".gitattributes", ".gitignore", ".mailmap":
+			return false
+		}
+	}
+	return true
+}
+
+// hfsIgnored reports whether HFS+ ignores r in a file name (git's
+// is_hfs_dotgit list).
+func hfsIgnored(r rune) bool {
+	switch r {
+	case 0x200c, 0x200d, 0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e,
+		0x206a, 0x206b, 0x206c, 0x206d, 0x206e, 0x206f, 0xfeff:
+		return true
+	}
+	return false
 }
 
 // isObjectID reports whether s is a full object ID in hex: SHA-1's 40
