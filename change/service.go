@@ -106,8 +106,12 @@ type Options struct {
 	Grants approvals.GrantStore
 	Locks  Locks
 	Runner Runner
-	// Outcomes, if set, completes work whose waiting replica stopped.
+	// Outcomes, if set, completes work whose waiting replica stopped; one
+	// that is also a VerifyOutcomes completes verifications too.
 	Outcomes Outcomes
+	// Verifications, if set, remembers the verifications under way, so
+	// that one whose replica stopped (a restart) is still reported.
+	Verifications Verifications
 	// Target says where and how an environment's runs happen.
 	Target    func(project, env string) (runner.Target, error)
 	Dedup     Deduper

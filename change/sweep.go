@@ -2,6 +2,8 @@ package change
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"time"
 
 	"github.com/twokey/twokey/approvals"
@@ -22,6 +24,7 @@ func (s *Service) sweeper(ctx context.Context) {
 		case <-t.C:
 			s.sweep(ctx)
 			s.sweepGrants(ctx)
+			s.sweepVerifications(ctx)
 			if now := s.o.Now(); s.o.Trim != nil && now.Sub(trimmed) > trimEvery {
 				trimmed = now
 				if n, err := s.o.Trim(ctx); err != nil {
@@ -121,10 +124,57 @@ func (s *Service) completeDetached(ctx context.Context, p approvals.Plan) bool {
 	return false
 }
 
-// Sweep runs one round of the sweeper now: open plans, then open grants.
+// Sweep runs one round of the sweeper now: open plans, open grants, then
+// verifications under way.
 func (s *Service) Sweep(ctx context.Context) {
 	s.sweep(ctx)
 	s.sweepGrants(ctx)
+	s.sweepVerifications(ctx)
+}
+
+// verifyMargin is how long past its own timeouts a verification may still
+// be running (waiting for a runner, checking out) before it is given up.
+const verifyMargin = 10 * time.Minute
+
+// sweepVerifications reports the verifications whose replica stopped
+// waiting: from the result a runner pool kept, or as lost once one can no
+// longer be running (its replica died, or its result expired unread).
+func (s *Service) sweepVerifications(ctx context.Context) {
+	v := s.o.Verifications
+	if v == nil {
+		return
+	}
+	underway, err := v.Underway(ctx)
+	if err != nil {
+		s.log.Warn("sweep: list verifications", "err", err)
+		return
+	}
+	outcomes, _ := s.o.Outcomes.(VerifyOutcomes)
+	for id, since := range underway {
+		p, err := s.o.Store.Get(ctx, id)
+		if errors.Is(err, approvals.ErrNotFound) {
+			_ = v.Ended(ctx, id)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		proj, env, err := s.cfg.Resolve(p.Project, p.Env)
+		if err != nil || env.Verify == nil || strings.Contains(p.Reason, VerifiedWords) || VerificationFailed(p) {
+			_ = v.Ended(ctx, id) // reported already, or no longer verified here
+			continue
+		}
+		if outcomes != nil {
+			if res, verr, found := outcomes.VerifyOutcome(ctx, p); found {
+				s.log.Info("reporting a verification whose replica stopped waiting", "plan_id", id)
+				s.verified(ctx, proj, env, p, res, verr)
+				continue
+			}
+		}
+		if s.o.Now().Sub(since) > env.PlanTimeout.D()+env.Verify.SmokeTimeout()+verifyMargin {
+			s.verified(ctx, proj, env, p, runner.VerifyResult{}, ErrVerificationLost)
+		}
+	}
 }
 
 // Idle waits until no work the service started is running.

@@ -22,6 +22,27 @@ type Verifier interface {
 // ErrCannotVerify: the runner this service uses cannot verify applies.
 var ErrCannotVerify = errors.New("this runner cannot verify applies")
 
+// ErrVerificationLost: a verification whose replica stopped, with no result
+// kept, long after it could have ended.
+var ErrVerificationLost = errors.New("the twokey that was running it stopped, and no result of it was kept")
+
+// Verifications remembers which applies' verifications are under way:
+// one whose replica stopped waiting is reported by the sweeper, from the
+// result a runner pool kept or, once it can no longer be running, as lost.
+type Verifications interface {
+	Started(ctx context.Context, planID string, at time.Time) error
+	Ended(ctx context.Context, planID string) error
+	// Underway lists the verifications started and not ended: when each
+	// started, by plan ID.
+	Underway(ctx context.Context) (map[string]time.Time, error)
+}
+
+// VerifyOutcomes finds the result of a verification that ended while
+// nobody waited for it; a runner pool's client is one.
+type VerifyOutcomes interface {
+	VerifyOutcome(ctx context.Context, p approvals.Plan) (runner.VerifyResult, error, bool)
+}
+
 // verifyAfter starts the verification of a successful apply, where the
 // environment has one: in the background, once across replicas, after
 // "Apply complete" is posted and the environment is free. It holds no
@@ -45,16 +66,42 @@ func (s *Service) verifyAfter(ctx context.Context, p approvals.Plan) {
 }
 
 // verify runs an environment's verification of the applied plan p and
-// reports it: in the thread, in the record, on the plan's message and on
-// GitHub; a failure also in the channel.
+// reports it (verified). One whose runner goes on with nobody waiting is
+// reported by the sweeper.
 func (s *Service) verify(ctx context.Context, proj *config.Project, env *config.Environment, p approvals.Plan) {
-	log := s.log.With("env", p.Project+"/"+p.Env, "plan_id", p.ID)
-	steps := runner.VerifySteps{Converged: env.Verify.Converged, Smoke: env.Verify.Smoke, Timeout: env.Verify.SmokeTimeout()}
+	steps := stepsOf(env)
 	s.post(ctx, p, fmt.Sprintf(":mag: Verifying the apply of `%s`: %s …", Short(p.SHA), StepsWords(steps)))
+	if v := s.o.Verifications; v != nil {
+		if err := v.Started(ctx, p.ID, s.o.Now()); err != nil {
+			s.log.Warn("verification not remembered: a restart meanwhile loses it", "plan_id", p.ID, "err", err)
+		}
+	}
 	res, err := s.runVerify(ctx, proj, p, steps)
 	if errors.Is(err, runner.ErrDetached) {
+		return // the sweeper reports it (sweepVerifications)
+	}
+	s.verified(ctx, proj, env, p, res, err)
+}
+
+// stepsOf is what env's verification does.
+func stepsOf(env *config.Environment) runner.VerifySteps {
+	return runner.VerifySteps{Converged: env.Verify.Converged, Smoke: env.Verify.Smoke, Timeout: env.Verify.SmokeTimeout()}
+}
+
+// verified reports how a verification went, once — by the replica that
+// waited for it, or by a sweeper that found its result or gave it up:
+// in the thread, in the record, on the plan's message and on GitHub; a
+// failure also in the channel.
+func (s *Service) verified(ctx context.Context, proj *config.Project, env *config.Environment, p approvals.Plan, res runner.VerifyResult, err error) {
+	// Reported twice rather than not at all where Redis cannot say.
+	if first, derr := s.o.Dedup.First(ctx, "verified:"+p.ID, DedupTTL); derr == nil && !first {
 		return
 	}
+	if v := s.o.Verifications; v != nil {
+		defer func() { _ = v.Ended(context.WithoutCancel(ctx), p.ID) }()
+	}
+	log := s.log.With("env", p.Project+"/"+p.Env, "plan_id", p.ID)
+	steps := stepsOf(env)
 	detail := map[string]string{"result": "passed", "steps": StepsWords(steps)}
 	for _, st := range res.Steps {
 		detail[st.Name], detail[st.Name+"_summary"] = stepResult(st), st.Summary

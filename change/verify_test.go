@@ -194,3 +194,155 @@ func TestNoVerification(t *testing.T) {
 		t.Errorf("%d verify jobs", len(run.jobs))
 	}
 }
+
+// memVerifications is Verifications in memory.
+type memVerifications struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (v *memVerifications) Started(_ context.Context, id string, at time.Time) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = map[string]time.Time{}
+	}
+	v.m[id] = at
+	return nil
+}
+
+func (v *memVerifications) Ended(_ context.Context, id string) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.m, id)
+	return nil
+}
+
+func (v *memVerifications) Underway(context.Context) (map[string]time.Time, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := map[string]time.Time{}
+	for k, t := range v.m {
+		out[k] = t
+	}
+	return out, nil
+}
+
+// detachedVerifier verifies on with nobody waiting (the replica that asked
+// stopped), keeping the result for a sweeper, if kept.
+type detachedVerifier struct {
+	*fakeRunner
+	res  runner.VerifyResult
+	kept bool
+}
+
+func (d *detachedVerifier) Verify(context.Context, runner.VerifyJob) (runner.VerifyResult, error) {
+	return runner.VerifyResult{}, runner.ErrDetached
+}
+
+func (d *detachedVerifier) PlanOutcome(context.Context, approvals.Plan) (runner.PlanResult, error, bool) {
+	return runner.PlanResult{}, nil, false
+}
+
+func (d *detachedVerifier) ApplyOutcome(context.Context, approvals.Plan) (runner.ApplyResult, error, bool) {
+	return runner.ApplyResult{}, nil, false
+}
+
+func (d *detachedVerifier) VerifyOutcome(context.Context, approvals.Plan) (runner.VerifyResult, error, bool) {
+	return d.res, nil, d.kept
+}
+
+// detachedHarness applies PR 1 in staging, whose verification runs on with
+// nobody waiting (d), and waits until it started.
+func detachedHarness(t *testing.T, d *detachedVerifier) (*harness, *verifyNotes, *memVerifications, approvals.Plan) {
+	t.Helper()
+	h := newHarness(t)
+	h.svc.cfg.Projects[0].Environments[0].Verify = &config.Verify{Converged: true}
+	h.dir.members[pGroup] = []string{pBob, pCarol}
+	h.run.head = "0123456789abcdef0123456789abcdef01234567"
+	n := &verifyNotes{}
+	v := &memVerifications{}
+	d.fakeRunner = h.run
+	h.svc.n, h.svc.o.Notify, h.svc.o.Runner, h.svc.o.Outcomes, h.svc.o.Verifications = n, n, d, d, v
+	ctx := context.Background()
+	cmd, _ := commands.Parse("plan staging pr-1")
+	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
+		t.Fatal(err)
+	}
+	id := h.openPlan(t)
+	for _, u := range []string{pBob, pCarol} {
+		if err := h.svc.Approve(ctx, pChannel, u, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.wait(t, "Verifying the apply")
+	h.svc.Idle()
+	p, _ := h.store.Get(ctx, id)
+	return h, n, v, p
+}
+
+// count counts the notes containing want.
+func (n *verifyNotes) count(want string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, l := range n.lines {
+		if strings.Contains(l, want) {
+			c++
+		}
+	}
+	return c
+}
+
+// A verification whose replica stopped waiting (a restart) is reported by
+// the sweeper, once, from the result the runner pool kept.
+func TestDetachedVerificationIsReportedFromItsResult(t *testing.T) {
+	d := &detachedVerifier{res: runner.VerifyResult{Steps: []runner.StepResult{{Name: "converged", Passed: true, Summary: "no changes"}}}}
+	h, n, v, p := detachedHarness(t, d)
+	ctx := context.Background()
+	if under, _ := v.Underway(ctx); len(under) != 1 || n.count("Verification") != 0 {
+		t.Fatalf("underway %v; notes %q", under, n.lines)
+	}
+	h.svc.Sweep(ctx) // no result yet
+	if n.count("Verification passed") != 0 {
+		t.Fatal("reported before its result")
+	}
+	d.kept = true
+	h.svc.Sweep(ctx)
+	h.svc.Sweep(ctx)
+	if c := n.count("Verification passed"); c != 1 {
+		t.Errorf("reported %d times", c)
+	}
+	if p = h.verifiedPlan(t, p.ID); !strings.Contains(p.Reason, VerifiedWords) {
+		t.Errorf("reason %q", p.Reason)
+	}
+	if under, _ := v.Underway(ctx); len(under) != 0 {
+		t.Errorf("still underway: %v", under)
+	}
+}
+
+// One with no result kept (its replica died with it, or the result
+// expired) is reported as failed once it can no longer be running, and
+// the channel is told: nobody knows the apply is good.
+func TestLostVerificationIsReportedOnceItCannotBeRunning(t *testing.T) {
+	h, n, v, p := detachedHarness(t, &detachedVerifier{})
+	ctx := context.Background()
+	h.now = h.now.Add(config.DefaultPlanTimeout) // could still be running
+	h.svc.Sweep(ctx)
+	if n.count("Verification failed") != 0 {
+		t.Fatal("given up while it could still be running")
+	}
+	h.now = h.now.Add(config.DefaultVerifyTimeout + verifyMargin)
+	h.svc.Sweep(ctx)
+	h.svc.Sweep(ctx)
+	if c := n.count("Verification failed"); c != 1 || !strings.Contains(n.wait(t, "Verification failed"), "no result of it was kept") {
+		t.Errorf("reported %d times: %q", c, n.lines)
+	}
+	n.wait(t, "|:rotating_light:")
+	if p = h.verifiedPlan(t, p.ID); !VerificationFailed(p) {
+		t.Errorf("reason %q", p.Reason)
+	}
+	if under, _ := v.Underway(ctx); len(under) != 0 {
+		t.Errorf("still underway: %v", under)
+	}
+}

@@ -199,6 +199,40 @@ func (s *Store) First(ctx context.Context, key string, ttl time.Duration) (bool,
 	return ok, nil
 }
 
+func (s *Store) verifyingKey() string { return s.prefix + "verifying" }
+
+// Started remembers that planID's verification started at at
+// (change.Verifications).
+func (s *Store) Started(ctx context.Context, planID string, at time.Time) error {
+	if err := s.rdb.ZAdd(ctx, s.verifyingKey(), redis.Z{Score: float64(at.UnixMilli()), Member: planID}).Err(); err != nil {
+		return fmt.Errorf("remember verification of %s: %w", planID, err)
+	}
+	return nil
+}
+
+// Ended forgets planID's verification.
+func (s *Store) Ended(ctx context.Context, planID string) error {
+	if err := s.rdb.ZRem(ctx, s.verifyingKey(), planID).Err(); err != nil {
+		return fmt.Errorf("forget verification of %s: %w", planID, err)
+	}
+	return nil
+}
+
+// Underway lists the verifications started and not ended.
+func (s *Store) Underway(ctx context.Context) (map[string]time.Time, error) {
+	zs, err := s.rdb.ZRangeWithScores(ctx, s.verifyingKey(), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list verifications: %w", err)
+	}
+	out := make(map[string]time.Time, len(zs))
+	for _, z := range zs {
+		if id, ok := z.Member.(string); ok {
+			out[id] = time.UnixMilli(int64(z.Score))
+		}
+	}
+	return out, nil
+}
+
 // Forget lets key be first again.
 func (s *Store) Forget(ctx context.Context, key string) error {
 	if err := s.rdb.Del(ctx, s.prefix+"seen:"+key).Err(); err != nil {

@@ -176,6 +176,30 @@ func TestFirst(t *testing.T) {
 	})
 }
 
+// Verifications under way are remembered until they end, with when each
+// started (change.Verifications).
+func TestVerificationsUnderway(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ redis.UniversalClient) {
+		ctx := context.Background()
+		at := time.UnixMilli(1_790_000_000_000)
+		for i, id := range []string{"p-1", "p-2"} {
+			if err := s.Started(ctx, id, at.Add(time.Duration(i)*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Ended(ctx, "p-1"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Underway(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || !got["p-2"].Equal(at.Add(time.Minute)) {
+			t.Fatalf("underway = %v", got)
+		}
+	})
+}
+
 func TestAppliedRecord(t *testing.T) {
 	backends(t, func(t *testing.T, s *Store, _ redis.UniversalClient) {
 		ctx := context.Background()

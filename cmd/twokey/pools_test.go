@@ -411,3 +411,38 @@ func vaultLogin(t *testing.T, addr, roleID, secretID string) *vault.Client {
 	c.SetToken(sec.Auth.ClientToken)
 	return c
 }
+
+// A verification still running on a pool when its serve stops (a deploy)
+// is reported all the same: by the next serve's sweeper, from the result
+// the worker kept, once.
+func TestVerificationOutlivesItsServe(t *testing.T) {
+	w := newPoolWorld(t)
+	b, err := os.ReadFile(w.serveConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Projects[0].Environments[0].Verify = &config.Verify{Converged: true, Smoke: "./scripts/smoke.sh"}
+	w.serveConfig = w.write("serve.yaml", cfg)
+	w.openPRFiles(1, map[string]string{"terraform/main.tf": stableTF, "scripts/smoke.sh": "#!/bin/sh\necho smoke: up\nsleep 3\necho smoke: ok\n"})
+	first := w.startServe("--shutdown-grace", "1s")
+	w.startRunner("nonprod", "np-1")
+	w.takingJobs("nonprod", "np-1")
+
+	msg := w.applyPR(1)
+	w.thread(msg, "Verifying")
+	first.stop(t) // with the verification under way on np-1
+	if strings.Contains(w.logs.String(), "verified") {
+		t.Fatalf("the first serve waited for the verification:\n%s", w.logs.String())
+	}
+	w.startServe()
+	w.thread(msg, "Verification passed")
+	w.planMessage(1, "verified")
+	time.Sleep(time.Second) // more sweeps
+	if ev := w.verifications(); len(ev) != 1 || ev[0].Detail["result"] != "passed" || ev[0].Detail["smoke"] != "passed" {
+		t.Fatalf("verification events: %+v", ev)
+	}
+}

@@ -151,7 +151,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	}
 	svc, err := change.New(change.Options{
 		Links: store, Linker: linker, Requirements: deps.src,
-		Config: cfg, Store: store, Grants: store, Locks: deps.locks, Runner: run, Outcomes: outcomes, Target: targets(cfg),
+		Config: cfg, Store: store, Grants: store, Locks: deps.locks, Runner: run, Outcomes: outcomes, Verifications: store, Target: targets(cfg),
 		Dedup: store, Promos: store, Audit: deps.audit, History: deps.audit, Trim: deps.audit.Trim,
 		Directory: b.Directory(), Notify: b, Progress: b, Drift: b, Changed: sync.Changed, Wrapping: wrapping, Notary: deps.keys.notary(),
 		Logger: log, ShutdownGrace: *grace, SweepInterval: *sweep, Stats: stats,

@@ -286,14 +286,41 @@ func (c *Client) run(ctx context.Context, j Job, progress func(string), preview 
 // PlanOutcome returns the result of a plan's last plan job, if it ended —
 // for a serve replica that finds a plan whose waiting replica went away.
 func (c *Client) PlanOutcome(ctx context.Context, p approvals.Plan) (runner.PlanResult, error, bool) {
-	plan, _, err, ok := c.outcome(ctx, p, KindPlan)
-	return plan, err, ok
+	ev, ok := c.outcome(ctx, p, KindPlan)
+	if !ok {
+		return runner.PlanResult{}, nil, false
+	}
+	var plan runner.PlanResult
+	if ev.Plan != nil {
+		plan = *ev.Plan
+	}
+	return plan, ev.Err.err(), true
 }
 
 // ApplyOutcome returns the result of a plan's last apply job, if it ended.
 func (c *Client) ApplyOutcome(ctx context.Context, p approvals.Plan) (runner.ApplyResult, error, bool) {
-	_, apply, err, ok := c.outcome(ctx, p, KindApply)
-	return apply, err, ok
+	ev, ok := c.outcome(ctx, p, KindApply)
+	if !ok {
+		return runner.ApplyResult{}, nil, false
+	}
+	return ev.Apply.result(), ev.Err.err(), true
+}
+
+// VerifyOutcome returns the result of the verification of a plan's apply,
+// if it ended.
+func (c *Client) VerifyOutcome(ctx context.Context, p approvals.Plan) (runner.VerifyResult, error, bool) {
+	ev, ok := c.outcome(ctx, p, KindVerify)
+	if !ok {
+		return runner.VerifyResult{}, nil, false
+	}
+	if ev.Verify == nil && ev.Err.err() == nil {
+		return runner.VerifyResult{}, errors.New("verify job ended without a result"), true
+	}
+	var res runner.VerifyResult
+	if ev.Verify != nil {
+		res = *ev.Verify
+	}
+	return res, ev.Err.err(), true
 }
 
 // Executor names the worker that started a plan's apply, if one did.
@@ -306,10 +333,12 @@ func (c *Client) Executor(ctx context.Context, p approvals.Plan) (string, bool) 
 	return name, err == nil
 }
 
-func (c *Client) outcome(ctx context.Context, p approvals.Plan, k Kind) (runner.PlanResult, runner.ApplyResult, error, bool) {
+// outcome is the kept result of p's last job of kind k, once a runner's
+// signature on it holds.
+func (c *Client) outcome(ctx context.Context, p approvals.Plan, k Kind) (event, bool) {
 	pool, err := c.o.Pool(p.Project, p.Env)
 	if err != nil {
-		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
+		return event{}, false
 	}
 	permit := ""
 	if k == KindApply {
@@ -318,7 +347,7 @@ func (c *Client) outcome(ctx context.Context, p approvals.Plan, k Kind) (runner.
 	key := outcomeKey(c.o.Prefix, pool, p.ID, k, permit)
 	raw, err := c.o.Redis.Get(ctx, key).Bytes()
 	if err != nil {
-		return runner.PlanResult{}, runner.ApplyResult{}, nil, false
+		return event{}, false
 	}
 	want := expect{planID: p.ID, kind: k, pool: pool, permit: permit}
 	if k == KindPlan {
@@ -330,13 +359,9 @@ func (c *Client) outcome(ctx context.Context, p approvals.Plan, k Kind) (runner.
 		if _, seen := c.reported.LoadOrStore(key+"\x00"+string(sum[:]), true); !seen {
 			c.forged(ctx, p.Project, p.Env, p.ID, k, "", "kept result", err)
 		}
-		return runner.PlanResult{}, runner.ApplyResult{}, nil, false // not found: the plan fails closed
+		return event{}, false // not found: the plan fails closed
 	}
-	var plan runner.PlanResult
-	if ev.Plan != nil {
-		plan = *ev.Plan
-	}
-	return plan, ev.Apply.result(), ev.Err.err(), true
+	return ev, true
 }
 
 // forged logs, loudly, a job result that no trusted runner key signed for

@@ -374,8 +374,8 @@ func (w *Worker) emit(id string, ev event) {
 	}
 }
 
-// finish signs the result and reports it, and keeps a plan's or apply's
-// for replicas that were not waiting.
+// finish signs the result and reports it, and keeps a plan's, apply's or
+// verification's for replicas that were not waiting.
 func (w *Worker) finish(j Job, ev event) {
 	ev.Type, ev.Worker, ev.At = "result", w.o.Name, time.Now().UTC()
 	b, err := signResult(w.o.Signer, j, w.o.Pool, ev)
@@ -389,7 +389,7 @@ func (w *Worker) finish(j Job, ev event) {
 	pipe := w.o.Redis.Pipeline()
 	pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: map[string]any{"event": b}})
 	pipe.Expire(ctx, key, resultTTL)
-	if j.Kind == KindPlan || j.Kind == KindApply {
+	if j.Kind == KindPlan || j.Kind == KindApply || j.Kind == KindVerify {
 		pipe.Set(ctx, outcomeKey(w.o.Prefix, w.o.Pool, j.PlanID, j.Kind, j.Permit), b, resultTTL)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
