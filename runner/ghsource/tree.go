@@ -114,37 +114,36 @@ func (r *reader) close() {
 	_ = r.cmd.Wait()
 }
 
-// object asks r for the object name names and reads its answer (see
-// answer).
-func (r *reader) object(name string) (oid, typ string, size int64, err error) {
-	if _, err := io.WriteString(r.in, name+"\n"); err != nil {
-		return "", "", 0, err
+// object asks r for the object whose ID is id and reads the answer.
+func (r *reader) object(id string) (typ string, size int64, err error) {
+	if _, err := io.WriteString(r.in, id+"\n"); err != nil {
+		return "", 0, err
 	}
-	return r.answer(name)
+	return r.answer(id)
 }
 
-// answer reads the answer to the request for name: the object's ID, type
-// and size, after which its content, size bytes and a newline, is next in
-// r.out. A name git finds nothing for is errMissing.
-func (r *reader) answer(name string) (oid, typ string, size int64, err error) {
+// answer reads the answer to the request for object id: its type and
+// size, after which its content, size bytes and a newline, is next in
+// r.out. An object git does not find is errMissing.
+func (r *reader) answer(id string) (typ string, size int64, err error) {
 	line, err := r.out.ReadString('\n')
 	if err != nil {
-		return "", "", 0, err
+		return "", 0, err
 	}
 	f := strings.Fields(line)
 	switch {
-	case len(f) == 2 && f[0] == name && (f[1] == "missing" || f[1] == "ambiguous"):
-		return "", "", 0, fmt.Errorf("%s: %w", name, errMissing)
+	case len(f) == 2 && f[0] == id && (f[1] == "missing" || f[1] == "ambiguous"):
+		return "", 0, fmt.Errorf("%s: %w", id, errMissing)
 	case len(f) != 3:
-		return "", "", 0, fmt.Errorf("git cat-file answered %q", strings.TrimSpace(line))
+		return "", 0, fmt.Errorf("git cat-file answered %q", strings.TrimSpace(line))
 	}
 	size, err = strconv.ParseInt(f[2], 10, 64)
-	if err != nil || size < 0 || f[0] != name {
-		// Every request is an object ID, which git answers with: anything
-		// else is not that object.
-		return "", "", 0, fmt.Errorf("git cat-file answered %q to %s", strings.TrimSpace(line), name)
+	if err != nil || size < 0 || f[0] != id {
+		// Git answers a request for an ID with that ID: anything else is
+		// not that object.
+		return "", 0, fmt.Errorf("git cat-file answered %q to %s", strings.TrimSpace(line), id)
 	}
-	return f[0], f[1], size, nil
+	return f[1], size, nil
 }
 
 // read reads the content of an object of size bytes that object announced.
@@ -225,7 +224,7 @@ type exporter struct {
 }
 
 func (e *exporter) commit(sha string) error {
-	_, typ, size, err := e.r.object(sha)
+	typ, size, err := e.r.object(sha)
 	if err != nil {
 		return err
 	}
@@ -253,7 +252,7 @@ func (e *exporter) commit(sha string) error {
 // links, asked for all at once and written as the answers come (one round
 // trip to git, not one per file), then each of its directories.
 func (e *exporter) tree(dir, oid string) error {
-	_, typ, size, err := e.r.object(oid)
+	typ, size, err := e.r.object(oid)
 	if err != nil {
 		return err
 	}
@@ -334,7 +333,7 @@ func (e *exporter) files(files []treeEntry) error {
 
 // file writes f, whose blob is the reader's next answer.
 func (e *exporter) file(f treeEntry) error {
-	_, typ, size, err := e.r.answer(f.oid)
+	typ, size, err := e.r.answer(f.oid)
 	if err != nil {
 		return err
 	}
