@@ -25,7 +25,6 @@ import (
 // fakeExec stands in for the runner: it records what it ran.
 type fakeExec struct {
 	plans, applies atomic.Int32
-	verifies       atomic.Int32
 	minted         atomic.Int32  // break-glass tokens
 	block          chan struct{} // if set, Plan waits on it
 	progress       []string
@@ -55,18 +54,6 @@ func (f *fakeExec) Apply(_ context.Context, job runner.ApplyJob) (runner.ApplyRe
 		return runner.ApplyResult{}, &runner.TerraformError{Step: "apply", Output: "boom"}
 	}
 	return runner.ApplyResult{Summary: "1 added, 0 changed, 0 destroyed", Accessor: "acc"}, nil
-}
-
-func (f *fakeExec) Verify(ctx context.Context, job runner.VerifyJob) (runner.VerifyResult, error) {
-	f.verifies.Add(1)
-	if f.block != nil {
-		select {
-		case <-f.block:
-		case <-ctx.Done():
-			return runner.VerifyResult{}, ctx.Err()
-		}
-	}
-	return runner.VerifyResult{Steps: []runner.StepResult{{Name: "converged", Passed: true, Summary: "no changes in " + job.ID}}}, nil
 }
 
 func (f *fakeExec) Drift(_ context.Context, job runner.DriftJob) (runner.DriftResult, error) {
@@ -405,48 +392,6 @@ func TestDetachedResultIsKept(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no outcome kept")
 		}
-	}
-}
-
-// A verification's result is kept too, for a replica that was not
-// waiting for it (change's sweeper), and only once a runner signed it.
-func TestDetachedVerificationResultIsKept(t *testing.T) {
-	f := setup(t)
-	slow := &fakeExec{block: make(chan struct{})}
-	f.worker(t, "nonprod", "w1", slow, time.Second)
-	p := approvals.Plan{ID: "p-verified", Project: "infra", Env: "dev"}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := f.client.Verify(ctx, runner.VerifyJob{ID: p.ID, Target: runner.Target{Project: "infra", Env: "dev"},
-			Steps: runner.VerifySteps{Converged: true}})
-		done <- err
-	}()
-	for slow.verifies.Load() == 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; !errors.Is(err, runner.ErrDetached) {
-		t.Fatalf("err = %v, want ErrDetached", err)
-	}
-	if _, _, ok := f.client.VerifyOutcome(context.Background(), p); ok {
-		t.Fatal("an outcome before the verification ended")
-	}
-	close(slow.block)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if res, verr, ok := f.client.VerifyOutcome(context.Background(), p); ok {
-			if verr != nil || !res.Passed() || res.Steps[0].Summary != "no changes in p-verified" {
-				t.Fatalf("outcome = %+v %v", res, verr)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no outcome kept")
-		}
-	}
-	// Another plan's kept result is not this one's.
-	if _, _, ok := f.client.VerifyOutcome(context.Background(), approvals.Plan{ID: "p-other", Project: "infra", Env: "dev"}); ok {
-		t.Error("an outcome for a plan never verified")
 	}
 }
 
