@@ -114,6 +114,8 @@ run id
 run twokey version
 run env TF_CLI_CONFIG_FILE=/dev/null "$TERRAFORM" version
 run bwrap --version
+run tini --version
+echo "entrypoint: $(podman image inspect --format '{{json .Config.Entrypoint}}' "$IMAGE")"
 # A process in a chroot may not create user namespaces, so the sandbox cannot
 # start under buildah's chroot isolation. check-config runs the image the way
 # a pod does instead: bubblewrap as the runtime, the image's root filesystem

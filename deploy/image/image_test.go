@@ -25,10 +25,12 @@ func TestImage(t *testing.T) {
 				t.Fatalf("scripts/image.sh: %v", err)
 			}
 			for _, want := range []string{
-				"uid=10001(twokey)",          // not root
-				"\ntwokey ",                  // twokey version
-				tf.version,                   // the pinned binary
-				"bubblewrap ",                // the sandbox tool
+				"uid=10001(twokey)", // not root
+				"\ntwokey ",         // twokey version
+				tf.version,          // the pinned binary
+				"bubblewrap ",       // the sandbox tool
+				"tini version ",     // PID 1, reaping what is left to it
+				`entrypoint: ["/usr/bin/tini","--","/usr/local/bin/twokey"]`,
 				"root filesystem: read-only", // runs on a read-only root
 				": ok (1 projects",           // check-config, as a pod runs it
 				"sandbox: bubblewrap",        // … with the sandbox started
