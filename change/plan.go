@@ -149,16 +149,11 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 		return err
 	}
 	started := time.Now()
-	// The changes terraform reported are shown, with the buttons, while the
-	// saved plan is read back; the plan is shown as it ends only after that.
-	var previews sync.WaitGroup
-	preview := func(sum approvals.Summary) {
-		if show := s.preview(ctx, p.ID, sum); show != nil {
-			previews.Go(show)
-		}
-	}
+	// The changes terraform reported are shown, with the buttons, before
+	// the saved plan is read back; the plan is shown as it ends only after
+	// that.
+	preview := func(sum approvals.Summary) { s.preview(ctx, p.ID, sum) }
 	res, err := s.o.Runner.Plan(ctx, runner.PlanJob{PlanID: p.ID, Rev: rev, Lease: lease, Target: target, Preview: preview})
-	previews.Wait()
 	if errors.Is(err, runner.ErrDetached) {
 		log.Warn("stopped waiting for the plan; another replica completes it", "err", err)
 		if cur, gerr := s.o.Store.Get(ctx, p.ID); gerr == nil && cur.Status.Terminal() {
@@ -178,13 +173,13 @@ func (s *Service) Plan(ctx context.Context, channel, user string, cmd commands.P
 	return err
 }
 
-// preview records what terraform said a plan does, and returns what shows
-// it, with its buttons, while the saved plan is read back (see decide for
-// a click on it); nil if the plan is no longer being planned. The record
-// is written before the runner goes on: the read-back's processes,
-// starting, would slow it several-fold.
-func (s *Service) preview(ctx context.Context, id string, sum approvals.Summary) (show func()) {
+// preview records what terraform said a plan does and shows it, with its
+// buttons (see decide for a click on it), unless the plan is no longer
+// being planned. The runner reads the plan back once it returns: the
+// read-back's processes, starting, would slow both several-fold.
+func (s *Service) preview(ctx context.Context, id string, sum approvals.Summary) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	p, err := approvals.Update(ctx, s.o.Store, id, func(p approvals.Plan) (approvals.Plan, error) {
 		if p.Status != approvals.StatusPlanning {
 			return p, approvals.ErrUnchanged
@@ -192,12 +187,7 @@ func (s *Service) preview(ctx context.Context, id string, sum approvals.Summary)
 		p.Preview = &sum
 		return p, nil
 	})
-	if err != nil || p.Status != approvals.StatusPlanning {
-		cancel()
-		return nil
-	}
-	return func() {
-		defer cancel()
+	if err == nil && p.Status == approvals.StatusPlanning {
 		s.refresh(ctx, p)
 	}
 }

@@ -212,6 +212,9 @@ type Runner struct {
 	// asks terraform its version once per Terraform.
 	tfs   map[string]Terraform
 	slots map[string]*sync.Mutex // one run per run directory at a time
+	// planning holds read-backs back while other plans have not shown
+	// their changes.
+	planning planning
 }
 
 // New checks the binary's version and returns a Runner.
@@ -422,6 +425,14 @@ func (r *Runner) Plan(ctx context.Context, job PlanJob) (PlanResult, error) {
 // people approve, the digest they approve and the file applied are one.
 func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Target, about subject,
 	lock bool, preview func(approvals.Summary)) (PlanResult, []byte, error) {
+	if show := preview; show != nil {
+		shown := r.planning.start()
+		defer shown()
+		preview = func(sum approvals.Summary) {
+			show(sum)
+			shown()
+		}
+	}
 	// The credential is minted while the commit is checked out; it is
 	// revoked once the run, and every process of it, is gone.
 	minted := func() (*Credential, error) { return nil, nil }
@@ -472,7 +483,9 @@ func (r *Runner) planIn(ctx context.Context, kind, id string, rev Revision, t Ta
 	if preview != nil && changes {
 		preview(redactSummary(stream.Summary(changes), NewRedactor(cred.Values()...)))
 		// With the changes shown, other runs' plans come first: the
-		// read-back takes the CPU they leave.
+		// read-back starts once they have shown theirs, and takes the CPU
+		// they leave.
+		r.planning.wait(ctx, readBackWait)
 		if readBack, err = r.terraformFor(ru, ru.box.Background(), cred); err != nil {
 			return PlanResult{}, nil, err
 		}

@@ -394,6 +394,53 @@ func TestReadBackRunsBehind(t *testing.T) {
 	}
 }
 
+// A plan's read-back waits while another plan of the runner has not
+// shown its changes yet: here, until the other plan's preview returns.
+func TestReadBackWaitsForAnotherPlansPreview(t *testing.T) {
+	f := setup(t, 30*time.Second)
+	log := filepath.Join(f.root, "starts.log")
+	r, err := f.runner(t, func(o *runner.Options) { o.Sandbox = startLog{Sandbox: o.Sandbox, log: log} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	other := f.target
+	other.Env, other.BackendConfig = "other", map[string]string{"path": filepath.Join(f.dir, "other.tfstate")}
+	otherLease, err := f.locks.Acquire(ctx, runner.LockKey("acme", "other"), runner.Holder{User: "UREQ", PR: 42}, other.LockTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	showing, shown := make(chan struct{}), make(chan struct{})
+	otherDone := make(chan error, 1)
+	go func() {
+		_, err := r.Plan(ctx, runner.PlanJob{PlanID: "p-other", Rev: f.rev(sha1), Lease: otherLease, Target: other,
+			Preview: func(approvals.Summary) { close(showing); <-shown }})
+		otherDone <- err
+	}()
+	<-showing // the other plan is showing its changes, and has not yet
+	previewed := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Plan(ctx, runner.PlanJob{PlanID: "p-1", Rev: f.rev(sha1), Lease: f.lease(t), Target: f.target,
+			Preview: func(approvals.Summary) { close(previewed) }})
+		done <- err
+	}()
+	<-previewed
+	time.Sleep(300 * time.Millisecond)
+	if b, _ := os.ReadFile(log); strings.Contains(string(b), "background show") {
+		t.Fatalf("a read-back started while another plan was still showing its changes:\n%s", b)
+	}
+	close(shown)
+	for _, c := range []chan error{done, otherDone} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, _ := os.ReadFile(log); strings.Count(string(b), "background show") != 4 {
+		t.Errorf("read-backs started:\n%s", b)
+	}
+}
+
 func TestPlanThenApply(t *testing.T) {
 	f := setup(t, 30*time.Second)
 	t.Setenv("TWOKEY_BOT_ONLY_SECRET", "bot-secret-must-not-leak")
