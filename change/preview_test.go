@@ -234,12 +234,15 @@ func TestPreviewRenderedAfterRejectDetached(t *testing.T) {
 	h.svc.n = n
 	h.run.detached = true
 	ctx := context.Background()
-	h.run.during = func(job runner.PlanJob) {
-		<-n.entered // the preview is being rendered
-		if err := h.svc.Reject(ctx, pChannel, pBob, job.PlanID); err != nil {
-			t.Error(err)
-		}
-		close(n.release)
+	h.run.before = func(job runner.PlanJob) {
+		// A click handled while the runner waits for the preview.
+		go func() {
+			<-n.entered // the preview is being rendered
+			if err := h.svc.Reject(ctx, pChannel, pBob, job.PlanID); err != nil {
+				t.Error(err)
+			}
+			close(n.release)
+		}()
 	}
 	h.planPR1(t)
 	n.mu.Lock()
