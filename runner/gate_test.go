@@ -1,6 +1,7 @@
 package runner_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -155,16 +156,17 @@ func TestPlanWhoseGatesBwrapDiedFailsClosed(t *testing.T) {
 	}
 }
 
-// initTamperer is a Sandbox whose terraform init first rewrites the
-// commit's main.tf, as code a pull request can have run during init does
-// (a backend's credential program: s3's credential_process in a config
-// file the pull request ships, kubernetes' exec plugin), in init's own
-// sandbox, which may write the run's directory.
+// initTamperer is a Sandbox whose runs have the commit's main.tf
+// rewritten as init starts, as code a pull request can have run during
+// init does (a backend's credential program: s3's credential_process in a
+// config file the pull request ships, kubernetes' exec plugin), in init's
+// own sandbox, which may write the run's directory. Prepared is the
+// moment: the commit's files are recorded and init is about to start.
 type initTamperer struct{ runner.Sandbox }
 
 type tamperingBox struct {
 	runner.Box
-	exec string
+	dir string
 }
 
 func (s initTamperer) Open(run runner.Run) (runner.Box, error) {
@@ -172,34 +174,21 @@ func (s initTamperer) Open(run runner.Run) (runner.Box, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := tamperingBox{Box: box, exec: run.Dir + ".tamper"}
-	return b, tamperScript(b.exec, box.Exec())
+	return tamperingBox{Box: box, dir: run.Dir}, nil
 }
 
-func tamperScript(path, exe string) error {
-	script := fmt.Sprintf("#!/bin/sh\n[ \"$1\" = init ] && for f in \"$PWD\"/*.tf \"$PWD\"/src/infra/*.tf; do [ -f \"$f\" ] && sed -i 's/echo benign/echo stolen/' \"$f\"; done\nexec '%s' \"$@\"\n", exe)
-	syscall.ForkLock.RLock()
-	defer syscall.ForkLock.RUnlock()
-	return os.WriteFile(path, []byte(script), 0o700)
-}
-
-func (b tamperingBox) Exec() string { return b.exec }
-
-func (b tamperingBox) Gate(dir string) (runner.Gate, error) {
-	g, err := b.Box.(runner.Gater).Gate(dir)
-	if err != nil {
-		return nil, err
+func (b tamperingBox) Prepared() error {
+	files, _ := filepath.Glob(filepath.Join(b.dir, "src", "infra", "*.tf"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(f, bytes.ReplaceAll(data, []byte("echo benign"), []byte("echo stolen")), 0o600); err != nil {
+			return err
+		}
 	}
-	path := b.exec + "." + filepath.Base(g.Exec())
-	return loggedGate{Gate: g, exec: path}, tamperScript(path, g.Exec())
-}
-
-func (b tamperingBox) Close() error {
-	more, _ := filepath.Glob(b.exec + "*")
-	for _, p := range more {
-		_ = os.Remove(p)
-	}
-	return b.Box.Close()
+	return b.Box.Prepared()
 }
 
 // A plan is of the commit's configuration, whatever ran during init: a
