@@ -435,7 +435,7 @@ func TestVerificationOutlivesItsServe(t *testing.T) {
 	msg := w.applyPR(1)
 	w.thread(msg, "Verifying")
 	first.stop(t) // with the verification under way on np-1
-	if strings.Contains(w.logs.String(), "verified") {
+	if strings.Contains(w.logs.String(), "msg=verified") {
 		t.Fatalf("the first serve waited for the verification:\n%s", w.logs.String())
 	}
 	w.startServe()
