@@ -65,16 +65,34 @@ func (n *verifyNotes) wait(t *testing.T, want string) string {
 // run (nil: a runner that cannot verify).
 func verifyHarness(t *testing.T, v *config.Verify, run *verifyingRunner) (*harness, *verifyNotes, approvals.Plan) {
 	t.Helper()
+	h, n := newVerifyHarness(t, v)
+	if run != nil {
+		run.fakeRunner = h.run
+		h.svc.o.Runner = run
+	}
+	id := h.approvePR1(t)
+	n.wait(t, "Apply complete")
+	p, _ := h.store.Get(context.Background(), id)
+	return h, n, p
+}
+
+// newVerifyHarness is a harness whose staging verifies with v, and whose
+// notes n keeps.
+func newVerifyHarness(t *testing.T, v *config.Verify) (*harness, *verifyNotes) {
+	t.Helper()
 	h := newHarness(t)
 	h.svc.cfg.Projects[0].Environments[0].Verify = v
 	h.dir.members[pGroup] = []string{pBob, pCarol}
 	h.run.head = "0123456789abcdef0123456789abcdef01234567"
 	n := &verifyNotes{}
 	h.svc.n, h.svc.o.Notify = n, n
-	if run != nil {
-		run.fakeRunner = h.run
-		h.svc.o.Runner = run
-	}
+	return h, n
+}
+
+// approvePR1 plans PR 1 in staging and has bob and carol approve it; it
+// returns the plan's ID.
+func (h *harness) approvePR1(t *testing.T) string {
+	t.Helper()
 	ctx := context.Background()
 	cmd, _ := commands.Parse("plan staging pr-1")
 	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
@@ -86,9 +104,7 @@ func verifyHarness(t *testing.T, v *config.Verify, run *verifyingRunner) (*harne
 			t.Fatal(err)
 		}
 	}
-	n.wait(t, "Apply complete")
-	p, _ := h.store.Get(ctx, id)
-	return h, n, p
+	return id
 }
 
 // plan waits for the verification to reach the plan, and returns it.
@@ -256,28 +272,14 @@ func (d *detachedVerifier) VerifyOutcome(context.Context, approvals.Plan) (runne
 // nobody waiting (d), and waits until it started.
 func detachedHarness(t *testing.T, d *detachedVerifier) (*harness, *verifyNotes, *memVerifications, approvals.Plan) {
 	t.Helper()
-	h := newHarness(t)
-	h.svc.cfg.Projects[0].Environments[0].Verify = &config.Verify{Converged: true}
-	h.dir.members[pGroup] = []string{pBob, pCarol}
-	h.run.head = "0123456789abcdef0123456789abcdef01234567"
-	n := &verifyNotes{}
+	h, n := newVerifyHarness(t, &config.Verify{Converged: true})
 	v := &memVerifications{}
 	d.fakeRunner = h.run
-	h.svc.n, h.svc.o.Notify, h.svc.o.Runner, h.svc.o.Outcomes, h.svc.o.Verifications = n, n, d, d, v
-	ctx := context.Background()
-	cmd, _ := commands.Parse("plan staging pr-1")
-	if err := h.svc.Plan(ctx, pChannel, pAlice, cmd.(commands.Plan)); err != nil {
-		t.Fatal(err)
-	}
-	id := h.openPlan(t)
-	for _, u := range []string{pBob, pCarol} {
-		if err := h.svc.Approve(ctx, pChannel, u, id); err != nil {
-			t.Fatal(err)
-		}
-	}
+	h.svc.o.Runner, h.svc.o.Outcomes, h.svc.o.Verifications = d, d, v
+	id := h.approvePR1(t)
 	n.wait(t, "Verifying the apply")
 	h.svc.Idle()
-	p, _ := h.store.Get(ctx, id)
+	p, _ := h.store.Get(context.Background(), id)
 	return h, n, v, p
 }
 

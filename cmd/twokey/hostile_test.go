@@ -343,17 +343,10 @@ func TestHostilePullRequestOnRunnerPool(t *testing.T) {
 	w := newPoolWorld(t)
 	secrets := map[string]string{}
 	plant := func(name, value string) string { secrets[name] = value; return value }
-	b, err := os.ReadFile(w.serveConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(strings.NewReader(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Projects[0].Providers = []string{lootAddress}
-	cfg.Projects[0].AllowPRProviders = true
-	w.serveConfig = w.write("serve.yaml", cfg)
+	w.editServeConfig(func(cfg *config.Config) {
+		cfg.Projects[0].Providers = []string{lootAddress}
+		cfg.Projects[0].AllowPRProviders = true
+	})
 	for pool, env := range w.runnerEnv {
 		for k, v := range env {
 			plant(pool+" worker's "+k, v)

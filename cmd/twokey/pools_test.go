@@ -70,6 +70,29 @@ func newPoolWorld(t *testing.T) *poolWorld {
 	return w
 }
 
+// editServeConfig changes serve's config (and so the workers' started
+// after it).
+func (w *poolWorld) editServeConfig(edit func(*config.Config)) {
+	w.t.Helper()
+	cfg := w.serveCfg()
+	edit(cfg)
+	w.serveConfig = w.write("serve.yaml", cfg)
+}
+
+// serveCfg reads serve's config.
+func (w *poolWorld) serveCfg() *config.Config {
+	w.t.Helper()
+	b, err := os.ReadFile(w.serveConfig)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cfg, err := config.Parse(strings.NewReader(string(b)))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return cfg
+}
+
 // startServe starts a serve replica with no Vault credential at all.
 func (w *poolWorld) startServe(flags ...string) *botProcess {
 	w.t.Helper()
@@ -88,14 +111,7 @@ func (w *poolWorld) startServe(flags ...string) *botProcess {
 func (w *poolWorld) startRunner(pool, name string, flags ...string) *botProcess {
 	w.t.Helper()
 	w.workers++
-	b, err := os.ReadFile(w.serveConfig)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	cfg, err := config.Parse(strings.NewReader(string(b)))
-	if err != nil {
-		w.t.Fatal(err)
-	}
+	cfg := w.serveCfg()
 	cfg.DataDir = filepath.Join(w.dir, "data-"+name)
 	cfg.Signing.KeyFile = filepath.Join(w.keys, "runner-"+pool+".key")
 	cfg.Redis = w.redisConfig("twokey-runner-" + pool)
@@ -417,16 +433,9 @@ func vaultLogin(t *testing.T, addr, roleID, secretID string) *vault.Client {
 // the worker kept, once.
 func TestVerificationOutlivesItsServe(t *testing.T) {
 	w := newPoolWorld(t)
-	b, err := os.ReadFile(w.serveConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(strings.NewReader(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Projects[0].Environments[0].Verify = &config.Verify{Converged: true, Smoke: "./scripts/smoke.sh"}
-	w.serveConfig = w.write("serve.yaml", cfg)
+	w.editServeConfig(func(cfg *config.Config) {
+		cfg.Projects[0].Environments[0].Verify = &config.Verify{Converged: true, Smoke: "./scripts/smoke.sh"}
+	})
 	w.openPRFiles(1, map[string]string{"terraform/main.tf": stableTF, "scripts/smoke.sh": "#!/bin/sh\necho smoke: up\nsleep 3\necho smoke: ok\n"})
 	first := w.startServe("--shutdown-grace", "1s")
 	w.startRunner("nonprod", "np-1")
